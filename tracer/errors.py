@@ -1,0 +1,30 @@
+"""The one small exception hierarchy. Exit codes are decided in cli.main() only."""
+from __future__ import annotations
+
+
+class TcpoomError(Exception):
+    """An error with a message fit for one line on the terminal."""
+
+    exit_code = 1
+
+
+class UsageError(TcpoomError):
+    exit_code = 2
+
+
+class PermissionNeeded(TcpoomError):
+    """Not root (or without CAP_BPF + CAP_PERFMON)."""
+
+    exit_code = 77
+
+
+class KernelUnsupported(TcpoomError):
+    """The running kernel cannot give what was asked (no BTF, no method left)."""
+
+    exit_code = 3
+
+
+class LoadError(TcpoomError):
+    """libbpf or the verifier refused a program."""
+
+    exit_code = 4

@@ -1,0 +1,229 @@
+"""The Python mirror of bpf/tcpoom.h: the event record and its constants.
+
+tests/test_layout.py checks every size and offset here against the compiled
+object's BTF, and every constant against the header's text.
+"""
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+from typing import Dict, List, Optional, Tuple
+
+# family
+OOM_CHECK, TW_OVERFLOW, MEM_EXCEED, PRESSURE = 1, 2, 3, 4
+FAMILIES: Dict[int, str] = {OOM_CHECK: "oom_check", TW_OVERFLOW: "tw_overflow",
+                            MEM_EXCEED: "mem_exceed", PRESSURE: "pressure"}
+FAMILY_IDS = {v: k for k, v in FAMILIES.items()}
+
+# method
+FENTRY, KPROBE, TP_BTF, RAW_TP, SAMPLED = 1, 2, 3, 4, 5
+METHODS: Dict[int, str] = {FENTRY: "fentry", KPROBE: "kprobe", TP_BTF: "tp_btf",
+                           RAW_TP: "raw_tp", SAMPLED: "sampled"}
+
+# verdict bits
+VERDICT_ORPHANS = 0x0001
+VERDICT_MEMORY = 0x0002
+VERDICT_KILLED = 0x0004
+VERDICT_RESET = 0x0008
+VERDICT_SHIFT_MIN = 0x0010
+VERDICT_SEND = 0x0100
+VERDICT_RECV = 0x0200
+VERDICT_ENTER = 0x1000
+VERDICT_LEAVE = 0x2000
+
+# caller
+CALLER_UNKNOWN, CALLER_CLOSE, CALLER_TIMER = 0, 1, 2
+CALLERS = {CALLER_UNKNOWN: "?", CALLER_CLOSE: "close", CALLER_TIMER: "timer"}
+
+# field bits (exact / derived masks)
+FIELD_SHIFT = 1 << 0
+FIELD_ORPHANS = 1 << 1
+FIELD_MAX_ORPHANS = 1 << 2
+FIELD_MEMORY = 1 << 3
+FIELD_TCP_MEM = 1 << 4
+FIELD_TW_COUNT = 1 << 5
+FIELD_MAX_TW = 1 << 6
+FIELD_VERDICT = 1 << 7
+FIELD_CALLER = 1 << 8
+FIELD_SOCKET = 1 << 9
+FIELD_PRESSURE = 1 << 10
+FIELDS = {"shift": FIELD_SHIFT, "orphans": FIELD_ORPHANS, "max_orphans": FIELD_MAX_ORPHANS,
+          "memory_allocated": FIELD_MEMORY, "tcp_mem": FIELD_TCP_MEM,
+          "tw_count": FIELD_TW_COUNT, "max_tw_buckets": FIELD_MAX_TW,
+          "verdict": FIELD_VERDICT, "caller": FIELD_CALLER, "socket": FIELD_SOCKET,
+          "pressure_since": FIELD_PRESSURE}
+
+# per-CPU counter slots
+CNT_OOM_CHECK = 0
+CNT_OOM_ORPHANS = 1
+CNT_OOM_MEMORY = 2
+CNT_OOM_CLOSE = 3
+CNT_OOM_TIMER = 4
+CNT_OOM_RESET = 5
+CNT_OOM_CALLS = 6
+CNT_TW_OVERFLOW = 7
+CNT_TW_CLOSES = 8
+CNT_MEM_EXCEED = 9
+CNT_MEM_SEND = 10
+CNT_MEM_RECV = 11
+CNT_PRESSURE_ENTER = 12
+CNT_PRESSURE_LEAVE = 13
+CNT_FILTERED = 14
+CNT_LOST_BASE = 16
+CNT_MAX = 24
+COUNTER_NAMES = {
+    CNT_OOM_CHECK: "oom_check", CNT_OOM_ORPHANS: "oom_check.orphans",
+    CNT_OOM_MEMORY: "oom_check.memory", CNT_OOM_CLOSE: "oom_check.close",
+    CNT_OOM_TIMER: "oom_check.timer", CNT_OOM_RESET: "oom_check.reset",
+    CNT_OOM_CALLS: "oom_check.calls", CNT_TW_OVERFLOW: "tw_overflow",
+    CNT_TW_CLOSES: "tw_overflow.closes_examined", CNT_MEM_EXCEED: "mem_exceed",
+    CNT_MEM_SEND: "mem_exceed.send", CNT_MEM_RECV: "mem_exceed.recv",
+    CNT_PRESSURE_ENTER: "pressure.enter", CNT_PRESSURE_LEAVE: "pressure.leave",
+    CNT_FILTERED: "filtered",
+}
+for _fam, _name in FAMILIES.items():
+    COUNTER_NAMES[CNT_LOST_BASE + _fam] = f"lost.{_name}"
+
+TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1",
+              5: "FIN_WAIT2", 6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT",
+              9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING", 12: "NEW_SYN_RECV"}
+
+# struct tcpoom_event, member by member: (name, struct code)
+LAYOUT: List[Tuple[str, str]] = [
+    ("ts_ns", "Q"), ("skaddr", "Q"), ("netns", "I"), ("pid", "I"), ("tid", "I"),
+    ("cpu", "H"), ("family", "B"), ("method", "B"), ("comm", "16s"),
+    ("af", "H"), ("sport", "H"), ("dport", "H"), ("state", "B"), ("caller", "B"),
+    ("saddr", "16s"), ("daddr", "16s"),
+    ("memory_allocated", "q"), ("tcp_mem", "3q"), ("pressure_since", "q"),
+    ("orphans", "i"), ("max_orphans", "i"), ("shift", "i"), ("wmem_queued", "i"),
+    ("rmem_alloc", "i"), ("sndbuf", "i"), ("rcvbuf", "i"), ("tw_count", "i"),
+    ("max_tw_buckets", "i"), ("verdict", "H"), ("reason", "H"), ("exact", "I"),
+    ("derived", "I"), ("__pad", "I"),
+]
+EVENT_STRUCT = struct.Struct("<" + "".join(code for _, code in LAYOUT))
+EVENT_SIZE = EVENT_STRUCT.size
+
+
+def layout_offsets() -> Dict[str, int]:
+    """Byte offset of every member, as the mirror lays it out."""
+    out, fmt = {}, "<"
+    for name, code in LAYOUT:
+        out[name] = struct.calcsize(fmt)
+        fmt += code
+    return out
+
+
+# names of the flat tuple that EVENT_STRUCT.unpack returns (tcp_mem is 3 values)
+_FLAT: List[str] = []
+for _name, _code in LAYOUT:
+    if _code == "3q":
+        _FLAT += [f"{_name}{i}" for i in range(3)]
+    else:
+        _FLAT.append(_name)
+
+
+class Event:
+    """One decoded record. Built on the display path only; recording copies
+    raw records without making one of these per event."""
+
+    __slots__ = tuple(n for n in _FLAT if n != "__pad") + ("_pad",)
+
+    def __init__(self, values: tuple):
+        for name, v in zip(_FLAT, values):
+            if name == "__pad":
+                name = "_pad"
+            object.__setattr__(self, name, v)
+
+    @classmethod
+    def decode(cls, buf, offset: int = 0) -> "Event":
+        return cls(EVENT_STRUCT.unpack_from(buf, offset))
+
+    @classmethod
+    def make(cls, **fields) -> "Event":
+        """A record built in user space (sampled methods, tests)."""
+        defaults = dict.fromkeys(_FLAT, 0)
+        for k in ("memory_allocated", "tcp_mem0", "tcp_mem1", "tcp_mem2", "pressure_since",
+                  "orphans", "max_orphans", "shift", "wmem_queued", "rmem_alloc", "sndbuf",
+                  "rcvbuf", "tw_count", "max_tw_buckets"):
+            defaults[k] = -1
+        defaults["comm"] = b""
+        defaults["saddr"] = defaults["daddr"] = b"\0" * 16
+        if "tcp_mem" in fields:
+            for i, v in enumerate(fields.pop("tcp_mem")):
+                defaults[f"tcp_mem{i}"] = v
+        defaults.update(fields)
+        return cls(tuple(defaults[n] for n in _FLAT))
+
+    def pack(self) -> bytes:
+        return EVENT_STRUCT.pack(*(getattr(self, "_pad" if n == "__pad" else n) for n in _FLAT))
+
+    # ------------------------------------------------------------ views
+    @property
+    def family_name(self) -> str:
+        return FAMILIES.get(self.family, f"family{self.family}")
+
+    @property
+    def method_name(self) -> str:
+        return METHODS.get(self.method, f"method{self.method}")
+
+    @property
+    def tcp_mem(self) -> Tuple[int, int, int]:
+        return (self.tcp_mem0, self.tcp_mem1, self.tcp_mem2)
+
+    @property
+    def comm_str(self) -> str:
+        return self.comm.split(b"\0", 1)[0].decode(errors="replace")
+
+    @property
+    def state_name(self) -> str:
+        return TCP_STATES.get(self.state, str(self.state))
+
+    @property
+    def caller_name(self) -> str:
+        return CALLERS.get(self.caller, "?")
+
+    def _addr(self, raw: bytes) -> Optional[str]:
+        if self.af == socket.AF_INET:
+            return str(ipaddress.IPv4Address(raw[:4]))
+        if self.af == socket.AF_INET6:
+            return str(ipaddress.IPv6Address(raw))
+        return None
+
+    @property
+    def local(self) -> str:
+        a = self._addr(self.saddr)
+        if a is None:
+            return "-"
+        return f"[{a}]:{self.sport}" if ":" in a else f"{a}:{self.sport}"
+
+    @property
+    def remote(self) -> str:
+        a = self._addr(self.daddr)
+        if a is None:
+            return "-"
+        return f"[{a}]:{self.dport}" if ":" in a else f"{a}:{self.dport}"
+
+    def fidelity(self, field: str) -> str:
+        """exact, derived or unavailable, as the kernel side marked it."""
+        bit = FIELDS[field]
+        if self.exact & bit:
+            return "exact"
+        if self.derived & bit:
+            return "derived"
+        return "unavailable"
+
+    def verdict_names(self) -> List[str]:
+        v, out = self.verdict, []
+        if self.family == OOM_CHECK:
+            if v & VERDICT_ORPHANS:
+                out.append("too_many_orphans")
+            if v & VERDICT_MEMORY:
+                out.append("out_of_memory")
+        elif self.family == MEM_EXCEED:
+            out.append("recv" if v & VERDICT_RECV else "send")
+        elif self.family == PRESSURE:
+            out.append("enter" if v & VERDICT_ENTER else "leave")
+        elif self.family == TW_OVERFLOW:
+            out.append("overflow")
+        return out

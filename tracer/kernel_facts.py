@@ -1,0 +1,169 @@
+"""What the running kernel allows, gathered without attaching anything.
+
+The probe plan (plan.py) is a pure function of these facts, so its decisions
+can be tested from facts recorded on other kernels (tests/data/facts-*.json).
+"""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import os
+import time
+from typing import Dict, Optional
+
+from . import libbpf
+
+# Kernel functions the function-probe methods attach to.
+FUNCTIONS = ("tcp_check_oom", "__tcp_close", "tcp_close", "tcp_out_of_resources",
+             "inet_twsk_alloc", "tcp_enter_memory_pressure", "tcp_leave_memory_pressure")
+# Data symbols read by address where kallsyms lists them (CONFIG_KALLSYMS_ALL).
+DATA_SYMBOLS = ("tcp_orphan_cache", "sysctl_tcp_max_orphans")
+TRACEPOINTS = ("tcp_send_reset", "inet_sock_set_state", "sock_exceed_buf_limit")
+
+
+@dataclasses.dataclass
+class KernelFacts:
+    release: str = ""
+    machine: str = "x86_64"
+    root: bool = False
+    btf: bool = False
+    #: function name -> present in the kernel's BTF (fentry can name it)
+    btf_functions: Dict[str, bool] = dataclasses.field(default_factory=dict)
+    #: tracepoint -> number of arguments (from btf_trace_<name>), absent if unknown
+    tracepoints: Dict[str, int] = dataclasses.field(default_factory=dict)
+    #: numeric SK_RST_REASON_TCP_ABORT_ON_MEMORY, None where the enum lacks it
+    rst_reason_abort_on_memory: Optional[int] = None
+    #: errno of a test load of an fentry program; 0 = accepted, None = not tried
+    fentry_errno: Optional[int] = None
+    #: a kprobe PMU or kprobe_events exists (CONFIG_KPROBES)
+    kprobes: bool = False
+    #: function symbol -> in /proc/kallsyms (not inlined away; kprobes can attach)
+    kallsyms_functions: Dict[str, bool] = dataclasses.field(default_factory=dict)
+    #: data symbol -> address (CONFIG_KALLSYMS_ALL), 0 when not listed
+    kallsyms_data: Dict[str, int] = dataclasses.field(default_factory=dict)
+    kallsyms_read: bool = False
+    hz: int = 250
+    hz_source: str = "default"
+    #: kernel headers for the bcc engine
+    headers: bool = False
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "KernelFacts":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @classmethod
+    def load(cls, path: str) -> "KernelFacts":
+        with open(path) as f:
+            return cls.from_json(json.load(f))
+
+    def version(self) -> tuple:
+        """(major, minor) of the release string."""
+        parts = []
+        for p in self.release.split("-")[0].split(".")[:2]:
+            digits = "".join(ch for ch in p if ch.isdigit())
+            parts.append(int(digits or 0))
+        while len(parts) < 2:
+            parts.append(0)
+        return tuple(parts)
+
+
+def _kconfig() -> Dict[str, str]:
+    """The kernel config, from /proc/config.gz or /boot/config-$(uname -r)."""
+    paths = ["/proc/config.gz", f"/boot/config-{os.uname().release}"]
+    for p in paths:
+        try:
+            opener = gzip.open if p.endswith(".gz") else open
+            with opener(p, "rt") as f:
+                out = {}
+                for line in f:
+                    if line.startswith("CONFIG_") and "=" in line:
+                        k, v = line.rstrip("\n").split("=", 1)
+                        out[k] = v
+                return out
+        except OSError:
+            continue
+    return {}
+
+
+def _estimate_hz() -> Optional[int]:
+    """HZ from /proc/timer_list (jiffies against nanoseconds), where no config is found."""
+    def sample():
+        jiffies = now = None
+        with open("/proc/timer_list") as f:
+            for line in f:
+                if line.startswith("now at ") and now is None:
+                    now = int(line.split()[2])
+                elif line.strip().startswith("jiffies:") and jiffies is None:
+                    jiffies = int(line.split()[1])
+                if jiffies is not None and now is not None:
+                    break
+        return jiffies, now
+    try:
+        j1, n1 = sample()
+        time.sleep(0.2)
+        j2, n2 = sample()
+        rate = (j2 - j1) * 1e9 / (n2 - n1)
+        return min((100, 250, 300, 1000), key=lambda hz: abs(hz - rate))
+    except (OSError, TypeError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _read_kallsyms(wanted_funcs, wanted_data) -> tuple:
+    funcs = dict.fromkeys(wanted_funcs, False)
+    data = dict.fromkeys(wanted_data, 0)
+    with open("/proc/kallsyms", "rb") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) < 3:
+                continue
+            name = parts[2].decode()
+            if name in funcs and parts[1] in (b"T", b"t"):
+                funcs[name] = True
+            elif name in data:
+                data[name] = int(parts[0], 16)
+    return funcs, data
+
+
+def gather() -> KernelFacts:
+    """Read this kernel's facts. Loads one test program (never attaches)."""
+    u = os.uname()
+    f = KernelFacts(release=u.release, machine=u.machine, root=os.geteuid() == 0)
+    f.btf = os.path.exists("/sys/kernel/btf/vmlinux")
+    f.headers = os.path.isdir(f"/lib/modules/{u.release}/build/include")
+    config = _kconfig()
+    if config.get("CONFIG_HZ", "").isdigit():
+        f.hz, f.hz_source = int(config["CONFIG_HZ"]), "kconfig"
+    f.kprobes = (os.path.exists("/sys/bus/event_source/devices/kprobe/type")
+                 or os.path.exists("/sys/kernel/tracing/kprobe_events")
+                 or os.path.exists("/sys/kernel/debug/tracing/kprobe_events"))
+    fentry_target = 0
+    if f.btf:
+        with libbpf.Btf.vmlinux() as btf:
+            for fn in FUNCTIONS:
+                f.btf_functions[fn] = btf.has_func(fn)
+            for tp in TRACEPOINTS:
+                n = btf.func_param_count(f"btf_trace_{tp}")
+                if n is not None:
+                    f.tracepoints[tp] = n
+            f.rst_reason_abort_on_memory = btf.enum_value(
+                "sk_rst_reason", "SK_RST_REASON_TCP_ABORT_ON_MEMORY")
+            fentry_target = btf.find("tcp_check_oom", libbpf.BTF_KIND_FUNC)
+    if f.btf and f.root and fentry_target:
+        f.fentry_errno = libbpf.try_load_fentry(fentry_target)
+    # /proc/kallsyms costs ~50 ms to generate: read it only when something
+    # could use it (kprobes need the function symbols, the data symbols need
+    # CONFIG_KALLSYMS_ALL, and addresses read as 0 without root).
+    kallsyms_all = config.get("CONFIG_KALLSYMS_ALL") == "y" or not config
+    if f.root and (f.kprobes or kallsyms_all):
+        f.kallsyms_functions, f.kallsyms_data = _read_kallsyms(FUNCTIONS, DATA_SYMBOLS)
+        f.kallsyms_read = True
+    if f.hz_source == "default":
+        hz = _estimate_hz()
+        if hz:
+            f.hz, f.hz_source = hz, "timer_list"
+    return f

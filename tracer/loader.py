@@ -1,0 +1,183 @@
+"""Load and attach the programs a probe plan chose, and read what they produce.
+
+libbpf order: open, set the .rodata config, choose what to autoload, load,
+attach, poll, clean up. Every attachment is a BPF link held by a file
+descriptor, so a tracer killed with SIGKILL leaves nothing attached.
+"""
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import os
+import re
+import struct
+from typing import Dict, List, Optional, Sequence
+
+from . import libbpf
+from .errors import LoadError, PermissionNeeded
+from .events import CNT_MAX
+from .kernel_facts import KernelFacts
+from .plan import Plan
+from .ringbuf import RingBuffer
+
+OBJECT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bpfobj", "tcpoom.bpf.o")
+DEFAULT_RINGBUF = 4 << 20
+
+
+@dataclasses.dataclass
+class Filters:
+    netns: int = 0
+    pid: int = 0
+    port: int = 0
+    families: Optional[Sequence[str]] = None   # None: every family
+
+    def wants(self, family: str) -> bool:
+        return self.families is None or family in self.families
+
+
+class ProgramRefused(LoadError):
+    def __init__(self, program: str, detail: str):
+        super().__init__(f"the kernel refused BPF program {program}: {detail}")
+        self.program = program
+        self.detail = detail
+
+
+class Session:
+    """The loaded object: its links, ring buffer and counters."""
+
+    def __init__(self, plan: Plan, filters: Filters, ringbuf_bytes: int = DEFAULT_RINGBUF,
+                 object_path: str = OBJECT):
+        self.plan = plan
+        self.filters = filters
+        self._l = libbpf.lib()
+        self._obj = None
+        self._links: List[int] = []
+        self.ringbuf: Optional[RingBuffer] = None
+        self._counters_fd = -1
+        self._ringbuf_bytes = ringbuf_bytes
+        self._path = object_path
+        self.programs: List[str] = [
+            p for fam, fp in plan.families.items() if filters.wants(fam) for p in fp.programs]
+
+    # ------------------------------------------------------------ start
+    def start(self) -> "Session":
+        try:
+            self._open()
+            self._configure()
+            self._load()
+            self._attach()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _open(self) -> None:
+        if not os.path.exists(self._path):
+            raise LoadError(f"BPF object {self._path} missing: run scripts/build-bpf")
+        libbpf.clear_log()
+        self._obj = self._l.bpf_object__open_file(self._path.encode(), None)
+        if not self._obj:
+            raise LoadError(f"libbpf could not open {self._path}: "
+                            f"{os.strerror(libbpf.last_errno())}")
+
+    def _configure(self) -> None:
+        l = self._l
+        values = dict(self.plan.config)
+        values.update(filter_netns=self.filters.netns, filter_pid=self.filters.pid,
+                      filter_port=self.filters.port)
+        with libbpf.Btf.from_file(self._path) as btf:
+            layout = btf.datasec_vars(".rodata")
+        for m in libbpf.iter_maps(self._obj):
+            name = l.bpf_map__name(m).decode()
+            if name.endswith(".rodata"):
+                size = ctypes.c_size_t()
+                base = l.bpf_map__initial_value(m, ctypes.byref(size))
+                for var, value in values.items():
+                    if var not in layout:
+                        continue
+                    off, width = layout[var]
+                    fmt = {1: "<B", 2: "<H", 4: "<I", 8: "<Q"}[width]
+                    ctypes.memmove(base + off, struct.pack(fmt, value), width)
+            elif name == "events":
+                l.bpf_map__set_max_entries(m, self._ringbuf_bytes)
+        wanted = set(self.programs)
+        for p in libbpf.iter_programs(self._obj):
+            l.bpf_program__set_autoload(p, l.bpf_program__name(p).decode() in wanted)
+
+    def _load(self) -> None:
+        if self._l.bpf_object__load(self._obj) == 0:
+            return
+        err = libbpf.last_errno()
+        log = libbpf.log_tail(40)
+        if err == 1 and os.geteuid() != 0:
+            raise PermissionNeeded("loading BPF programs needs root (or CAP_BPF and CAP_PERFMON): run with sudo")
+        m = re.search(r"prog '([^']+)': (?:failed to load|BPF program load failed)", log)
+        if m:
+            lines = [ln for ln in log.splitlines() if ln.strip() and "prog '" not in ln]
+            raise ProgramRefused(m.group(1), (lines[-1] if lines else os.strerror(err)).strip())
+        raise LoadError(f"libbpf could not load the BPF object: {os.strerror(err)}: "
+                        f"{log.splitlines()[-1] if log else ''}")
+
+    def _attach(self) -> None:
+        l = self._l
+        for p in libbpf.iter_programs(self._obj):
+            name = l.bpf_program__name(p).decode()
+            if name not in self.programs:
+                continue
+            link = l.bpf_program__attach(p)
+            if not link:
+                raise ProgramRefused(name, f"attach failed: {os.strerror(libbpf.last_errno())}")
+            self._links.append(link)
+        events = l.bpf_object__find_map_by_name(self._obj, b"events")
+        counters = l.bpf_object__find_map_by_name(self._obj, b"counters")
+        self._counters_fd = l.bpf_map__fd(counters)
+        self._ncpus = l.libbpf_num_possible_cpus()
+        self.ringbuf = RingBuffer(l.bpf_map__fd(events), self._ringbuf_bytes)
+
+    # ------------------------------------------------------------ read
+    def counters(self) -> List[int]:
+        """The per-CPU counter slots, summed over CPUs."""
+        slot_bytes = CNT_MAX * 8
+        buf = ctypes.create_string_buffer(slot_bytes * self._ncpus)
+        key = ctypes.c_uint32(0)
+        if self._l.bpf_map_lookup_elem(self._counters_fd, ctypes.byref(key), buf) != 0:
+            raise LoadError(f"reading counters: {os.strerror(libbpf.last_errno())}")
+        totals = [0] * CNT_MAX
+        raw = buf.raw
+        for cpu in range(self._ncpus):
+            vals = struct.unpack_from(f"<{CNT_MAX}Q", raw, cpu * slot_bytes)
+            totals = [a + b for a, b in zip(totals, vals)]
+        return totals
+
+    # ------------------------------------------------------------ stop
+    def close(self) -> None:
+        for link in self._links:
+            self._l.bpf_link__destroy(link)
+        self._links = []
+        if self.ringbuf:
+            self.ringbuf.close()
+            self.ringbuf = None
+        if self._obj:
+            self._l.bpf_object__close(self._obj)
+            self._obj = None
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def start(facts: KernelFacts, plan: Plan, filters: Filters,
+          ringbuf_bytes: int = DEFAULT_RINGBUF) -> Session:
+    """Start a session; a program the kernel refuses demotes its family to the
+    next method of the plan, so the best method that really loads is used."""
+    for _ in range(12):
+        try:
+            return Session(plan, filters, ringbuf_bytes).start()
+        except ProgramRefused as e:
+            family = next((f for f, fp in plan.families.items() if e.program in fp.programs), None)
+            if family is None:
+                raise
+            plan = plan.demote(family, e.detail, facts)
+    raise LoadError("no combination of attach methods loads on this kernel")
