@@ -100,6 +100,18 @@ static __always_inline __u32 sk_netns(const struct sock *sk)
 	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 }
 
+/* The local port. tcp_set_state(TCP_CLOSE) releases the bound port
+ * (inet_put_port zeroes skc_num) before the tracepoint fires; inet_sport keeps
+ * it. */
+static __always_inline __u16 local_port(const struct sock *sk)
+{
+	__u16 num = BPF_CORE_READ(sk, __sk_common.skc_num);
+
+	if (num)
+		return num;
+	return bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+}
+
 /* The filters are checked before anything is reserved; the family's counter
  * counts only what passes them, so it compares with the filtered namespace's
  * own TcpExt counters. */
@@ -110,7 +122,7 @@ static __always_inline bool pass_filters(const struct sock *sk)
 	if (filter_pid && (bpf_get_current_pid_tgid() >> 32) != filter_pid)
 		goto out;
 	if (filter_port && sk) {
-		__u16 sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+		__u16 sport = local_port(sk);
 		__u16 dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 
 		if (sport != filter_port && dport != filter_port)
@@ -155,15 +167,15 @@ static __always_inline void fill_socket(struct tcpoom_event *e, const struct soc
 	e->skaddr = (__u64)sk;
 	e->netns = sk_netns(sk);
 	e->af = BPF_CORE_READ(sk, __sk_common.skc_family);
-	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	e->sport = local_port(sk);
 	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	e->state = BPF_CORE_READ(sk, __sk_common.skc_state);
 	if (e->af == AF_INET) {
-		BPF_CORE_READ_INTO(e->saddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO(e->daddr, sk, __sk_common.skc_daddr);
+		bpf_core_read(e->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(e->daddr, 4, &sk->__sk_common.skc_daddr);
 	} else if (bpf_core_field_exists(sk->__sk_common.skc_v6_daddr)) {
-		BPF_CORE_READ_INTO(e->saddr, sk, __sk_common.skc_v6_rcv_saddr);
-		BPF_CORE_READ_INTO(e->daddr, sk, __sk_common.skc_v6_daddr);
+		bpf_core_read(e->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(e->daddr, 16, &sk->__sk_common.skc_v6_daddr);
 	}
 	e->wmem_queued = BPF_CORE_READ(sk, sk_wmem_queued);
 	e->rmem_alloc = BPF_CORE_READ(sk, sk_backlog.rmem_alloc.counter);
@@ -660,7 +672,10 @@ static __always_inline bool tw_hashed(const struct sock *sk, struct inet_timewai
 	struct inet_ehash_bucket *ehash;
 	struct hlist_nulls_node *node = NULL;
 	__u32 hash, mask;
-	__u32 ports = BPF_CORE_READ(sk, __sk_common.skc_portpair);
+	/* skc_portpair is { __be16 skc_dport; __u16 skc_num; }, and skc_num is
+	 * already zero here (port released): rebuild it */
+	__u32 ports = (__u32)BPF_CORE_READ(sk, __sk_common.skc_dport) |
+		      ((__u32)local_port(sk) << 16);
 	__u64 addrs = BPF_CORE_READ(sk, __sk_common.skc_addrpair);
 	__u32 off = bpf_core_field_offset(struct sock_common, skc_nulls_node);
 
