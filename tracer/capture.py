@@ -1,0 +1,177 @@
+"""A live capture: attach per the plan, hand batches of records to a sink,
+sample what the kernel side cannot see, stop, and total up.
+
+Shared by `trace` (and later `record` and `live`): the sink decides what to do
+with records; this module never formats anything.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Callable, Dict, List, Optional
+
+from . import events as ev
+from . import kernel_facts, loader, netns, procfs
+from .errors import PermissionNeeded, UsageError
+from .events import Event
+from .lines import Sampled
+from .plan import Plan, build
+from .totals import Totals
+
+SAMPLE_PERIOD_S = 0.1
+
+
+class Stop:
+    """Why and when to stop: a signal, a duration, a count."""
+
+    def __init__(self, duration: Optional[float], count: Optional[int]):
+        self.deadline = time.monotonic() + duration if duration else None
+        self.count = count
+        self.reason = ""
+        self._old = {}
+
+    def install(self) -> None:
+        # SIGINT and SIGTERM both end the capture cleanly, with totals
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._on_signal)
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.reason = signal.Signals(signum).name
+
+    def check(self, seen: int) -> bool:
+        if self.reason:
+            return True
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.reason = "duration"
+        elif self.count is not None and seen >= self.count:
+            self.reason = "count"
+        return bool(self.reason)
+
+
+class PressureSampler:
+    """Memory-pressure transitions from /proc/net/protocols ("press"), for
+    kernels without function probes: no tracepoint exists for them."""
+
+    def __init__(self) -> None:
+        self.state = procfs.tcp_memory_pressure()
+
+    def poll(self) -> Optional[Event]:
+        now = procfs.tcp_memory_pressure()
+        if now is None or now == self.state:
+            return None
+        self.state = now
+        sock = procfs.read_sockstat().get("TCP", {})
+        limits = procfs.tcp_limits()
+        return Event.make(ts_ns=time.monotonic_ns(), family=ev.PRESSURE, method=ev.SAMPLED,
+                          verdict=ev.VERDICT_ENTER if now else ev.VERDICT_LEAVE,
+                          memory_allocated=sock.get("mem", -1), tcp_mem=limits.tcp_mem,
+                          pid=0, comm=b"")
+
+
+def resolve_netns(ref: Optional[str]) -> int:
+    if not ref:
+        return 0
+    try:
+        return netns.netns_inode(int(ref) if ref.isdigit() else ref)
+    except (netns.NetnsError, OSError) as e:
+        raise UsageError(f"--netns {ref}: {e}") from None
+
+
+def _tcpext(ns: Optional[int]) -> Dict[str, int]:
+    return procfs.read_netstat(ns or None).get("TcpExt", {})
+
+
+class Capture:
+    def __init__(self, filters: loader.Filters, ringbuf_bytes: int = loader.DEFAULT_RINGBUF,
+                 facts: Optional[kernel_facts.KernelFacts] = None):
+        if os.geteuid() != 0:
+            raise PermissionNeeded("tracing needs root (CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN): run with sudo")
+        self.filters = filters
+        self.facts = facts or kernel_facts.gather()
+        self.plan: Plan = build(self.facts)
+        self.families = [f for f in self.plan.families if filters.wants(f)]
+        self.sampled = Sampled()
+        self._ringbuf_bytes = ringbuf_bytes
+        self.session: Optional[loader.Session] = None
+        self.received: Dict[str, int] = {f: 0 for f in self.families}
+        self.made: Dict[str, int] = {f: 0 for f in self.families}
+
+    def start(self) -> "Capture":
+        self.session = loader.start(self.facts, self.plan, self.filters, self._ringbuf_bytes)
+        self.plan = self.session.plan
+        self.tcpext_before = _tcpext(self.filters.netns)
+        self.t0 = time.monotonic()
+        self._pressure = (PressureSampler() if "pressure" in self.families
+                          and self.plan.families["pressure"].method == "sampled" else None)
+        self._refresh_sampled()
+        return self
+
+    def _refresh_sampled(self) -> None:
+        sock = procfs.read_sockstat().get("TCP", {})
+        self.sampled.orphans = sock.get("orphan")
+        try:
+            self.sampled.max_orphans = int(procfs.read_sysctl("net.ipv4.tcp_max_orphans"))
+        except (OSError, ValueError):
+            pass
+
+    def run(self, sink: Callable[[List[bytes]], int], stop: Stop) -> Totals:
+        """Feed batches of raw records to `sink` (which returns how many it
+        took as events) until `stop` says so."""
+        rb = self.session.ringbuf
+        taken = 0
+        next_sample = 0.0
+        fam_by_id = ev.FAMILIES
+        stop.install()
+        try:
+            while not stop.check(taken):
+                rb.wait(SAMPLE_PERIOD_S)
+                batch = rb.read()
+                now = time.monotonic()
+                if now >= next_sample:
+                    next_sample = now + SAMPLE_PERIOD_S
+                    self._refresh_sampled()
+                    if self._pressure:
+                        pe = self._pressure.poll()
+                        if pe is not None:
+                            # TCPMemoryPressures counts entries only
+                            if pe.verdict & ev.VERDICT_ENTER:
+                                self.made["pressure"] += 1
+                            batch.append(pe.pack())
+                if batch:
+                    for rec in batch:
+                        fam = fam_by_id.get(rec[ev_family_offset])
+                        if fam in self.received:
+                            self.received[fam] += 1
+                    taken += sink(batch)
+            # drain what the kernel committed before we stopped
+            rest = rb.read()
+            if rest:
+                taken += sink(rest)
+                for rec in rest:
+                    fam = fam_by_id.get(rec[ev_family_offset])
+                    if fam in self.received:
+                        self.received[fam] += 1
+        finally:
+            stop.restore()
+        return self.totals(stop.reason)
+
+    def totals(self, reason: str) -> Totals:
+        counters = self.session.counters()
+        after = _tcpext(self.filters.netns)
+        made_sampled = {f: n for f, n in self.made.items() if n}
+        return Totals(self.plan, self.families, time.monotonic() - self.t0, counters,
+                      self.received, made_sampled, self.tcpext_before, after,
+                      self.filters.netns or netns.netns_inode(), reason)
+
+    def close(self) -> None:
+        if self.session:
+            self.session.close()
+            self.session = None
+
+
+ev_family_offset = ev.layout_offsets()["family"]

@@ -1,0 +1,76 @@
+"""Attach and print every TCP socket-memory event as it happens, one line each,
+unrate-limited. On exit (Ctrl-C, SIGTERM, --duration, --count) print the
+in-kernel totals next to the kernel's own TcpExt counters over the same
+interval, and the loss counters."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import List, Optional, Tuple
+
+import click
+
+from ..capture import Capture, Stop, resolve_netns
+from ..events import Event
+from ..lines import Clock, as_json, text
+from ..loader import Filters
+from ..plan import FAMILY_ORDER
+
+
+def _start_line(cap: Capture) -> str:
+    parts = []
+    for fam in cap.families:
+        fp = cap.plan.families[fam]
+        parts.append(f"{fam} ({fp.method} {fp.target})")
+    where = f" in netns {cap.filters.netns}" if cap.filters.netns else ""
+    return f"tcpoom: tracing {', '.join(parts)}{where}. Ctrl-C to stop."
+
+
+@click.command(help=__doc__)
+@click.option("--json", "as_jsonl", is_flag=True, help="JSON Lines: one object per event, then one totals object.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Stop after this many seconds.")
+@click.option("--count", type=click.IntRange(min=1), help="Stop after this many events.")
+@click.option("--netns", help="Only this network namespace: a name (ip netns), a path or an inode number.")
+@click.option("--pid", type=click.IntRange(min=1), help="Only events in this process's context.")
+@click.option("--port", type=click.IntRange(min=1, max=65535), help="Only sockets with this local or remote port.")
+@click.option("--family", "families", multiple=True, type=click.Choice(FAMILY_ORDER),
+              help="Only these event families (repeatable).")
+@click.option("--ringbuf-size", type=click.IntRange(min=4096), default=4 << 20, show_default=True,
+              help="Ring buffer bytes (a power of two).")
+def trace(as_jsonl: bool, duration: Optional[float], count: Optional[int], netns: Optional[str],
+          pid: Optional[int], port: Optional[int], families: Tuple[str, ...], ringbuf_size: int) -> None:
+    if ringbuf_size & (ringbuf_size - 1):
+        raise click.BadParameter("must be a power of two", param_hint="--ringbuf-size")
+    filters = Filters(netns=resolve_netns(netns), pid=pid or 0, port=port or 0,
+                      families=list(families) or None)
+    cap = Capture(filters, ringbuf_size)
+    clock = Clock.now()
+    out = sys.stdout
+    wanted = set(cap.families)
+
+    def sink(batch: List[bytes]) -> int:
+        lines = []
+        for rec in batch:
+            e = Event.decode(rec)
+            if e.family_name not in wanted:
+                continue
+            if as_jsonl:
+                lines.append(json.dumps(as_json(e, clock, cap.sampled)))
+            else:
+                lines.append(text(e, clock, cap.sampled))
+        if lines:
+            out.write("\n".join(lines) + "\n")
+            out.flush()
+        return len(lines)
+
+    try:
+        cap.start()
+        print(_start_line(cap), file=sys.stderr, flush=True)
+        totals = cap.run(sink, Stop(duration, count))
+    finally:
+        cap.close()
+    if as_jsonl:
+        out.write(json.dumps(totals.to_json()) + "\n")
+    else:
+        out.write(totals.text() + "\n")
+    out.flush()

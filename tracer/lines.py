@@ -1,0 +1,126 @@
+"""One event as one text line or one JSON object (`tcpoom trace`, `replay`)."""
+from __future__ import annotations
+
+import datetime
+from typing import Dict, Optional
+
+from . import events as ev
+from .events import Event
+
+PAGE = 4096
+
+
+class Clock:
+    """Turns the kernel's CLOCK_MONOTONIC nanoseconds into wall time."""
+
+    def __init__(self, wall_minus_mono_ns: int):
+        self.offset_ns = wall_minus_mono_ns
+
+    @classmethod
+    def now(cls) -> "Clock":
+        import time
+        return cls(time.time_ns() - time.monotonic_ns())
+
+    def wall(self, ts_ns: int) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp((ts_ns + self.offset_ns) / 1e9)
+
+    def iso(self, ts_ns: int) -> str:
+        return self.wall(ts_ns).isoformat(timespec="microseconds")
+
+    def hms(self, ts_ns: int) -> str:
+        return self.wall(ts_ns).strftime("%H:%M:%S.%f")
+
+
+class Sampled:
+    """Values user space fills in where the kernel side could not read them."""
+
+    def __init__(self) -> None:
+        self.orphans: Optional[int] = None
+        self.max_orphans: Optional[int] = None
+
+
+def _pct(num: int, den: int) -> str:
+    return f"{100.0 * num / den:.0f}%" if den > 0 else "?"
+
+
+def _orphans(e: Event, s: Sampled) -> str:
+    o = e.orphans if e.orphans >= 0 else s.orphans
+    m = e.max_orphans if e.max_orphans >= 0 else s.max_orphans
+    mark = "" if e.orphans >= 0 else "~"     # ~: sampled from /proc, not read at the decision
+    return f"orphans={mark}{o if o is not None else '?'}/{m if m is not None else '?'}"
+
+
+def text(e: Event, clock: Clock, sampled: Sampled) -> str:
+    head = f"{clock.hms(e.ts_ns)} {e.family_name:<11}"
+    tail = f"{e.local} > {e.remote} {e.state_name} pid={e.pid} {e.comm_str}"
+    if e.family == ev.OOM_CHECK:
+        shift = f"shift={'>=' if e.verdict & ev.VERDICT_SHIFT_MIN else ''}{e.shift}"
+        why = ",".join(e.verdict_names()) or "?"
+        mem = f"mem={e.memory_allocated}/{e.tcp_mem2}p"
+        body = (f"{why} {e.caller_name} {shift} {_orphans(e, sampled)} {mem} "
+                f"wq={e.wmem_queued}{' rst' if e.verdict & ev.VERDICT_RESET else ''}")
+    elif e.family == ev.TW_OVERFLOW:
+        body = f"tw={e.tw_count}/{e.max_tw_buckets} netns={e.netns}"
+    elif e.family == ev.MEM_EXCEED:
+        side = "recv" if e.verdict & ev.VERDICT_RECV else "send"
+        body = (f"{side} alloc={e.memory_allocated}p > tcp_mem[2]={e.tcp_mem2}p "
+                f"({_pct(e.memory_allocated, e.tcp_mem2)}) rmem={e.rmem_alloc}/{e.rcvbuf} "
+                f"wq={e.wmem_queued}/{e.sndbuf}")
+    else:
+        side = "enter" if e.verdict & ev.VERDICT_ENTER else "leave"
+        mem = f"mem={e.memory_allocated}p" if e.memory_allocated >= 0 else "mem=?"
+        body = f"{side} {mem} tcp_mem={e.tcp_mem0}/{e.tcp_mem1}/{e.tcp_mem2}p ({e.method_name})"
+        if e.method == ev.SAMPLED:
+            return f"{head} {body}"
+    return f"{head} {body} {tail}"
+
+
+def as_json(e: Event, clock: Clock, sampled: Sampled) -> Dict:
+    d: Dict = {
+        "family": e.family_name,
+        "time": clock.iso(e.ts_ns),
+        "ts_ns": e.ts_ns,
+        "method": e.method_name,
+        "pid": e.pid, "tid": e.tid, "comm": e.comm_str, "cpu": e.cpu, "netns": e.netns,
+    }
+    if e.af:
+        d.update(local=e.local, remote=e.remote, state=e.state_name, sport=e.sport, dport=e.dport)
+    fidelity = {}
+    sampled_fields = []
+
+    def put(name: str, value, field: str) -> None:
+        d[name] = value if value != -1 else None
+        fidelity[name] = e.fidelity(field)
+
+    if e.family in (ev.OOM_CHECK, ev.MEM_EXCEED, ev.PRESSURE):
+        put("memory_allocated", e.memory_allocated, "memory_allocated")
+        d["tcp_mem"] = list(e.tcp_mem) if e.tcp_mem0 >= 0 else None
+        fidelity["tcp_mem"] = e.fidelity("tcp_mem")
+    if e.family == ev.OOM_CHECK:
+        d["verdict"] = e.verdict_names()
+        d["caller"] = e.caller_name
+        put("shift", e.shift, "shift")
+        d["shift_is_lower_bound"] = bool(e.verdict & ev.VERDICT_SHIFT_MIN)
+        put("orphans", e.orphans, "orphans")
+        put("max_orphans", e.max_orphans, "max_orphans")
+        if e.orphans < 0 and sampled.orphans is not None:
+            d["orphans"] = sampled.orphans
+            fidelity["orphans"] = "sampled"
+            sampled_fields.append("orphans")
+        if e.max_orphans < 0 and sampled.max_orphans is not None:
+            d["max_orphans"] = sampled.max_orphans
+            fidelity["max_orphans"] = "sampled"
+        d["reset_sent"] = bool(e.verdict & ev.VERDICT_RESET)
+        d["reason"] = e.reason
+        d["wmem_queued"] = e.wmem_queued
+    elif e.family == ev.TW_OVERFLOW:
+        put("tw_count", e.tw_count, "tw_count")
+        put("max_tw_buckets", e.max_tw_buckets, "max_tw_buckets")
+    elif e.family == ev.MEM_EXCEED:
+        d["side"] = "recv" if e.verdict & ev.VERDICT_RECV else "send"
+        d.update(rmem_alloc=e.rmem_alloc, rcvbuf=e.rcvbuf, wmem_queued=e.wmem_queued, sndbuf=e.sndbuf)
+    elif e.family == ev.PRESSURE:
+        d["transition"] = "enter" if e.verdict & ev.VERDICT_ENTER else "leave"
+    fidelity["verdict"] = e.fidelity("verdict") if e.method != ev.SAMPLED else "sampled"
+    d["fidelity"] = fidelity
+    return d
