@@ -99,7 +99,6 @@ struct tcpoom_event {
 	__u16 reason;		/* tcp_send_reset reason (numeric, kernel's own enum), or 0 */
 	__u32 exact;		/* FIELD_* read in the kernel at the moment of the event */
 	__u32 derived;		/* FIELD_* inferred from exact fields */
-	__u32 __pad;
 };
 
 /* Per-CPU counters, one slot each; they count every event whatever the ring

@@ -99,7 +99,7 @@ LAYOUT: List[Tuple[str, str]] = [
     ("orphans", "i"), ("max_orphans", "i"), ("shift", "i"), ("wmem_queued", "i"),
     ("rmem_alloc", "i"), ("sndbuf", "i"), ("rcvbuf", "i"), ("tw_count", "i"),
     ("max_tw_buckets", "i"), ("verdict", "H"), ("reason", "H"), ("exact", "I"),
-    ("derived", "I"), ("__pad", "I"),
+    ("derived", "I"),
 ]
 EVENT_STRUCT = struct.Struct("<" + "".join(code for _, code in LAYOUT))
 EVENT_SIZE = EVENT_STRUCT.size
@@ -127,12 +127,10 @@ class Event:
     """One decoded record. Built on the display path only; recording copies
     raw records without making one of these per event."""
 
-    __slots__ = tuple(n for n in _FLAT if n != "__pad") + ("_pad",)
+    __slots__ = tuple(_FLAT)
 
     def __init__(self, values: tuple):
         for name, v in zip(_FLAT, values):
-            if name == "__pad":
-                name = "_pad"
             object.__setattr__(self, name, v)
 
     @classmethod
@@ -156,7 +154,7 @@ class Event:
         return cls(tuple(defaults[n] for n in _FLAT))
 
     def pack(self) -> bytes:
-        return EVENT_STRUCT.pack(*(getattr(self, "_pad" if n == "__pad" else n) for n in _FLAT))
+        return EVENT_STRUCT.pack(*(getattr(self, n) for n in _FLAT))
 
     # ------------------------------------------------------------ views
     @property

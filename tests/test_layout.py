@@ -1,0 +1,67 @@
+"""The Python mirror of the event layout against the compiled object's BTF,
+and the mirrored constants against the header's text."""
+import os
+import re
+
+from conftest import ROOT
+from tracer import events as ev
+from tracer.libbpf import Btf
+from tracer.loader import OBJECT
+
+HEADER = os.path.join(ROOT, "bpf", "tcpoom.h")
+
+
+def test_event_layout_matches_btf():
+    with Btf.from_file(OBJECT) as btf:
+        size, members = btf.struct_layout("tcpoom_event")
+    assert size == ev.EVENT_SIZE
+    mirror = ev.layout_offsets()
+    assert [name for name, _ in members] == [name for name, _ in ev.LAYOUT]
+    for name, offset in members:
+        assert mirror[name] == offset, name
+
+
+def test_counters_layout_matches_btf():
+    with Btf.from_file(OBJECT) as btf:
+        size, _ = btf.struct_layout("tcpoom_counters")
+    assert size == ev.CNT_MAX * 8
+
+
+def _header_constants():
+    text = open(HEADER).read()
+    consts = {}
+    for name, value in re.findall(r"#define\s+(\w+)\s+\(?([0-9xa-fA-F]+u?(?:\s*<<\s*\d+)?)\)?", text):
+        consts[name] = eval(value.replace("u", ""))
+    for body in re.findall(r"enum \w+ \{(.*?)\};", text, re.S):
+        value = -1
+        for line in body.splitlines():
+            m = re.match(r"\s*(\w+)\s*(?:=\s*(\d+))?,", line)
+            if m:
+                value = int(m.group(2)) if m.group(2) else value + 1
+                consts[m.group(1)] = value
+    return consts
+
+
+def test_constants_match_header():
+    c = _header_constants()
+    for name in ("VERDICT_ORPHANS", "VERDICT_MEMORY", "VERDICT_KILLED", "VERDICT_RESET",
+                 "VERDICT_SHIFT_MIN", "VERDICT_SEND", "VERDICT_RECV", "VERDICT_ENTER",
+                 "VERDICT_LEAVE", "FIELD_SHIFT", "FIELD_ORPHANS", "FIELD_MAX_ORPHANS",
+                 "FIELD_MEMORY", "FIELD_TCP_MEM", "FIELD_TW_COUNT", "FIELD_MAX_TW",
+                 "FIELD_VERDICT", "FIELD_CALLER", "FIELD_SOCKET", "FIELD_PRESSURE"):
+        assert getattr(ev, name) == c[name], name
+    assert c["FAMILY_OOM_CHECK"] == ev.OOM_CHECK and c["FAMILY_PRESSURE"] == ev.PRESSURE
+    assert c["METHOD_TP_BTF"] == ev.TP_BTF and c["METHOD_SAMPLED"] == ev.SAMPLED
+    assert c["CALLER_CLOSE"] == ev.CALLER_CLOSE and c["CALLER_TIMER"] == ev.CALLER_TIMER
+    for name in ("CNT_OOM_CHECK", "CNT_TW_OVERFLOW", "CNT_MEM_EXCEED", "CNT_FILTERED",
+                 "CNT_LOST_BASE", "CNT_MAX", "CNT_PRESSURE_LEAVE", "CNT_OOM_CALLS"):
+        assert getattr(ev, name) == c[name], name
+
+
+def test_pack_decode_round_trip():
+    e = ev.Event.make(ts_ns=5, family=ev.OOM_CHECK, method=ev.TP_BTF, shift=2, orphans=7,
+                      tcp_mem=(1, 2, 3), comm=b"nginx", af=2, saddr=bytes([127, 0, 0, 1]) + b"\0" * 12,
+                      sport=80, daddr=bytes([10, 0, 0, 2]) + b"\0" * 12, dport=5555)
+    d = ev.Event.decode(e.pack())
+    assert (d.shift, d.orphans, d.tcp_mem, d.comm_str) == (2, 7, (1, 2, 3), "nginx")
+    assert d.local == "127.0.0.1:80" and d.remote == "10.0.0.2:5555"
