@@ -112,7 +112,7 @@ static __always_inline __u16 local_port(const struct sock *sk)
 	return bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 }
 
-/* The filters are checked before anything is reserved; the family's counter
+/* The filters are checked before anything is built; the family's counter
  * counts only what passes them, so it compares with the filtered namespace's
  * own TcpExt counters. */
 static __always_inline bool pass_filters(const struct sock *sk)
@@ -134,15 +134,12 @@ out:
 	return false;
 }
 
-static __always_inline struct tcpoom_event *reserve(__u8 family, __u8 method)
+/* Events are built on the stack and copied into the ring buffer: a failed
+ * copy costs the detail only, never the count (counters are bumped before). */
+static __always_inline void init_event(struct tcpoom_event *e, __u8 family, __u8 method)
 {
-	struct tcpoom_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	__u64 id;
 
-	if (!e) {
-		count(CNT_LOST_BASE + family);
-		return NULL;
-	}
 	__builtin_memset(e, 0, sizeof(*e));
 	id = bpf_get_current_pid_tgid();
 	e->ts_ns = bpf_ktime_get_ns();
@@ -158,7 +155,12 @@ static __always_inline struct tcpoom_event *reserve(__u8 family, __u8 method)
 	e->orphans = e->max_orphans = e->shift = -1;
 	e->wmem_queued = e->rmem_alloc = e->sndbuf = e->rcvbuf = -1;
 	e->tw_count = e->max_tw_buckets = -1;
-	return e;
+}
+
+static __always_inline void emit(struct tcpoom_event *e)
+{
+	if (bpf_ringbuf_output(&events, e, sizeof(*e), 0))
+		count(CNT_LOST_BASE + e->family);
 }
 
 /* 4-tuple, state, queues. */
@@ -303,16 +305,11 @@ static __always_inline __u8 caller_of(const struct sock *sk)
  * counts before the ring buffer, so a full buffer loses detail, not counts. */
 static __always_inline int report_check_oom(const struct sock *sk, int shift, __u8 method)
 {
-	struct tcpoom_event tmp, *e;
+	struct tcpoom_event ev, *e = &ev;
 
 	if (!pass_filters(sk))
 		return 0;
-	e = reserve(FAMILY_OOM_CHECK, method);
-	if (!e) {
-		/* still count the verdict exactly */
-		__builtin_memset(&tmp, 0, sizeof(tmp));
-		e = &tmp;
-	}
+	init_event(e, FAMILY_OOM_CHECK, method);
 	fill_socket(e, sk);
 	fill_memory(e, BPF_CORE_READ(sk, __sk_common.skc_prot));
 	fill_orphans(e, sk);
@@ -321,8 +318,7 @@ static __always_inline int report_check_oom(const struct sock *sk, int shift, __
 	e->caller = caller_of(sk);
 	fill_verdict(e);
 	count_oom(e);
-	if (e != &tmp)
-		bpf_ringbuf_submit(e, 0);
+	emit(e);
 	return 0;
 }
 
@@ -468,7 +464,7 @@ int BPF_KRETPROBE(out_of_resources_kretprobe, int ret)
 {
 	__u64 tid = bpf_get_current_pid_tgid();
 	struct entry_args *a = bpf_map_lookup_elem(&entry, &tid);
-	struct tcpoom_event tmp, *e;
+	struct tcpoom_event ev, *e = &ev;
 	const struct sock *sk;
 	bool lower;
 	int do_reset;
@@ -481,11 +477,7 @@ int BPF_KRETPROBE(out_of_resources_kretprobe, int ret)
 	count(CNT_OOM_CALLS);
 	if (!ret || !pass_filters(sk))
 		return 0;
-	e = reserve(FAMILY_OOM_CHECK, METHOD_KPROBE);
-	if (!e) {
-		__builtin_memset(&tmp, 0, sizeof(tmp));
-		e = &tmp;
-	}
+	init_event(e, FAMILY_OOM_CHECK, METHOD_KPROBE);
 	fill_socket(e, sk);
 	fill_memory(e, BPF_CORE_READ(sk, __sk_common.skc_prot));
 	fill_orphans(e, sk);
@@ -495,8 +487,7 @@ int BPF_KRETPROBE(out_of_resources_kretprobe, int ret)
 	e->exact |= FIELD_CALLER;
 	fill_verdict(e);
 	count_oom(e);
-	if (e != &tmp)
-		bpf_ringbuf_submit(e, 0);
+	emit(e);
 	return 0;
 }
 
@@ -510,7 +501,7 @@ int BPF_KRETPROBE(out_of_resources_kretprobe, int ret)
  */
 static __always_inline int on_send_reset(const struct sock *sk, int reason, __u8 method)
 {
-	struct tcpoom_event tmp, *e;
+	struct tcpoom_event ev, *e = &ev;
 	__u32 zero = 0;
 	__u64 *note = bpf_map_lookup_elem(&last_reset, &zero);
 	bool lower = false;
@@ -524,11 +515,7 @@ static __always_inline int on_send_reset(const struct sock *sk, int reason, __u8
 		return 0;
 	if (!pass_filters(sk))
 		return 0;
-	e = reserve(FAMILY_OOM_CHECK, method);
-	if (!e) {
-		__builtin_memset(&tmp, 0, sizeof(tmp));
-		e = &tmp;
-	}
+	init_event(e, FAMILY_OOM_CHECK, method);
 	fill_socket(e, sk);
 	fill_memory(e, BPF_CORE_READ(sk, __sk_common.skc_prot));
 	fill_orphans(e, sk);
@@ -546,8 +533,7 @@ static __always_inline int on_send_reset(const struct sock *sk, int reason, __u8
 	e->derived |= FIELD_SHIFT | FIELD_CALLER;
 	fill_verdict(e);
 	count_oom(e);
-	if (e != &tmp)
-		bpf_ringbuf_submit(e, 0);
+	emit(e);
 	return 0;
 }
 
@@ -578,20 +564,19 @@ int BPF_PROG(reset_note_btf, const struct sock *sk)
 
 /* -------------------------------------------------------------- tw_overflow */
 
-/* The namespace's death row: TIME_WAIT count (exact) and limit. */
-static __always_inline void fill_death_row(struct tcpoom_event *e,
-					   struct inet_timewait_death_row *dr)
+/* The namespace's death row: TIME_WAIT count and limit. */
+static __always_inline void read_death_row(struct inet_timewait_death_row *dr,
+					   __s32 *tw_count, __s32 *max_tw)
 {
 	if (bpf_core_field_exists(dr->tw_refcount)) {
 		/* 5.19+: refcount_t biased by one */
-		e->tw_count = BPF_CORE_READ(dr, tw_refcount.refs.counter) - 1;
+		*tw_count = BPF_CORE_READ(dr, tw_refcount.refs.counter) - 1;
 	} else {
 		struct inet_timewait_death_row___old *old = (void *)dr;
 
-		e->tw_count = BPF_CORE_READ(old, tw_count.counter);
+		*tw_count = BPF_CORE_READ(old, tw_count.counter);
 	}
-	e->max_tw_buckets = BPF_CORE_READ(dr, sysctl_max_tw_buckets);
-	e->exact |= FIELD_TW_COUNT | FIELD_MAX_TW;
+	*max_tw = BPF_CORE_READ(dr, sysctl_max_tw_buckets);
 }
 
 static __always_inline struct inet_timewait_death_row *death_row_of(const struct sock *sk)
@@ -608,20 +593,19 @@ static __always_inline int report_tw_overflow(const struct sock *sk,
 					      struct inet_timewait_death_row *dr,
 					      __u8 method, bool inferred)
 {
-	struct tcpoom_event *e;
+	struct tcpoom_event ev, *e = &ev;
 
 	count(CNT_TW_OVERFLOW);
-	e = reserve(FAMILY_TW_OVERFLOW, method);
-	if (!e)
-		return 0;
+	init_event(e, FAMILY_TW_OVERFLOW, method);
 	fill_socket(e, sk);
-	fill_death_row(e, dr);
+	read_death_row(dr, &e->tw_count, &e->max_tw_buckets);
+	e->exact |= FIELD_TW_COUNT | FIELD_MAX_TW;
 	fill_memory(e, BPF_CORE_READ(sk, __sk_common.skc_prot));
 	if (inferred)
 		e->derived |= FIELD_VERDICT;
 	else
 		e->exact |= FIELD_VERDICT;
-	bpf_ringbuf_submit(e, 0);
+	emit(e);
 	return 0;
 }
 
@@ -720,7 +704,7 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 {
 	struct inet_timewait_death_row *dr;
 	struct tcp_sock *tp = (struct tcp_sock *)sk;
-	struct tcpoom_event probe = {};
+	__s32 tw_count, max_tw;
 	__u32 zero = 0;
 	__u64 *note;
 
@@ -739,8 +723,8 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 	if (BPF_CORE_READ(tp, snd_una) != BPF_CORE_READ(tp, write_seq))
 		return 0;
 	dr = death_row_of(sk);
-	fill_death_row(&probe, dr);
-	if (probe.tw_count < probe.max_tw_buckets)
+	read_death_row(dr, &tw_count, &max_tw);
+	if (tw_count < max_tw)
 		return 0;
 	if (tw_hashed(sk, dr))
 		return 0;
@@ -768,7 +752,7 @@ int BPF_PROG(set_state_raw, const struct sock *sk, int oldstate, int newstate)
 static __always_inline int on_exceed(struct sock *sk, struct proto *prot, long allocated,
 				     int kind, __u8 method)
 {
-	struct tcpoom_event *e;
+	struct tcpoom_event ev, *e = &ev;
 
 	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
@@ -776,16 +760,14 @@ static __always_inline int on_exceed(struct sock *sk, struct proto *prot, long a
 		return 0;
 	count(CNT_MEM_EXCEED);
 	count(kind ? CNT_MEM_RECV : CNT_MEM_SEND);
-	e = reserve(FAMILY_MEM_EXCEED, method);
-	if (!e)
-		return 0;
+	init_event(e, FAMILY_MEM_EXCEED, method);
 	fill_socket(e, sk);
 	fill_memory(e, prot);
 	/* the tracepoint's own figure: what the allocation would have made it */
 	e->memory_allocated = allocated;
 	e->verdict = kind ? VERDICT_RECV : VERDICT_SEND;
 	e->exact |= FIELD_MEMORY | FIELD_VERDICT;
-	bpf_ringbuf_submit(e, 0);
+	emit(e);
 	return 0;
 }
 
@@ -814,7 +796,7 @@ static __always_inline int on_pressure(struct sock *sk, bool enter, __u8 method)
 {
 	unsigned long *flag = BPF_CORE_READ(sk, __sk_common.skc_prot, memory_pressure);
 	unsigned long since = 0;
-	struct tcpoom_event *e;
+	struct tcpoom_event ev, *e = &ev;
 
 	if (!flag || bpf_probe_read_kernel(&since, sizeof(since), flag))
 		return 0;
@@ -823,15 +805,13 @@ static __always_inline int on_pressure(struct sock *sk, bool enter, __u8 method)
 	if (!pass_filters(sk))
 		return 0;
 	count(enter ? CNT_PRESSURE_ENTER : CNT_PRESSURE_LEAVE);
-	e = reserve(FAMILY_PRESSURE, method);
-	if (!e)
-		return 0;
+	init_event(e, FAMILY_PRESSURE, method);
 	fill_socket(e, sk);
 	fill_memory(e, BPF_CORE_READ(sk, __sk_common.skc_prot));
 	e->pressure_since = since;
 	e->verdict = enter ? VERDICT_ENTER : VERDICT_LEAVE;
 	e->exact |= FIELD_VERDICT;
-	bpf_ringbuf_submit(e, 0);
+	emit(e);
 	return 0;
 }
 

@@ -18,3 +18,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "kernel" in item.keywords:
             item.add_marker(skip)
+
+
+_skipped_kernel = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and "kernel" in report.keywords:
+        _skipped_kernel.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # scripts/test and CI set this: a run whose kernel tests were skipped has
+    # not tested the product and must not pass
+    if os.environ.get("TCPOOM_REQUIRE_KERNEL") == "1" and _skipped_kernel:
+        print(f"\nFAIL: {len(_skipped_kernel)} kernel tests were skipped: {_skipped_kernel[:3]}")
+        session.exitstatus = 1

@@ -60,7 +60,7 @@ _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes
 def _printer(level: int, fmt: bytes, args: int) -> int:
     # libbpf prints through a printf-style callback with a va_list; let libc
     # format it and keep the lines, so a refused load can be explained.
-    buf = ctypes.create_string_buffer(2048)
+    buf = ctypes.create_string_buffer(1 << 18)   # verifier logs come as one message
     _libc.vsnprintf(buf, len(buf), fmt, ctypes.c_void_p(args))
     text = buf.value.decode(errors="replace")
     _log.append(text)
@@ -102,6 +102,7 @@ def lib() -> ctypes.CDLL:
             "bpf_object__next_program": (vp, [vp, vp]),
             "bpf_object__next_map": (vp, [vp, vp]),
             "bpf_object__find_map_by_name": (vp, [vp, cp]),
+            "bpf_object__btf": (vp, [vp]),
             "bpf_program__name": (cp, [vp]),
             "bpf_program__section_name": (cp, [vp]),
             "bpf_program__set_autoload": (i, [vp, ctypes.c_bool]),

@@ -85,8 +85,9 @@ class Session:
         values = dict(self.plan.config)
         values.update(filter_netns=self.filters.netns, filter_pid=self.filters.pid,
                       filter_port=self.filters.port)
-        with libbpf.Btf.from_file(self._path) as btf:
-            layout = btf.datasec_vars(".rodata")
+        # the object's own BTF as libbpf fixed it up at open: the compiler
+        # leaves DATASEC offsets at 0 in the file
+        layout = libbpf.Btf(l.bpf_object__btf(self._obj), owned=False).datasec_vars(".rodata")
         for m in libbpf.iter_maps(self._obj):
             name = l.bpf_map__name(m).decode()
             if name.endswith(".rodata"):

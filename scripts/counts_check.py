@@ -1,0 +1,111 @@
+"""Run `tcpoom trace` (black box, as a user would) during a lab scenario and
+compare what it saw with the kernel's own counters.
+
+Used by tests/test_trace_kernel.py (one run per scenario) and, for the
+"20 consecutive runs" figure, from the command line:
+
+    python3 -m scripts.counts_check --runs 20 [SCENARIO ...]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+from scripts.lab import Lab
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: scenario -> (family, TcpExt counter that counts it, or None)
+SCENARIO_FAMILY = {
+    "tw_overflow": ("tw_overflow", "TCPTimeWaitOverflow"),
+    "orphans_close": ("oom_check", "TCPAbortOnMemory"),
+    "orphans_timer": ("oom_check", "TCPAbortOnMemory"),
+    "tcp_mem_send": ("mem_exceed", None),
+    "tcp_mem_recv": ("mem_exceed", None),
+}
+
+
+class Tracer:
+    """`python3 -m tracer trace --json ...` in a subprocess."""
+
+    def __init__(self, args: List[str], timeout: float = 15.0):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tracer", "trace", "--json", *args], cwd=ROOT,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + timeout
+        self.start_line = ""
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stderr], [], [], 0.2)
+            if ready:
+                line = self.proc.stderr.readline()
+                if line.startswith("tcpoom: tracing"):
+                    self.start_line = line
+                    return
+                if not line and self.proc.poll() is not None:
+                    break
+        self.proc.kill()
+        out, err = self.proc.communicate()
+        raise RuntimeError(f"tracer did not start: {err.strip() or out.strip()}")
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 20.0) -> Dict:
+        self.proc.send_signal(sig)
+        out, err = self.proc.communicate(timeout=timeout)
+        lines = [json.loads(ln) for ln in out.splitlines() if ln.strip()]
+        events = [x for x in lines if "family" in x and x.get("type") != "totals"]
+        totals = next((x for x in lines if x.get("type") == "totals"), None)
+        return {"events": events, "totals": totals, "returncode": self.proc.returncode, "stderr": err}
+
+
+def run_once(scenario: str, count: Optional[int] = None) -> Dict:
+    """One scenario under the tracer, filtered on the lab's namespace."""
+    family, counter = SCENARIO_FAMILY[scenario]
+    with Lab(allow_global_sysctls=True) as lab:
+        tracer = Tracer(["--netns", lab.netns_name])
+        try:
+            result = lab.run(scenario, count=count)
+            time.sleep(0.3)      # let the last events reach the ring buffer
+        finally:
+            got = tracer.stop()
+    totals = got["totals"] or {}
+    row = next((r for r in totals.get("families", []) if r["family"] == family), {})
+    fam_events = [e for e in got["events"] if e["family"] == family]
+    return {
+        "scenario": scenario, "family": family, "counter": counter,
+        "lab_delta": result.deltas.get(counter) if counter else None,
+        "seen": row.get("seen"), "kernel_delta": row.get("kernel_delta"),
+        "printed": len(fam_events), "lost": row.get("lost"),
+        "kmsg_lines": result.kmsg_lines, "events": fam_events, "totals": totals,
+        "returncode": got["returncode"], "stderr": got["stderr"],
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("scenarios", nargs="*", default=list(SCENARIO_FAMILY))
+    ap.add_argument("--runs", type=int, default=20)
+    args = ap.parse_args()
+    bad = 0
+    for scenario in args.scenarios:
+        ok = 0
+        figures = []
+        for _ in range(args.runs):
+            r = run_once(scenario)
+            good = (r["returncode"] == 0 and r["lost"] == 0 and r["printed"] == r["seen"]
+                    and (r["counter"] is None or r["seen"] == r["kernel_delta"] == r["lab_delta"])
+                    and (r["counter"] is not None or r["seen"] > 0))
+            ok += good
+            figures.append(f"{r['seen']}/{r['kernel_delta']}")
+        bad += ok != args.runs
+        print(f"{scenario:<14} {ok}/{args.runs} runs exact   seen/kernel: {' '.join(figures)}", flush=True)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""`tcpoom trace` against real kernel events: each lab scenario is produced for
+real on this kernel, and what the tracer saw must equal the kernel's counters.
+One scenario at a time; each Lab restores its sysctls and deletes its netns."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT
+from scripts.counts_check import Tracer, run_once
+
+pytestmark = pytest.mark.kernel
+
+
+def test_tw_overflow_every_event_and_exact_count():
+    r = run_once("tw_overflow")
+    assert r["returncode"] == 0, r["stderr"]
+    assert r["lab_delta"] > 0
+    assert r["seen"] == r["kernel_delta"] == r["lab_delta"]
+    assert r["printed"] == r["seen"] and r["lost"] == 0
+    e = r["events"][0]
+    assert e["tw_count"] >= e["max_tw_buckets"] and e["fidelity"]["tw_count"] == "exact"
+    assert sum(r["kmsg_lines"].values()) == 0     # the kernel says nothing about these
+
+
+def test_orphans_close_path_exact_and_more_than_the_kernel_log():
+    r = run_once("orphans_close")
+    assert r["returncode"] == 0, r["stderr"]
+    assert r["lab_delta"] > 0
+    assert r["seen"] == r["kernel_delta"] == r["lab_delta"]
+    assert r["printed"] == r["seen"] and r["lost"] == 0
+    assert r["printed"] > sum(r["kmsg_lines"].values())
+    for e in r["events"]:
+        assert e["caller"] == "close" and e["shift"] == 0
+        assert "too_many_orphans" in e["verdict"]
+        assert e["memory_allocated"] is not None and e["tcp_mem"] is not None
+
+
+def test_orphans_timer_path_shows_the_shift_penalty():
+    r = run_once("orphans_timer")
+    assert r["returncode"] == 0, r["stderr"]
+    assert r["lab_delta"] > 0
+    assert r["seen"] == r["kernel_delta"] == r["lab_delta"]
+    timer = [e for e in r["events"] if e["caller"] == "timer"]
+    assert timer and all(e["shift"] >= 1 for e in timer)
+
+
+@pytest.mark.parametrize("scenario,side", [("tcp_mem_send", "send"), ("tcp_mem_recv", "recv")])
+def test_tcp_mem_refusals_carry_allocated_above_the_hard_limit(scenario, side):
+    r = run_once(scenario)
+    assert r["returncode"] == 0, r["stderr"]
+    assert r["seen"] > 0 and r["printed"] == r["seen"] and r["lost"] == 0
+    sides = {e["side"] for e in r["events"]}
+    assert side in sides
+    for e in r["events"]:
+        assert e["memory_allocated"] > e["tcp_mem"][2]
+
+
+def _our_programs():
+    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True).stdout
+    names = {"send_reset_btf", "set_state_btf", "exceed_btf", "reset_note_btf"}
+    return [p for p in json.loads(out or "[]") if p.get("name") in names]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_nothing_stays_attached_after_exit(sig):
+    assert _our_programs() == []
+    t = Tracer([])
+    assert _our_programs()
+    t.proc.send_signal(sig)
+    t.proc.communicate(timeout=20)
+    deadline = time.monotonic() + 5
+    while _our_programs() and time.monotonic() < deadline:
+        time.sleep(0.1)     # programs go after an RCU grace period
+    assert _our_programs() == []
+
+
+def test_trace_stops_on_count_and_duration():
+    out = subprocess.run([sys.executable, "-m", "tracer", "trace", "--json", "--duration", "0.5"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    totals = json.loads(out.stdout.splitlines()[-1])
+    assert totals["type"] == "totals" and totals["stop_reason"] == "duration"
