@@ -6,7 +6,6 @@ object's BTF, and every constant against the header's text.
 from __future__ import annotations
 
 import ipaddress
-import socket
 import struct
 from typing import Dict, List, Optional, Tuple
 
@@ -182,9 +181,9 @@ class Event:
         return CALLERS.get(self.caller, "?")
 
     def _addr(self, raw: bytes) -> Optional[str]:
-        if self.af == socket.AF_INET:
+        if self.af == 2:      # AF_INET
             return str(ipaddress.IPv4Address(raw[:4]))
-        if self.af == socket.AF_INET6:
+        if self.af == 10:     # AF_INET6
             return str(ipaddress.IPv6Address(raw))
         return None
 

@@ -72,6 +72,9 @@ class KernelFacts:
         return tuple(parts)
 
 
+_KCONFIG_WANTED = ("CONFIG_HZ=", "CONFIG_KALLSYMS_ALL=")
+
+
 def _kconfig() -> Dict[str, str]:
     """The kernel config, from /proc/config.gz or /boot/config-$(uname -r)."""
     paths = ["/proc/config.gz", f"/boot/config-{os.uname().release}"]
@@ -81,9 +84,12 @@ def _kconfig() -> Dict[str, str]:
             with opener(p, "rt") as f:
                 out = {}
                 for line in f:
-                    if line.startswith("CONFIG_") and "=" in line:
+                    if line.startswith(_KCONFIG_WANTED):
                         k, v = line.rstrip("\n").split("=", 1)
                         out[k] = v
+                        if len(out) == len(_KCONFIG_WANTED):
+                            break
+                out["_found"] = p
                 return out
         except OSError:
             continue
@@ -145,14 +151,15 @@ def gather() -> KernelFacts:
     if f.btf:
         with libbpf.Btf.vmlinux() as btf:
             for fn in FUNCTIONS:
-                f.btf_functions[fn] = btf.has_func(fn)
+                f.btf_functions[fn] = btf.find(fn, libbpf.BTF_KIND_FUNC)
             for tp in TRACEPOINTS:
                 n = btf.func_param_count(f"btf_trace_{tp}")
                 if n is not None:
                     f.tracepoints[tp] = n
             f.rst_reason_abort_on_memory = btf.enum_value(
                 "sk_rst_reason", "SK_RST_REASON_TCP_ABORT_ON_MEMORY")
-            fentry_target = btf.find("tcp_check_oom", libbpf.BTF_KIND_FUNC)
+            fentry_target = f.btf_functions["tcp_check_oom"]
+    f.btf_functions = {k: bool(v) for k, v in f.btf_functions.items()}
     if f.btf and f.root and fentry_target:
         f.fentry_errno = libbpf.try_load_fentry(fentry_target)
     # /proc/kallsyms costs ~50 ms to generate: read it only when something

@@ -7,7 +7,6 @@ and relocated by libbpf (CO-RE) against the running kernel's BTF.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import threading
@@ -72,7 +71,8 @@ def _printer(level: int, fmt: bytes, args: int) -> int:
 
 
 _print_cb = _PRINT_FN(_printer)
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# ctypes.util.find_library would spawn ldconfig: name the sonames directly
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
 _libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
 
 
@@ -83,9 +83,7 @@ def lib() -> ctypes.CDLL:
         if _lib is not None:
             return _lib
         l = None
-        for name in ("libbpf.so.1", ctypes.util.find_library("bpf")):
-            if not name:
-                continue
+        for name in ("libbpf.so.1", "libbpf.so"):
             try:
                 l = ctypes.CDLL(name, use_errno=True)
                 break

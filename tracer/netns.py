@@ -21,7 +21,6 @@ import ctypes.util
 import os
 import subprocess
 import threading
-import uuid
 from typing import Any, Callable, Iterator, Optional, Union
 
 NetnsRef = Union[None, int, str, "os.PathLike[str]"]
@@ -162,6 +161,8 @@ def _set_loopback_up() -> None:
 @contextlib.contextmanager
 def temporary(prefix: str = "tcpoom-") -> Iterator[str]:
     """A fresh named namespace with `lo` up, deleted on leaving, whatever the exit."""
+    import uuid
+
     name = f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         create(name)
