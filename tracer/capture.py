@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, Optional
 
 from . import events as ev
 from . import kernel_facts, loader, netns, procfs
-from .errors import PermissionNeeded, UsageError
+from .errors import KernelUnsupported, PermissionNeeded, UsageError
 from .events import Event
 from .lines import Sampled
 from .plan import Plan, build
@@ -73,6 +73,18 @@ class PressureSampler:
                           pid=0, comm=b"")
 
 
+def privileged() -> bool:
+    """CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON (5.8+), in the effective set:
+    uid 0 alone means nothing in a container that dropped them."""
+    try:
+        with open("/proc/self/status") as f:
+            caps = next(int(ln.split()[1], 16) for ln in f if ln.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        return os.geteuid() == 0
+    sys_admin, perfmon, bpf = 1 << 21, 1 << 38, 1 << 39
+    return bool(caps & sys_admin) or (caps & bpf and caps & perfmon) == (bpf | perfmon)
+
+
 def resolve_netns(ref: Optional[str]) -> int:
     if not ref:
         return 0
@@ -89,8 +101,8 @@ def _tcpext(ns: Optional[int]) -> Dict[str, int]:
 class Capture:
     def __init__(self, filters: loader.Filters, ringbuf_bytes: int = loader.DEFAULT_RINGBUF,
                  facts: Optional[kernel_facts.KernelFacts] = None):
-        if os.geteuid() != 0:
-            raise PermissionNeeded("tracing needs root (CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN): run with sudo")
+        if not privileged():
+            raise PermissionNeeded("tracing needs root (or CAP_BPF and CAP_PERFMON): run it as root")
         self.filters = filters
         self.facts = facts or kernel_facts.gather()
         self.plan: Plan = build(self.facts)
@@ -102,6 +114,11 @@ class Capture:
         self.made: Dict[str, int] = {f: 0 for f in self.families}
 
     def start(self) -> "Capture":
+        if not any(self.plan.families[f].programs for f in self.families) and \
+                any(f != "pressure" for f in self.families):
+            raise KernelUnsupported(
+                "no BPF attach method for " + ", ".join(self.families) + " on this kernel" +
+                (f" ({self.plan.notes[0]})" if self.plan.notes else "") + ": `tcpoom probes` says why")
         self.session = loader.start(self.facts, self.plan, self.filters, self._ringbuf_bytes)
         self.plan = self.session.plan
         self.tcpext_before = _tcpext(self.filters.netns)

@@ -1,0 +1,76 @@
+"""Event lines and totals from synthetic records (formatting only)."""
+from tracer import events as ev
+from tracer.events import Event
+from tracer.kernel_facts import KernelFacts
+from tracer.lines import Clock, Sampled, as_json, text
+from tracer.plan import build
+from tracer.totals import Totals
+
+import os
+from conftest import DATA
+
+CLOCK = Clock(0)
+V4 = lambda *b: bytes(b) + b"\0" * 12  # noqa: E731
+
+
+def oom_event(**kw):
+    base = dict(ts_ns=3_600_000_123_000, family=ev.OOM_CHECK, method=ev.TP_BTF, pid=42, comm=b"nginx",
+                af=2, saddr=V4(10, 0, 0, 1), sport=443, daddr=V4(10, 0, 0, 9), dport=51000, state=7,
+                caller=ev.CALLER_CLOSE, shift=0, memory_allocated=318, tcp_mem=(10, 20, 40),
+                wmem_queued=4194304, verdict=ev.VERDICT_ORPHANS | ev.VERDICT_KILLED | ev.VERDICT_RESET,
+                exact=ev.FIELD_MEMORY | ev.FIELD_TCP_MEM | ev.FIELD_SOCKET,
+                derived=ev.FIELD_SHIFT | ev.FIELD_VERDICT | ev.FIELD_CALLER)
+    base.update(kw)
+    return Event.make(**base)
+
+
+def test_oom_line_marks_sampled_orphans():
+    s = Sampled()
+    s.orphans, s.max_orphans = 301, 0
+    line = text(oom_event(), CLOCK, s)
+    assert line.endswith("oom_check   too_many_orphans close shift=0 orphans=~301/0 mem=318/40p "
+                         "wq=4194304 rst 10.0.0.1:443 > 10.0.0.9:51000 CLOSE pid=42 nginx")
+
+
+def test_oom_json_says_where_each_figure_came_from():
+    s = Sampled()
+    s.orphans, s.max_orphans = 301, 0
+    d = as_json(oom_event(shift=1, caller=ev.CALLER_TIMER,
+                          verdict=ev.VERDICT_ORPHANS | ev.VERDICT_SHIFT_MIN), CLOCK, s)
+    assert d["family"] == "oom_check" and d["caller"] == "timer"
+    assert d["shift"] == 1 and d["shift_is_lower_bound"] is True
+    assert d["orphans"] == 301 and d["fidelity"]["orphans"] == "sampled"
+    assert d["fidelity"]["memory_allocated"] == "exact" and d["fidelity"]["shift"] == "derived"
+    assert d["tcp_mem"] == [10, 20, 40] and d["local"] == "10.0.0.1:443"
+
+
+def test_tw_and_mem_exceed_lines():
+    tw = Event.make(ts_ns=1, family=ev.TW_OVERFLOW, method=ev.TP_BTF, af=2, saddr=V4(127, 0, 0, 1),
+                    sport=5000, daddr=V4(127, 0, 0, 1), dport=80, state=5, tw_count=5,
+                    max_tw_buckets=5, netns=4026532177, comm=b"swapper/1")
+    assert "tw_overflow tw=5/5 netns=4026532177 127.0.0.1:5000 > 127.0.0.1:80 FIN_WAIT2" in text(tw, CLOCK, Sampled())
+    mem = Event.make(ts_ns=1, family=ev.MEM_EXCEED, method=ev.TP_BTF, af=10, saddr=b"\0" * 15 + b"\1",
+                     sport=22, daddr=b"\0" * 15 + b"\1", dport=3333, state=1, memory_allocated=318,
+                     tcp_mem=(10, 20, 40), rmem_alloc=0, rcvbuf=131072, wmem_queued=65536,
+                     sndbuf=87040, verdict=ev.VERDICT_SEND)
+    line = text(mem, CLOCK, Sampled())
+    assert "mem_exceed  send alloc=318p > tcp_mem[2]=40p (795%)" in line
+    assert "[::1]:22 > [::1]:3333 ESTABLISHED" in line
+
+
+def test_totals_say_what_was_not_seen_one_by_one():
+    plan = build(KernelFacts.load(os.path.join(DATA, "facts-6.18-tracepoints-only.json")))
+    counters = [0] * ev.CNT_MAX
+    counters[ev.CNT_OOM_CHECK] = 298
+    counters[ev.CNT_OOM_ORPHANS] = 298
+    counters[ev.CNT_TW_OVERFLOW] = 295
+    t = Totals(plan, ["oom_check", "tw_overflow"], 2.0, counters, {"oom_check": 298, "tw_overflow": 295},
+               {}, {"TCPAbortOnMemory": 10, "TCPTimeWaitOverflow": 0},
+               {"TCPAbortOnMemory": 310, "TCPTimeWaitOverflow": 295}, 4026532177, "SIGINT")
+    rows = {r["family"]: r for r in t.rows()}
+    assert rows["tw_overflow"]["match"] is True
+    assert rows["oom_check"]["not_seen_individually"] == 2
+    out = t.text()
+    assert "oom_check        298     0  TCPAbortOnMemory           300" in out
+    assert "2 counted by the kernel but not seen one by one" in out
+    assert t.to_json()["type"] == "totals"
