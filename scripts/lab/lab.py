@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -15,7 +16,7 @@ from tracer import netns
 from . import kmsg
 from .context import Context, Expected, LabError
 from .scenarios import SCENARIOS
-from .sysctls import SysctlConflict, SysctlGuard, recover_from_killed_lab
+from .sysctls import SysctlConflict, SysctlGuard, process_alive, recover_from_killed_lab
 
 
 @dataclass
@@ -51,6 +52,18 @@ class Result:
         return data
 
 
+def remove_stale_namespaces(prefix: str) -> List[str]:
+    """Delete namespaces named `<prefix><pid>-...` whose creating process is gone."""
+    removed = []
+    names = os.listdir(netns.NETNS_RUN_DIR) if os.path.isdir(netns.NETNS_RUN_DIR) else []
+    for name in names:
+        pid = name[len(prefix):].split("-", 1)[0] if name.startswith(prefix) else ""
+        if pid.isdigit() and not process_alive(int(pid)):
+            netns.delete(name)
+            removed.append(name)
+    return removed
+
+
 class Lab:
     """Create a private namespace on entry; restore sysctls and delete it on exit.
 
@@ -75,6 +88,8 @@ class Lab:
         if self.recovered:
             print(f"lab: restored host-wide sysctls left changed by a killed lab: "
                   f"{self.recovered}", file=sys.stderr)
+        for name in remove_stale_namespaces(self.prefix):
+            print(f"lab: deleted namespace {name} left by a killed lab", file=sys.stderr)
         stack = contextlib.ExitStack()
         try:
             # Exit order is the reverse: signal handlers, then sysctls, then the namespace.

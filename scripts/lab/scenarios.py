@@ -8,10 +8,13 @@ so they stay changed for as short a time as possible.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict
+
+from tracer import procfs
 
 from . import sockets
 from .context import Context, Expected, LabError
@@ -146,6 +149,228 @@ def orphans_close(ctx: Context, count: int) -> Expected:
 
 
 # ---------------------------------------------------------------------------------------
+# Orphans aborted on the timer path, with the shift penalty
+
+@contextlib.contextmanager
+def _routing_rules_first(ctx: Context):
+    """Let policy rules act on loopback traffic: move the `local` table lookup after them.
+
+    Rule 0 (lookup local) matches 127.0.0.0/8 before any other rule is consulted, so a
+    rule meant to cut one loopback direction must come first. Put back on leaving.
+    """
+    ctx.ip("rule", "add", "pref", "100", "lookup", "local")
+    ctx.ip("rule", "del", "pref", "0")
+    try:
+        yield
+    finally:
+        ctx.ip("rule", "add", "pref", "0", "lookup", "local")
+        ctx.ip("rule", "del", "pref", "100")
+
+
+def _cut(ctx: Context, source: str, destination: str, pref: int) -> None:
+    # Adding a rule bumps the route generation id, so every cached dst becomes stale and
+    # the next transmission looks its route up again, and fails.
+    ctx.ip("rule", "add", "from", source, "to", destination, "unreachable", "pref", str(pref))
+
+
+def _uncut(ctx: Context, pref: int) -> None:
+    try:
+        ctx.ip("rule", "del", "pref", str(pref))
+    except LabError:
+        pass  # never added
+
+
+def orphans_timer(ctx: Context, count: int) -> Expected:
+    # tcp_out_of_resources() (the retransmission timer of an orphan) asks tcp_check_oom
+    # with a shift: +1 if the socket looks abandoned (nothing sent for 2*rto_max, or
+    # do_reset false because the retries ran out while rto is at rto_max), +1 if
+    # sk->sk_err_soft is set. Here count orphans alone stay within tcp_max_orphans, so
+    # only the shift can kill them. sk_err_soft comes from a failed route lookup: a
+    # retransmission re-looks up its stale route (inet_sk_rebuild_header), gets
+    # ENETUNREACH from the rule below and records it in sk_err_soft. The first failing
+    # retransmission is the tail loss probe a few ms after the FIN, so by the first RTO
+    # (~200 ms) the shift is already 1, and 2*count > tcp_max_orphans.
+    # With rto_max at its 1 s minimum (per netns, 6.18) the later stage comes fast too: at
+    # rto == rto_max the socket is no longer `alive`, do_reset turns false and the shift
+    # is 2; by then every orphan is gone, by the oom check or by its retry limit.
+    ctx.set_sysctl("net.ipv4.tcp_rto_max_ms", 1000)
+    server = pairs = None
+    with _routing_rules_first(ctx):
+        try:
+            def setup():
+                server = sockets.listener(backlog=count)
+                try:
+                    return server, sockets.connect_pairs(server, count, sockets.CLIENT_ADDR)
+                except BaseException:
+                    server.close()
+                    raise
+            server, pairs = ctx.inside(setup)
+            # Server-to-client first: the data below arrives but its ACKs are dropped at
+            # the server's route lookup, so it stays unacknowledged on the client.
+            _cut(ctx, sockets.SERVER_ADDR, sockets.CLIENT_ADDR, pref=1)
+            for client, _ in pairs:
+                client.sendall(b"x" * 1000)
+            host_orphans = ctx.sockstat_tcp().get("orphan", 0)  # orphans are counted host-wide
+            limit = count + host_orphans
+            ctx.set_global_sysctl("net.ipv4.tcp_max_orphans", limit)
+            ctx.details["tcp_max_orphans"] = limit
+            start = ctx.counters()
+            started = time.monotonic()
+            for client, _ in pairs:
+                client.close()  # data and FIN go out, unacked; close path sees no excess
+            # Then client-to-server, so retransmissions fail their route lookup.
+            _cut(ctx, sockets.CLIENT_ADDR, sockets.SERVER_ADDR, pref=2)
+            ctx.details["timeline"] = _watch_orphans(ctx, start, started, host_orphans,
+                                                     timeout_s=8.0)
+        finally:
+            ctx.sysctls.restore("net.ipv4.tcp_max_orphans")
+            _uncut(ctx, 2)
+            _uncut(ctx, 1)
+            sockets.close_all(pairs or [])
+            if server is not None:
+                server.close()
+    return {"TCPAbortOnMemory": (count // 2, count)}
+
+
+def _watch_orphans(ctx: Context, start, started: float, host_orphans: int, timeout_s: float):
+    """Sample the abort counters until the orphans are gone; return when they moved.
+
+    The times tell the shift: aborts at the first RTO (~0.2 s) need shift >= 1 with
+    tcp_max_orphans == count; aborts once rto reached rto_max (~2.4 s) come with shift 2.
+    """
+    timeline = []
+    last = None
+    deadline = started + timeout_s
+    while True:
+        orphans = ctx.sockstat_tcp().get("orphan", 0)
+        now = ctx.counters()
+        moved = (now["TCPAbortOnMemory"] - start["TCPAbortOnMemory"],
+                 now["TCPAbortOnTimeout"] - start["TCPAbortOnTimeout"])
+        if moved != last:
+            timeline.append({"t": round(time.monotonic() - started, 3),
+                             "TCPAbortOnMemory": moved[0], "TCPAbortOnTimeout": moved[1]})
+            last = moved
+        if orphans <= host_orphans or time.monotonic() > deadline:
+            return timeline
+        time.sleep(0.01)
+
+
+# ---------------------------------------------------------------------------------------
+# tcp_mem: the host-wide hard limit
+
+TINY_TCP_MEM = "10 20 40"   # pages: min, pressure, max
+TCP_MEM_CAP_S = 2.0         # never leave the host like this for longer
+TCP_MEM_WORK_S = 1.0        # how long the workload pushes while the limit is tiny
+
+
+def _pressure_expected(ctx: Context, pressured_before) -> Expected:
+    # TCPMemoryPressures counts entries into pressure (tcp_enter_memory_pressure), and the
+    # state is host-wide: if the host was already under pressure there is nothing to enter.
+    ctx.details["pressure_before"] = pressured_before
+    return {"TCPMemoryPressures": (0 if pressured_before else 1, None)}
+
+
+def _with_tiny_tcp_mem(ctx: Context, work) -> None:
+    """Run work() with tcp_mem tiny; restored on return, on error, or by the watchdog."""
+    started = time.monotonic()
+    try:
+        ctx.set_global_sysctl("net.ipv4.tcp_mem", TINY_TCP_MEM, at_most_s=TCP_MEM_CAP_S)
+        work()
+    finally:
+        ctx.sysctls.restore("net.ipv4.tcp_mem")
+    restored = ctx.sysctls.restored_at.get(("net.ipv4.tcp_mem", None), started)
+    ctx.details["tiny_tcp_mem_s"] = round(restored - started, 3)
+
+
+def _wait_pressure_over(ctx: Context) -> None:
+    # Pressure is left when a socket frees memory below tcp_mem[0]; closing ours does it.
+    # Only then is TCPMemoryPressuresChrono (ms under pressure) added.
+    sockets.wait_until(lambda: procfs.tcp_memory_pressure() is not True, timeout_s=2.0)
+    ctx.details["pressure_after"] = procfs.tcp_memory_pressure()
+
+
+def _plain_pairs(ctx: Context, count: int, **listener_options):
+    def setup():
+        server = sockets.listener(backlog=count, **listener_options)
+        try:
+            return server, sockets.connect_pairs(server, count)
+        except BaseException:
+            server.close()
+            raise
+    return ctx.inside(setup)
+
+
+def tcp_mem_send(ctx: Context, count: int) -> Expected:
+    pressured_before = procfs.tcp_memory_pressure()
+    server, pairs = _plain_pairs(ctx, count)
+    clients = [client for client, _ in pairs]
+    try:
+        # Every send must charge memory to the socket (sk_wmem_schedule); above tcp_mem[2]
+        # the charge is refused (sock:sock_exceed_buf_limit, kind SK_MEM_SEND) and a
+        # non-blocking send returns EAGAIN after the tcp_wmem[0] guaranteed minimum.
+        def push():
+            sent = sockets.send_for(clients, 1 * MiB, TCP_MEM_WORK_S)
+            ctx.details["bytes_sent_per_client"] = [min(sent), max(sent)]
+        _with_tiny_tcp_mem(ctx, push)
+    finally:
+        sockets.close_all(pairs)
+        server.close()
+    _wait_pressure_over(ctx)
+    return _pressure_expected(ctx, pressured_before)
+
+
+def orphans_tcp_mem(ctx: Context, count: int) -> Expected:
+    # The other half of tcp_check_oom: tcp_out_of_memory() is true for a socket holding
+    # more than SOCK_MIN_SNDBUF in its write queue while memory_allocated > tcp_mem[2].
+    # Closing such a socket under the tiny limit aborts it on the close path with
+    # "TCP: out of memory -- consider tuning tcp_mem", with tcp_max_orphans untouched.
+    # Nothing asks for memory while the limit is tiny, so TCP does not enter pressure.
+    server, pairs = _plain_pairs(ctx, count, rcvbuf=4096)
+    clients = [client for client, _ in pairs]
+    try:
+        queued = [sockets.send_until_full(client, 1 * MiB) for client in clients]
+        ctx.details["bytes_queued_per_client"] = [min(queued), max(queued)]
+
+        def close_under_limit():
+            start = ctx.counters()["TCPAbortOnMemory"]
+            for client in clients:
+                client.close()
+            ctx.details["aborted_on_close_path"] = ctx.counters()["TCPAbortOnMemory"] - start
+        _with_tiny_tcp_mem(ctx, close_under_limit)
+    finally:
+        sockets.close_all(pairs)
+        server.close()
+    return {"TCPAbortOnMemory": (count, count)}
+
+
+def tcp_mem_recv(ctx: Context, count: int) -> Expected:
+    pressured_before = procfs.tcp_memory_pressure()
+
+    # A slow reader: a large receive buffer that it never drains.
+    server, pairs = _plain_pairs(ctx, count, rcvbuf=4 * MiB, force=True)
+    clients = [client for client, _ in pairs]
+    try:
+        # Fill the readers' queues first, at normal limits, so that once tcp_mem is tiny
+        # the memory already held is far above tcp_mem[2] and every new segment's charge
+        # (sk_rmem_schedule in tcp_try_rmem_schedule) is refused: the queue is pruned
+        # (PruneCalled, RcvPruned) and the segment dropped (TCPRcvQDrop, TCPOFODrop).
+        prefill = sockets.send_for(clients, 1 * MiB, 0.5)
+        ctx.details["bytes_queued_before"] = [min(prefill), max(prefill)]
+
+        def push():
+            sent = sockets.send_for(clients, 1 * MiB, TCP_MEM_WORK_S)
+            ctx.details["bytes_sent_while_tiny"] = [min(sent), max(sent)]
+        _with_tiny_tcp_mem(ctx, push)
+    finally:
+        sockets.close_all(pairs)
+        server.close()
+    _wait_pressure_over(ctx)
+    expected = _pressure_expected(ctx, pressured_before)
+    expected["PruneCalled"] = (1, None)
+    return expected
+
+
+# ---------------------------------------------------------------------------------------
 # Registry
 
 @dataclass(frozen=True)
@@ -165,4 +390,20 @@ SCENARIOS: Dict[str, Scenario] = {s.name: s for s in (
     Scenario("orphans_close",
              "orphans aborted on close: tcp_max_orphans=0, clients close with data unsent",
              True, 300, orphans_close),
+    Scenario("orphans_timer",
+             "orphans aborted by the retransmission timer: N orphans <= tcp_max_orphans=N, "
+             "but sk_err_soft from a cut route doubles them (shift 1)",
+             True, 300, orphans_timer),
+    Scenario("tcp_mem_send",
+             f"send side over the hard limit: tcp_mem '{TINY_TCP_MEM}' for under "
+             f"{TCP_MEM_CAP_S:.0f} s, clients push 1 MiB each to servers that do not read",
+             True, 50, tcp_mem_send),
+    Scenario("tcp_mem_recv",
+             f"receive side over the hard limit: slow readers holding their queues while "
+             f"tcp_mem is '{TINY_TCP_MEM}' for under {TCP_MEM_CAP_S:.0f} s",
+             True, 50, tcp_mem_recv),
+    Scenario("orphans_tcp_mem",
+             f"orphans aborted for memory: clients close with data queued while tcp_mem is "
+             f"'{TINY_TCP_MEM}' (tcp_max_orphans untouched)",
+             True, 50, orphans_tcp_mem),
 )}

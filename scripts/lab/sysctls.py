@@ -1,13 +1,15 @@
 """Change sysctls for a scenario and always put them back.
 
-Per-namespace sysctls (tcp_max_tw_buckets, tcp_rto_max_ms, tcp_orphan_retries, ...) vanish
-with the lab's namespace, but are still restored after each run so the next run in the same
-Lab starts clean. Host-wide ones (tcp_mem, tcp_max_orphans) are the dangerous ones: a host
-left with tcp_mem "10 20 40" refuses memory to every TCP socket it has. So they are restored
-by whichever comes first of: the scenario's own finally, a watchdog timer for the changes
-that carry a time cap, the Lab's SIGINT/SIGTERM handlers, and atexit. Because not even that
-survives SIGKILL, the original values are also written to RECOVERY_FILE while a host-wide
-change is in force, and the next Lab puts them back.
+Per-namespace sysctls (tcp_max_tw_buckets, tcp_rto_max_ms, ...) vanish with the lab's
+namespace, but are still restored after each run so the next run in the same Lab starts
+clean. Host-wide ones (tcp_mem, tcp_max_orphans) are the dangerous ones: a host left with
+tcp_mem "10 20 40" refuses memory to every TCP socket it has. So they are restored by
+whichever comes first of: the scenario's own finally, the Lab's SIGINT/SIGTERM handlers,
+atexit, and for changes with a time cap a watchdog process. The watchdog is a separate
+process in its own session, so it still restores if this one hangs, is killed with
+SIGKILL, or its terminal's process group gets a Ctrl-C. Finally, while a host-wide change
+is in force the original values are kept in RECOVERY_FILE, and the next Lab puts them back
+if this process died without doing so.
 """
 
 from __future__ import annotations
@@ -15,14 +17,32 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import subprocess
 import sys
 import threading
+import time
 from typing import Dict, List, Optional, Tuple
 
 from tracer import procfs
 from tracer.netns import NetnsRef
 
 RECOVERY_FILE = "/run/tcpoom-lab-sysctls.json"
+
+# Sleeps until a CLOCK_MONOTONIC deadline (shared by all processes), then writes the
+# original value back, but only if the value we set is still there: if someone changed
+# it since, it is theirs. Exit status 10 says it restored.
+_WATCHDOG = """
+import sys, time
+path, ours, original, deadline = sys.argv[1], sys.argv[2].split(), sys.argv[3], float(sys.argv[4])
+time.sleep(max(0.0, deadline - time.monotonic()))
+with open(path) as fh:
+    if fh.read().split() != ours:
+        sys.exit(0)
+with open(path, "w") as fh:
+    fh.write(original + "\\n")
+sys.exit(10)
+"""
+_WATCHDOG_RESTORED = 10
 
 
 class SysctlConflict(Exception):
@@ -38,7 +58,7 @@ _atexit_registered = False
 
 def _restore_live_guards() -> None:
     for guard in list(_live_guards):
-        guard.restore_all()
+        guard.close()
 
 
 class SysctlGuard:
@@ -47,8 +67,9 @@ class SysctlGuard:
     def __init__(self) -> None:
         self._saved: Dict[_Key, str] = {}
         self._order: List[_Key] = []
-        self._timers: Dict[_Key, threading.Timer] = {}
-        # The watchdog timer, a signal handler and the main thread's finally may all restore.
+        self._watchdogs: Dict[_Key, Tuple[subprocess.Popen, float]] = {}
+        self.restored_at: Dict[_Key, float] = {}  # time.monotonic() of each restore
+        # A signal handler and the main thread's finally may both restore.
         self._lock = threading.RLock()
         global _atexit_registered
         if not _atexit_registered:
@@ -67,27 +88,34 @@ class SysctlGuard:
                     self._write_recovery_file()
             procfs.write_sysctl(name, value, netns)
 
-    def set_for_at_most(self, name: str, value, seconds: float, netns: NetnsRef = None) -> None:
-        """Set a sysctl that must not stay changed longer than `seconds`, even if we hang."""
-        self.set(name, value, netns)
-        timer = threading.Timer(seconds, self.restore, args=(name, netns))
-        timer.daemon = True
-        timer.name = f"sysctl-watchdog:{name}"
+    def set_for_at_most(self, name: str, value, seconds: float) -> None:
+        """Set a host-wide sysctl that must not stay changed longer than `seconds`."""
+        key: _Key = (name, None)
+        deadline = time.monotonic() + seconds
         with self._lock:
-            old = self._timers.pop((name, netns), None)
-            self._timers[(name, netns)] = timer
+            self.set(name, value)
+            # Started after the write, so its check sees our value; the deadline was taken
+            # before, so the cap holds however long starting it takes.
+            watchdog = subprocess.Popen(
+                [sys.executable, "-c", _WATCHDOG, procfs.sysctl_path(name), str(value),
+                 self._saved[key], repr(deadline)],
+                start_new_session=True, stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            old = self._watchdogs.pop(key, None)
+            self._watchdogs[key] = (watchdog, deadline)
         if old is not None:
-            old.cancel()
-        timer.start()
+            _stop(old[0])
 
     def restore(self, name: str, netns: NetnsRef = None) -> None:
         """Put one sysctl back; harmless if it was never changed or is already back."""
         key: _Key = (name, netns)
         with self._lock:
-            timer = self._timers.pop(key, None)
-            if timer is not None:
-                timer.cancel()
+            watchdog = self._watchdogs.pop(key, None)
             original = self._saved.pop(key, None)
+            if watchdog is not None:
+                proc, deadline = watchdog
+                if _stop(proc) == _WATCHDOG_RESTORED:
+                    self.restored_at[key] = deadline
             if original is None:
                 return
             self._order.remove(key)
@@ -98,6 +126,7 @@ class SysctlGuard:
                     raise
                 # The namespace is already gone, and its sysctls with it.
                 print(f"lab: could not restore {name} in {netns}: {exc}", file=sys.stderr)
+            self.restored_at.setdefault(key, time.monotonic())
             if not any(ns is None for _, ns in self._order):
                 self._remove_recovery_file()
 
@@ -118,9 +147,11 @@ class SysctlGuard:
             return list(self._order)
 
     def close(self) -> None:
-        self.restore_all()
-        if self in _live_guards:
-            _live_guards.remove(self)
+        try:
+            self.restore_all()
+        finally:
+            if self in _live_guards:
+                _live_guards.remove(self)
 
     # -- recovery after SIGKILL ---------------------------------------------------------
 
@@ -138,6 +169,16 @@ class SysctlGuard:
             pass
 
 
+def _stop(proc: subprocess.Popen) -> Optional[int]:
+    """Stop a watchdog we started (if it has not finished) and return its exit status."""
+    if proc.poll() is None:
+        proc.kill()
+    try:
+        return proc.wait(timeout=2.0)
+    except subprocess.TimeoutExpired:
+        return None
+
+
 def recover_from_killed_lab() -> Dict[str, str]:
     """Restore host-wide sysctls a killed lab left changed; return what was restored.
 
@@ -149,10 +190,10 @@ def recover_from_killed_lab() -> Dict[str, str]:
     except FileNotFoundError:
         return {}
     except ValueError:
-        os.unlink(RECOVERY_FILE)  # torn by a crash mid-write; the old file was replaced atomically
+        os.unlink(RECOVERY_FILE)  # unreadable; it is only ever replaced whole, so not ours
         return {}
     pid = int(state.get("pid", 0))
-    if pid and pid != os.getpid() and _process_alive(pid):
+    if pid and pid != os.getpid() and process_alive(pid):
         raise SysctlConflict(f"lab process {pid} has host-wide sysctls changed right now "
                              f"({', '.join(state.get('sysctls', {}))}); wait for it to finish")
     restored = {}
@@ -163,7 +204,7 @@ def recover_from_killed_lab() -> Dict[str, str]:
     return restored
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
