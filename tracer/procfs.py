@@ -7,8 +7,9 @@ then read on a helper thread that has entered that namespace, so the caller neve
 
 Which figures are per namespace matters when reading them (kernel 4.11+): in sockstat, TCP
 `inuse` and `tw` are per namespace while `orphan`, `alloc` and `mem` are host-wide; every
-netstat counter is per namespace; tcp_mem and tcp_max_orphans are host-wide sysctls while
-tcp_max_tw_buckets, tcp_rmem and tcp_wmem are per namespace.
+netstat counter is per namespace; tcp_mem and tcp_max_orphans are host-wide sysctls (visible
+only in the initial namespace) while tcp_max_tw_buckets, tcp_rmem and tcp_wmem are per
+namespace.
 """
 
 from __future__ import annotations
@@ -184,16 +185,30 @@ class TcpLimits:
         return low * self.page_size, mid * self.page_size, high * self.page_size
 
 
+# Host-wide sysctls exist only in the initial namespace's /proc/sys/net (tcp_mem and
+# tcp_max_orphans are not in ipv4_net_table): from any other namespace they are missing.
+_HOST_NETNS = "/proc/1/ns/net"
+
+
+def read_host_sysctl(name: str) -> str:
+    """A host-wide sysctl, read from the initial namespace if the caller is not in it."""
+    try:
+        return read_sysctl(name)
+    except FileNotFoundError:
+        return read_sysctl(name, _HOST_NETNS)
+
+
 def tcp_limits(netns: NetnsRef = None) -> TcpLimits:
-    def read() -> TcpLimits:
-        return TcpLimits(
-            tcp_mem=_triple(read_sysctl("net.ipv4.tcp_mem")),
-            tcp_max_orphans=int(read_sysctl("net.ipv4.tcp_max_orphans")),
-            tcp_max_tw_buckets=int(read_sysctl("net.ipv4.tcp_max_tw_buckets")),
-            tcp_rmem=_triple(read_sysctl("net.ipv4.tcp_rmem")),
-            tcp_wmem=_triple(read_sysctl("net.ipv4.tcp_wmem")),
-            page_size=os.sysconf("SC_PAGE_SIZE"),
-        )
-    if netns is None:
-        return read()
-    return _netns.run_in_netns(netns, read)
+    """The limits that apply to sockets in `netns` (per-namespace ones read inside it)."""
+    def per_netns() -> dict:
+        return {
+            "tcp_max_tw_buckets": int(read_sysctl("net.ipv4.tcp_max_tw_buckets")),
+            "tcp_rmem": _triple(read_sysctl("net.ipv4.tcp_rmem")),
+            "tcp_wmem": _triple(read_sysctl("net.ipv4.tcp_wmem")),
+        }
+    return TcpLimits(
+        tcp_mem=_triple(read_host_sysctl("net.ipv4.tcp_mem")),
+        tcp_max_orphans=int(read_host_sysctl("net.ipv4.tcp_max_orphans")),
+        page_size=os.sysconf("SC_PAGE_SIZE"),
+        **(per_netns() if netns is None else _netns.run_in_netns(netns, per_netns)),
+    )
