@@ -11,7 +11,7 @@ from tracer import netns, procfs
 from .sysctls import SysctlGuard
 
 # The kernel counters every scenario reports (TcpExt, per network namespace). The first
-# seven are the ones the scenarios aim at; the last two explain where the rest went.
+# seven are the ones the scenarios aim at; the last three explain where the rest went.
 COUNTERS = (
     "TCPAbortOnMemory",          # an orphan killed by tcp_check_oom (close path or timer)
     "TCPTimeWaitOverflow",       # no TIME_WAIT bucket: tcp_max_tw_buckets reached
@@ -22,6 +22,7 @@ COUNTERS = (
     "TCPOFODrop",                # an out-of-order segment dropped: memory refused
     "RcvPruned",                 # ... and collapsing did not free enough
     "TCPAbortOnTimeout",         # an orphan killed by its retry limit instead
+    "TCPTimeouts",               # retransmission timer runs (which RTO did the killing)
 )
 
 # (minimum, maximum or None) per counter: what a scenario promises.

@@ -184,15 +184,19 @@ def orphans_timer(ctx: Context, count: int) -> Expected:
     # tcp_out_of_resources() (the retransmission timer of an orphan) asks tcp_check_oom
     # with a shift: +1 if the socket looks abandoned (nothing sent for 2*rto_max, or
     # do_reset false because the retries ran out while rto is at rto_max), +1 if
-    # sk->sk_err_soft is set. Here count orphans alone stay within tcp_max_orphans, so
+    # sk->sk_err_soft is set. Here `count` orphans alone stay within tcp_max_orphans, so
     # only the shift can kill them. sk_err_soft comes from a failed route lookup: a
     # retransmission re-looks up its stale route (inet_sk_rebuild_header), gets
-    # ENETUNREACH from the rule below and records it in sk_err_soft. The first failing
-    # retransmission is the tail loss probe a few ms after the FIN, so by the first RTO
-    # (~200 ms) the shift is already 1, and 2*count > tcp_max_orphans.
-    # With rto_max at its 1 s minimum (per netns, 6.18) the later stage comes fast too: at
-    # rto == rto_max the socket is no longer `alive`, do_reset turns false and the shift
-    # is 2; by then every orphan is gone, by the oom check or by its retry limit.
+    # ENETUNREACH from a rule and records it in sk_err_soft.
+    # The timeline is then fixed: first RTO (~0.2 s), shift 0, every orphan survives and
+    # its retransmission fails; second RTO (~0.6 s), shift 1, 2*count > tcp_max_orphans,
+    # the orphans are aborted (until a cache refresh sees count/2 or fewer).
+    # The tail loss probe would otherwise retransmit (and fail) some ms before the first
+    # RTO, or not, depending on how fast the rules go in: off, so the shift-0 RTO happens.
+    ctx.set_sysctl("net.ipv4.tcp_early_retrans", 0)
+    # At its 1 s minimum (per netns, 6.18), rto reaches rto_max after ~1.4 s, so any orphan
+    # left then is no longer `alive`: do_reset turns false, the shift is 2, and the
+    # retry limit (0 retries with sk_err_soft) ends it. Everything is gone within ~2.5 s.
     ctx.set_sysctl("net.ipv4.tcp_rto_max_ms", 1000)
     server = pairs = None
     with _routing_rules_first(ctx):
@@ -210,6 +214,8 @@ def orphans_timer(ctx: Context, count: int) -> Expected:
             _cut(ctx, sockets.SERVER_ADDR, sockets.CLIENT_ADDR, pref=1)
             for client, _ in pairs:
                 client.sendall(b"x" * 1000)
+            # Then client-to-server, so the retransmissions fail their route lookup.
+            _cut(ctx, sockets.CLIENT_ADDR, sockets.SERVER_ADDR, pref=2)
             host_orphans = ctx.sockstat_tcp().get("orphan", 0)  # orphans are counted host-wide
             limit = count + host_orphans
             ctx.set_global_sysctl("net.ipv4.tcp_max_orphans", limit)
@@ -217,9 +223,7 @@ def orphans_timer(ctx: Context, count: int) -> Expected:
             start = ctx.counters()
             started = time.monotonic()
             for client, _ in pairs:
-                client.close()  # data and FIN go out, unacked; close path sees no excess
-            # Then client-to-server, so retransmissions fail their route lookup.
-            _cut(ctx, sockets.CLIENT_ADDR, sockets.SERVER_ADDR, pref=2)
+                client.close()  # orphans with data unacked; the close path sees no excess
             ctx.details["timeline"] = _watch_orphans(ctx, start, started, host_orphans,
                                                      timeout_s=8.0)
         finally:
@@ -233,22 +237,24 @@ def orphans_timer(ctx: Context, count: int) -> Expected:
 
 
 def _watch_orphans(ctx: Context, start, started: float, host_orphans: int, timeout_s: float):
-    """Sample the abort counters until the orphans are gone; return when they moved.
+    """Sample the counters until the orphans are gone; return each change, timed.
 
-    The times tell the shift: aborts at the first RTO (~0.2 s) need shift >= 1 with
-    tcp_max_orphans == count; aborts once rto reached rto_max (~2.4 s) come with shift 2.
+    TCPTimeouts counts retransmission timer runs, so the timeline shows which RTO did
+    the killing, and so the shift: with tcp_max_orphans == count, none at the first (shift
+    0), aborts at the second (shift 1, sk_err_soft).
     """
+    names = ("TCPTimeouts", "TCPAbortOnMemory", "TCPAbortOnTimeout")
     timeline = []
     last = None
     deadline = started + timeout_s
     while True:
         orphans = ctx.sockstat_tcp().get("orphan", 0)
-        now = ctx.counters()
-        moved = (now["TCPAbortOnMemory"] - start["TCPAbortOnMemory"],
-                 now["TCPAbortOnTimeout"] - start["TCPAbortOnTimeout"])
+        tcp_ext = procfs.read_netstat(ctx.netns)["TcpExt"]
+        moved = tuple(tcp_ext.get(n, 0) - start.get(n, 0) for n in names)
         if moved != last:
-            timeline.append({"t": round(time.monotonic() - started, 3),
-                             "TCPAbortOnMemory": moved[0], "TCPAbortOnTimeout": moved[1]})
+            point = {"t": round(time.monotonic() - started, 3)}
+            point.update(zip(names, moved))
+            timeline.append(point)
             last = moved
         if orphans <= host_orphans or time.monotonic() > deadline:
             return timeline
