@@ -94,11 +94,13 @@ def _setns(fd: int, nstype: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
-def run_in_netns(ref: NetnsRef, fn: Callable[..., Any], *args: Any) -> Any:
+def run_in_netns(ref: NetnsRef, fn: Callable[..., Any], *args: Any,
+                 timeout: Optional[float] = None) -> Any:
     """Call fn(*args) on a fresh thread inside namespace `ref`; return or raise what it did.
 
     With ref None the call still goes through a thread, so fn sees the same conditions
-    (thread-local state, /proc/thread-self) whichever namespace it runs in.
+    (thread-local state, /proc/thread-self) whichever namespace it runs in. After
+    `timeout` seconds TimeoutError is raised; the thread (a daemon) is left to finish.
     """
     path = resolve(ref)
     outcome: dict = {}
@@ -116,7 +118,10 @@ def run_in_netns(ref: NetnsRef, fn: Callable[..., Any], *args: Any) -> Any:
 
     worker = threading.Thread(target=body, name=f"netns:{os.path.basename(path)}", daemon=True)
     worker.start()
-    worker.join()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise TimeoutError(f"{getattr(fn, '__name__', fn)} did not finish in {timeout} s "
+                           f"inside {path}")
     if "error" in outcome:
         raise outcome["error"]
     return outcome.get("value")

@@ -25,6 +25,9 @@ COUNTERS = (
     "TCPTimeouts",               # retransmission timer runs (which RTO did the killing)
 )
 
+# No step of a scenario may take longer than this (the whole lab stays under ~15 s).
+WORKLOAD_TIMEOUT_S = 12.0
+
 # (minimum, maximum or None) per counter: what a scenario promises.
 Expected = Dict[str, Tuple[int, Optional[int]]]
 
@@ -42,7 +45,7 @@ class Context:
 
     def inside(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run fn on a thread inside the lab's namespace (sockets it creates stay there)."""
-        return netns.run_in_netns(self.netns, fn, *args)
+        return netns.run_in_netns(self.netns, fn, *args, timeout=WORKLOAD_TIMEOUT_S)
 
     def ip(self, *args: str) -> None:
         proc = subprocess.run(["ip", "-n", self.netns, *args], capture_output=True, text=True,

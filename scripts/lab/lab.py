@@ -16,6 +16,7 @@ from tracer import netns
 from . import kmsg
 from .context import Context, Expected, LabError
 from .scenarios import SCENARIOS
+from .tcp_mem import nudge_out_of_pressure
 from .sysctls import SysctlConflict, SysctlGuard, process_alive, recover_from_killed_lab
 
 
@@ -97,6 +98,8 @@ class Lab:
             self.netns_inode = netns.netns_inode(self.netns_name)
             self.sysctls = SysctlGuard()
             stack.callback(self.sysctls.close)
+            if "net.ipv4.tcp_mem" in self.recovered:
+                nudge_out_of_pressure(self.netns_name)
             self._install_signal_handlers(stack)
         except BaseException:
             stack.close()

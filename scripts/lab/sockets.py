@@ -16,7 +16,8 @@ SERVER_ADDR = "127.0.0.1"
 CLIENT_ADDR = "127.0.0.2"
 
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
-CONNECT_TIMEOUT_S = 2.0
+CONNECT_TIMEOUT_S = 2.0   # one connect or accept (loopback: microseconds when healthy)
+SETUP_TIMEOUT_S = 8.0     # all the connections of one scenario
 
 Pair = Tuple[socket.socket, socket.socket]  # (client, server side of the accepted connection)
 
@@ -64,13 +65,28 @@ def connect_pair(server: socket.socket, source: Optional[str] = None,
 def connect_pairs(server: socket.socket, count: int, source: Optional[str] = None,
                   sndbuf: Optional[int] = None) -> List[Pair]:
     pairs: List[Pair] = []
+    deadline = time.monotonic() + SETUP_TIMEOUT_S
     try:
         for _ in range(count):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {len(pairs)} of {count} connections "
+                                   f"in {SETUP_TIMEOUT_S:.0f} s")
             pairs.append(connect_pair(server, source, sndbuf))
     except BaseException:
         close_all(pairs)
         raise
     return pairs
+
+
+def open_pairs(count: int, source: Optional[str] = None, sndbuf: Optional[int] = None,
+               rcvbuf: Optional[int] = None, force_rcvbuf: bool = False):
+    """A listener and `count` connections to it: (server, [(client, accepted), ...])."""
+    server = listener(backlog=count, rcvbuf=rcvbuf, force=force_rcvbuf)
+    try:
+        return server, connect_pairs(server, count, source, sndbuf)
+    except BaseException:
+        server.close()
+        raise
 
 
 def send_until_full(sock: socket.socket, total: int, chunk: int = 65536) -> int:

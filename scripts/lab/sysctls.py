@@ -142,10 +142,6 @@ class SysctlGuard:
         if errors:
             raise errors[0]
 
-    def changed(self) -> List[_Key]:
-        with self._lock:
-            return list(self._order)
-
     def close(self) -> None:
         try:
             self.restore_all()
