@@ -50,7 +50,7 @@ def nudge_out_of_pressure(netns_name: str) -> bool:
     TCP leaves pressure only when some socket gives memory back while the total is below
     tcp_mem[0] (__sk_mem_reduce_allocated). A lab killed while tcp_mem was tiny leaves
     the flag set after the limit is restored, until some socket's memory is freed: here,
-    a loopback connection moving 64 KiB and closing.
+    a loopback connection in `netns_name` moving 64 KiB and closing.
     """
     def round_trip() -> None:
         server, pairs = sockets.open_pairs(1)
