@@ -15,6 +15,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Dict, List, Optional
 
@@ -47,6 +48,7 @@ class Tracer:
                 line = self.proc.stderr.readline()
                 if line.startswith("tcpoom: tracing"):
                     self.start_line = line
+                    self._start_reader()
                     return
                 if not line and self.proc.poll() is not None:
                     break
@@ -54,9 +56,19 @@ class Tracer:
         out, err = self.proc.communicate()
         raise RuntimeError(f"tracer did not start: {err.strip() or out.strip()}")
 
+    def _start_reader(self) -> None:
+        # read stdout while the scenario runs: a full pipe would stall the tracer
+        self._chunks: List[str] = []
+        self._reader = threading.Thread(target=lambda: self._chunks.append(self.proc.stdout.read()),
+                                        daemon=True)
+        self._reader.start()
+
     def stop(self, sig: int = signal.SIGINT, timeout: float = 20.0) -> Dict:
         self.proc.send_signal(sig)
-        out, err = self.proc.communicate(timeout=timeout)
+        self.proc.wait(timeout=timeout)
+        self._reader.join(timeout)
+        err = self.proc.stderr.read()
+        out = "".join(self._chunks)
         lines = [json.loads(ln) for ln in out.splitlines() if ln.strip()]
         events = [x for x in lines if "family" in x and x.get("type") != "totals"]
         totals = next((x for x in lines if x.get("type") == "totals"), None)

@@ -110,14 +110,14 @@ def send_until_full(sock: socket.socket, total: int, chunk: int = 65536) -> int:
 
 
 def send_for(socks: List[socket.socket], total_each: int, seconds: float,
-             pause_s: float = 0.01) -> List[int]:
+             pause_s: float = 0.01, chunk: int = 65536) -> List[int]:
     """Keep offering data to every socket for `seconds`, or until each has sent total_each."""
     sent = [0] * len(socks)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         for i, sock in enumerate(socks):
             if sent[i] < total_each:
-                sent[i] += send_until_full(sock, total_each - sent[i])
+                sent[i] += send_until_full(sock, total_each - sent[i], chunk)
         if all(s >= total_each for s in sent):
             break
         time.sleep(pause_s)

@@ -75,15 +75,20 @@ def nudge_out_of_pressure(netns_name: str) -> bool:
 
 def tcp_mem_send(ctx: Context, count: int) -> Expected:
     pressured_before = procfs.tcp_memory_pressure()
+    # Send-side refusals reach the tracepoint only in a narrow window: below
+    # tcp_wmem[0] queued bytes a charge is always granted, and above it
+    # __sk_mem_raise_allocated first shrinks sk_sndbuf to max(queued/2,
+    # SOCK_MIN_SNDBUF) and grants the charge while queued + size >= sndbuf (the
+    # sender then just waits for space). So a lower tcp_wmem[0] (per netns,
+    # 4.15+) and small writes let queued + size stay under SOCK_MIN_SNDBUF
+    # (~4.5 KB): those charges are refused with kind SK_MEM_SEND.
+    ctx.set_sysctl("net.ipv4.tcp_wmem", "1024 16384 4194304")
     server, pairs = ctx.inside(lambda: sockets.open_pairs(count))
     clients = [client for client, _ in pairs]
     try:
-        # Every send must charge memory to the socket (sk_wmem_schedule); above tcp_mem[2]
-        # the charge is refused (kind SK_MEM_SEND) and a non-blocking send returns EAGAIN
-        # once the socket has used the progress tcp_wmem[0] guarantees it. The receivers,
-        # on the same host, are refused too.
+        # The receivers, on the same host, are refused too (kind SK_MEM_RECV).
         def push():
-            sent = sockets.send_for(clients, 1 * MiB, TCP_MEM_WORK_S)
+            sent = sockets.send_for(clients, 1 * MiB, TCP_MEM_WORK_S, chunk=256)
             ctx.details["bytes_sent_per_client"] = [min(sent), max(sent)]
         _with_tiny_tcp_mem(ctx, push)
     finally:

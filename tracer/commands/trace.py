@@ -5,6 +5,7 @@ interval, and the loss counters."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import List, Optional, Tuple
 
@@ -15,6 +16,22 @@ from ..events import Event
 from ..lines import Clock, as_json, text
 from ..loader import Filters
 from ..plan import FAMILY_ORDER
+
+
+class Output:
+    """Writes straight to the file descriptor, finishing partial writes itself.
+    A stop signal arriving while a full pipe blocks the write must neither cut
+    a line nor repeat one (buffered text streams can do either)."""
+
+    def __init__(self, stream):
+        stream.flush()
+        self.fd = stream.fileno()
+
+    def write(self, text: str) -> None:
+        data = memoryview(text.encode())
+        while data:
+            n = os.write(self.fd, data)
+            data = data[n:]
 
 
 def _start_line(cap: Capture) -> str:
@@ -45,7 +62,7 @@ def trace(as_jsonl: bool, duration: Optional[float], count: Optional[int], netns
                       families=list(families) or None)
     cap = Capture(filters, ringbuf_size)
     clock = Clock.now()
-    out = sys.stdout
+    out = Output(sys.stdout)
     wanted = set(cap.families)
 
     def sink(batch: List[bytes]) -> int:
@@ -60,7 +77,6 @@ def trace(as_jsonl: bool, duration: Optional[float], count: Optional[int], netns
                 lines.append(text(e, clock, cap.sampled))
         if lines:
             out.write("\n".join(lines) + "\n")
-            out.flush()
         return len(lines)
 
     try:
@@ -73,4 +89,3 @@ def trace(as_jsonl: bool, duration: Optional[float], count: Optional[int], netns
         out.write(json.dumps(totals.to_json()) + "\n")
     else:
         out.write(totals.text() + "\n")
-    out.flush()
