@@ -58,6 +58,9 @@ def test_tcp_mem_refusals_carry_allocated_above_the_hard_limit(scenario, side):
     assert side in sides
     for e in r["events"]:
         assert e["memory_allocated"] > e["tcp_mem"][2]
+    # entering pressure: sampled from /proc/net/protocols, against TCPMemoryPressures
+    pressure = next(row for row in r["totals"]["families"] if row["family"] == "pressure")
+    assert pressure["kernel_delta"] >= 1 and pressure["seen"] == pressure["kernel_delta"]
 
 
 def _our_programs():
