@@ -26,7 +26,9 @@ def oom_event(**kw):
 
 def test_oom_line_marks_sampled_orphans():
     s = Sampled()
-    s.orphans, s.max_orphans = 301, 0
+    s.add(3_599_000_000_000, 5, 131072)      # long before: not this one
+    s.add(3_600_000_100_000, 301, 0)         # nearest to the event
+    s.add(3_600_900_000_000, 2, 131072)      # after the lab restored the limit
     line = text(oom_event(), CLOCK, s)
     assert line.endswith("oom_check   too_many_orphans close shift=0 orphans=~301/0 mem=318/40p "
                          "wq=4194304 rst 10.0.0.1:443 > 10.0.0.9:51000 CLOSE pid=42 nginx")
@@ -34,7 +36,7 @@ def test_oom_line_marks_sampled_orphans():
 
 def test_oom_json_says_where_each_figure_came_from():
     s = Sampled()
-    s.orphans, s.max_orphans = 301, 0
+    s.add(3_600_000_000_000, 301, 0)
     d = as_json(oom_event(shift=1, caller=ev.CALLER_TIMER,
                           verdict=ev.VERDICT_ORPHANS | ev.VERDICT_SHIFT_MIN), CLOCK, s)
     assert d["family"] == "oom_check" and d["caller"] == "timer"

@@ -125,23 +125,25 @@ class Capture:
         self.t0 = time.monotonic()
         self._pressure = (PressureSampler() if "pressure" in self.families
                           and self.plan.families["pressure"].method == "sampled" else None)
+        self._fill_orphans = ("oom_check" in self.families and
+                              self.plan.families["oom_check"].fields.get("orphans", ("",))[0] == "sampled")
         self._refresh_sampled()
         return self
 
     def _refresh_sampled(self) -> None:
         sock = procfs.read_sockstat().get("TCP", {})
-        self.sampled.orphans = sock.get("orphan")
         try:
-            self.sampled.max_orphans = int(procfs.read_sysctl("net.ipv4.tcp_max_orphans"))
+            max_orphans = int(procfs.read_host_sysctl("net.ipv4.tcp_max_orphans"))
         except (OSError, ValueError):
-            pass
+            max_orphans = None
+        self.sampled.add(time.monotonic_ns(), sock.get("orphan"), max_orphans)
 
     def run(self, sink: Callable[[List[bytes]], int], stop: Stop) -> Totals:
         """Feed batches of raw records to `sink` (which returns how many it
         took as events) until `stop` says so."""
         rb = self.session.ringbuf
         taken = 0
-        next_sample = 0.0
+        next_sample = next_fill = 0.0
         fam_by_id = ev.FAMILIES
         stop.install()
         try:
@@ -149,6 +151,11 @@ class Capture:
                 rb.wait(SAMPLE_PERIOD_S)
                 batch = rb.read()
                 now = time.monotonic()
+                if batch and self._fill_orphans and now >= next_fill:
+                    # the orphan count and limit the kernel side could not
+                    # read: sampled right after the events, not up to 100 ms later
+                    next_fill = now + 0.01
+                    self._refresh_sampled()
                 if now >= next_sample:
                     next_sample = now + SAMPLE_PERIOD_S
                     self._refresh_sampled()

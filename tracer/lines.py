@@ -1,8 +1,9 @@
 """One event as one text line or one JSON object (`tcpoom trace`, `replay`)."""
 from __future__ import annotations
 
+import bisect
 import datetime
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 from . import events as ev
 from .events import Event
@@ -32,11 +33,28 @@ class Clock:
 
 
 class Sampled:
-    """Values user space fills in where the kernel side could not read them."""
+    """Values user space fills in where the kernel side could not read them,
+    kept for a few seconds so an event gets the sample nearest its own time
+    (a sysctl may have changed again by the time its line is printed)."""
+
+    KEEP = 64       # samples: 6.4 s at the 100 ms period
 
     def __init__(self) -> None:
-        self.orphans: Optional[int] = None
-        self.max_orphans: Optional[int] = None
+        self._history: List[Tuple[int, Optional[int], Optional[int]]] = []
+
+    def add(self, ts_ns: int, orphans: Optional[int], max_orphans: Optional[int]) -> None:
+        self._history.append((ts_ns, orphans, max_orphans))
+        if len(self._history) > self.KEEP:
+            del self._history[: len(self._history) - self.KEEP]
+
+    def at(self, ts_ns: int) -> Tuple[Optional[int], Optional[int]]:
+        """(orphans, max_orphans) sampled nearest to ts_ns."""
+        if not self._history:
+            return None, None
+        i = bisect.bisect_left(self._history, (ts_ns,))
+        near = [self._history[j] for j in (i - 1, i) if 0 <= j < len(self._history)]
+        _, orphans, max_orphans = min(near, key=lambda h: abs(h[0] - ts_ns))
+        return orphans, max_orphans
 
 
 def _pct(num: int, den: int) -> str:
@@ -44,8 +62,9 @@ def _pct(num: int, den: int) -> str:
 
 
 def _orphans(e: Event, s: Sampled) -> str:
-    o = e.orphans if e.orphans >= 0 else s.orphans
-    m = e.max_orphans if e.max_orphans >= 0 else s.max_orphans
+    so, sm = s.at(e.ts_ns)
+    o = e.orphans if e.orphans >= 0 else so
+    m = e.max_orphans if e.max_orphans >= 0 else sm
     mark = "" if e.orphans >= 0 else "~"     # ~: sampled from /proc, not read at the decision
     return f"orphans={mark}{o if o is not None else '?'}/{m if m is not None else '?'}"
 
@@ -86,7 +105,6 @@ def as_json(e: Event, clock: Clock, sampled: Sampled) -> Dict:
     if e.af:
         d.update(local=e.local, remote=e.remote, state=e.state_name, sport=e.sport, dport=e.dport)
     fidelity = {}
-    sampled_fields = []
 
     def put(name: str, value, field: str) -> None:
         d[name] = value if value != -1 else None
@@ -103,12 +121,12 @@ def as_json(e: Event, clock: Clock, sampled: Sampled) -> Dict:
         d["shift_is_lower_bound"] = bool(e.verdict & ev.VERDICT_SHIFT_MIN)
         put("orphans", e.orphans, "orphans")
         put("max_orphans", e.max_orphans, "max_orphans")
-        if e.orphans < 0 and sampled.orphans is not None:
-            d["orphans"] = sampled.orphans
+        so, sm = sampled.at(e.ts_ns)
+        if e.orphans < 0 and so is not None:
+            d["orphans"] = so
             fidelity["orphans"] = "sampled"
-            sampled_fields.append("orphans")
-        if e.max_orphans < 0 and sampled.max_orphans is not None:
-            d["max_orphans"] = sampled.max_orphans
+        if e.max_orphans < 0 and sm is not None:
+            d["max_orphans"] = sm
             fidelity["max_orphans"] = "sampled"
         d["reset_sent"] = bool(e.verdict & ev.VERDICT_RESET)
         d["reason"] = e.reason
