@@ -14,12 +14,13 @@ from typing import Callable, Dict, List, Optional
 from . import events as ev
 from . import kernel_facts, loader, netns, procfs
 from .errors import KernelUnsupported, PermissionNeeded, UsageError
-from .events import Event
+from .events import EVENT_SIZE, Event
 from .lines import Sampled
 from .plan import Plan, build
 from .totals import Totals
 
 SAMPLE_PERIOD_S = 0.1
+_FAMILY_OFFSET = ev.layout_offsets()["family"]
 
 
 class Stop:
@@ -138,20 +139,21 @@ class Capture:
             max_orphans = None
         self.sampled.add(time.monotonic_ns(), sock.get("orphan"), max_orphans)
 
-    def run(self, sink: Callable[[List[bytes]], int], stop: Stop) -> Totals:
-        """Feed batches of raw records to `sink` (which returns how many it
-        took as events) until `stop` says so."""
+    def run(self, sink: Callable[[bytes, int], int], stop: Stop,
+            tick: Optional[Callable[[], None]] = None) -> Totals:
+        """Feed batches of raw records (back-to-back struct tcpoom_event) to
+        `sink(payload, count)`, which returns how many it took as events,
+        until `stop` says so. `tick` runs every sampling period."""
         rb = self.session.ringbuf
         taken = 0
         next_sample = next_fill = 0.0
-        fam_by_id = ev.FAMILIES
         stop.install()
         try:
             while not stop.check(taken):
                 rb.wait(SAMPLE_PERIOD_S)
-                batch = rb.read()
+                payload, count = rb.read_raw(EVENT_SIZE)
                 now = time.monotonic()
-                if batch and self._fill_orphans and now >= next_fill:
+                if count and self._fill_orphans and now >= next_fill:
                     # the orphan count and limit the kernel side could not
                     # read: sampled right after the events, not up to 100 ms later
                     next_fill = now + 0.01
@@ -165,24 +167,26 @@ class Capture:
                             # TCPMemoryPressures counts entries only
                             if pe.verdict & ev.VERDICT_ENTER:
                                 self.made["pressure"] += 1
-                            batch.append(pe.pack())
-                if batch:
-                    for rec in batch:
-                        fam = fam_by_id.get(rec[ev_family_offset])
-                        if fam in self.received:
-                            self.received[fam] += 1
-                    taken += sink(batch)
-            # drain what the kernel committed before we stopped
-            rest = rb.read()
-            if rest:
-                taken += sink(rest)
-                for rec in rest:
-                    fam = fam_by_id.get(rec[ev_family_offset])
-                    if fam in self.received:
-                        self.received[fam] += 1
+                            payload += pe.pack()
+                            count += 1
+                    if tick:
+                        tick()
+                if count:
+                    self._count_received(payload)
+                    taken += sink(payload, count)
+            # what the kernel committed before we stopped
+            payload, count = rb.read_raw(EVENT_SIZE)
+            if count:
+                self._count_received(payload)
+                taken += sink(payload, count)
         finally:
             stop.restore()
         return self.totals(stop.reason)
+
+    def _count_received(self, payload: bytes) -> None:
+        families = payload[_FAMILY_OFFSET::EVENT_SIZE]
+        for fam in self.received:
+            self.received[fam] += families.count(ev.FAMILY_IDS[fam])
 
     def totals(self, reason: str) -> Totals:
         counters = self.session.counters()
@@ -198,4 +202,3 @@ class Capture:
             self.session = None
 
 
-ev_family_offset = ev.layout_offsets()["family"]

@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import click
 
 from ..capture import Capture, Stop, resolve_netns
-from ..events import Event
+from ..events import EVENT_SIZE, Event
 from ..lines import Clock, as_json, text
 from ..loader import Filters
 from ..plan import FAMILY_ORDER
@@ -65,10 +65,10 @@ def trace(as_jsonl: bool, duration: Optional[float], count: Optional[int], netns
     out = Output(sys.stdout)
     wanted = set(cap.families)
 
-    def sink(batch: List[bytes]) -> int:
+    def sink(payload: bytes, count: int) -> int:
         lines = []
-        for rec in batch:
-            e = Event.decode(rec)
+        for i in range(count):
+            e = Event.decode(payload, i * EVENT_SIZE)
             if e.family_name not in wanted:
                 continue
             if as_jsonl:
