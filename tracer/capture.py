@@ -44,6 +44,10 @@ class Stop:
     def _on_signal(self, signum, frame) -> None:
         self.reason = signal.Signals(signum).name
 
+    def request(self, reason: str) -> None:
+        if not self.reason:
+            self.reason = reason
+
     def check(self, seen: int) -> bool:
         if self.reason:
             return True
