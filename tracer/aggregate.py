@@ -71,7 +71,7 @@ class Aggregate:
         self.local_ports: Counter = Counter()
         self.remote_peers: Counter = Counter()        # (af, raw address)
         self.netns: Counter = Counter()
-        self.peaks = {k: Peak() for k in ("orphans", "orphans_shifted", "memory_pages", "tw")}
+        self.peaks = {k: Peak() for k in ("orphans", "orphans_shifted", "memory_pages", "tw", "tw_sampled")}
         self.snapshot_series: Dict[int, dict] = {}    # second -> figures
         self.snapshots = 0
         self.first_snapshot: Optional[dict] = None
@@ -167,7 +167,7 @@ class Aggregate:
             tm = limits.get("tcp_mem") or [None, None, -1]
             self.peaks["memory_pages"].offer(tcp["mem"], ts, tcp_mem2=tm[2], source="sampled")
         if tcp.get("tw") is not None:
-            self.peaks["tw"].offer(tcp["tw"], ts, limit=limits.get("tcp_max_tw_buckets"), source="sampled")
+            self.peaks["tw_sampled"].offer(tcp["tw"], ts, limit=limits.get("tcp_max_tw_buckets"), source="sampled")
 
     def add_holders(self, snap: dict) -> None:
         self.holders.append(snap)

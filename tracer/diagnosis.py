@@ -46,9 +46,8 @@ def diagnose(m: dict, header: dict) -> Tuple[List[dict], str]:
             "connections may reuse TIME_WAIT ports safely (timestamps keep it safe).",
             "Never tcp_tw_recycle: it broke clients behind NAT and was removed in Linux 4.12.",
         ]
-        new_limit = None
-        if tw.get("value"):
-            new_limit = max(int(limit or 0), _round_up(int(tw["value"]) * 2, 1024))
+        new_limit = _round_up(int(tw.get("value") or 0) * 2, 1024)
+        if tw.get("value") and new_limit > int(limit or 0):
             advice.append(f"If the churn is legitimate, raise net.ipv4.tcp_max_tw_buckets to about "
                           f"{new_limit} (twice the peak of {tw['value']}); a TIME_WAIT socket costs only "
                           f"a few hundred bytes.")

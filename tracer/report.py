@@ -179,6 +179,10 @@ def build(agg: Aggregate, files: List[str]) -> dict:
                                                    orphans=fig["orphan"], max_orphans=fig.get("max_orphans"),
                                                    source="sampled")
     during = _limits_during(agg)
+    # TIME_WAIT: the figures read at the overflows themselves, else the samples
+    tw_peak = agg.peaks.pop("tw_sampled")
+    if agg.peaks["tw"].value is None:
+        agg.peaks["tw"] = tw_peak
     peaks = {}
     for k, p in agg.peaks.items():
         if p.value is None:
