@@ -93,27 +93,33 @@ class Totals:
         }
 
     def text(self) -> str:
-        lines = [f"tcpoom: stopped ({self.stop_reason}) after {self.duration_s:.1f} s; "
-                 f"TcpExt of netns {self.netns}"]
-        lines.append(f"  {'family':<12} {'seen':>7} {'lost':>5}  {'kernel counter':<22} {'delta':>7}  method")
-        for r in self.rows():
-            kc = r["kernel_counter"] or "(none)"
-            d = "-" if r["kernel_delta"] is None else str(r["kernel_delta"])
-            mark = "" if r["match"] in (None, True) else "  <- differs"
-            lines.append(f"  {r['family']:<12} {r['seen']:>7} {r['lost']:>5}  {kc:<22} {d:>7}  "
-                         f"{r['method']}{mark}")
-            if r["not_seen_individually"]:
-                lines.append(f"    {r['not_seen_individually']} counted by the kernel but not seen one by one: "
-                             f"{r['blind_spot']}")
-        v = self.verdicts()
-        if v.get("oom_check"):
-            lines.append(f"  oom_check verdicts: too_many_orphans={v['oom_check.orphans']} "
-                         f"out_of_memory={v['oom_check.memory']} close={v['oom_check.close']} "
-                         f"timer={v['oom_check.timer']} reset={v['oom_check.reset']}")
-        if v.get("mem_exceed"):
-            lines.append(f"  mem_exceed sides: send={v['mem_exceed.send']} recv={v['mem_exceed.recv']}")
-        ctx = [f"{k}+{self.delta(k)}" for k in CONTEXT_COUNTERS if self.delta(k)]
-        if ctx:
-            lines.append("  other TcpExt: " + " ".join(ctx))
-        lines.append(f"  filtered out: {self.counters[ev.CNT_FILTERED]}")
-        return "\n".join(lines)
+        return text_from_json(self.to_json())
+
+
+def text_from_json(t: dict) -> str:
+    """The totals as lines, from their JSON form (live captures and recordings' trailers)."""
+    lines = [f"tcpoom: stopped ({t.get('stop_reason')}) after {t.get('duration_s', 0):.1f} s; "
+             f"TcpExt of netns {t.get('netns')}"]
+    lines.append(f"  {'family':<12} {'seen':>7} {'lost':>5}  {'kernel counter':<22} {'delta':>7}  method")
+    for r in t.get("families", []):
+        kc = r["kernel_counter"] or "(none)"
+        d = "-" if r["kernel_delta"] is None else str(r["kernel_delta"])
+        mark = "" if r["match"] in (None, True) else "  <- differs"
+        lines.append(f"  {r['family']:<12} {r['seen']:>7} {r['lost']:>5}  {kc:<22} {d:>7}  "
+                     f"{r['method']}{mark}")
+        if r.get("not_seen_individually"):
+            lines.append(f"    {r['not_seen_individually']} counted by the kernel but not seen one by one: "
+                         f"{r['blind_spot']}")
+    v = t.get("counters", {})
+    if v.get("oom_check"):
+        lines.append(f"  oom_check verdicts: too_many_orphans={v['oom_check.orphans']} "
+                     f"out_of_memory={v['oom_check.memory']} close={v['oom_check.close']} "
+                     f"timer={v['oom_check.timer']} reset={v['oom_check.reset']}")
+    if v.get("mem_exceed"):
+        lines.append(f"  mem_exceed sides: send={v['mem_exceed.send']} recv={v['mem_exceed.recv']}")
+    ctx = [f"{k}+{d}" for k, d in t.get("tcpext_delta", {}).items()
+           if d and k in CONTEXT_COUNTERS]
+    if ctx:
+        lines.append("  other TcpExt: " + " ".join(ctx))
+    lines.append(f"  filtered out: {t.get('filtered', 0)}")
+    return "\n".join(lines)
