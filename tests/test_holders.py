@@ -183,7 +183,7 @@ def test_gather_falls_back_to_proc_when_sock_diag_fails(monkeypatch):
 # socket inode -> processes
 
 def sock_with_inode(inode, uid=0, state=1):
-    return holders.Sock(4, state, bytes(4), 1, bytes(4), 2, 0, 0, uid, inode)
+    return holders.Sock(4, state, 0, 0, uid, inode, (bytes(4), 1, bytes(4), 2))
 
 
 @pytest.fixture

@@ -62,10 +62,16 @@ _SKMEM_SS = ("r", "rb", "t", "tb", "f", "w", "o", "bl", "d")  # how `ss -m` labe
 _NLMSGHDR = struct.Struct("=IHHII")
 # struct inet_diag_req_v2 with an all-zero inet_diag_sockid (48 bytes) after it.
 _REQ_V2 = struct.Struct("=BBBxI48x")
-# struct inet_diag_msg: family, state, (timer, retrans), sport, dport, src, dst, if,
-# (cookie), expires, rqueue, wqueue, uid, inode. Ports are big-endian, the rest host order.
-_DIAG_MSG = struct.Struct("=BB2xHH16s16sI8xIIIII")
+# struct inet_diag_msg (72 bytes): family, state, timer, retrans, then the sockid (sport,
+# dport, src[16], dst[16] in network order, if, cookie[2]), then expires, rqueue, wqueue,
+# uid, inode in host order. Unpacked in two parts: what ranking needs, and the 4-tuple.
+_DIAG_MSG_SIZE = 72
+_DIAG_RANKING = struct.Struct("=BB54xIIII")
+_DIAG_SOCKID = struct.Struct(">HH16s16s")
 _RTATTR = struct.Struct("=HH")
+# The skmem array by length; sk_forward_alloc (the fifth) is a signed int, the rest u32.
+_SKMEM_ARRAYS = [struct.Struct("=" + "".join("i" if i == 4 else "I" for i in range(n)))
+                 for n in range(len(SKMEM_FIELDS) + 1)]
 
 # A dump skb is at most 32 KiB (netlink_recvmsg caps max_recvmsg_len); twice that never
 # truncates, and MSG_TRUNC is checked anyway.
@@ -81,22 +87,30 @@ def _align4(n: int) -> int:
     return (n + 3) & ~3
 
 
+Endpoints = Tuple[bytes, int, bytes, int]   # source address, port, peer address, port
+
+
 class Sock:
-    """One TCP socket as the kernel reports it (before the process lookup)."""
+    """One TCP socket as the kernel reports it (before the process lookup).
 
-    __slots__ = ("af", "state", "src", "sport", "dst", "dport", "rx_queue", "tx_queue",
-                 "uid", "inode", "skmem", "accept_queue", "accept_backlog")
+    A snapshot ranks every socket of the namespace but shows only a few, so the figures the
+    ranking needs are decoded at once and the rest (addresses, the skmem dict) when asked
+    for: on a host with 100k sockets that is most of the cost of a snapshot.
+    """
 
-    def __init__(self, af: int, state: int, src: bytes, sport: int, dst: bytes, dport: int,
-                 rqueue: int, wqueue: int, uid: int, inode: int,
-                 skmem: Optional[Dict[str, int]] = None,
+    __slots__ = ("af", "state", "rx_queue", "tx_queue", "uid", "inode", "mem", "skmem_values",
+                 "accept_queue", "accept_backlog", "_endpoints")
+
+    def __init__(self, af: int, state: int, rqueue: int, wqueue: int, uid: int, inode: int,
+                 endpoints, skmem_values: Optional[Sequence[int]] = None,
                  listen_backlog: Optional[int] = None):
+        """`endpoints` is an Endpoints tuple, or (decoder, *args) to make one when needed."""
         self.af = af
         self.state = state
-        self.src, self.sport, self.dst, self.dport = src, sport, dst, dport
         self.uid = uid
         self.inode = inode
-        self.skmem = skmem
+        self.skmem_values = skmem_values
+        self._endpoints = endpoints
         if state == TCP_LISTEN:
             # For a listener both diag and /proc put the accept-queue length in the receive
             # queue (and diag the backlog limit in the send queue): connections, not bytes.
@@ -107,29 +121,39 @@ class Sock:
             self.rx_queue = rqueue    # rcv_nxt - copied_seq: received, not yet read
             self.tx_queue = wqueue    # write_seq - snd_una: written, not yet acknowledged
             self.accept_queue = self.accept_backlog = None
+        # Bytes charged against tcp_mem, or the queued payload when skmem is unknown. A
+        # socket's share of memory_allocated is what it has charged (skb truesize in the
+        # receive and out-of-order queues = rmem_alloc, in the write and retransmit queues =
+        # wmem_queued) plus the forward allocation it reserved ahead (fwd_alloc). wmem_alloc
+        # is left out: it counts clones of write-queue skbs still in the qdisc or driver,
+        # already inside wmem_queued.
+        if skmem_values is not None and len(skmem_values) > 5:
+            self.mem = skmem_values[0] + skmem_values[5] + max(skmem_values[4], 0)
+        else:
+            self.mem = self.rx_queue + self.tx_queue
 
     @property
-    def mem(self) -> int:
-        """Bytes this socket has charged against tcp_mem, or its queued payload without skmem.
+    def skmem(self) -> Optional[Dict[str, int]]:
+        if self.skmem_values is None:
+            return None
+        return dict(zip(SKMEM_FIELDS, self.skmem_values))
 
-        A socket's share of memory_allocated is what it has charged (skb truesize in the
-        receive and out-of-order queues = rmem_alloc, in the write and retransmit queues =
-        wmem_queued) plus the forward allocation it reserved ahead (fwd_alloc). wmem_alloc is
-        left out: it counts clones of write-queue skbs still in the qdisc or driver, already
-        inside wmem_queued.
-        """
-        m = self.skmem
-        if m and "wmem_queued" in m:
-            return m["rmem_alloc"] + m["wmem_queued"] + max(m["fwd_alloc"], 0)
-        return self.rx_queue + self.tx_queue
+    @property
+    def endpoints(self) -> Endpoints:
+        where = self._endpoints
+        if callable(where[0]):
+            where = self._endpoints = where[0](*where[1:])
+        return where
 
     @property
     def local(self) -> str:
-        return _endpoint(self.af, self.src, self.sport)
+        src, sport, _dst, _dport = self.endpoints
+        return _endpoint(self.af, src, sport)
 
     @property
     def remote(self) -> str:
-        return _endpoint(self.af, self.dst, self.dport)
+        _src, _sport, dst, dport = self.endpoints
+        return _endpoint(self.af, dst, dport)
 
     def __repr__(self) -> str:
         return (f"Sock({TCP_STATES.get(self.state, self.state)} {self.local} -> {self.remote} "
@@ -202,27 +226,32 @@ def parse_diag_reply(data, seq: Optional[int] = None) -> DiagReply:
 
 
 def decode_diag_msg(data, start: int, end: int) -> Optional[Sock]:
-    """A struct inet_diag_msg and its attributes in data[start:end]; None if cut short."""
-    if end - start < _DIAG_MSG.size:
+    """A struct inet_diag_msg and its attributes in data[start:end]; None if cut short.
+
+    `data` must outlive the Sock (its addresses are read from it later): bytes, not a
+    reused receive buffer.
+    """
+    if end - start < _DIAG_MSG_SIZE:
         return None
-    (family, state, sport, dport, src, dst, _ifindex, _expires, rqueue, wqueue, uid,
-     inode) = _DIAG_MSG.unpack_from(data, start)
-    skmem = None
-    pos = start + _DIAG_MSG.size
-    while pos + _RTATTR.size <= end:
+    family, state, rqueue, wqueue, uid, inode = _DIAG_RANKING.unpack_from(data, start)
+    skmem_values = None
+    pos = start + _DIAG_MSG_SIZE
+    while pos + 4 <= end:
         rta_len, rta_type = _RTATTR.unpack_from(data, pos)
-        if rta_len < _RTATTR.size or pos + rta_len > end:
+        if rta_len < 4 or pos + rta_len > end:
             break
         if rta_type == INET_DIAG_SKMEMINFO:
-            count = min((rta_len - _RTATTR.size) // 4, len(SKMEM_FIELDS))
-            values = list(struct.unpack_from(f"={count}I", data, pos + _RTATTR.size))
-            if count > 4 and values[4] >= 1 << 31:
-                values[4] -= 1 << 32    # sk_forward_alloc is an int
-            skmem = dict(zip(SKMEM_FIELDS, values))
-        pos += _align4(rta_len)
-    af = 4 if family == socket.AF_INET else 6
-    return Sock(af, state, src, socket.ntohs(sport), dst, socket.ntohs(dport),
-                rqueue, wqueue, uid, inode, skmem, listen_backlog=wqueue)
+            count = min((rta_len - 4) >> 2, len(SKMEM_FIELDS))
+            skmem_values = _SKMEM_ARRAYS[count].unpack_from(data, pos + 4)
+            break   # nothing after it is needed
+        pos += (rta_len + 3) & ~3
+    return Sock(4 if family == socket.AF_INET else 6, state, rqueue, wqueue, uid, inode,
+                (_diag_endpoints, data, start), skmem_values, wqueue)
+
+
+def _diag_endpoints(data, start: int) -> Endpoints:
+    sport, dport, src, dst = _DIAG_SOCKID.unpack_from(data, start + 4)
+    return src, sport, dst, dport
 
 
 def _netlink_sockets() -> Tuple[List[Sock], bool]:
@@ -232,8 +261,6 @@ def _netlink_sockets() -> Tuple[List[Sock], bool]:
     """
     sockets: List[Sock] = []
     complete = True
-    buf = bytearray(_RECV_BUFFER)
-    view = memoryview(buf)
     # A netlink socket dumps the namespace it was created in: the calling thread's.
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG) as nl:
         nl.settimeout(NETLINK_TIMEOUT_S)
@@ -244,12 +271,13 @@ def _netlink_sockets() -> Tuple[List[Sock], bool]:
             received = 0
             while True:
                 try:
-                    nbytes, _anc, msg_flags, _addr = nl.recvmsg_into([buf])
+                    # a fresh bytes per datagram: the Socks read their addresses from it later
+                    data, _anc, msg_flags, _addr = nl.recvmsg(_RECV_BUFFER)
                 except socket.timeout:
                     if not sockets and family == socket.AF_INET:
                         raise
                     return sockets, False
-                reply = parse_diag_reply(view[:nbytes], seq)
+                reply = parse_diag_reply(data, seq)
                 sockets.extend(reply.sockets)
                 received += len(reply.sockets)
                 if msg_flags & socket.MSG_TRUNC or reply.truncated or reply.interrupted:
@@ -275,6 +303,13 @@ def _proc_address(hexaddr: str, byteorder: str) -> bytes:
                     for i in range(0, len(hexaddr), 8))
 
 
+def _proc_endpoints(local: str, remote: str, byteorder: str) -> Endpoints:
+    src, _, sport = local.partition(":")
+    dst, _, dport = remote.partition(":")
+    return (_proc_address(src, byteorder), int(sport, 16),
+            _proc_address(dst, byteorder), int(dport, 16))
+
+
 def parse_proc_net_tcp(text: str, af: int, byteorder: str = sys.byteorder) -> List[Sock]:
     """Sockets from /proc/net/tcp (af 4) or tcp6 (af 6), without TIME_WAIT entries.
 
@@ -289,15 +324,13 @@ def parse_proc_net_tcp(text: str, af: int, byteorder: str = sys.byteorder) -> Li
             state = int(fields[3], 16)
             if state == TCP_TIME_WAIT:
                 continue
-            src_hex, _, sport = fields[1].partition(":")
-            dst_hex, _, dport = fields[2].partition(":")
             tx_hex, _, rx_hex = fields[4].partition(":")
-            sockets.append(Sock(
-                af, state,
-                _proc_address(src_hex, byteorder), int(sport, 16),
-                _proc_address(dst_hex, byteorder), int(dport, 16),
-                int(rx_hex, 16), int(tx_hex, 16), int(fields[7]), int(fields[9])))
-        except (ValueError, OverflowError):
+            local, remote = fields[1], fields[2]
+            if len(local) < 13 or len(remote) < 13 or local[-5] != ":" or remote[-5] != ":":
+                continue    # torn: the addresses are decoded only for the top sockets
+            sockets.append(Sock(af, state, int(rx_hex, 16), int(tx_hex, 16), int(fields[7]),
+                                int(fields[9]), (_proc_endpoints, local, remote, byteorder)))
+        except ValueError:
             continue
     return sockets
 
