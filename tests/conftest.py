@@ -34,3 +34,8 @@ def pytest_sessionfinish(session, exitstatus):
     if os.environ.get("TCPOOM_REQUIRE_KERNEL") == "1" and _skipped_kernel:
         print(f"\nFAIL: {len(_skipped_kernel)} kernel tests were skipped: {_skipped_kernel[:3]}")
         session.exitstatus = 1
+
+
+def pytest_addoption(parser):
+    parser.addoption("--regen-golden", action="store_true",
+                     help="rewrite the golden report texts in tests/data/ from the sample trace")

@@ -151,7 +151,10 @@ def build(agg: Aggregate, files: List[str]) -> dict:
     for fam_id, counter in _COUNTER_OF.items():
         name = fam_name[fam_id]
         if name in h.get("families", []):
-            comparison[name] = {"events": agg.by_family.get(fam_id, 0), "kernel_counter": counter,
+            n = agg.by_family.get(fam_id, 0)
+            if fam_id == ev.PRESSURE:       # TCPMemoryPressures counts entries only
+                n = sum(c for (f, v), c in agg.by_verdict.items() if f == fam_id and v & ev.VERDICT_ENTER)
+            comparison[name] = {"events": n, "kernel_counter": counter,
                                 "kernel_delta": tcpext_delta.get(counter)}
     if trailer_totals.get("families"):
         for row in trailer_totals["families"]:
@@ -183,6 +186,10 @@ def build(agg: Aggregate, files: List[str]) -> dict:
     tw_peak = agg.peaks.pop("tw_sampled")
     if agg.peaks["tw"].value is None:
         agg.peaks["tw"] = tw_peak
+    elif agg.peaks["tw"].extra.get("limit") is not None:
+        # read at the overflow itself: the limit in force then
+        during["tcp_max_tw_buckets"] = min(during.get("tcp_max_tw_buckets", 1 << 62),
+                                           agg.peaks["tw"].extra["limit"])
     peaks = {}
     for k, p in agg.peaks.items():
         if p.value is None:
