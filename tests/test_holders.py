@@ -182,13 +182,13 @@ def test_gather_falls_back_to_proc_when_sock_diag_fails(monkeypatch):
 # ---------------------------------------------------------------------------------------
 # socket inode -> processes
 
-def sock_with_inode(inode, uid=0, state=1):
-    return holders.Sock(4, state, 0, 0, uid, inode, (bytes(4), 1, bytes(4), 2))
+def sock_with_inode(inode, uid=0, state=1, rx_queue=0):
+    return holders.Sock(4, state, rx_queue, 0, uid, inode, (bytes(4), 1, bytes(4), 2))
 
 
 @pytest.fixture
 def fake_proc(tmp_path):
-    """A /proc with three processes; 300 holds the socket 555 twice, 200 has no fd dir."""
+    """A /proc with four processes; 300 holds the socket 555 twice, 200 has no fd dir."""
     def process(pid, comm, fds):
         (tmp_path / str(pid)).mkdir()
         (tmp_path / str(pid) / "comm").write_text(comm + "\n")
@@ -201,6 +201,7 @@ def fake_proc(tmp_path):
     process(100, "bash", {0: "/dev/pts/0", 1: "/dev/pts/0", 3: "socket:[111]"})
     process(200, "gone", None)                 # exited between /proc listing and fd read
     process(300, "nginx", {5: "socket:[555]", 6: "pipe:[9]", 9: "socket:[555]"})
+    process(400, "sshd", {0: "/dev/null", 1: "/dev/null", 2: "/dev/null", 3: "socket:[777]"})
     (tmp_path / "self").symlink_to("300")
     (tmp_path / "net").mkdir()
     return str(tmp_path)
@@ -210,6 +211,19 @@ def test_owners_found_and_named(fake_proc):
     owners = holders.find_owners([sock_with_inode(555), sock_with_inode(0)], proc_root=fake_proc)
     assert owners.pids == {555: [300]} and owners.comms == {300: "nginx"}
     assert owners.complete
+
+
+def test_owners_scan_stops_once_memory_holders_are_named(fake_proc):
+    # 999 is idle and held by no visible process (its owner in another pid namespace, say):
+    # the scan ends with the holder found instead of reading every fd on the host
+    holder, idle = sock_with_inode(555, rx_queue=100), sock_with_inode(999)
+    owners = holders.find_owners([idle, holder], proc_root=fake_proc)
+    assert owners.pids == {555: [300]} and owners.complete
+    assert owners.fds_read == 6           # 100 and 300; 400 never read
+    # with no holder at all, every socket is looked for (and the scan runs to the end)
+    owners = holders.find_owners([sock_with_inode(777), sock_with_inode(999)],
+                                 proc_root=fake_proc)
+    assert owners.pids == {777: [400]} and owners.complete and owners.fds_read == 10
 
 
 def test_owners_scan_stops_at_budget(fake_proc):

@@ -147,8 +147,12 @@ def test_full_disk_keeps_what_was_recorded(tmp_path):
             for _ in range(1000):
                 rec.add_events(one * 20, 20)
                 rec.flush()
+        with pytest.raises(RecordingStopped):
+            rec.close({"stop_reason": "error"})       # no room for a trailer; the file is closed
+        assert rec._fd == -1
         with tf.TraceReader(str(mnt / "full.tcpoom")) as r:
             n = sum(b.events()[1] for b in r.blocks() if b.type == tf.EVENTS)
             assert r.damage is None and n > 0
     finally:
-        subprocess.run(["umount", str(mnt)])
+        if subprocess.run(["umount", str(mnt)]).returncode:
+            subprocess.run(["umount", "-l", str(mnt)])

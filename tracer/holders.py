@@ -454,14 +454,18 @@ def _pid_order(proc_root: str, first: Sequence[int], uids: Set[int]) -> List[int
         except OSError:
             continue    # exited
         (preferred if uid in uids else rest).append(pid)
-    return list(first) + preferred + rest
+    # Ascending pids, as /proc lists them anyway: long-lived servers started early.
+    return list(first) + sorted(preferred) + sorted(rest)
 
 
 def find_owners(sockets: Iterable[Sock], budget_s: float = FD_SCAN_BUDGET_S,
                 proc_root: str = "/proc") -> Owners:
     """Processes holding these sockets, from /proc/PID/fd links, within `budget_s`.
 
-    Stops once every socket has an owner, so a socket shared by several processes (a
+    The scan stops once every socket that holds memory has an owner (idle ones are named
+    if found on the way, or all are looked for if none holds any): a socket nobody visible
+    holds (its owner in another pid namespace) must not cost the whole budget at every
+    snapshot just to name an idle listener. So a socket shared by several processes (a
     listener inherited by pre-forked workers) may show only the first ones found. A socket
     with inode 0 has no file (an orphan, or a connection not yet accept()ed) and is not
     looked for. Threads that unshared their fd table are not looked into.
@@ -470,14 +474,15 @@ def find_owners(sockets: Iterable[Sock], budget_s: float = FD_SCAN_BUDGET_S,
     deadline = time.monotonic() + budget_s
     socks = [s for s in sockets if s.inode]
     wanted = {f"socket:[{s.inode}]": s.inode for s in socks}
+    needed = [s for s in socks if s.mem > 0] or socks
     pids: Dict[int, List[int]] = {}
     fd_of: Dict[int, Tuple[int, str]] = {}
     memo = _memo if _memo.proc_root == proc_root else _OwnerMemo()
 
     def found(inode: int, pid: int, fd: str) -> None:
-        holders = pids.setdefault(inode, [])
-        if pid not in holders:
-            holders.append(pid)
+        owning = pids.setdefault(inode, [])
+        if pid not in owning:
+            owning.append(pid)
         fd_of.setdefault(inode, (pid, fd))
 
     for link, inode in wanted.items():
@@ -491,30 +496,31 @@ def find_owners(sockets: Iterable[Sock], budget_s: float = FD_SCAN_BUDGET_S,
         except OSError:
             pass    # fd closed or process gone: scan for it like the others
 
-    missing = set(wanted.values()) - set(pids)
-    complete = True
+    missing = {s.inode for s in needed} - set(pids)
+    out_of_time = False
     fds_read = 0
     if missing:
-        uids = {s.uid for s in socks if s.inode in missing}
+        uids = {s.uid for s in needed if s.inode in missing}
         first = [p for p in memo.pids if os.path.isdir(f"{proc_root}/{p}")]
         for pid in _pid_order(proc_root, first, uids):
             if time.monotonic() >= deadline:
-                complete = False
+                out_of_time = True
                 break
             n, hits, finished = _scan_pid(proc_root, pid, wanted, deadline)
             fds_read += n
             for inode, fd in hits:
                 found(inode, pid, fd)
                 missing.discard(inode)
-            if not finished:
-                complete = False
-                break
             if not missing:
                 break
+            if not finished:
+                out_of_time = True
+                break
+    complete = not (out_of_time and missing)
 
     comms: Dict[int, str] = {}
-    for holders in pids.values():
-        for pid in holders:
+    for owning in pids.values():
+        for pid in owning:
             if pid not in comms:
                 try:
                     with open(f"{proc_root}/{pid}/comm") as fh:
