@@ -231,6 +231,31 @@ def test_owners_scan_stops_at_budget(fake_proc):
     assert owners.pids == {} and not owners.complete
 
 
+def test_owners_scan_cut_short_carries_on_at_the_next_snapshot(fake_proc):
+    # budget 0: one process per call, and each call starts where the last one stopped
+    holder = sock_with_inode(555, rx_queue=100)
+    first = holders.find_owners([holder], budget_s=0, proc_root=fake_proc)     # reads 100
+    second = holders.find_owners([holder], budget_s=0, proc_root=fake_proc)    # 200: no fds
+    third = holders.find_owners([holder], budget_s=0, proc_root=fake_proc)     # 300
+    assert (first.pids, second.pids, third.pids) == ({}, {}, {555: [300]})
+    assert (first.complete, second.complete, third.complete) == (False, False, True)
+    assert (first.fds_read, second.fds_read, third.fds_read) == (3, 0, 3)
+
+
+def test_a_huge_fd_table_is_read_in_parts(tmp_path):
+    fd_dir = tmp_path / "700" / "fd"
+    fd_dir.mkdir(parents=True)
+    for fd in range(600):
+        os.symlink("socket:[42]" if fd == 599 else "/dev/null", fd_dir / str(fd))
+    wanted = {"socket:[42]": 42}
+    done, found, finished, parts = 0, [], False, 0
+    while not finished:
+        n, hits, finished = holders._scan_pid(str(tmp_path), 700, wanted, deadline=0, skip=done)
+        assert n > done    # each call gets further, even with no time at all
+        done, found, parts = n, found + hits, parts + 1
+    assert found == [(42, "599")] and done == 600 and parts == 3
+
+
 def test_owners_remembered_between_snapshots(fake_proc):
     holders.find_owners([sock_with_inode(555)], proc_root=fake_proc)
     # the second lookup confirms the remembered fd with one readlink: no scan, no budget
@@ -279,7 +304,7 @@ def test_snapshot_orders_by_memory_and_totals(monkeypatch):
     assert isinstance(snap["ts_ns"], int)
 
 
-def test_format_holders_reads_like_ss(monkeypatch):
+def test_format_holders_reads_like_ss():
     snap = {
         "ts_ns": 1, "netns": 4026531840, "sockets_total": 2, "rx_bytes_total": 6000000,
         "tx_bytes_total": 0, "mem_bytes_total": 6292480, "owners_complete": False,

@@ -13,8 +13,9 @@ tcp6 give the queue lengths without skmem.
 
 Processes are found the only way the kernel offers: a socket's inode appears as the link
 target "socket:[INODE]" of some /proc/PID/fd/N. Reading every fd of a busy host is slow
-(each readlink costs microseconds in procfs), so only the top sockets are looked for, the
-scan stops when all are found, and it is bounded in time.
+(each fd costs some microseconds in procfs), so only the top sockets are looked for, the
+scan stops when the ones holding memory are found, it is bounded in time, and a scan cut
+short carries on where it stopped at the next snapshot.
 """
 
 from __future__ import annotations
@@ -385,39 +386,49 @@ class Owners(NamedTuple):
 
 
 class _OwnerMemo:
-    """Where the last snapshot found its sockets.
+    """What the last lookup learnt, for the next one.
 
     Snapshots repeat every few seconds while pressure lasts, and the sockets holding memory
     then are mostly the same ones: one readlink confirms a known (pid, fd) where a scan would
-    read thousands, and their processes are scanned first for new sockets.
+    read thousands, and their processes are scanned first for new sockets. A scan cut short
+    by its budget leaves a cursor, and the next one carries on from there, so on a host too
+    big to read in one budget every process is still read within a few snapshots.
     """
 
-    def __init__(self) -> None:
-        self.proc_root = ""
-        self.fd_of: Dict[int, Tuple[int, str]] = {}
+    def __init__(self, proc_root: str = "") -> None:
+        self.proc_root = proc_root
+        self.fd_of: Dict[int, Tuple[int, str]] = {}      # socket inode -> (pid, fd)
         self.pids: List[int] = []
+        self.cursor: Optional[Tuple[int, int]] = None    # (pid, fd entries already read)
 
 
 _memo = _OwnerMemo()
 
 
-def _scan_pid(proc_root: str, pid: int, wanted: Dict[str, int], deadline: float
-              ) -> Tuple[int, List[Tuple[int, str]], bool]:
-    """(fds read, [(inode, fd)], finished) for one process."""
+def _scan_pid(proc_root: str, pid: int, wanted: Dict[str, int], deadline: float,
+              skip: int = 0) -> Tuple[int, List[Tuple[int, str]], bool]:
+    """(fd entries gone through, [(inode, fd)], finished) for one process.
+
+    The first `skip` entries were read by an earlier scan: listed again, not read again.
+    """
     hits: List[Tuple[int, str]] = []
     try:
         dirfd = os.open(f"{proc_root}/{pid}/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
-        return 0, hits, True    # exited, a kernel thread's empty table, or not ours (EACCES)
-    n = 0
+        return 0, hits, True    # exited, or not ours to read (EACCES)
+    n = read = 0
     try:
         # scandir, not listdir: procfs builds each entry slowly, and a process with 100k fds
         # must not blow the budget before the first deadline check.
         with os.scandir(dirfd) as entries:
             for entry in entries:
                 n += 1
-                if n & 255 == 0 and time.monotonic() >= deadline:
-                    return n, hits, False
+                if n <= skip:
+                    continue
+                read += 1
+                # counted from this call's first read, so every call gets somewhere
+                if read & 255 == 0 and time.monotonic() >= deadline:
+                    return n - 1, hits, False
                 try:
                     link = os.readlink(entry.name, dir_fd=dirfd)
                 except OSError:
@@ -432,30 +443,25 @@ def _scan_pid(proc_root: str, pid: int, wanted: Dict[str, int], deadline: float
     return n, hits, True
 
 
-def _pid_order(proc_root: str, first: Sequence[int], uids: Set[int]) -> List[int]:
+def _pid_order(proc_root: str, uids: Set[int]) -> List[int]:
     # A socket's uid is the fsuid of the task that created or accept()ed it (sock_graft sets
     # sk_uid from the new socket inode), so processes running as one of the wanted uids go
-    # before the rest; remembered owners go before both.
+    # before the rest; within each, ascending pids as /proc lists them.
     preferred: List[int] = []
     rest: List[int] = []
     try:
         entries = list(os.scandir(proc_root))
     except OSError:
-        return list(first)
-    seen = set(first)
+        return []
     for entry in entries:
         if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        if pid in seen:
             continue
         try:
             uid = entry.stat().st_uid
         except OSError:
             continue    # exited
-        (preferred if uid in uids else rest).append(pid)
-    # Ascending pids, as /proc lists them anyway: long-lived servers started early.
-    return list(first) + sorted(preferred) + sorted(rest)
+        (preferred if uid in uids else rest).append(int(entry.name))
+    return sorted(preferred) + sorted(rest)
 
 
 def find_owners(sockets: Iterable[Sock], budget_s: float = FD_SCAN_BUDGET_S,
@@ -477,7 +483,8 @@ def find_owners(sockets: Iterable[Sock], budget_s: float = FD_SCAN_BUDGET_S,
     needed = [s for s in socks if s.mem > 0] or socks
     pids: Dict[int, List[int]] = {}
     fd_of: Dict[int, Tuple[int, str]] = {}
-    memo = _memo if _memo.proc_root == proc_root else _OwnerMemo()
+    memo = _memo if _memo.proc_root == proc_root else _OwnerMemo(proc_root)
+    new_memo = _OwnerMemo(proc_root)
 
     def found(inode: int, pid: int, fd: str) -> None:
         owning = pids.setdefault(inode, [])
@@ -497,26 +504,31 @@ def find_owners(sockets: Iterable[Sock], budget_s: float = FD_SCAN_BUDGET_S,
             pass    # fd closed or process gone: scan for it like the others
 
     missing = {s.inode for s in needed} - set(pids)
-    out_of_time = False
     fds_read = 0
     if missing:
-        uids = {s.uid for s in needed if s.inode in missing}
         first = [p for p in memo.pids if os.path.isdir(f"{proc_root}/{p}")]
-        for pid in _pid_order(proc_root, first, uids):
-            if time.monotonic() >= deadline:
-                out_of_time = True
+        others = [p for p in _pid_order(proc_root, {s.uid for s in needed if s.inode in missing})
+                  if p not in first]
+        # Carry on from where the last scan ran out of time, round the whole list once.
+        resume_pid, resume_skip = memo.cursor or (None, 0)
+        start = others.index(resume_pid) if resume_pid in others else 0
+        sweep = first + others[start:] + others[:start]
+        for i, pid in enumerate(sweep):
+            skip = resume_skip if pid == resume_pid else 0
+            # At least one process per call, however small the budget: the sweep must move.
+            if i and time.monotonic() >= deadline:
+                new_memo.cursor = (pid, skip)
                 break
-            n, hits, finished = _scan_pid(proc_root, pid, wanted, deadline)
-            fds_read += n
+            n, hits, finished = _scan_pid(proc_root, pid, wanted, deadline, skip)
+            fds_read += max(n - skip, 0)
             for inode, fd in hits:
                 found(inode, pid, fd)
                 missing.discard(inode)
             if not missing:
                 break
             if not finished:
-                out_of_time = True
+                new_memo.cursor = (pid, n)
                 break
-    complete = not (out_of_time and missing)
 
     comms: Dict[int, str] = {}
     for owning in pids.values():
@@ -527,12 +539,11 @@ def find_owners(sockets: Iterable[Sock], budget_s: float = FD_SCAN_BUDGET_S,
                         comms[pid] = fh.read().rstrip("\n")
                 except OSError:
                     pass    # exited since its fd was read
-    # Replaced whole, never mutated: a concurrent snapshot sees the old memo or the new.
-    new_memo = _OwnerMemo()
-    new_memo.proc_root = proc_root
+    # Replaced whole, never mutated: a concurrent lookup sees the old memo or the new.
     new_memo.fd_of = fd_of
     new_memo.pids = list(dict.fromkeys(pid for pid, _fd in fd_of.values()))
     _memo = new_memo
+    complete = not (missing and new_memo.cursor)
     return Owners(pids, comms, complete, fds_read)
 
 
@@ -547,6 +558,9 @@ def _owner_kind(sock: Sock, pids: List[int]) -> str:
         # No struct socket means no file: the application closed it (the kernel finishes
         # the close on its own, memory and all), or it waits in a listener's accept queue.
         return "orphan" if sock.state in _ORPHAN_STATES else "unaccepted"
+    # "unknown": not found within the budget, held by a process this /proc does not show
+    # (another pid namespace), only in flight in an SCM_RIGHTS message, or a kernel socket
+    # with no fd at all (NFS, iSCSI, MPTCP subflows).
     return "process" if pids else "unknown"
 
 
@@ -584,10 +598,19 @@ def snapshot(top: int = 20, netns: NetnsRef = None, *,
     """The `top` TCP sockets holding the most memory in a namespace, with their processes.
 
     netns None is the caller's namespace; any other reference (name, path, inode) is read
-    from a helper thread inside it (tracer.netns), and a reference that names no namespace
-    raises NetnsError. Sockets vanishing, unreadable /proc/PID/fd and short dumps do not
-    raise: `sockets_complete` and `owners_complete` say when the picture is partial.
-    `source` is "auto" (sock_diag, else /proc), "netlink" or "proc".
+    from a helper thread inside it (tracer.netns); a reference that names no namespace
+    raises NetnsError, one the caller may not enter OSError. Sockets vanishing, unreadable
+    /proc/PID/fd and short dumps do not raise: `sockets_complete` and `owners_complete`
+    say when the picture is partial. `source` is "auto" (sock_diag, else /proc), "netlink"
+    or "proc"; with /proc there is no skmem and `mem` is the queued payload.
+
+    Totals cover every TCP socket of the namespace but TIME_WAIT ones and pending
+    connection requests, which hold no queues. `rx_bytes_total` and `tx_bytes_total` are
+    payload bytes (unread, unacknowledged); `mem_bytes_total` sums `mem`, the bytes each
+    socket has charged against tcp_mem. Each entry of `top` also says `owner`: "process",
+    "orphan" (closed by its application), "unaccepted" (in a listener's accept queue) or
+    "unknown"; listeners carry `accept_queue` and `accept_backlog`, their queues being
+    connections, not bytes.
     """
     ts_ns = time.monotonic_ns()
     if netns is None:
