@@ -838,3 +838,49 @@ int BPF_KPROBE(leave_pressure_kprobe, struct sock *sk)
 {
 	return on_pressure(sk, false, METHOD_KPROBE);
 }
+
+/* ---------------------------------------------------------------- benchmark */
+
+/*
+ * A synthetic event source for benchmarks (scripts/bench_*.py), never part of
+ * a probe plan: each getpid() of the benchmark driver makes bench_batch
+ * records of the real layout, so the user-space pipeline can be driven at
+ * millions of events per second on demand. They go through the same counters
+ * and ring buffer as real events.
+ */
+const volatile __u32 bench_tgid = 0;
+const volatile __u32 bench_batch = 1000;
+
+static long bench_one(__u32 i, void *ctx)
+{
+	struct tcpoom_event *e = ctx;
+
+	e->ts_ns = bpf_ktime_get_ns();
+	e->shift = i & 3;
+	e->orphans = i & 1023;
+	e->sport = 1024 + (i & 4095);
+	count(CNT_OOM_CHECK);
+	emit(e);
+	return 0;
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(bench_sys_enter, struct pt_regs *regs, long id)
+{
+	struct tcpoom_event e;
+
+	if (id != 39 /* __NR_getpid, x86_64 */ || (bpf_get_current_pid_tgid() >> 32) != bench_tgid)
+		return 0;
+	init_event(&e, FAMILY_OOM_CHECK, METHOD_TP_BTF);
+	e.af = AF_INET;
+	e.dport = 5000;
+	e.max_orphans = 1024;
+	e.memory_allocated = 1000;
+	e.tcp_mem[0] = 100;
+	e.tcp_mem[1] = 200;
+	e.tcp_mem[2] = 400;
+	e.verdict = VERDICT_ORPHANS | VERDICT_KILLED;
+	e.caller = CALLER_TIMER;
+	bpf_loop(bench_batch, bench_one, &e, 0);
+	return 0;
+}

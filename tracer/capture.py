@@ -105,7 +105,12 @@ def _tcpext(ns: Optional[int]) -> Dict[str, int]:
 
 class Capture:
     def __init__(self, filters: loader.Filters, ringbuf_bytes: int = loader.DEFAULT_RINGBUF,
-                 facts: Optional[kernel_facts.KernelFacts] = None):
+                 facts: Optional[kernel_facts.KernelFacts] = None, synthetic_pid: int = 0,
+                 sample_orphans: bool = True):
+        self.synthetic_pid = synthetic_pid
+        # fill orphan figures for display as events arrive (trace); a
+        # recording writes its own snapshots instead
+        self.sample_orphans = sample_orphans
         if not privileged():
             raise PermissionNeeded("tracing needs root (or CAP_BPF and CAP_PERFMON): run it as root")
         self.filters = filters
@@ -124,13 +129,14 @@ class Capture:
             raise KernelUnsupported(
                 "no BPF attach method for " + ", ".join(self.families) + " on this kernel" +
                 (f" ({self.plan.notes[0]})" if self.plan.notes else "") + ": `tcpoom probes` says why")
-        self.session = loader.start(self.facts, self.plan, self.filters, self._ringbuf_bytes)
+        self.session = loader.start(self.facts, self.plan, self.filters, self._ringbuf_bytes,
+                                    self.synthetic_pid)
         self.plan = self.session.plan
         self.tcpext_before = _tcpext(self.filters.netns)
         self.t0 = time.monotonic()
         self._pressure = (PressureSampler() if "pressure" in self.families
                           and self.plan.families["pressure"].method == "sampled" else None)
-        self._fill_orphans = ("oom_check" in self.families and
+        self._fill_orphans = (self.sample_orphans and "oom_check" in self.families and
                               self.plan.families["oom_check"].fields.get("orphans", ("",))[0] == "sampled")
         self._refresh_sampled()
         return self
@@ -179,8 +185,10 @@ class Capture:
                     self._count_received(payload)
                     taken += sink(payload, count)
             # what the kernel committed before we stopped
-            payload, count = rb.read_raw(EVENT_SIZE)
-            if count:
+            while True:
+                payload, count = rb.read_raw(EVENT_SIZE)
+                if not count:
+                    break
                 self._count_received(payload)
                 taken += sink(payload, count)
         finally:

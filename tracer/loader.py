@@ -46,7 +46,7 @@ class Session:
     """The loaded object: its links, ring buffer and counters."""
 
     def __init__(self, plan: Plan, filters: Filters, ringbuf_bytes: int = DEFAULT_RINGBUF,
-                 object_path: str = OBJECT):
+                 object_path: str = OBJECT, synthetic_pid: int = 0):
         self.plan = plan
         self.filters = filters
         self._l = libbpf.lib()
@@ -58,6 +58,10 @@ class Session:
         self._path = object_path
         self.programs: List[str] = [
             p for fam, fp in plan.families.items() if filters.wants(fam) for p in fp.programs]
+        # benchmarks: the synthetic source, driven by getpid() of this process
+        self._synthetic_pid = synthetic_pid
+        if synthetic_pid:
+            self.programs.append("bench_sys_enter")
 
     # ------------------------------------------------------------ start
     def start(self) -> "Session":
@@ -84,7 +88,7 @@ class Session:
         l = self._l
         values = dict(self.plan.config)
         values.update(filter_netns=self.filters.netns, filter_pid=self.filters.pid,
-                      filter_port=self.filters.port)
+                      filter_port=self.filters.port, bench_tgid=self._synthetic_pid)
         # the object's own BTF as libbpf fixed it up at open: the compiler
         # leaves DATASEC offsets at 0 in the file
         layout = libbpf.Btf(l.bpf_object__btf(self._obj), owned=False).datasec_vars(".rodata")
@@ -170,12 +174,12 @@ class Session:
 
 
 def start(facts: KernelFacts, plan: Plan, filters: Filters,
-          ringbuf_bytes: int = DEFAULT_RINGBUF) -> Session:
+          ringbuf_bytes: int = DEFAULT_RINGBUF, synthetic_pid: int = 0) -> Session:
     """Start a session; a program the kernel refuses demotes its family to the
     next method of the plan, so the best method that really loads is used."""
     for _ in range(12):
         try:
-            return Session(plan, filters, ringbuf_bytes).start()
+            return Session(plan, filters, ringbuf_bytes, synthetic_pid=synthetic_pid).start()
         except ProgramRefused as e:
             family = next((f for f, fp in plan.families.items() if e.program in fp.programs), None)
             if family is None:

@@ -105,7 +105,7 @@ class Recorder:
             self.flush()
 
     def add_json(self, btype: int, obj) -> None:
-        self.flush()
+        # not ordered with the pending events: readers place snapshots by ts_ns
         self._write(tf.encode_json(btype, obj, self.compress))
         self._after_block()
 

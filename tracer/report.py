@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import struct
 from typing import Dict, List, Optional
 
 from . import diagnosis
@@ -34,9 +35,23 @@ class WallClock:
 
 def _peer(af: int, raw: bytes) -> str:
     try:
-        return str(ipaddress.ip_address(raw))
+        return str(ipaddress.ip_address(raw[:4] if af == 2 else raw))
     except ValueError:
         return "?"
+
+
+def _comm(w0: int, w1: int) -> str:
+    return struct.pack("<QQ", w0, w1).split(b"\0", 1)[0].decode(errors="replace")
+
+
+def _with_socket(counter, n: int = 10):
+    """Top entries of a counter keyed (af, ...) that have an address family."""
+    merged: dict = {}
+    for key, count in counter.items():
+        if key[0] in (2, 10):
+            k = key[1] if len(key) == 2 else key
+            merged[k] = merged.get(k, 0) + count
+    return sorted(merged.items(), key=lambda kv: -kv[1])[:n]
 
 
 def _intervals(seconds: List[int]) -> List[List[int]]:
@@ -227,11 +242,11 @@ def build(agg: Aggregate, files: List[str]) -> dict:
         "distributions": {"shift": {str(k): n for k, n in sorted(agg.shift.items()) if k >= 0},
                           "orphans_at_decision": {str(k): n for k, n in sorted(agg.orphans_at_decision.items())}},
         "top": {
-            "processes": [{"pid": pid, "comm": comm.decode(errors="replace"), "events": n}
-                          for (pid, comm), n in agg.processes.most_common(agg.TOP)],
-            "local_ports": [{"port": p, "events": n} for p, n in agg.local_ports.most_common(agg.TOP)],
-            "remote_peers": [{"peer": _peer(af, raw), "events": n}
-                             for (af, raw), n in agg.remote_peers.most_common(agg.TOP)],
+            "processes": [{"pid": pid, "comm": _comm(c0, c1), "events": n}
+                          for (pid, c0, c1), n in agg.processes.most_common(agg.TOP)],
+            "local_ports": [{"port": p, "events": n} for p, n in _with_socket(agg.local_ports)],
+            "remote_peers": [{"peer": _peer(af, struct.pack("<QQ", d0, d1)), "events": n}
+                             for (af, d0, d1), n in _with_socket(agg.remote_peers)],
             "netns": [{"netns": ns, "events": n} for ns, n in agg.netns.most_common(agg.TOP)],
         },
         "holders": {

@@ -25,6 +25,7 @@ from ..plan import FAMILY_ORDER
 from ..recorder import Recorder, RecordingStopped
 
 HOLDERS_EVERY_S = 5.0
+LIGHT_EVERY_S = 0.05
 FAMILY_OFFSET = ev.layout_offsets()["family"]
 
 
@@ -102,17 +103,19 @@ def header(cap: Capture, argv) -> dict:
 @click.option("--ringbuf-size", type=click.IntRange(min=4096), default=16 << 20, show_default=True,
               help="Ring buffer bytes (a power of two).")
 @click.option("--quiet", is_flag=True, help="No start and summary lines.")
+@click.option("--synthetic-pid", type=int, default=0, hidden=True,
+              help="Benchmarks: also load the synthetic source, driven by this process's getpid().")
 def record(output: str, duration: Optional[float], count: Optional[int], max_size: Optional[int],
            rotate: Optional[int], keep: Optional[int], compress: bool, netns: Optional[str],
            pid: Optional[int], port: Optional[int], families: Tuple[str, ...], ringbuf_size: int,
-           quiet: bool) -> None:
+           quiet: bool, synthetic_pid: int) -> None:
     if keep and not rotate:
         raise click.UsageError("--keep needs --rotate")
     if ringbuf_size & (ringbuf_size - 1):
         raise click.BadParameter("must be a power of two", param_hint="--ringbuf-size")
     filters = Filters(netns=resolve_netns(netns), pid=pid or 0, port=port or 0,
                       families=list(families) or None)
-    cap = Capture(filters, ringbuf_size)
+    cap = Capture(filters, ringbuf_size, synthetic_pid=synthetic_pid, sample_orphans=False)
     stop = Stop(duration, count)
     rec: Optional[Recorder] = None
     state = {"pressure": None, "holders_at": 0.0, "lost": [0] * ev.CNT_MAX, "light_at": 0.0}
@@ -148,7 +151,7 @@ def record(output: str, duration: Optional[float], count: Optional[int], max_siz
     def sink(payload: bytes, n: int) -> int:
         rec.add_events(payload, n)
         now = time.monotonic()
-        if sample_at_events and now - state["light_at"] >= 0.01 and \
+        if sample_at_events and now - state["light_at"] >= LIGHT_EVERY_S and \
                 payload[FAMILY_OFFSET::EVENT_SIZE].count(ev.OOM_CHECK):
             # this kernel cannot read the orphan count at the decision: sample
             # it (and the limits) right after the events, not a second later
