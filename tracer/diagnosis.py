@@ -119,6 +119,8 @@ def diagnose(m: dict, header: dict) -> Tuple[List[dict], str]:
         peak_pages = pm.get("value") or 0
         holders = m["holders"]["processes"]
         slow = ", ".join(f"{h['comm']} ({_mib(h['max_bytes'])})" for h in holders[:3])
+        in_force = m.get("limits_during_events", {}).get("tcp_mem_high")
+        lowered = in_force is not None and tm[2] and in_force < tm[2]
         new_high = max(tm[2], _round_up(int(peak_pages * 1.5), 256))
         new = [max(tm[0], new_high // 2), max(tm[1], new_high * 3 // 4), new_high]
         advice = []
@@ -129,7 +131,10 @@ def diagnose(m: dict, header: dict) -> Tuple[List[dict], str]:
         advice.append(f"Per-socket maxima times connections: tcp_rmem[2] {lim.get('tcp_rmem', ['?'] * 3)[2]} "
                       f"and tcp_wmem[2] {lim.get('tcp_wmem', ['?'] * 3)[2]} bytes per socket can exceed "
                       f"tcp_mem[2] ({_mib(tm[2] * page)}) with a few hundred busy connections.")
-        if hard:
+        if lowered:
+            advice.insert(0, f"tcp_mem[2] was {in_force} pages while the refusals happened, {tm[2]} "
+                             f"outside that moment: find what lowered it before tuning anything else.")
+        elif hard:
             advice.append(f"If the memory is really needed, raise net.ipv4.tcp_mem - in PAGES of {page} bytes, "
                           f"not bytes - to about {new[0]} {new[1]} {new[2]} "
                           f"({_mib(new[2] * page)} at the hard limit)"
@@ -139,9 +144,10 @@ def diagnose(m: dict, header: dict) -> Tuple[List[dict], str]:
             "id": "tcp_mem", "severity": "critical" if hard else "warning",
             "title": (f"TCP memory at the hard limit: {hard} refusals or aborts" if hard
                       else f"TCP memory pressure entered {pressure} times"),
-            "evidence": [f"peak {peak_pages} pages ({_mib(peak_pages * page)}) against tcp_mem "
-                         f"{tm[0]}/{tm[1]}/{tm[2]} pages (low/pressure/high); "
-                         f"{pm.get('pct_of_high')}% of the hard limit",
+            "evidence": [f"peak {peak_pages} pages ({_mib(peak_pages * page)}), "
+                         f"{pm.get('pct_of_high')}% of the hard limit in force then"
+                         + (f" ({in_force} pages)" if lowered else "")
+                         + f"; tcp_mem at the start {tm[0]}/{tm[1]}/{tm[2]} pages (low/pressure/high)",
                          "sockstat 'mem' and tcp_mem are both in pages: compare pages with pages"],
             "advice": advice,
             "why": "Above tcp_mem[1] TCP shrinks buffers for everyone; above tcp_mem[2] every new "

@@ -212,7 +212,8 @@ def build(agg: Aggregate, files: List[str]) -> dict:
         d = {"value": p.value, "at": clock.iso(p.ts_ns), **p.extra}
         if k == "memory_pages":
             d["bytes"] = p.value * page
-            high = (lim.get("tcp_mem") or [0, 0, 0])[2]
+            # against the hard limit in force at that moment (read with the event)
+            high = p.extra.get("tcp_mem2") or (lim.get("tcp_mem") or [0, 0, 0])[2]
             d["pct_of_high"] = round(100.0 * p.value / high, 1) if high else None
         peaks[k] = d
     model = {
