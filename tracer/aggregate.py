@@ -51,7 +51,8 @@ class Aggregate:
         self.local_ports: Counter = Counter()
         self.remote_peers: Counter = Counter()        # (af, raw address)
         self.netns: Counter = Counter()
-        self.peaks = {k: Peak() for k in ("orphans", "orphans_shifted", "memory_pages", "tw", "tw_sampled")}
+        self.peaks = {k: Peak() for k in ("orphans", "orphans_shifted", "memory_pages", "memory_over",
+                                          "tw", "tw_sampled")}
         self.snapshot_series: Dict[int, dict] = {}    # second -> figures
         self.snapshots = 0
         self.first_snapshot: Optional[dict] = None
@@ -101,8 +102,15 @@ class Aggregate:
         mem = col(q, qs, "memory_allocated")
         top_mem = max(mem)
         if top_mem >= 0:
+            high = col(q, qs, "tcp_mem", 16)
             i = mem.index(top_mem)
-            self.peaks["memory_pages"].offer(top_mem, ts[i], tcp_mem2=col(q, qs, "tcp_mem", 16)[i])
+            self.peaks["memory_pages"].offer(top_mem, ts[i], tcp_mem2=high[i])
+            # the furthest over the hard limit in force at the moment (percent)
+            over = list(map(_percent, mem, high))
+            v = max(over)
+            if v >= 0:
+                i = over.index(v)
+                self.peaks["memory_over"].offer(v, ts[i], pages=mem[i], tcp_mem2=high[i])
         if ev.OOM_CHECK in fam_bytes:
             self._add_oom(fam_bytes, ts, secs, i32, i32s, records)
         if ev.TW_OVERFLOW in fam_bytes:
@@ -217,6 +225,10 @@ class Aggregate:
 
 # bytes.translate tables: a record's family byte -> 1 for the wanted family, else 0
 _MASKS = {f: bytes(1 if i == f else 0 for i in range(256)) for f in ev.FAMILIES}
+
+
+def _percent(pages: int, high: int) -> int:
+    return pages * 100 // high if pages >= 0 and high > 0 else -1
 
 
 def _shifted(orphans: int, shift: int) -> int:

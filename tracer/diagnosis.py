@@ -120,6 +120,7 @@ def diagnose(m: dict, header: dict) -> Tuple[List[dict], str]:
         holders = m["holders"]["processes"]
         slow = ", ".join(f"{h['comm']} ({_mib(h['max_bytes'])})" for h in holders[:3])
         in_force = m.get("limits_during_events", {}).get("tcp_mem_high")
+        over = peaks.get("memory_over")
         lowered = in_force is not None and tm[2] and in_force < tm[2]
         new_high = max(tm[2], _round_up(int(peak_pages * 1.5), 256))
         new = [max(tm[0], new_high // 2), max(tm[1], new_high * 3 // 4), new_high]
@@ -140,15 +141,17 @@ def diagnose(m: dict, header: dict) -> Tuple[List[dict], str]:
                           f"({_mib(new[2] * page)} at the hard limit)"
                           + (f"; this host has {_mib(mem_total)}." if mem_total else "."))
             snippet.append(f"net.ipv4.tcp_mem = {new[0]} {new[1]} {new[2]}")
+        evidence = [f"peak TCP memory {peak_pages} pages ({_mib(peak_pages * page)}) at {pm.get('at')}; "
+                    f"tcp_mem at the start {tm[0]}/{tm[1]}/{tm[2]} pages (low/pressure/high)"]
+        if over:
+            evidence.append(f"furthest over the hard limit: {over['pages']} pages against tcp_mem[2] = "
+                            f"{over['tcp_mem2']} pages in force then ({over['value']}%) at {over['at']}")
+        evidence.append("sockstat 'mem' and tcp_mem are both in pages: compare pages with pages")
         findings.append({
             "id": "tcp_mem", "severity": "critical" if hard else "warning",
             "title": (f"TCP memory at the hard limit: {hard} refusals or aborts" if hard
                       else f"TCP memory pressure entered {pressure} times"),
-            "evidence": [f"peak {peak_pages} pages ({_mib(peak_pages * page)}), "
-                         f"{pm.get('pct_of_high')}% of the hard limit in force then"
-                         + (f" ({in_force} pages)" if lowered else "")
-                         + f"; tcp_mem at the start {tm[0]}/{tm[1]}/{tm[2]} pages (low/pressure/high)",
-                         "sockstat 'mem' and tcp_mem are both in pages: compare pages with pages"],
+            "evidence": evidence,
             "advice": advice,
             "why": "Above tcp_mem[1] TCP shrinks buffers for everyone; above tcp_mem[2] every new "
                    "allocation is refused: sends stall, received data is dropped, orphans are killed.",
