@@ -12,7 +12,7 @@ import time
 from typing import Callable, Dict, List, Optional
 
 from . import events as ev
-from . import kernel_facts, loader, netns, procfs
+from . import kernel_facts, loader, netns, procfs, snapshots
 from .errors import KernelUnsupported, PermissionNeeded, UsageError
 from .events import EVENT_SIZE, Event
 from .lines import Sampled
@@ -132,7 +132,9 @@ class Capture:
         self.session = loader.start(self.facts, self.plan, self.filters, self._ringbuf_bytes,
                                     self.synthetic_pid)
         self.plan = self.session.plan
-        self.tcpext_before = _tcpext(self.filters.netns)
+        # the baseline of every comparison, taken once everything is attached
+        self.first_snapshot = snapshots.take(self.filters.netns or None)
+        self.tcpext_before = self.first_snapshot.get("tcpext") or _tcpext(self.filters.netns)
         self.t0 = time.monotonic()
         self._pressure = (PressureSampler() if "pressure" in self.families
                           and self.plan.families["pressure"].method == "sampled" else None)

@@ -163,6 +163,7 @@ def record(output: str, duration: Optional[float], count: Optional[int], max_siz
         cap.start()
         rec = Recorder(output, header(cap, sys.argv), EVENT_SIZE, compress, max_size, rotate, keep or 0)
         rec.on_rotate = snapshot_blocks
+        rec.add_json(tf.SNAPSHOT, cap.first_snapshot)
         sample_at_events = "oom_check" in cap.families and \
             cap.plan.families["oom_check"].fields.get("orphans", ("",))[0] == "sampled"
         if not quiet:

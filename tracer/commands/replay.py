@@ -24,8 +24,18 @@ from .trace import Output
 @click.option("--json", "as_jsonl", is_flag=True, help="JSON Lines, as `tcpoom trace --json`.")
 @click.option("--family", "families", multiple=True, type=click.Choice(FAMILY_ORDER),
               help="Only these event families (repeatable).")
-def replay(file: str, speed: float, as_jsonl: bool, families) -> None:
+@click.option("--dashboard", is_flag=True,
+              help="Drive the live dashboard instead (space pauses, q quits); needs a terminal.")
+def replay(file: str, speed: float, as_jsonl: bool, families, dashboard: bool) -> None:
     reader = tf.TraceReader(file)
+    if dashboard:
+        if not sys.stdout.isatty():
+            raise click.UsageError("--dashboard needs a terminal")
+        from ..replay_view import run
+        run(reader, speed)
+        if reader.damage:
+            raise DamagedInput(f"{file}: {reader.damage}")
+        return
     clock = clock_of(reader.header)
     sampled = Sampled()
     pacer = Pacer(speed)
