@@ -44,14 +44,16 @@ def _kmsg_counts(messages):
               help="Only these event families (repeatable).")
 @click.option("--ringbuf-size", type=click.IntRange(min=4096), default=16 << 20, show_default=True,
               help="Ring buffer bytes (a power of two).")
+@click.option("--synthetic-pid", type=int, default=0, hidden=True,
+              help="Benchmarks: also load the synthetic source, driven by this process's getpid().")
 def live(record_to: Optional[str], no_screen: bool, interval: float, duration: Optional[float],
          netns: Optional[str], pid: Optional[int], port: Optional[int], families: Tuple[str, ...],
-         ringbuf_size: int) -> None:
+         ringbuf_size: int, synthetic_pid: int) -> None:
     if ringbuf_size & (ringbuf_size - 1):
         raise click.BadParameter("must be a power of two", param_hint="--ringbuf-size")
     filters = Filters(netns=resolve_netns(netns), pid=pid or 0, port=port or 0,
                       families=list(families) or None)
-    cap = Capture(filters, ringbuf_size)
+    cap = Capture(filters, ringbuf_size, synthetic_pid=synthetic_pid)
     screen = sys.stdout.isatty() and not no_screen
     stop = Stop(duration, None)
     rec: Optional[Recorder] = None
