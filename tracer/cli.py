@@ -8,7 +8,7 @@ import click
 from .errors import TcpoomError
 
 # (module, command) pairs: the module's docstring is the command's help text
-COMMANDS = (("probes", "probes"), ("trace", "trace"), ("record", "record"), ("report", "report"), ("replay", "replay"), ("export", "export"), ("parse", "parse"), ("live", "live"))
+COMMANDS = (("probes", "probes"), ("trace", "trace"), ("record", "record"), ("report", "report"), ("replay", "replay"), ("export", "export"), ("parse", "parse"), ("live", "live"), ("doctor", "doctor"))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

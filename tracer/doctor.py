@@ -12,7 +12,8 @@ which applies it to recordings), applied to what /proc shows right now:
 
 Severities: "critical" (the kernel is refusing memory or killing connections now),
 "warning" (a limit is reached, or will be for some sockets), "info" (context, a risk),
-"ok" (the healthy note). The exit code is 2, 1 or 0 for the worst of them.
+"ok" (the healthy note). The verdict is the worst of them, info counting as ok, and the
+exit code is 2, 1 or 0 for critical, warning or ok.
 """
 from __future__ import annotations
 
@@ -74,19 +75,12 @@ class Figures:
     own_netns: bool = True                  # the caller's namespace (sysctl.d reaches it?)
     netns_label: str = ""                   # how the namespace was named, for advice
 
-    def to_json(self) -> dict:
-        out = dataclasses.asdict(self)
-        for key in ("tcp_mem", "tcp_rmem", "tcp_wmem"):
-            if out[key] is not None:
-                out[key] = list(out[key])
-        return out
-
 
 @dataclasses.dataclass
 class Diagnosis:
     findings: List[dict]
     snippet: str          # an /etc/sysctl.d/ file, "" when no sysctl change is advised
-    severity: str         # the worst finding's
+    severity: str         # "ok", "warning" or "critical": the worst finding's (info is ok)
     not_checked: List[str]
 
     @property
@@ -191,7 +185,7 @@ def _tcp_mem(fig: Figures, snippet: List[str]) -> List[dict]:
     if fig.pressure is not None:
         evidence.append(f"memory-pressure flag (/proc/net/protocols TCP press): "
                         f"{'yes' if fig.pressure else 'no'}")
-    # __sk_mem_raise_allocated(): above tcp_mem[2] every new charge is refused (beyond the
+    # __sk_mem_raise_allocated(): above tcp_mem[2] new charges are refused (short of the
     # per-socket minimum tcp_rmem[0]/tcp_wmem[0]); above tcp_mem[1] TCP enters pressure
     # and shrinks everybody's buffers. Pressure is left only when some socket frees memory
     # while the total is below tcp_mem[0] (__sk_mem_reduce_allocated).
@@ -221,7 +215,8 @@ def _tcp_mem(fig: Figures, snippet: List[str]) -> List[dict]:
            "new allocation is refused: sends stall, received data is dropped "
            "(TCPRcvQDrop, RcvPruned), and orphans holding data are killed (TCPAbortOnMemory).")
     default = kernel_default_tcp_mem(fig.mem_total, page) if fig.mem_total else None
-    if default and high * 2 < default[2]:
+    lowered = bool(default and high * 2 < default[2])
+    if lowered:
         evidence.append(f"tcp_mem[2] is less than half the kernel's own default for "
                         f"{size(fig.mem_total)} of memory (about {default[0]} {default[1]} "
                         f"{default[2]} pages)")
@@ -231,7 +226,7 @@ def _tcp_mem(fig: Figures, snippet: List[str]) -> List[dict]:
                          "tuning anything else.")
     # Size from what is in use now, with room: 1.5x the current total at the hard limit,
     # and never below what is set or (when lowered) the kernel's default.
-    new_high = max(high, _round_up(mem * 3 // 2, 256), default[2] if default else 0)
+    new_high = max(high, _round_up(mem * 3 // 2, 256), default[2] if lowered else 0)
     new = (max(low, new_high // 2), max(pressure, new_high * 3 // 4), new_high)
     if new != tuple(tm):
         share = (f"; that is {_pct(new_high * page, fig.mem_total)} of this host's "
@@ -286,6 +281,10 @@ def _orphans(fig: Figures, snippet: List[str]) -> List[dict]:
                       + (" That is capped at half of memory: fix the cause rather than raise "
                          "it further." if cap is not None and want == cap else ""))
         snippet.append(f"net.ipv4.tcp_max_orphans = {want}")
+    elif cap is not None and cap <= limit and n * 4 > limit:
+        advice.append(f"Raising net.ipv4.tcp_max_orphans is not the fix here: {limit} orphans "
+                      f"at 64 KiB each may already pin {size(limit * ORPHAN_COST)} of this "
+                      f"host's {size(fig.mem_total)}; end the orphans sooner instead.")
     advice.append("Orphans are sockets the application closed with data still unsent or "
                   "unacknowledged: look for peers that stop reading and for applications "
                   "closing busy connections; a lower net.ipv4.tcp_orphan_retries ends them "
@@ -472,11 +471,12 @@ def diagnose(fig: Figures) -> Diagnosis:
     findings.sort(key=lambda f: order[f["severity"]])   # stable: rule order within a level
     severity = max((f["severity"] for f in findings), key=SEVERITIES.index, default="ok")
     if severity in ("ok", "info"):
+        # Info findings are context (history, overcommit): the verdict is still healthy.
         findings.insert(0, _finding("healthy", "ok",
                                     "No TCP socket-memory limit is reached or near", None))
-        severity = "ok" if not findings[1:] else "info"
+        severity = "ok"
     text = ""
     if snippet:
-        text = ("# /etc/sysctl.d/90-tcpoom.conf - sized from the figures read now; "
-                "apply with `sysctl --system`\n" + "\n".join(dict.fromkeys(snippet)) + "\n")
+        text = ("# /etc/sysctl.d/90-tcpoom.conf - sized from the figures read now\n"
+                "# apply with: sysctl --system\n" + "\n".join(dict.fromkeys(snippet)) + "\n")
     return Diagnosis(findings, text, severity, not_checked)
