@@ -17,11 +17,13 @@ bucket's maximum (a one-second spike must survive), and every table is capped.
 """
 from __future__ import annotations
 
+import base64
 import datetime
+import hashlib
 import html
 import json
 import math
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 MAX_POINTS = 600        # per series: a 600-px-wide chart cannot show more
 MAX_ROWS = 20           # per table
@@ -69,7 +71,7 @@ def _num(v: Any, digits: int = 1) -> str:
     if isinstance(v, int):
         return f"{v:,}"
     if _is_num(v):
-        return f"{v:,.{digits}f}"
+        return f"{v:,.0f}" if v == int(v) else f"{v:,.{digits}f}"
     return _e(v)
 
 
@@ -159,7 +161,11 @@ def _host_label(m: dict) -> str:
 def _sev(f: dict) -> str:
     """The severity as a CSS class: only from a fixed set, whatever the model says."""
     s = f.get("severity")
-    return s if s in _SEVERITY_RANK else "info"
+    return s if isinstance(s, str) and s in _SEVERITY_RANK else "info"
+
+
+def _rank(f: dict) -> int:
+    return _SEVERITY_RANK[_sev(f)]
 
 
 # ----------------------------------------------------------------------------- series
@@ -290,15 +296,17 @@ class _Page:
                f'<text class="unit" x="{px0 - 6}" y="{py0 - 10}" text-anchor="start">{_e(unit)}</text>']
         for t in ticks:
             out.append(f'<line class="grid" x1="{px0}" x2="{px1}" y1="{y(t):.1f}" y2="{y(t):.1f}"/>'
-                       f'<text class="tick" x="{px0 - 5}" y="{y(t) + 3.5:.1f}" text-anchor="end">{_e(_short(t))}</text>')
+                       f'<text class="tick" x="{px0 - 5}" y="{y(t) + 3.5:.1f}" text-anchor="end">'
+                       f'{_e(_short(t))}</text>')
         for off, label in _time_ticks(t0, span):
             out.append(f'<line class="xtick" x1="{x(off):.1f}" x2="{x(off):.1f}" y1="{py1}" y2="{py1 + 4}"/>'
                        f'<text class="tick" x="{x(off):.1f}" y="{py1 + 16}" text-anchor="middle">{_e(label)}</text>')
+        day = "" if t0 is None else datetime.datetime.fromtimestamp(t0, _UTC).strftime(", from %Y-%m-%d")
         out.append(f'<text class="axis" x="{(px0 + px1) / 2}" y="{self.H - 6}" text-anchor="middle">'
-                   f'{"time (UTC)" if t0 is not None else "time from the start"}'
+                   f'{f"time (UTC{day})" if t0 is not None else "time from the start"}'
                    f'{"" if step == 1 else f", each point the max of {step} s"}</text>')
         bw = step / span * pw
-        for si, (name, pts) in enumerate(folded):
+        for name, pts in folded:
             if kind == "bar":
                 # one path for all bars: a rect element per second would be 10x the bytes
                 gap = bw * 0.15 if bw > 3 else 0
@@ -331,14 +339,16 @@ class _Page:
         return "".join(out), notes
 
 
-def _gauge(value: Any, limit: Any, marks: Sequence[Tuple[float, str]] = ()) -> str:
-    """A half-circle gauge of value against limit (full and red at or past the limit)."""
+def _gauge(value: Any, limit: Any, marks: Sequence[Tuple[float, str]] = (),
+           ratio: Optional[float] = None) -> str:
+    """A half-circle gauge of value against limit (full and red at or past the limit);
+    `ratio` when the model already computed it."""
     cx, cy, r = 100, 100, 76
-    known = _is_num(value) and _is_num(limit)
-    if not known:
+    if ratio is None and _is_num(value) and _is_num(limit):
+        ratio = value / limit if limit > 0 else (math.inf if value > 0 else 0.0)
+    if ratio is None or not ratio >= 0:      # no figure, or a limit the kernel side could not read (-1)
         frac, colour, big, word = 0.0, "#9aa4ae", "n/a", "no figure"
     else:
-        ratio = value / limit if limit > 0 else (math.inf if value > 0 else 0.0)
         frac = min(ratio, 1.0)
         if ratio >= 1:
             colour, word = "#c62828", "AT / OVER LIMIT"
@@ -422,23 +432,30 @@ def _gauges(m: dict) -> str:
     tm = tm + [None] * (3 - len(tm))
     cards = []
 
-    # TCP memory: against the hard limit in force at the peak (a limit lowered for a
-    # moment is what refused the allocations), with the start value beside it
-    pm = _dict(peaks.get("memory_pages"))
+    # TCP memory: pct_of_high is the peak against the hard limit in force at that
+    # moment (a limit lowered for a moment is what refused the allocations); memory_over
+    # is the worst moment against its own limit, which can be further over than the peak
+    pm, mo = _dict(peaks.get("memory_pages")), _dict(peaks.get("memory_over"))
     v = pm.get("value")
     at_peak = pm.get("tcp_mem2")
-    high = at_peak if _is_num(at_peak) and at_peak > 0 else tm[2]
+    lowered = _is_num(at_peak) and at_peak > 0 and at_peak != tm[2]
+    high = at_peak if lowered else tm[2]
+    pcts = [x for x in (pm.get("pct_of_high"), mo.get("value")) if _is_num(x)]
+    ratio = max(pcts) / 100 if pcts else None
     notes = []
     if _is_num(v):
         notes.append(f"peak <b>{_num(v)}</b> pages ({_size(v * page)}) at {_clock(pm.get('at'))}")
     notes.append(f"tcp_mem[2] {_num(high)} pages" + (f" ({_size(high * page)})" if _is_num(high) else "")
-                 + (" in force at the peak" if high is not tm[2] else ""))
-    if high is not tm[2] and _is_num(tm[2]):
-        notes.append(f"{_num(pm.get('pct_of_high'))}% of tcp_mem[2] {_num(tm[2])} at the start")
+                 + (" in force at the peak" if lowered else ""))
+    if lowered and _is_num(tm[2]):
+        notes.append(f"<b>{_num(tm[2])} pages at the start{_moved(high, tm[2])}</b>")
+    if _is_num(mo.get("value")) and _is_num(pm.get("pct_of_high")) and mo["value"] > pm["pct_of_high"]:
+        notes.append(f"worst against the limit then in force: {_num(mo.get('pages'))} / "
+                     f"{_num(mo.get('tcp_mem2'))} pages ({_num(mo.get('value'))}%) at {_clock(mo.get('at'))}")
     marks = []
-    if _is_num(tm[1]) and _is_num(high) and high > 0 and high == tm[2]:
+    if _is_num(tm[1]) and _is_num(high) and high > 0 and not lowered:
         marks.append((tm[1] / high, f"tcp_mem[1] pressure threshold {tm[1]} pages"))
-    cards.append(("TCP memory vs tcp_mem[2]", _gauge(v, high, marks), notes))
+    cards.append(("TCP memory vs tcp_mem[2]", _gauge(v, high, marks, ratio), notes))
 
     # orphans: the kernel compares orphans << shift with tcp_max_orphans
     po, ps = _dict(peaks.get("orphans")), _dict(peaks.get("orphans_shifted"))
@@ -453,8 +470,8 @@ def _gauges(m: dict) -> str:
         notes.append(f"counted with the penalty: {_num(ps.get('orphans'))} &lt;&lt; {_num(ps.get('shift'))} "
                      f"= {_num(ps.get('value'))}")
     notes.append(f"tcp_max_orphans {_num(limit)}" + (" when the sockets were killed" if limits else ""))
-    if limits and lim.get("tcp_max_orphans") != limit:
-        notes.append(f"<b>{_num(lim.get('tcp_max_orphans'))} at the start: it was lowered</b>")
+    if limits and _is_num(lim.get("tcp_max_orphans")) and lim["tcp_max_orphans"] != limit:
+        notes.append(f"<b>{_num(lim['tcp_max_orphans'])} at the start{_moved(limit, lim['tcp_max_orphans'])}</b>")
     cards.append(("Orphans vs tcp_max_orphans", _gauge(counted, limit), notes))
 
     # TIME_WAIT: the count read at the overflows, against that namespace's limit
@@ -476,9 +493,14 @@ def _gauges(m: dict) -> str:
         for title, svg, notes in cards) + "</div>"
 
 
+def _moved(then: Any, start: Any) -> str:
+    """': it was lowered' when the limit in force at the events was below the start value."""
+    return ": it was lowered" if _is_num(then) and _is_num(start) and then < start else ""
+
+
 def _findings(m: dict) -> str:
     fs = [f for f in _list(m.get("diagnosis")) if isinstance(f, dict)]
-    fs.sort(key=lambda f: _SEVERITY_RANK.get(f.get("severity"), 2))   # the worst first; stable
+    fs.sort(key=_rank)   # the worst first; stable
     fs, more = _capped(fs, MAX_ITEMS)
     out = ["<h3>Diagnosis</h3>"]
     for f in fs:
@@ -521,15 +543,15 @@ def _timeline(page: _Page, m: dict) -> str:
         nums = [v for v in vals if _is_num(v)]
         total = sum(nums)
         peak = max(nums, default=0)
-        at = nums.index(peak) if nums and peak else None
         colour = _FAMILY_COLOUR.get(key, "#546e7a")
         svg, _ = page.chart(f"{key} events per second", [(str(key), vals)], span, t0, "bar", colour,
                             "events/s", key=str(key))
         when = ""
-        if at is not None and t0 is not None:
+        if peak and t0 is not None:
             when = " at " + datetime.datetime.fromtimestamp(t0 + vals.index(peak), _UTC).strftime("%H:%M:%S")
         left.append(f'<figure class="chartbox"><figcaption><b>{_e(_FAMILY_TITLE.get(key, key))}</b>'
-                    f'<span class="cap">{_num(total)} in all; peak {_num(peak)}/s{when}</span></figcaption>{svg}</figure>')
+                    f'<span class="cap">{_num(total)} in all; peak {_num(peak)}/s{when}</span>'
+                    f'</figcaption>{svg}</figure>')
     refs_of = {
         "mem": [(tm[1], "tcp_mem[1]"), (tm[2], "tcp_mem[2]")]
         + ([(during.get("tcp_mem_high"), "tcp_mem[2] during events")]
@@ -551,11 +573,13 @@ def _timeline(page: _Page, m: dict) -> str:
                                 refs_of.get(key, ()), key=f"proc.{key}")
         cap = f"max {_num(max(nums))}"
         if key == "mem":
-            cap += f" pages ({_size(max(nums) * (lim.get('page_size') if _is_num(lim.get('page_size')) else 4096))})"
+            page_size = lim.get("page_size") if _is_num(lim.get("page_size")) else 4096
+            cap += f" pages ({_size(max(nums) * page_size)})"
         right.append(f'<figure class="chartbox"><figcaption><b>{_e(title)}</b> '
                      f'<span class="cap">from /proc/net/sockstat; {cap}</span></figcaption>{svg}'
                      + (f'<p class="note">{"; ".join(_e(n) for n in notes)}</p>' if notes else "") + "</figure>")
-    out.append('<div class="charts"><div><h4>Events per second, by family</h4>' + "".join(left) + _more(fmore, "families")
+    out.append('<div class="charts"><div><h4>Events per second, by family</h4>'
+               + "".join(left) + _more(fmore, "families")
                + '</div><div><h4>Kernel figures, sampled each second</h4>'
                + ("".join(right) or "<p>No /proc snapshots.</p>") + "</div></div>")
     return "".join(out)
@@ -583,12 +607,18 @@ def _crossed_strip(m: dict, t0: Optional[float], span: int) -> str:
         xa = L + max(0.0, min(a - t0, span)) / span * (R - L)
         xb = L + max(0.0, min(b - t0, span)) / span * (R - L)
         episodes = c.get("episodes")
-        # several episodes: only first and last are known, so a bracket, not a solid bar
+        # several episodes: only the first and last seconds are known, so a pale bar
+        # (crossed somewhere in there), not a solid one (crossed all along)
         cls = "span1" if episodes == 1 else "spanN"
         tip = (f"{c.get('limit')}: {c.get('episodes')} episode(s), {c.get('seconds')} s in all, "
                f"{c.get('events')} events")
-        out.append(f'<rect class="{cls}" x="{xa:.1f}" y="{yy + 2}" width="{max(xb - xa, 2):.1f}" height="{row - 8}">'
-                   f'<title>{_e(tip)}</title></rect>')
+        out.append(f'<rect class="{cls}" x="{xa:.1f}" y="{yy + 2}" width="{max(xb - xa, 2):.1f}" '
+                   f'height="{row - 8}"><title>{_e(tip)}</title></rect>')
+        label = f"{_num(c.get('seconds'))} s" + (f", {_num(episodes)} episodes" if episodes != 1 else "")
+        if xb + 8 + 7 * len(label) < R:
+            out.append(f'<text class="tick" x="{xb + 5:.1f}" y="{yy + 13}">{label}</text>')
+        elif xa - 8 - 7 * len(label) > L:
+            out.append(f'<text class="tick" x="{xa - 5:.1f}" y="{yy + 13}" text-anchor="end">{label}</text>')
     out.append("</svg>")
     return '<figure class="stripbox"><figcaption><b>Limits crossed</b></figcaption>' + "".join(out) + "</figure>"
 
@@ -605,8 +635,9 @@ def _events(m: dict) -> str:
         p = _dict(plan.get(fam))
         in_kernel = c.get("in_kernel_count")
         delta = c.get("kernel_delta")
-        # what the kernel counter counts: pressure counts entries, not enter+leave
-        ours = in_kernel if _is_num(in_kernel) else (verdicts.get("enter") if fam == "pressure" else n)
+        # the exact in-kernel count if the recording has it, else the events the model
+        # compares (for pressure only the entries: TCPMemoryPressures counts those)
+        ours = in_kernel if _is_num(in_kernel) else c.get("events", n)
         if not c:
             check = '<span class="muted">no kernel counter</span>'
         elif not _is_num(delta):
@@ -624,10 +655,12 @@ def _events(m: dict) -> str:
                      _e(c.get("kernel_counter")) or "—",
                      _num(delta) if delta is not None else "—", check,
                      f'{_e(p.get("method"))} <code>{_e(p.get("target"))}</code>'))
-    out = ["<h3>Events against the kernel's counters</h3>",
-           _table(("family", "events recorded", "verdicts", "counted in kernel", "TcpExt counter",
-                   "counter Δ", "check", "attached to"), rows, numeric=(1, 3, 5)),
-           _more(more)]
+    out = ["<h3>Events against the kernel's counters</h3>"]
+    if rows:
+        out += [_table(("family", "events recorded", "verdicts", "counted in kernel", "TcpExt counter",
+                        "counter Δ", "check", "attached to"), rows, numeric=(1, 3, 5)), _more(more)]
+    else:
+        out.append("<p>No events recorded.</p>")
     callers = _dict(ev.get("oom_callers"))
     if callers:
         out.append('<p class="note">oom_check callers: ' + ", ".join(
@@ -648,25 +681,26 @@ def _events(m: dict) -> str:
 
 def _crossed_peaks_limits(m: dict) -> str:
     lim, during = _dict(m.get("limits")), _dict(m.get("limits_during_events"))
-    out = ['<div class="cols3"><div><h3>Limits crossed</h3>']
+    out = ["<h3>Limits crossed</h3>"]
     crossed, more = _capped([c for c in _list(m.get("crossed")) if isinstance(c, dict)], MAX_ROWS)
     if crossed:
-        out.append(_table(("limit", "from", "to", "seconds", "episodes", "events"),
-                          [(_e(c.get("limit")), _clock(c.get("first")), _clock(c.get("last")),
+        out.append(_table(("limit", "from (UTC)", "to (UTC)", "seconds in all", "episodes", "events"),
+                          [(_e(c.get("limit")), _clock(c.get("first"), date=True), _clock(c.get("last")),
                             _num(c.get("seconds")), _num(c.get("episodes")), _num(c.get("events")))
                            for c in crossed], numeric=(3, 4, 5)) + _more(more))
     else:
         out.append("<p>No limit crossed.</p>")
-    out.append("</div><div><h3>Peaks</h3>")
+    out.append('<div class="cols2"><div><h3>Peaks</h3>')
     peaks = _dict(m.get("peaks"))
     rows = []
     names = {"orphans": "orphans", "orphans_shifted": "orphans &lt;&lt; shift",
-             "memory_pages": "TCP memory (pages)", "tw": "TIME_WAIT"}
+             "memory_pages": "TCP memory (pages)", "tw": "TIME_WAIT",
+             "memory_over": "TCP memory, worst % of the tcp_mem[2] then"}
     for k, p in list(peaks.items())[:MAX_ROWS]:
         p = _dict(p)
         extra = {kk: vv for kk, vv in p.items() if kk not in ("value", "at")}
         rows.append((names.get(k) or _e(k), _num(p.get("value")), _clock(p.get("at")),
-                     ", ".join(f"{_e(kk)} {_num(vv)}" for kk, vv in list(extra.items())[:10])))
+                     ", ".join(_context(kk, vv) for kk, vv in list(extra.items())[:10])))
     out.append(_table(("figure", "peak", "at (UTC)", "context"), rows, numeric=(1,)) if rows
                else "<p>No peak figures.</p>")
     out.append("</div><div><h3>Limits</h3>")
@@ -693,6 +727,17 @@ def _crossed_peaks_limits(m: dict) -> str:
     out.append(_table(("sysctl", "at the start", "lowest during events"), rows, cls="limits"))
     out.append("</div></div>")
     return "".join(out)
+
+
+def _context(key: Any, value: Any) -> str:
+    """One 'key value' of a peak's context: sizes readable, identifiers as they are."""
+    if key == "bytes":
+        return _size(value)
+    if key == "pct_of_high":
+        return f"{_num(value)}% of tcp_mem[2] in force then"
+    if key in ("netns", "pid"):
+        return f"{_e(key)} {_e(value)}"
+    return f"{_e(key)} {_num(value)}"
 
 
 def _flag(during: Any, start: Any) -> str:
@@ -738,22 +783,23 @@ def _top(m: dict) -> str:
         total = sum(i.get("events") for i in items if _is_num(i.get("events"))) or 1
         rows = [(cell(i), _num(i.get("events")),
                  _bar(i.get("events") / total if _is_num(i.get("events")) else 0)) for i in items]
-        return f"<div><h4>{title}</h4>" + _table(("", "events", ""), rows, numeric=(1,), cls="top") + _more(more) + "</div>"
+        return (f"<div><h4>{title}</h4>" + _table(("", "events", ""), rows, numeric=(1,), cls="top")
+                + _more(more) + "</div>")
 
     def proc(i: dict) -> str:
         comm = i.get("comm")
         name = f"<code>{_e(comm)}</code>" if comm else '<span class="muted">(no task)</span>'
         pid = i.get("pid")
-        return f"{name} <span class=\"muted\">pid {_num(pid)}</span>" + (
+        return f"{name} <span class=\"muted nw\">pid {_e(pid)}</span>" + (
             ' <span class="muted">(kernel context: softirq or timer)</span>' if pid == 0 and comm else "")
 
     return ('<h3>Who: processes, ports, peers, namespaces</h3><p class="hint">The task running when the kernel '
             'decided: for timer and softirq paths this is whoever was on the CPU, not the socket\'s owner '
             '(see the holders for owners).</p><div class="cols4">'
             + block("Processes (comm, pid)", "processes", proc)
-            + block("Local ports", "local_ports", lambda i: _e(i.get("port")))
+            + block("Local ports", "local_ports", lambda i: f'<span class="nw">{_e(i.get("port"))}</span>')
             + block("Remote peers", "remote_peers", lambda i: f"<code>{_e(i.get('peer'))}</code>")
-            + block("Network namespaces", "netns", lambda i: _e(i.get("netns")))
+            + block("Network namespaces", "netns", lambda i: f'<span class="nw">{_e(i.get("netns"))}</span>')
             + "</div>")
 
 
@@ -778,13 +824,19 @@ def _holders(m: dict) -> str:
             pids = _list(s.get("pids"))
             who = (f"<code>{_e(s.get('comm') or '?')}</code> " + ",".join(_e(p) for p in pids[:5])) if pids else \
                 f'<span class="muted">{_e(s.get("owner"))}</span>'
-            rows.append((_e(s.get("state")), f"<code>{_e(s.get('local'))}</code>", f"<code>{_e(s.get('remote'))}</code>",
+            rows.append((_e(s.get("state")), f"<code>{_e(s.get('local'))}</code>",
+                         f"<code>{_e(s.get('remote'))}</code>",
                          _size(s.get("rx_queue")), _size(s.get("tx_queue")), _size(s.get("mem")), who,
                          _num(_get(s, "skmem", "drops"))))
         out.append("<h4>Latest snapshot</h4>" + _table(
             ("state", "local", "peer", "Recv-Q", "Send-Q", "memory", "process", "drops"), rows,
             numeric=(3, 4, 5, 7)) + _more(more))
     return "".join(out)
+
+
+def _fidelity_class(v: Any) -> str:
+    """A CSS class from a fixed set, whatever the model says."""
+    return v if isinstance(v, str) and v in ("exact", "derived", "sampled") else "unavailable"
 
 
 def _plan(m: dict) -> str:
@@ -794,8 +846,8 @@ def _plan(m: dict) -> str:
     rows = []
     for fam, p in list(plan.items())[:MAX_ROWS]:
         p = _dict(p)
-        fields = ", ".join(f'{_e(k)} <span class="fid {_e(v) if v in ("exact", "derived", "sampled") else "unavailable"}">'
-                           f"{_e(v)}</span>" for k, v in list(_dict(p.get("fields")).items())[:MAX_ITEMS])
+        fields = ", ".join(f'{_e(k)} <span class="fid {_fidelity_class(v)}">{_e(v)}</span>'
+                           for k, v in list(_dict(p.get("fields")).items())[:MAX_ITEMS])
         rows.append((f"<b>{_e(fam)}</b>", _e(p.get("method")), f"<code>{_e(p.get('target'))}</code>", fields,
                      _e(p.get("blind_spot")) or '<span class="muted">none</span>'))
     return ("<h3>How each family was traced</h3>" + _table(("family", "method", "target", "fields", "blind spot"),
@@ -805,6 +857,13 @@ def _plan(m: dict) -> str:
 def _host(page: _Page, m: dict, hid: str) -> str:
     return "".join([_header(m, hid), _gauges(m), _findings(m), _timeline(page, m), _events(m),
                     _crossed_peaks_limits(m), _distributions(m), _top(m), _holders(m), _plan(m), "</section>"])
+
+
+def _memory_cell(m: dict) -> str:
+    p = _dict(_get(m, "peaks", "memory_pages"))
+    if not p:
+        return "—"
+    return f"{_num(p.get('value'))} pages, {_num(p.get('pct_of_high'))}% of tcp_mem[2] in force then"
 
 
 def _summary(models: List[dict]) -> str:
@@ -817,10 +876,11 @@ def _summary(models: List[dict]) -> str:
 
     def worst(m: dict) -> str:
         fs = sorted([f for f in _list(m.get("diagnosis")) if isinstance(f, dict)],
-                    key=lambda f: _SEVERITY_RANK.get(f.get("severity"), 2))
+                    key=_rank)
         if not fs:
             return "—"
-        return f'<span class="sev {_sev(fs[0])}"><span class="badge">{_e(fs[0].get("severity"))}</span> {_e(fs[0].get("title"))}</span>'
+        return (f'<span class="sev {_sev(fs[0])}"><span class="badge">{_e(fs[0].get("severity"))}</span> '
+                f'{_e(fs[0].get("title"))}</span>')
 
     def peak(key: str, limit_key: str) -> Any:
         def cell(m: dict) -> str:
@@ -845,14 +905,13 @@ def _summary(models: List[dict]) -> str:
     for f in fams[:12]:
         rows.append(row(f"{_e(f)} events", lambda m, f=f: _num(_get(m, "events", "by_family", f, default=0))))
     rows += [row("lost events", lambda m: _num(sum(v for v in _dict(m.get("loss")).values() if _is_num(v)))),
-             row("TCP memory peak", lambda m: (f"{_num(_get(m, 'peaks', 'memory_pages', 'value'))} pages, "
-                                               f"{_num(_get(m, 'peaks', 'memory_pages', 'pct_of_high'))}% of tcp_mem[2]")
-                 if _get(m, "peaks", "memory_pages") else "—"),
+             row("TCP memory peak", _memory_cell),
              row("orphans peak / limit", peak("orphans", "tcp_max_orphans")),
              row("TIME_WAIT peak / limit", peak("tw", "tcp_max_tw_buckets")),
              row("limits crossed", lambda m: "<br>".join(_e(c.get("limit")) for c in _list(m.get("crossed"))[:10]
                                                          if isinstance(c, dict)) or "none")]
-    return '<h2>Hosts side by side</h2><table class="summary">' + head + "".join(rows) + "</table>"
+    return ('<section class="host"><h2>Hosts side by side</h2><table class="summary">' + head + "".join(rows)
+            + "</table></section>")
 
 
 _CSS = """
@@ -881,7 +940,7 @@ table.summary th{white-space:nowrap}table.summary td{min-width:180px}
 .muted{color:var(--muted)}.good{color:var(--ok)}.bad{color:var(--crit)}
 .hint,.note{color:var(--muted);font-size:12.5px;margin:4px 0}
 .more{color:var(--muted);font-style:italic;margin:2px 0}
-.gauges{display:grid;grid-template-columns:repeat(3,1fr);gap:14px;margin:10px 0}
+.gauges{display:grid;grid-template-columns:repeat(3,minmax(0,1fr));gap:14px;margin:10px 0}
 .gcard{margin:0;border:1px solid var(--line);border-radius:6px;padding:8px 12px;break-inside:avoid}
 .gcard figcaption{font-weight:600}
 .gauge{display:block;width:210px;max-width:100%;margin:2px auto 0}
@@ -904,7 +963,7 @@ vertical-align:1px}
 .why{margin:6px 0 0;color:#374151}
 pre.snippet{background:#f3f6f9;border:1px solid var(--line);border-left:4px solid var(--ok);padding:8px 12px;
 white-space:pre-wrap;margin:4px 0}
-.charts{display:grid;grid-template-columns:1fr 1fr;gap:0 22px}
+.charts{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:0 22px}
 .chartbox{margin:0 0 8px;break-inside:avoid}
 .chartbox figcaption{font-size:12.5px}.cap{color:var(--muted);margin-left:6px}
 svg.chart{display:block;width:100%;height:auto}
@@ -921,19 +980,18 @@ svg.strip{display:block;width:100%;height:auto}
 svg .slabel{font-size:11px;fill:#1c2430}
 svg .span1{fill:#c62828;fill-opacity:.85}
 svg .spanN{fill:#c62828;fill-opacity:.35;stroke:#c62828;stroke-width:1}
-.cols2{display:grid;grid-template-columns:1fr 1fr;gap:0 24px}
-.cols3{display:grid;grid-template-columns:1.1fr 1fr 1.2fr;gap:0 24px}
-.cols4{display:grid;grid-template-columns:repeat(4,1fr);gap:0 18px}
-svg.share{display:inline-block;width:70px;height:8px}
+.cols2{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:0 24px}
+.cols4{display:grid;grid-template-columns:minmax(0,1.7fr) minmax(0,1fr) minmax(0,1.3fr) minmax(0,1fr);gap:0 18px}
+svg.share{display:inline-block;width:56px;height:8px}
 svg.share rect{fill:#64748b}svg.share .sharebg{fill:#eef1f4}
-table.top td:first-child{word-break:break-all}
+table.top,table.dist{width:100%}table.top td:first-child{overflow-wrap:anywhere}.nw{white-space:nowrap}
 .fid{font-size:11px;padding:0 4px;border-radius:3px;border:1px solid #cbd2d9}
 .fid.exact{border-color:var(--ok);color:var(--ok)}.fid.sampled{border-color:var(--warn);color:var(--warn)}
 .fid.unavailable{border-color:var(--crit);color:var(--crit)}
 .tip{position:fixed;z-index:9;background:#111827;color:#f9fafb;padding:5px 8px;border-radius:4px;
 font-size:12px;white-space:pre;pointer-events:none}
 footer{color:var(--muted);font-size:12px;margin-top:16px}
-@media (max-width:1000px){.charts,.cols2,.cols3{grid-template-columns:1fr}.cols4{grid-template-columns:1fr 1fr}}
+@media (max-width:1000px){.charts,.cols2{grid-template-columns:1fr}.cols4{grid-template-columns:1fr 1fr}}
 @media print{
 body{background:#fff;font-size:11.5px}main{max-width:none;padding:0}
 section.host{border:none;padding:0;margin:0 0 20px;break-before:page}
@@ -996,6 +1054,8 @@ _SCRIPT = """
 })();
 """
 
+_SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(_SCRIPT.encode()).digest()).decode()
+
 
 def render(models: List[dict]) -> str:
     page = _Page()
@@ -1012,9 +1072,10 @@ def render(models: List[dict]) -> str:
     title = "tcpoom report: " + ", ".join(labels[:5]) + (" …" if len(labels) > 5 else "")
     return "".join([
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
-        # no network at all: the page must not load anything, even if something slipped in
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
-        "script-src 'unsafe-inline'; img-src data:\">",
+        # Defence in depth behind the escaping: load nothing from anywhere, and run no
+        # script but ours (by hash), so even an injected handler attribute could not run
+        f"<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
+        f"script-src '{_SCRIPT_HASH}'\">",
         "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">",
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>",
         "<header class=\"top\"><h1>tcpoom report</h1><p>TCP socket memory: orphans, tcp_mem, TIME_WAIT. "
