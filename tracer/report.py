@@ -213,7 +213,9 @@ def build(agg: Aggregate, files: List[str]) -> dict:
         if k == "memory_pages":
             d["bytes"] = p.value * page
             # against the hard limit in force at that moment (read with the event)
-            high = p.extra.get("tcp_mem2") or (lim.get("tcp_mem") or [0, 0, 0])[2]
+            high = p.extra.get("tcp_mem2") or -1
+            if high <= 0:           # the event could not read it: the limit at the start
+                high = (lim.get("tcp_mem") or [0, 0, 0])[2]
             d["pct_of_high"] = round(100.0 * p.value / high, 1) if high else None
         peaks[k] = d
     model = {
