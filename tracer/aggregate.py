@@ -55,6 +55,8 @@ class Aggregate:
                                           "tw", "tw_sampled")}
         self.snapshot_series: Dict[int, dict] = {}    # second -> figures
         self.snapshots = 0
+        self.tcpext_first: Optional[dict] = None
+        self.tcpext_last: Optional[dict] = None
         self.first_snapshot: Optional[dict] = None
         self.last_snapshot: Optional[dict] = None
         self.holders: List[dict] = []
@@ -163,8 +165,14 @@ class Aggregate:
             "mem": tcp.get("mem"), "orphan": tcp.get("orphan"), "tw": tcp.get("tw"),
             "inuse": tcp.get("inuse"), "pressure": snap.get("pressure"),
             "tcp_mem": limits.get("tcp_mem"), "max_orphans": limits.get("tcp_max_orphans"),
-            "max_tw": limits.get("tcp_max_tw_buckets"), "tcpext": snap.get("tcpext"),
+            "max_tw": limits.get("tcp_max_tw_buckets"),
         }
+        # the TcpExt counters only at both ends: the series stays small (a
+        # live view keeps ten minutes of it)
+        if snap.get("tcpext"):
+            if self.tcpext_first is None:
+                self.tcpext_first = snap["tcpext"]
+            self.tcpext_last = snap["tcpext"]
         old = self.snapshot_series.get(sec)
         if old:
             # several snapshots in one second (taken as events arrive): keep the
@@ -177,7 +185,6 @@ class Aggregate:
             if old["tcp_mem"] and (not fig["tcp_mem"] or old["tcp_mem"][2] < fig["tcp_mem"][2]):
                 fig["tcp_mem"] = old["tcp_mem"]
             fig["pressure"] = fig["pressure"] or old["pressure"]
-            fig["tcpext"] = fig["tcpext"] or old["tcpext"]
         self.snapshot_series[sec] = fig
         if tcp.get("orphan") is not None:
             self.peaks["orphans"].offer(tcp["orphan"], ts, source="sampled")

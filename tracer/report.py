@@ -153,9 +153,8 @@ def build(agg: Aggregate, files: List[str]) -> dict:
     # in-kernel totals against the kernel's counters, over the recording
     tcpext_delta: Dict[str, int] = {}
     series = agg.snapshot_series
-    with_counters = [sec for sec in sorted(series) if series[sec].get("tcpext")]
-    if len(with_counters) >= 2:
-        first, last = series[with_counters[0]]["tcpext"], series[with_counters[-1]]["tcpext"]
+    if agg.tcpext_first is not None and agg.tcpext_last is not agg.tcpext_first:
+        first, last = agg.tcpext_first, agg.tcpext_last
         tcpext_delta = {k: last[k] - first.get(k, 0) for k in last
                         if k in KERNEL_COUNTER.values() or k in (
                             "TCPMemoryPressuresChrono", "PruneCalled", "TCPRcvQDrop", "TCPOFODrop")}
