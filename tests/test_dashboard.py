@@ -35,8 +35,8 @@ def state_from_sample():
         st = DashboardState(h, h["plan"]["families"], h["families"], clock_of(h))
         for b in r.blocks():
             if b.type == tf.EVENTS:
-                size, count, recs = b.events()
-                st.add_events(bytes(recs), count)
+                size, count, recs, stride, skip = b.events()
+                st.add_events(bytes(recs), count, stride, skip)
             elif b.type == tf.SNAPSHOT:
                 st.add_snapshot(b.json())
             elif b.type == tf.COUNTERS:
@@ -85,8 +85,9 @@ def test_state_stays_bounded():
     from tracer import events as ev
     one = ev.Event.make(ts_ns=0, family=ev.OOM_CHECK, method=3, af=2, pid=1, comm=b"x").pack()
     for k in range(200):            # 200 "seconds" of events with fresh ports and pids
-        recs = b"".join(ev.Event.make(ts_ns=(k * 10 + 1) * 10 ** 9 + i, family=ev.OOM_CHECK, method=3, af=2,
-                                      sport=i + k * 50, pid=i + k * 50, comm=b"p").pack() for i in range(50))
+        recs = ev.frame_all([ev.Event.make(ts_ns=(k * 10 + 1) * 10 ** 9 + i, family=ev.OOM_CHECK, method=3,
+                                           af=2, sport=i + k * 50, pid=i + k * 50, comm=b"p").pack()
+                             for i in range(50)])
         st.add_events(recs, 50)
         st.add_snapshot({"ts_ns": (k * 10 + 1) * 10 ** 9, "sockstat": {"TCP": {"mem": k}}, "limits": {}})
     assert len(st.latest) <= 50

@@ -69,7 +69,11 @@ def test_findings_snippet_and_tables(models):
         assert html.escape(c["limit"]) in page
     assert "TCPAbortOnMemory" in page and "agrees" in page        # events against the counters
     assert "No event lost" in page
-    assert "python3" in page and "127.0.0.1:35767" in page         # top processes, holders
+    top = m["top"]
+    assert html.escape(top["processes"][0]["comm"]) in page        # top processes, ports, holders
+    assert str(top["local_ports"][0]["port"]) in page
+    for h in m["holders"]["latest"][:3]:
+        assert html.escape(h["local"]) in page
     # the same page through the reporters' dispatch (`tcpoom report --format html`)
     assert render_format("html", models) == page
 

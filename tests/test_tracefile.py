@@ -120,7 +120,7 @@ def test_fuzz_reader_never_raises_anything_else(tmp_path):
 
 def test_recorder_writes_0600_and_rotates(tmp_path):
     rec = Recorder(str(tmp_path / "ring"), {"hostname": "h"}, ev.EVENT_SIZE, rotate=4096, keep=3)
-    one = ev.Event.make(ts_ns=1, family=ev.TW_OVERFLOW).pack()
+    one = ev.frame(ev.Event.make(ts_ns=1, family=ev.TW_OVERFLOW).pack())
     for i in range(200):
         rec.add_events(one * 10, 10)
         rec.flush()
@@ -142,7 +142,7 @@ def test_full_disk_keeps_what_was_recorded(tmp_path):
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], check=True)
     try:
         rec = Recorder(str(mnt / "full.tcpoom"), {"hostname": "h"}, ev.EVENT_SIZE)
-        one = ev.Event.make(ts_ns=1, family=ev.OOM_CHECK).pack()
+        one = ev.frame(ev.Event.make(ts_ns=1, family=ev.OOM_CHECK).pack())
         with pytest.raises(RecordingStopped, match="disk full"):
             for _ in range(1000):
                 rec.add_events(one * 20, 20)

@@ -68,23 +68,24 @@ class Aggregate:
         self.events = 0
 
     # ---------------------------------------------------------- feeding
-    def add_events(self, records: bytes, count: int) -> None:
+    def add_events(self, records: bytes, count: int, stride: int = ev.STRIDE, skip: int = ev.FRAME) -> None:
         """Fold a buffer of records in. Each step runs in C over whole columns
         (Counter over zip, max, itertools.compress with a family mask): a
         million events take about a second, with no object per event kept."""
         if not count:
             return
-        records = bytes(records[:count * _SIZE])
+        # a buffer of whole strides (the last record's padding may be missing)
+        records = bytes(records[:count * stride]).ljust(count * stride, b"\0")
         mv = memoryview(records)
         q, i32, u32, u16 = mv.cast("Q"), mv.cast("i"), mv.cast("I"), mv.cast("H")
-        qs, i32s, u16s = _SIZE // 8, _SIZE // 4, _SIZE // 2
+        qs, i32s, u16s = stride // 8, stride // 4, stride // 2
 
-        def col(view, stride, name, extra=0):
-            width = _SIZE // stride
-            return view[(_OFF[name] + extra) // width::stride].tolist()
+        def col(view, step, name, extra=0):
+            width = stride // step
+            return view[(skip + _OFF[name] + extra) // width::step].tolist()
 
         ts = col(q, qs, "ts_ns")
-        fam_bytes = records[_OFF["family"]::_SIZE]
+        fam_bytes = records[skip + _OFF["family"]::stride]
         fam = list(fam_bytes)
         lo, hi = min(ts), max(ts)
         self.first_ns = lo if self.first_ns is None else min(self.first_ns, lo)
@@ -92,7 +93,7 @@ class Aggregate:
         self.events += count
         self.by_family.update(fam)
         self.by_verdict.update(zip(fam, col(u16, u16s, "verdict")))
-        self.methods.update(zip(fam, list(records[_OFF["method"]::_SIZE])))
+        self.methods.update(zip(fam, list(records[skip + _OFF["method"]::stride])))
         secs = list(map(operator.floordiv, ts, repeat(1_000_000_000, count)))
         self.per_second.update(zip(fam, secs))
         self.netns.update(col(u32, i32s, "netns"))
@@ -114,7 +115,7 @@ class Aggregate:
                 i = over.index(v)
                 self.peaks["memory_over"].offer(v, ts[i], pages=mem[i], tcp_mem2=high[i])
         if ev.OOM_CHECK in fam_bytes:
-            self._add_oom(fam_bytes, ts, secs, i32, i32s, records)
+            self._add_oom(fam_bytes, ts, secs, i32, i32s, records, stride, skip)
         if ev.TW_OVERFLOW in fam_bytes:
             mask = fam_bytes.translate(_MASKS[ev.TW_OVERFLOW])
             tw = list(compress(col(i32, i32s, "tw_count"), mask))
@@ -124,15 +125,15 @@ class Aggregate:
             netns = list(compress(col(u32, i32s, "netns"), mask))
             self.peaks["tw"].offer(v, list(compress(ts, mask))[i], limit=limits[i], netns=netns[i])
 
-    def _add_oom(self, fam_bytes: bytes, ts, secs, i32, i32s, records) -> None:
+    def _add_oom(self, fam_bytes: bytes, ts, secs, i32, i32s, records, stride: int, skip: int) -> None:
         mask = fam_bytes.translate(_MASKS[ev.OOM_CHECK])
 
-        def oom(view, stride, name):
-            return list(compress(view[_OFF[name] // (_SIZE // stride)::stride].tolist(), mask))
+        def oom(view, step, name):
+            return list(compress(view[(skip + _OFF[name]) // (stride // step)::step].tolist(), mask))
 
         shift = oom(i32, i32s, "shift")
         orphans = oom(i32, i32s, "orphans")
-        self.oom_callers.update(compress(records[_OFF["caller"]::_SIZE], mask))
+        self.oom_callers.update(compress(records[skip + _OFF["caller"]::stride], mask))
         self.shift.update(shift)
         for sec, s in set(zip(compress(secs, mask), shift)):
             if s > self.oom_shift_by_sec.get(sec, -1):
@@ -215,9 +216,9 @@ class Aggregate:
     def add_block(self, block) -> None:
         from . import tracefile as tf
         if block.type == tf.EVENTS:
-            size, count, records = block.events()
-            if size == _SIZE:
-                self.add_events(records, count)
+            size, count, records, stride, skip = block.events()
+            if size == _SIZE and stride % 8 == 0 and skip % 8 == 0:
+                self.add_events(records, count, stride, skip)
         elif block.type == tf.SNAPSHOT:
             self.add_snapshot(block.json())
         elif block.type == tf.HOLDERS:

@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Optional
 from . import events as ev
 from . import kernel_facts, loader, netns, procfs, snapshots
 from .errors import KernelUnsupported, PermissionNeeded, UsageError
-from .events import EVENT_SIZE, Event
+from .events import EVENT_SIZE, FRAME, STRIDE, Event, frame
 from .lines import Sampled
 from .plan import Plan, build
 from .totals import Totals
@@ -179,7 +179,7 @@ class Capture:
                             # TCPMemoryPressures counts entries only
                             if pe.verdict & ev.VERDICT_ENTER:
                                 self.made["pressure"] += 1
-                            payload += pe.pack()
+                            payload += frame(pe.pack())
                             count += 1
                     if tick:
                         tick()
@@ -198,7 +198,7 @@ class Capture:
         return self.totals(stop.reason)
 
     def _count_received(self, payload: bytes) -> None:
-        families = payload[_FAMILY_OFFSET::EVENT_SIZE]
+        families = payload[FRAME + _FAMILY_OFFSET::STRIDE]
         for fam in self.received:
             self.received[fam] += families.count(ev.FAMILY_IDS[fam])
 

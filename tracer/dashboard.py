@@ -18,7 +18,7 @@ from rich.text import Text
 
 from . import events as ev
 from .aggregate import Aggregate
-from .events import EVENT_SIZE, Event
+from .events import Event
 from .lines import Clock, Sampled
 from .reporters.common import sparkline
 
@@ -55,14 +55,14 @@ class DashboardState:
         self.note = ""
 
     # ------------------------------------------------------------ feeding
-    def add_events(self, payload: bytes, count: int) -> None:
+    def add_events(self, payload: bytes, count: int, stride: int = ev.STRIDE, skip: int = ev.FRAME) -> None:
         if not count:
             return
-        self.agg.add_events(payload, count)
+        self.agg.add_events(payload, count, stride, skip)
         # decode only what can be shown
         first = max(0, count - LATEST)
         for i in range(first, count):
-            e = Event.decode(payload, i * EVENT_SIZE)
+            e = Event.decode(payload, i * stride + skip)
             self.latest.append(e)
             if e.family == ev.TW_OVERFLOW:
                 self.tw_by_netns[e.netns] = (e.tw_count, e.max_tw_buckets)

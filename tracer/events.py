@@ -102,6 +102,27 @@ LAYOUT: List[Tuple[str, str]] = [
 ]
 EVENT_STRUCT = struct.Struct("<" + "".join(code for _, code in LAYOUT))
 EVENT_SIZE = EVENT_STRUCT.size
+# Batches of events in memory and in files keep the ring buffer's framing:
+# each record follows its 8-byte ring header, FRAME + EVENT_SIZE rounded up to
+# 8 bytes apart. The recorder can then copy the ring buffer's committed span
+# as it is, in one piece.
+FRAME = 8
+STRIDE = (FRAME + EVENT_SIZE + 7) & ~7
+_FRAME_HEAD = struct.Struct("<II")
+
+
+def frame(record: bytes) -> bytes:
+    """One record made in user space, framed like the ring buffer's."""
+    return _FRAME_HEAD.pack(len(record), 0) + record + b"\0" * (STRIDE - FRAME - len(record))
+
+
+def frame_all(records: list) -> bytes:
+    return b"".join(frame(r) for r in records)
+
+
+def at(i: int) -> int:
+    """Offset of the i-th record of a framed batch."""
+    return i * STRIDE + FRAME
 
 
 def layout_offsets() -> Dict[str, int]:

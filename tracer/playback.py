@@ -20,10 +20,10 @@ def stream(reader: tf.TraceReader, sampled: Sampled) -> Iterator[Tuple[str, obje
     folded into `sampled` as they come."""
     for block in reader.blocks():
         if block.type == tf.EVENTS:
-            size, count, records = block.events()
+            size, count, records, stride, skip = block.events()
             if size != EVENT_SIZE:
                 continue
-            yield "events", [Event.decode(records, i * size) for i in range(count)]
+            yield "events", [Event.decode(records, i * stride + skip) for i in range(count)]
         elif block.type == tf.SNAPSHOT:
             snap = block.json()
             tcp = snap.get("sockstat", {}).get("TCP", {})

@@ -13,6 +13,7 @@ import os
 import time
 from typing import Callable, List, Optional
 
+from . import events as ev
 from . import tracefile as tf
 from .errors import TcpoomError
 
@@ -121,7 +122,7 @@ class Recorder:
         payload = b"".join(self._pending)
         count = self._pending_count
         self._pending, self._pending_count, self._pending_bytes = [], 0, 0
-        self._write(tf.encode_events(payload, self.record_size, count, self.compress))
+        self._write(tf.encode_events(payload, self.record_size, count, self.compress, ev.STRIDE, ev.FRAME))
         self.events += count
         self._after_block()
 

@@ -48,15 +48,15 @@ def run(reader: tf.TraceReader, speed: float) -> None:
 
             for block in reader.blocks():
                 if block.type == tf.EVENTS:
-                    size, count, records = block.events()
+                    size, count, records, stride, skip = block.events()
                     if size != EVENT_SIZE or not count:
                         continue
-                    first = int.from_bytes(records[0:8], "little")
+                    first = int.from_bytes(records[skip:skip + 8], "little")
                     if t0_data is None:
                         t0_data = first
                     if not wait_until(first):
                         return
-                    st.add_events(bytes(records), count)
+                    st.add_events(bytes(records), count, stride, skip)
                 elif block.type == tf.SNAPSHOT:
                     snap = block.json()
                     if t0_data is None:

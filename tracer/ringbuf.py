@@ -7,7 +7,6 @@ an 8-byte header: length with a BUSY bit (not yet committed) and a DISCARD bit.
 """
 from __future__ import annotations
 
-import array
 import mmap
 import select
 import struct
@@ -70,13 +69,14 @@ class RingBuffer:
         return out
 
     def read_raw(self, record_size: int, max_records: int = 16384) -> Tuple[bytes, int]:
-        """Take the committed records as one buffer of back-to-back records
-        (ring headers stripped) and their count: no Python object per record.
+        """Take the committed records as one buffer, framing kept (each record
+        after its 8-byte ring header, a fixed stride apart), and their count:
+        one copy, no Python object per record.
 
         Every producer writes records of `record_size`, so the committed span
-        is a run of equal strides; the headers are checked in bulk and the
-        payloads gathered with strided array copies. Anything unusual (a
-        record still busy, a discarded one, another size) takes the slow path.
+        is a run of equal strides; the headers are checked in bulk. Anything
+        unusual (a record still busy, a discarded one, another size) takes the
+        slow path, which re-frames what it reads.
         """
         stride = (record_size + _HDR + 7) & ~7
         cons = _U64.unpack_from(self._cons, 0)[0]
@@ -95,18 +95,13 @@ class RingBuffer:
         words = stride // 4
         if memoryview(span).cast("I")[0::words].tolist().count(record_size) != count:
             return self._read_raw_slow(record_size)
-        src = array.array("Q", span)
-        out = array.array("Q", bytes(count * record_size))
-        per = record_size // 8
-        src_per = stride // 8
-        for j in range(per):
-            out[j::per] = src[j + 1::src_per]
         self._store(prod)
-        return out.tobytes(), count
+        return span, count
 
     def _read_raw_slow(self, record_size: int) -> Tuple[bytes, int]:
+        from .events import frame_all
         recs = [r for r in self.read() if len(r) == record_size]
-        return b"".join(recs), len(recs)
+        return frame_all(recs), len(recs)
 
     def close(self) -> None:
         try:

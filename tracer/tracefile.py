@@ -30,7 +30,7 @@ BLOCK_NAMES = {HEADER: "header", EVENTS: "events", SNAPSHOT: "snapshot", HOLDERS
                COUNTERS: "counters", LOSS: "loss", TRAILER: "trailer"}
 JSON_BLOCKS = (HEADER, SNAPSHOT, HOLDERS, COUNTERS, LOSS, TRAILER)
 FLAG_ZLIB = 1
-_EVENTS_HEAD = struct.Struct("<II")     # record size, count
+_EVENTS_HEAD = struct.Struct("<IIII")   # record size, count, stride, offset of a record in its stride
 
 
 class TraceFileError(TcpoomError):
@@ -73,8 +73,10 @@ def encode_json(btype: int, obj, compress: bool = False) -> bytes:
     return encode_block(btype, json.dumps(obj, separators=(",", ":")).encode(), compress)
 
 
-def encode_events(payload: bytes, record_size: int, count: int, compress: bool = False) -> bytes:
-    return encode_block(EVENTS, _EVENTS_HEAD.pack(record_size, count) + payload, compress)
+def encode_events(payload: bytes, record_size: int, count: int, compress: bool = False,
+                  stride: int = 0, skip: int = 0) -> bytes:
+    return encode_block(EVENTS, _EVENTS_HEAD.pack(record_size, count, stride or record_size, skip) + payload,
+                        compress)
 
 
 # ------------------------------------------------------------------ reading
@@ -95,10 +97,12 @@ class Block:
             self._obj = json.loads(self.payload)
         return self._obj
 
-    def events(self) -> Tuple[int, int, memoryview]:
-        """(record size, count, records) of an EVENTS block."""
-        size, count = _EVENTS_HEAD.unpack_from(self.payload, 0)
-        return size, count, memoryview(self.payload)[_EVENTS_HEAD.size:_EVENTS_HEAD.size + size * count]
+    def events(self) -> Tuple[int, int, memoryview, int, int]:
+        """(record size, count, records, stride, skip) of an EVENTS block: record
+        i is the `size` bytes at i * stride + skip of `records`."""
+        size, count, stride, skip = _EVENTS_HEAD.unpack_from(self.payload, 0)
+        return (size, count, memoryview(self.payload)[_EVENTS_HEAD.size:_EVENTS_HEAD.size + stride * count],
+                stride, skip)
 
 
 class TraceReader:
@@ -178,11 +182,11 @@ class TraceReader:
         for b in self._blocks():
             if b.type == EVENTS:
                 try:
-                    size, count = _EVENTS_HEAD.unpack_from(b.payload, 0)
+                    size, count, stride, skip = _EVENTS_HEAD.unpack_from(b.payload, 0)
                 except struct.error:
                     self.damage = f"CorruptBlock: events block at byte {b.offset} too short"
                     return
-                if size * count + _EVENTS_HEAD.size > len(b.payload):
+                if skip + size > stride or stride * count + _EVENTS_HEAD.size > len(b.payload):
                     self.damage = f"CorruptBlock: events block at byte {b.offset} shorter than its count"
                     return
             elif b.type in JSON_BLOCKS:

@@ -23,11 +23,12 @@ def parse(file: str, records: bool) -> None:
     for b in reader.blocks():
         n += 1
         if b.type == tf.EVENTS:
-            size, count, recs = b.events()
-            click.echo(f"block {n} @ {b.offset}: events: {count} records of {size} bytes")
+            size, count, recs, stride, skip = b.events()
+            click.echo(f"block {n} @ {b.offset}: events: {count} records of {size} bytes, "
+                       f"{stride} apart from byte {skip}")
             if records and size == ev.EVENT_SIZE:
                 for i in range(count):
-                    e = ev.Event.decode(recs, i * size)
+                    e = ev.Event.decode(recs, i * stride + skip)
                     fields = {name: getattr(e, name) for name in ev.Event.__slots__}
                     fields["comm"] = e.comm_str
                     fields["saddr"], fields["daddr"] = e.local, e.remote

@@ -152,7 +152,7 @@ def record(output: str, duration: Optional[float], count: Optional[int], max_siz
         rec.add_events(payload, n)
         now = time.monotonic()
         if sample_at_events and now - state["light_at"] >= LIGHT_EVERY_S and \
-                payload[FAMILY_OFFSET::EVENT_SIZE].count(ev.OOM_CHECK):
+                payload[ev.FRAME + FAMILY_OFFSET::ev.STRIDE].count(ev.OOM_CHECK):
             # this kernel cannot read the orphan count at the decision: sample
             # it (and the limits) right after the events, not a second later
             state["light_at"] = now

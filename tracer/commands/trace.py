@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 import click
 
 from ..capture import Capture, Stop, resolve_netns
-from ..events import EVENT_SIZE, Event
+from ..events import Event, at
 from ..lines import Clock, as_json, text
 from ..loader import Filters
 from ..plan import FAMILY_ORDER
@@ -68,7 +68,7 @@ def trace(as_jsonl: bool, duration: Optional[float], count: Optional[int], netns
     def sink(payload: bytes, count: int) -> int:
         lines = []
         for i in range(count):
-            e = Event.decode(payload, i * EVENT_SIZE)
+            e = Event.decode(payload, at(i))
             if e.family_name not in wanted:
                 continue
             if as_jsonl:
