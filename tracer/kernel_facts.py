@@ -10,7 +10,7 @@ import gzip
 import json
 import os
 import time
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from . import libbpf
 
@@ -19,6 +19,8 @@ FUNCTIONS = ("tcp_check_oom", "__tcp_close", "tcp_close", "tcp_out_of_resources"
              "inet_twsk_alloc", "tcp_enter_memory_pressure", "tcp_leave_memory_pressure")
 # Data symbols read by address where kallsyms lists them (CONFIG_KALLSYMS_ALL).
 DATA_SYMBOLS = ("tcp_orphan_cache", "sysctl_tcp_max_orphans")
+DENY_ENV = "TCPOOM_DENY_METHODS"
+METHODS = ("fentry", "kprobe", "tp_btf", "raw_tp")
 TRACEPOINTS = ("tcp_send_reset", "inet_sock_set_state", "sock_exceed_buf_limit")
 
 
@@ -47,6 +49,10 @@ class KernelFacts:
     hz_source: str = "default"
     #: kernel headers for the bcc engine
     headers: bool = False
+    #: attach methods the operator ruled out (TCPOOM_DENY_METHODS="fentry,kprobe"):
+    #: for a kernel whose fentry or kprobes misbehave, and to test the next tier
+    #: on a kernel that has the better one
+    denied_methods: List[str] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -139,6 +145,8 @@ def gather() -> KernelFacts:
     """Read this kernel's facts. Loads one test program (never attaches)."""
     u = os.uname()
     f = KernelFacts(release=u.release, machine=u.machine, root=os.geteuid() == 0)
+    f.denied_methods = [m for m in os.environ.get(DENY_ENV, "").replace(",", " ").split()
+                        if m in METHODS]
     f.btf = os.path.exists("/sys/kernel/btf/vmlinux")
     f.headers = os.path.isdir(f"/lib/modules/{u.release}/build/include")
     config = _kconfig()

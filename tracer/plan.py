@@ -259,6 +259,8 @@ def _choose(family: str, f: KernelFacts, candidates: List[Candidate],
     for method, target, programs, check in candidates:
         label = f"{method} {target}"
         why = check(f)
+        if why is None and method in f.denied_methods:
+            why = "ruled out by TCPOOM_DENY_METHODS"
         if why is None and method in banned_methods:
             why = dict(banned)[method]
         if why:

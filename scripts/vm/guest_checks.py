@@ -1,0 +1,120 @@
+"""Run inside a VM guest: the kernel facts, the probe plan, and lab scenarios
+under `tcpoom trace` (scripts/counts_check.run_once), printed as one JSON
+object on a line starting with RESULT_PREFIX.
+
+    python3 -m scripts.vm --kernel 6.12 -- python3 -m scripts.vm.guest_checks \
+        best:tw_overflow,orphans_close,orphans_timer kprobe:orphans_close:100
+
+Two adaptations to the guest, both recorded in the result under "adaptations":
+  - a per-netns sysctl that a scenario sets but this kernel does not have
+    (net.ipv4.tcp_rto_max_ms is 6.18+) is skipped instead of failing the
+    scenario;
+  - the tracer gets longer to start (Python under TCG is 20-40 times slower).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+
+RESULT_PREFIX = "TCPOOM-GUEST-RESULT "
+EVENT_KEYS = ("method", "caller", "shift", "shift_is_lower_bound", "orphans", "max_orphans",
+              "memory_allocated", "tcp_mem", "verdict", "reset_sent", "reason", "state",
+              "tw_count", "max_tw_buckets", "side", "transition", "fidelity")
+
+
+def _adapt(adaptations: list) -> None:
+    from scripts import counts_check
+    from scripts.lab import context
+
+    original = context.Context.set_sysctl
+
+    def set_sysctl(self, name, value):
+        path = "/proc/sys/" + name.replace(".", "/")
+        if not os.path.exists(path):
+            adaptations.append(f"skipped {name}={value}: not on this kernel")
+            return
+        original(self, name, value)
+
+    context.Context.set_sysctl = set_sysctl
+    init = counts_check.Tracer.__init__
+    defaults = list(init.__defaults__ or ())
+    if defaults and defaults[-1] < 120:
+        defaults[-1] = 120.0
+        init.__defaults__ = tuple(defaults)
+        adaptations.append("tracer start timeout 120 s")
+
+
+def _scenario(name: str, count) -> dict:
+    from scripts.counts_check import run_once
+
+    started = time.monotonic()
+    r = run_once(name, count)
+    events = [{k: e[k] for k in EVENT_KEYS if k in e} for e in r["events"]]
+    return {
+        "scenario": name, "family": r["family"], "counter": r["counter"],
+        "lab_delta": r["lab_delta"], "seen": r["seen"], "kernel_delta": r["kernel_delta"],
+        "printed": r["printed"], "lost": r["lost"], "returncode": r["returncode"],
+        "kmsg_lines": r["kmsg_lines"], "totals": r["totals"], "events": events,
+        "stderr": r["stderr"][-3000:], "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def _tier_arg(text: str):
+    """"kprobe:tw_overflow,orphans_close[:COUNT]" -> ("kprobe", [...], COUNT or None)."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or parts[0] not in TIERS:
+        raise argparse.ArgumentTypeError(f"{text!r}: TIER:SCENARIO[,SCENARIO...][:COUNT], "
+                                         f"TIER one of {', '.join(TIERS)}")
+    count = int(parts[2]) if len(parts) == 3 and parts[2] else None
+    return parts[0], [x for x in parts[1].split(",") if x], count
+
+
+#: tier -> TCPOOM_DENY_METHODS that makes the plan choose it where the kernel has it
+TIERS = {"best": "", "kprobe": "fentry", "tracepoint": "fentry,kprobe"}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("tiers", nargs="*", type=_tier_arg, metavar="TIER:SCENARIOS[:COUNT]",
+                    help=f"scenarios to run under the tracer with the plan's best methods "
+                         f"(best:...) or with better ones ruled out ({', '.join(TIERS)})")
+    args = ap.parse_args(argv)
+    from tracer import kernel_facts, plan
+
+    out: dict = {"adaptations": [], "tiers": {}, "errors": {}}
+    t0 = time.monotonic()
+    facts = kernel_facts.gather()
+    out["facts"] = facts.to_json()
+    out["plan"] = plan.build(facts).to_json()
+    out["facts_seconds"] = round(time.monotonic() - t0, 1)
+    _adapt(out["adaptations"])
+    for tier, scenarios, count in args.tiers:
+        os.environ[kernel_facts.DENY_ENV] = TIERS[tier]
+        t = out["tiers"].setdefault(tier, {"scenarios": {}})
+        t["plan"] = plan.build(kernel_facts.gather()).to_json()
+        for name in scenarios:
+            try:
+                t["scenarios"][name] = _scenario(name, count)
+            except Exception:
+                out["errors"][f"{tier}:{name}"] = traceback.format_exc()[-3000:]
+    os.environ.pop(kernel_facts.DENY_ENV, None)
+    out["seconds"] = round(time.monotonic() - t0, 1)
+    sys.stdout.write(RESULT_PREFIX + json.dumps(out) + "\n")
+    sys.stdout.flush()
+    return 1 if out["errors"] else 0
+
+
+def parse(output: str) -> dict:
+    """The result object from a guest's output."""
+    for line in reversed(output.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line[len(RESULT_PREFIX):])
+    raise ValueError("no result line in the guest's output:\n" + output[-3000:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
