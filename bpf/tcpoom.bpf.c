@@ -8,6 +8,9 @@
  *   family       best ... fallback
  *   oom_check    fexit tcp_check_oom, kretprobe tcp_check_oom,
  *                kretprobe tcp_out_of_resources, tp_btf/raw_tp tcp_send_reset
+ *                (function tiers: plus tcp_close/__tcp_close to tell the close
+ *                path, and tcp_send_active_reset for close-path aborts whose
+ *                tcp_check_oom call was inlined into __tcp_close)
  *   tw_overflow  fexit inet_twsk_alloc, kretprobe inet_twsk_alloc,
  *                tp_btf/raw_tp inet_sock_set_state (inference)
  *   mem_exceed   tp_btf/raw_tp sock_exceed_buf_limit
@@ -52,13 +55,20 @@ struct {
 	__type(value, struct tcpoom_counters);
 } counters SEC(".maps");
 
-/* tid -> socket being closed: tells tcp_check_oom's close-path calls from the
- * timer path's (the close path runs in the closing task's context). */
+/* tid -> socket being closed by tcp_close()/__tcp_close(): tells tcp_check_oom's
+ * close-path calls from the timer path's (the close path runs in the closing
+ * task's context), and whether that close's tcp_check_oom call was seen. */
+struct closing_sk {
+	__u64 sk;
+	__u32 oom_seen;	/* tcp_check_oom was called out of line for this close */
+	__u32 pad;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64);
-	__type(value, __u64);
+	__type(value, struct closing_sk);
 } closing SEC(".maps");
 
 /* Per CPU: the last socket a reset was sent on. A reset followed by
@@ -293,17 +303,28 @@ static __always_inline void count_oom(const struct tcpoom_event *e)
 
 /* ---------------------------------------------------------------- oom_check */
 
-static __always_inline __u8 caller_of(const struct sock *sk)
+/* Which path asked. The close path always passes shift 0; a timer handler
+ * deferred to release_sock() at the end of tcp_close() (before 5.15, where
+ * tcp_close holds everything) runs in the closing task too, but with the
+ * socket's own shift. A close-path call marks the close as seen, so the reset
+ * that follows is not reported again by on_active_reset(). */
+static __always_inline __u8 caller_of(const struct sock *sk, int shift)
 {
 	__u64 tid = bpf_get_current_pid_tgid();
-	__u64 *closing_sk = bpf_map_lookup_elem(&closing, &tid);
+	struct closing_sk *c = bpf_map_lookup_elem(&closing, &tid);
 
-	return closing_sk && *closing_sk == (__u64)sk ? CALLER_CLOSE : CALLER_TIMER;
+	if (!c || c->sk != (__u64)sk || shift != 0)
+		return CALLER_TIMER;
+	c->oom_seen = 1;
+	return CALLER_CLOSE;
 }
 
-/* A kill decision seen by a function probe on tcp_check_oom. The counter
- * counts before the ring buffer, so a full buffer loses detail, not counts. */
-static __always_inline int report_check_oom(const struct sock *sk, int shift, __u8 method)
+/* A kill decision of tcp_check_oom. `inferred`: seen at the reset of the close
+ * path, not at tcp_check_oom (inlined there): shift and caller by
+ * construction. The counter counts before the ring buffer, so a full buffer
+ * loses detail, not counts. */
+static __always_inline int report_check_oom(const struct sock *sk, int shift, __u8 caller,
+					    __u8 method, bool inferred)
 {
 	struct tcpoom_event ev, *e = &ev;
 
@@ -314,56 +335,108 @@ static __always_inline int report_check_oom(const struct sock *sk, int shift, __
 	fill_memory(e, BPF_CORE_READ(sk, __sk_common.skc_prot));
 	fill_orphans(e, sk);
 	e->shift = shift;
-	e->exact |= FIELD_SHIFT | FIELD_CALLER;
-	e->caller = caller_of(sk);
+	e->caller = caller;
+	if (inferred) {
+		e->verdict |= VERDICT_RESET;
+		e->derived |= FIELD_SHIFT;
+		e->exact |= FIELD_CALLER;
+	} else {
+		e->exact |= FIELD_SHIFT | FIELD_CALLER;
+	}
 	fill_verdict(e);
 	count_oom(e);
 	emit(e);
 	return 0;
 }
 
+static __always_inline void close_enter(const struct sock *sk)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct closing_sk *c = bpf_map_lookup_elem(&closing, &tid);
+	struct closing_sk v = { .sk = (__u64)sk };
+
+	/* tcp_close() -> __tcp_close(): keep what the outer call noted */
+	if (c && c->sk == (__u64)sk)
+		return;
+	bpf_map_update_elem(&closing, &tid, &v, BPF_ANY);
+}
+
+static __always_inline void close_exit(void)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+
+	bpf_map_delete_elem(&closing, &tid);
+}
+
+/* tcp_close() (sk_prot->close, never inlined) and __tcp_close() (5.15+, also
+ * called by MPTCP; may be inlined into tcp_close). Whichever returns first ends
+ * the close: what tcp_close does after __tcp_close is release_sock(), where
+ * deferred timer handlers run. */
+SEC("fentry/tcp_close")
+int BPF_PROG(tcp_close_enter_fentry, struct sock *sk)
+{
+	close_enter(sk);
+	return 0;
+}
+
+SEC("fexit/tcp_close")
+int BPF_PROG(tcp_close_exit_fexit, struct sock *sk)
+{
+	close_exit();
+	return 0;
+}
+
 SEC("fentry/__tcp_close")
 int BPF_PROG(close_enter_fentry, struct sock *sk)
 {
-	__u64 tid = bpf_get_current_pid_tgid(), v = (__u64)sk;
-
-	bpf_map_update_elem(&closing, &tid, &v, BPF_ANY);
+	close_enter(sk);
 	return 0;
 }
 
 SEC("fexit/__tcp_close")
 int BPF_PROG(close_exit_fexit, struct sock *sk)
 {
-	__u64 tid = bpf_get_current_pid_tgid();
-
-	bpf_map_delete_elem(&closing, &tid);
+	close_exit();
 	return 0;
 }
 
 SEC("fexit/tcp_check_oom")
 int BPF_PROG(check_oom_fexit, const struct sock *sk, int shift, bool ret)
 {
+	__u8 caller;
+
 	count(CNT_OOM_CALLS);
+	caller = caller_of(sk, shift);
 	if (!ret)
 		return 0;
-	return report_check_oom(sk, shift, METHOD_FENTRY);
+	return report_check_oom(sk, shift, caller, METHOD_FENTRY, false);
+}
+
+SEC("kprobe/tcp_close")
+int BPF_KPROBE(tcp_close_enter_kprobe, struct sock *sk)
+{
+	close_enter(sk);
+	return 0;
+}
+
+SEC("kretprobe/tcp_close")
+int BPF_KRETPROBE(tcp_close_exit_kretprobe)
+{
+	close_exit();
+	return 0;
 }
 
 SEC("kprobe/__tcp_close")
 int BPF_KPROBE(close_enter_kprobe, struct sock *sk)
 {
-	__u64 tid = bpf_get_current_pid_tgid(), v = (__u64)sk;
-
-	bpf_map_update_elem(&closing, &tid, &v, BPF_ANY);
+	close_enter(sk);
 	return 0;
 }
 
 SEC("kretprobe/__tcp_close")
 int BPF_KRETPROBE(close_exit_kretprobe)
 {
-	__u64 tid = bpf_get_current_pid_tgid();
-
-	bpf_map_delete_elem(&closing, &tid);
+	close_exit();
 	return 0;
 }
 
@@ -383,15 +456,69 @@ int BPF_KRETPROBE(check_oom_kretprobe, bool ret)
 	__u64 tid = bpf_get_current_pid_tgid();
 	struct entry_args *a = bpf_map_lookup_elem(&entry, &tid);
 	struct entry_args args;
+	__u8 caller;
 
 	if (!a)
 		return 0;
 	args = *a;
 	bpf_map_delete_elem(&entry, &tid);
 	count(CNT_OOM_CALLS);
+	caller = caller_of((const struct sock *)args.sk, (int)args.arg);
 	if (!ret)
 		return 0;
-	return report_check_oom((const struct sock *)args.sk, (int)args.arg, METHOD_KPROBE);
+	return report_check_oom((const struct sock *)args.sk, (int)args.arg, caller, METHOD_KPROBE,
+				false);
+}
+
+/*
+ * Close-path aborts whose tcp_check_oom() call the compiler inlined into
+ * __tcp_close()/tcp_close() (same file; Debian's 6.1 and 6.12 builds call it,
+ * other builds need not): the abort is then seen at its reset. In
+ * adjudge_to_death, after sock_orphan() (SOCK_DEAD), __tcp_close sends an
+ * active reset after tcp_set_state(TCP_CLOSE) in two cases only:
+ *   - FIN_WAIT2 with linger2 < 0 (TCPAbortOnLinger): the FIN was acked,
+ *     snd_una == write_seq;
+ *   - tcp_check_oom(sk, 0) said yes (TCPAbortOnMemory): the socket is not in
+ *     FIN_WAIT2 with linger2 < 0; from FIN_WAIT1, CLOSING or LAST_ACK its FIN
+ *     is unacked (snd_una != write_seq).
+ * The other resets of a close (unread data, SO_LINGER 0, repair) come before
+ * sock_orphan(). Where tcp_check_oom was seen for this close, nothing is done
+ * here: it reported already.
+ */
+static __always_inline bool sock_dead(const struct sock *sk)
+{
+	unsigned long flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
+
+	return flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DEAD));
+}
+
+static __always_inline int on_active_reset(const struct sock *sk, __u8 method)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct closing_sk *c = bpf_map_lookup_elem(&closing, &tid);
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+
+	if (!c || c->sk != (__u64)sk || c->oom_seen)
+		return 0;
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_CLOSE || !sock_dead(sk))
+		return 0;
+	if (BPF_CORE_READ(tp, linger2) < 0 &&
+	    BPF_CORE_READ(tp, snd_una) == BPF_CORE_READ(tp, write_seq))
+		return 0;	/* TCPAbortOnLinger */
+	c->oom_seen = 1;
+	return report_check_oom(sk, 0, CALLER_CLOSE, method, true);
+}
+
+SEC("fentry/tcp_send_active_reset")
+int BPF_PROG(active_reset_fentry, struct sock *sk)
+{
+	return on_active_reset(sk, METHOD_FENTRY);
+}
+
+SEC("kprobe/tcp_send_active_reset")
+int BPF_KPROBE(active_reset_kprobe, struct sock *sk)
+{
+	return on_active_reset(sk, METHOD_KPROBE);
 }
 
 /*
@@ -609,13 +736,20 @@ static __always_inline int report_tw_overflow(const struct sock *sk,
 	return 0;
 }
 
+/* sk_protocol: an 8-bit bitfield up to 5.5, a u16 from 5.6. */
+static __always_inline __u32 sk_protocol_of(const struct sock *sk)
+{
+	return BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
+}
+
 /* inet_twsk_alloc() returns NULL at the bucket limit (or on a slab failure):
- * tcp_time_wait() then bumps TCPTimeWaitOverflow and closes the socket. */
+ * tcp_time_wait() then bumps TCPTimeWaitOverflow and closes the socket. DCCP
+ * (dccp_time_wait) allocates from it too: TCP sockets only. */
 SEC("fexit/inet_twsk_alloc")
 int BPF_PROG(twsk_alloc_fexit, const struct sock *sk, struct inet_timewait_death_row *dr,
 	     const int state, struct inet_timewait_sock *ret)
 {
-	if (ret || !pass_filters(sk))
+	if (ret || sk_protocol_of(sk) != IPPROTO_TCP || !pass_filters(sk))
 		return 0;
 	return report_tw_overflow(sk, dr, METHOD_FENTRY, false);
 }
@@ -641,7 +775,8 @@ int BPF_KRETPROBE(twsk_alloc_kretprobe, void *ret)
 		return 0;
 	args = *a;
 	bpf_map_delete_elem(&entry, &tid);
-	if (ret || !pass_filters((const struct sock *)args.sk))
+	if (ret || sk_protocol_of((const struct sock *)args.sk) != IPPROTO_TCP ||
+	    !pass_filters((const struct sock *)args.sk))
 		return 0;
 	return report_tw_overflow((const struct sock *)args.sk,
 				  (struct inet_timewait_death_row *)args.arg, METHOD_KPROBE, false);

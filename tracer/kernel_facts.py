@@ -16,7 +16,8 @@ from . import libbpf
 
 # Kernel functions the function-probe methods attach to.
 FUNCTIONS = ("tcp_check_oom", "__tcp_close", "tcp_close", "tcp_out_of_resources",
-             "inet_twsk_alloc", "tcp_enter_memory_pressure", "tcp_leave_memory_pressure")
+             "inet_twsk_alloc", "tcp_enter_memory_pressure", "tcp_leave_memory_pressure",
+             "tcp_send_active_reset")
 # Data symbols read by address where kallsyms lists them (CONFIG_KALLSYMS_ALL).
 DATA_SYMBOLS = ("tcp_orphan_cache", "sysctl_tcp_max_orphans")
 DENY_ENV = "TCPOOM_DENY_METHODS"

@@ -145,12 +145,32 @@ def _orphan_fields(f: KernelFacts, exact_shift: bool) -> Dict[str, Tuple[str, st
     return fields
 
 
+# Companions of the tcp_check_oom probe, each where its function exists:
+# tcp_close (sk_prot->close, never inlined) and __tcp_close (5.15+, also called
+# by MPTCP) say a call comes from the close path; tcp_send_active_reset sees the
+# close-path aborts whose tcp_check_oom call the compiler inlined into
+# __tcp_close (a reset after sock_orphan() that is not a linger abort).
+_CLOSE_COMPANIONS = (
+    ("tcp_close", ("tcp_close_enter_fentry", "tcp_close_exit_fexit"),
+     ("tcp_close_enter_kprobe", "tcp_close_exit_kretprobe")),
+    ("__tcp_close", ("close_enter_fentry", "close_exit_fexit"),
+     ("close_enter_kprobe", "close_exit_kretprobe")),
+    ("tcp_send_active_reset", ("active_reset_fentry",), ("active_reset_kprobe",)),
+)
+
+
+def _close_companions(present: Dict[str, bool], kind: int) -> List[str]:
+    out: List[str] = []
+    for func, *progs in _CLOSE_COMPANIONS:
+        if present.get(func):
+            out += progs[kind]
+    return out
+
+
 def _oom_candidates(f: KernelFacts) -> List[Candidate]:
-    close_hook = "__tcp_close" if f.btf_functions.get("__tcp_close") else None
-    fentry_progs = ["check_oom_fexit"] + (["close_enter_fentry", "close_exit_fexit"] if close_hook else [])
-    kprobe_progs = ["check_oom_kprobe", "check_oom_kretprobe"]
-    if f.kallsyms_functions.get("__tcp_close"):
-        kprobe_progs += ["close_enter_kprobe", "close_exit_kretprobe"]
+    fentry_progs = ["check_oom_fexit"] + _close_companions(f.btf_functions, 0)
+    kprobe_progs = ["check_oom_kprobe", "check_oom_kretprobe"] + \
+        _close_companions(f.kallsyms_functions, 1)
     return [
         ("fentry", "tcp_check_oom", fentry_progs, lambda f: _need_fentry(f, "tcp_check_oom")),
         ("kprobe", "tcp_check_oom", kprobe_progs, lambda f: _need_kprobe(f, "tcp_check_oom")),
@@ -177,10 +197,13 @@ def _reset_check(raw: bool) -> Callable[[KernelFacts], Optional[str]]:
 def _oom_fields(f: KernelFacts, method: str, programs: List[str]) -> Dict[str, Tuple[str, str]]:
     fields = _orphan_fields(f, method in ("fentry", "kprobe"))
     if method in ("fentry", "kprobe") and "tcp_out_of_resources" not in "".join(programs):
-        fields["shift"] = (EXACT, "argument of tcp_check_oom")
-        has_close = any(p.startswith("close_") for p in programs)
-        fields["caller"] = (EXACT, "__tcp_close in progress on this task") if has_close else \
-            (UNAVAILABLE, "__tcp_close not hookable")
+        has_close = any("close_enter" in p for p in programs)
+        has_reset = any(p.startswith("active_reset") for p in programs)
+        fields["shift"] = (EXACT, "argument of tcp_check_oom" +
+                           ("; 0 on a close-path abort seen at its reset (tcp_check_oom inlined into "
+                            "__tcp_close)" if has_reset and has_close else ""))
+        fields["caller"] = (EXACT, "tcp_close/__tcp_close in progress on this task, shift 0") if has_close \
+            else (UNAVAILABLE, "neither tcp_close nor __tcp_close hookable")
         fields["verdict"] = (DERIVED, "return value exact; which test, recomputed from the exact fields")
     elif method == "kprobe":
         fields["shift"] = (DERIVED, "recomputed from do_reset, lsndtime and sk_err_soft as the kernel does")
@@ -279,6 +302,10 @@ def build(f: KernelFacts, banned: Optional[Dict[str, List[Tuple[str, str]]]] = N
     if oom.method in ("tp_btf", "raw_tp"):
         oom.blind_spot = ("a timer-path memory abort that sends no reset (idle > 60 s, window open) "
                           "is counted by TCPAbortOnMemory only")
+    elif oom.method in ("fentry", "kprobe") and oom.target == "tcp_check_oom" and \
+            not any(p.startswith("active_reset") for p in oom.programs):
+        oom.blind_spot = ("tcp_send_active_reset not hookable: close-path aborts are missed where "
+                          "tcp_check_oom is inlined into __tcp_close")
     fams["oom_check"] = oom
 
     tw = _choose("tw_overflow", f, _tw_candidates(f), banned.get("tw_overflow", []))

@@ -63,6 +63,42 @@ def _scenario(name: str, count) -> dict:
     }
 
 
+def _simulated_inlining(name: str, count) -> dict:
+    """A scenario with the close-path companions of the plan's oom_check method
+    loaded but not its tcp_check_oom probe: what a kernel whose __tcp_close has
+    tcp_check_oom inlined shows. Loaded in this process (not `tcpoom trace`),
+    counted in the kernel against TCPAbortOnMemory."""
+    from scripts.lab import Lab
+    from tracer import events as ev, kernel_facts, loader, plan as plan_mod
+
+    facts = kernel_facts.gather()
+    p = plan_mod.build(facts)
+    oom = p.families["oom_check"]
+    oom.programs = [x for x in oom.programs if "check_oom" not in x]
+    started = time.monotonic()
+    with Lab(allow_global_sysctls=True) as lab:
+        session = loader.Session(p, loader.Filters(netns=lab.netns_inode, families=["oom_check"]))
+        session.start()
+        try:
+            result = lab.run(name, count)
+            time.sleep(0.3)
+            counters = session.counters()
+            records = session.ringbuf.read()
+        finally:
+            session.close()
+    events = [ev.Event.decode(bytes(r)) for r in records]
+    return {
+        "scenario": name, "method": oom.method, "programs": oom.programs,
+        "lab_delta": result.deltas.get("TCPAbortOnMemory"),
+        "seen": counters[ev.CNT_OOM_CHECK], "close": counters[ev.CNT_OOM_CLOSE],
+        "timer": counters[ev.CNT_OOM_TIMER], "lost": counters[ev.CNT_LOST_BASE + ev.OOM_CHECK],
+        "events": [{"caller": e.caller_name, "shift": e.shift, "method": e.method_name,
+                    "verdict": e.verdict, "orphans": e.orphans, "max_orphans": e.max_orphans,
+                    "state": e.state_name, "fidelity_shift": e.fidelity("shift")} for e in events],
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
 def _tier_arg(text: str):
     """"kprobe:tw_overflow,orphans_close[:COUNT]" -> ("kprobe", [...], COUNT or None)."""
     parts = text.split(":")
@@ -73,8 +109,11 @@ def _tier_arg(text: str):
     return parts[0], [x for x in parts[1].split(",") if x], count
 
 
-#: tier -> TCPOOM_DENY_METHODS that makes the plan choose it where the kernel has it
-TIERS = {"best": "", "kprobe": "fentry", "tracepoint": "fentry,kprobe"}
+#: tier -> TCPOOM_DENY_METHODS that makes the plan choose it where the kernel has it;
+#: the "-inlined" tiers load that tier without its tcp_check_oom probe (see
+#: _simulated_inlining), for the close-path scenarios
+TIERS = {"best": "", "kprobe": "fentry", "tracepoint": "fentry,kprobe",
+         "best-inlined": "", "kprobe-inlined": "fentry"}
 
 
 def main(argv=None) -> int:
@@ -98,7 +137,8 @@ def main(argv=None) -> int:
         t["plan"] = plan.build(kernel_facts.gather()).to_json()
         for name in scenarios:
             try:
-                t["scenarios"][name] = _scenario(name, count)
+                run = _simulated_inlining if tier.endswith("-inlined") else _scenario
+                t["scenarios"][name] = run(name, count)
             except Exception:
                 out["errors"][f"{tier}:{name}"] = traceback.format_exc()[-3000:]
     os.environ.pop(kernel_facts.DENY_ENV, None)
