@@ -15,15 +15,14 @@ import click
 
 from .. import snapshots
 from .. import tracefile as tf
-from ..capture import Capture, Stop, resolve_netns
+from ..capture import Capture, Stop
 from ..dashboard import DashboardState, render, summary_text
 from ..events import EVENT_SIZE
 from ..keys import Keys
 from ..kmsg import TCP_PATTERNS, KernelLog, suppressed_total
 from ..lines import Clock
-from ..loader import Filters
-from ..plan import FAMILY_ORDER
 from ..recorder import Recorder
+from .options import capture_options, filters_from
 from .record import HOLDERS_EVERY_S, header
 
 
@@ -37,22 +36,11 @@ def _kmsg_counts(messages):
 @click.option("--interval", type=click.FloatRange(min=0.5), default=5.0, show_default=True,
               help="Seconds between text summaries (--no-screen or no terminal).")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Stop after this many seconds.")
-@click.option("--netns", help="Only this network namespace: a name, a path or an inode number.")
-@click.option("--pid", type=click.IntRange(min=1), help="Only events in this process's context.")
-@click.option("--port", type=click.IntRange(min=1, max=65535), help="Only sockets with this port.")
-@click.option("--family", "families", multiple=True, type=click.Choice(FAMILY_ORDER),
-              help="Only these event families (repeatable).")
-@click.option("--ringbuf-size", type=click.IntRange(min=4096), default=16 << 20, show_default=True,
-              help="Ring buffer bytes (a power of two).")
-@click.option("--synthetic-pid", type=int, default=0, hidden=True,
-              help="Benchmarks: also load the synthetic source, driven by this process's getpid().")
+@capture_options(ringbuf_default=16 << 20)
 def live(record_to: Optional[str], no_screen: bool, interval: float, duration: Optional[float],
          netns: Optional[str], pid: Optional[int], port: Optional[int], families: Tuple[str, ...],
          ringbuf_size: int, synthetic_pid: int) -> None:
-    if ringbuf_size & (ringbuf_size - 1):
-        raise click.BadParameter("must be a power of two", param_hint="--ringbuf-size")
-    filters = Filters(netns=resolve_netns(netns), pid=pid or 0, port=port or 0,
-                      families=list(families) or None)
+    filters = filters_from(netns, pid, port, families, ringbuf_size)
     cap = Capture(filters, ringbuf_size, synthetic_pid=synthetic_pid)
     screen = sys.stdout.isatty() and not no_screen
     stop = Stop(duration, None)

@@ -18,11 +18,10 @@ import click
 from .. import events as ev
 from .. import procfs, snapshots
 from .. import tracefile as tf
-from ..capture import Capture, Stop, resolve_netns
+from ..capture import Capture, Stop
 from ..events import EVENT_SIZE
-from ..loader import Filters
-from ..plan import FAMILY_ORDER
 from ..recorder import Recorder, RecordingStopped
+from .options import capture_options, filters_from
 
 HOLDERS_EVERY_S = 5.0
 LIGHT_EVERY_S = 0.05
@@ -95,26 +94,15 @@ def header(cap: Capture, argv) -> dict:
 @click.option("--rotate", type=Size(), help="Start a new file when one reaches this size.")
 @click.option("--keep", type=click.IntRange(min=1), help="With --rotate: keep only the newest N files.")
 @click.option("--compress", is_flag=True, help="zlib-compress each block.")
-@click.option("--netns", help="Only this network namespace: a name, a path or an inode number.")
-@click.option("--pid", type=click.IntRange(min=1), help="Only events in this process's context.")
-@click.option("--port", type=click.IntRange(min=1, max=65535), help="Only sockets with this port.")
-@click.option("--family", "families", multiple=True, type=click.Choice(FAMILY_ORDER),
-              help="Only these event families (repeatable).")
-@click.option("--ringbuf-size", type=click.IntRange(min=4096), default=16 << 20, show_default=True,
-              help="Ring buffer bytes (a power of two).")
+@capture_options(ringbuf_default=16 << 20)
 @click.option("--quiet", is_flag=True, help="No start and summary lines.")
-@click.option("--synthetic-pid", type=int, default=0, hidden=True,
-              help="Benchmarks: also load the synthetic source, driven by this process's getpid().")
 def record(output: str, duration: Optional[float], count: Optional[int], max_size: Optional[int],
            rotate: Optional[int], keep: Optional[int], compress: bool, netns: Optional[str],
            pid: Optional[int], port: Optional[int], families: Tuple[str, ...], ringbuf_size: int,
            quiet: bool, synthetic_pid: int) -> None:
     if keep and not rotate:
         raise click.UsageError("--keep needs --rotate")
-    if ringbuf_size & (ringbuf_size - 1):
-        raise click.BadParameter("must be a power of two", param_hint="--ringbuf-size")
-    filters = Filters(netns=resolve_netns(netns), pid=pid or 0, port=port or 0,
-                      families=list(families) or None)
+    filters = filters_from(netns, pid, port, families, ringbuf_size)
     cap = Capture(filters, ringbuf_size, synthetic_pid=synthetic_pid, sample_orphans=False)
     stop = Stop(duration, count)
     rec: Optional[Recorder] = None

@@ -11,11 +11,10 @@ from typing import Optional, Tuple
 
 import click
 
-from ..capture import Capture, Stop, resolve_netns
+from ..capture import Capture, Stop
 from ..events import Event, at
 from ..lines import Clock, as_json, text
-from ..loader import Filters
-from ..plan import FAMILY_ORDER
+from .options import capture_options, filters_from
 
 
 class Output:
@@ -47,20 +46,12 @@ def _start_line(cap: Capture) -> str:
 @click.option("--json", "as_jsonl", is_flag=True, help="JSON Lines: one object per event, then one totals object.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Stop after this many seconds.")
 @click.option("--count", type=click.IntRange(min=1), help="Stop after this many events.")
-@click.option("--netns", help="Only this network namespace: a name (ip netns), a path or an inode number.")
-@click.option("--pid", type=click.IntRange(min=1), help="Only events in this process's context.")
-@click.option("--port", type=click.IntRange(min=1, max=65535), help="Only sockets with this local or remote port.")
-@click.option("--family", "families", multiple=True, type=click.Choice(FAMILY_ORDER),
-              help="Only these event families (repeatable).")
-@click.option("--ringbuf-size", type=click.IntRange(min=4096), default=4 << 20, show_default=True,
-              help="Ring buffer bytes (a power of two).")
+@capture_options(ringbuf_default=4 << 20)
 def trace(as_jsonl: bool, duration: Optional[float], count: Optional[int], netns: Optional[str],
-          pid: Optional[int], port: Optional[int], families: Tuple[str, ...], ringbuf_size: int) -> None:
-    if ringbuf_size & (ringbuf_size - 1):
-        raise click.BadParameter("must be a power of two", param_hint="--ringbuf-size")
-    filters = Filters(netns=resolve_netns(netns), pid=pid or 0, port=port or 0,
-                      families=list(families) or None)
-    cap = Capture(filters, ringbuf_size)
+          pid: Optional[int], port: Optional[int], families: Tuple[str, ...], ringbuf_size: int,
+          synthetic_pid: int) -> None:
+    filters = filters_from(netns, pid, port, families, ringbuf_size)
+    cap = Capture(filters, ringbuf_size, synthetic_pid=synthetic_pid)
     clock = Clock.now()
     out = Output(sys.stdout)
     wanted = set(cap.families)
