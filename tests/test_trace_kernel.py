@@ -2,7 +2,6 @@
 real on this kernel, and what the tracer saw must equal the kernel's counters.
 One scenario at a time; each Lab restores its sysctls and deletes its netns."""
 import json
-import os
 import signal
 import subprocess
 import sys

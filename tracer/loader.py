@@ -11,7 +11,7 @@ import dataclasses
 import os
 import re
 import struct
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 from . import libbpf
 from .errors import LoadError, PermissionNeeded

@@ -4,7 +4,7 @@ Each takes a list of models (one per host, side by side) and returns text.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List
+from typing import List
 
 FORMATS = ("terminal", "markdown", "json", "html")
 
