@@ -1,0 +1,216 @@
+"""The function-probe tiers against real kernel events, on stock Debian kernels
+that have them (this machine's 6.18 allows tracepoints only).
+
+One qemu guest per kernel (scripts/vm: TCG, this machine's root over 9p,
+read-only), both booted at once. Each guest runs scripts/vm/guest_checks.py:
+the kernel facts, the probe plan, and lab scenarios under `tcpoom trace`
+(scripts/counts_check.run_once), with the plan's best methods (fentry) and
+with fentry ruled out (kprobes); plus the close path of a build whose
+__tcp_close has tcp_check_oom inlined, simulated by leaving the tcp_check_oom
+probe out. What the tracer counted must equal the kernel's TcpExt counters of
+the lab's namespace.
+
+The guests' facts are kept in tests/data/facts-<series>-debian-vm.json;
+TCPOOM_REGEN_VM_FACTS=1 rewrites them from the guests.
+"""
+import json
+import os
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import DATA, ROOT
+from scripts.vm import VMError, run_in_vm
+from scripts.vm.guest_checks import parse
+from tracer.kernel_facts import KernelFacts
+from tracer.plan import build
+
+pytestmark = pytest.mark.kernel
+
+KERNELS = ("6.1", "6.12")
+COUNT = 100                 # connections per scenario: exact counts need no more
+CAPTURED = ("tw_overflow", "orphans_close", "orphans_timer")
+GUEST_TIMEOUT_S = 420.0     # one guest; both run at once (TCG: ~25x slower than this machine)
+TIERS = [f"best:{','.join(CAPTURED)}:{COUNT}", "best:tcp_mem_send",
+         f"best-inlined:orphans_close:{COUNT}",
+         f"kprobe:{','.join(CAPTURED)}:{COUNT}"]
+COUNTER = {"tw_overflow": "TCPTimeWaitOverflow", "orphans_close": "TCPAbortOnMemory",
+           "orphans_timer": "TCPAbortOnMemory"}
+
+
+def facts_path(kernel):
+    return os.path.join(DATA, f"facts-{kernel}-debian-vm.json")
+
+
+@pytest.fixture(scope="module")
+def guests():
+    """kernel -> the guest's result (or the VMError it raised); both boot at once."""
+    results = {}
+
+    def one(kernel):
+        started = time.monotonic()
+        try:
+            vm = run_in_vm([sys.executable, "-m", "scripts.vm.guest_checks", *TIERS], kernel,
+                           cwd=ROOT, timeout=GUEST_TIMEOUT_S)
+            r = parse(vm.output)
+            r["vm"] = {"exit_code": vm.exit_code, "release": vm.release,
+                       "boot_seconds": round(vm.boot_seconds, 1), "seconds": round(vm.seconds, 1)}
+        except (VMError, ValueError) as e:
+            r = e
+        results[kernel] = r
+        print(f"\n{kernel}: guest done in {time.monotonic() - started:.0f} s", file=sys.stderr)
+
+    threads = [threading.Thread(target=one, args=(k,)) for k in KERNELS]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def guest(guests, kernel):
+    r = guests[kernel]
+    if isinstance(r, Exception):
+        pytest.fail(f"guest {kernel}: {r}")
+    assert not r["errors"], r["errors"]
+    return r
+
+
+def scenario(guests, kernel, tier, name):
+    s = guest(guests, kernel)["tiers"][tier]["scenarios"][name]
+    if "returncode" in s:
+        assert s["returncode"] == 0, s["stderr"]
+    return s
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_plan_chooses_function_probes_and_exact_orphans(guests, kernel):
+    r = guest(guests, kernel)
+    assert r["facts"]["release"].startswith(kernel + (".0-" if kernel == "6.1" else "."))
+    fams = r["plan"]["families"]
+    assert fams["oom_check"]["method"] == "fentry" and fams["oom_check"]["target"] == "tcp_check_oom"
+    assert {"check_oom_fexit", "close_enter_fentry", "active_reset_fentry"} <= set(fams["oom_check"]["programs"])
+    assert fams["tw_overflow"]["method"] == "fentry"
+    assert fams["pressure"]["method"] == "fentry"
+    assert fams["mem_exceed"]["method"] == "tp_btf"
+    for f in ("orphans", "max_orphans", "shift", "memory_allocated", "tcp_mem"):
+        assert fams["oom_check"]["fields"][f]["fidelity"] == "exact", f
+    data = r["facts"]["kallsyms_data"]
+    assert data["tcp_orphan_cache"] and data["sysctl_tcp_max_orphans"]
+    assert r["plan"]["config"]["orphan_cache_addr"] == data["tcp_orphan_cache"]
+    assert r["plan"]["config"]["max_orphans_addr"] == data["sysctl_tcp_max_orphans"]
+    assert r["plan"]["config"]["oom_from_resets"] == 0
+    k = r["tiers"]["kprobe"]["plan"]["families"]
+    assert [k[f]["method"] for f in ("oom_check", "tw_overflow", "pressure")] == ["kprobe"] * 3
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_recorded_facts_describe_the_guest(guests, kernel):
+    facts = guest(guests, kernel)["facts"]
+    path = facts_path(kernel)
+    if os.environ.get("TCPOOM_REGEN_VM_FACTS") == "1" or not os.path.exists(path):
+        with open(path, "w") as f:
+            json.dump(facts, f, indent=1, sort_keys=True)
+            f.write("\n")
+    recorded = KernelFacts.load(path)
+    live = KernelFacts.from_json(facts)
+    stable = ("btf", "btf_functions", "tracepoints", "rst_reason_abort_on_memory", "fentry_errno",
+              "kprobes", "kallsyms_functions", "hz", "hz_source", "headers")
+    assert {k: getattr(recorded, k) for k in stable} == {k: getattr(live, k) for k in stable}
+    assert recorded.version() == live.version()
+    assert {m: fp.method for m, fp in build(recorded).families.items()} == \
+        {m: fp.method for m, fp in build(live).families.items()}
+
+
+@pytest.mark.parametrize("name", CAPTURED)
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_fentry_counts_equal_the_kernel_counters(guests, kernel, name):
+    s = scenario(guests, kernel, "best", name)
+    assert s["lab_delta"] > 0
+    assert s["seen"] == s["kernel_delta"] == s["lab_delta"], s["totals"]
+    assert s["printed"] == s["seen"] and s["lost"] == 0
+    assert s["totals"]["tcpext_delta"][COUNTER[name]] == s["lab_delta"]
+    assert {e["method"] for e in s["events"]} == {"fentry"}
+    row = next(x for x in s["totals"]["families"] if x["family"] == s["family"])
+    assert row["method"].startswith("fentry ") and row["match"] is True
+
+
+@pytest.mark.parametrize("name", CAPTURED)
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_kprobe_counts_equal_the_kernel_counters_but_for_missed_nesting(guests, kernel, name):
+    """Kprobes do not nest: a probed call in a softirq that runs while one of
+    tcpoom's kprobe handlers runs on that CPU is missed (the plan's blind
+    spot). Under TCG that happened to about 1 in 100 overflows before the
+    kprobe tier hooked tcp_close alone; it must stay rare and be explained."""
+    s = scenario(guests, kernel, "kprobe", name)
+    assert s["lab_delta"] > 0 and s["kernel_delta"] == s["lab_delta"]
+    assert s["printed"] == s["seen"] and s["lost"] == 0
+    assert {e["method"] for e in s["events"]} == {"kprobe"}
+    row = next(x for x in s["totals"]["families"] if x["family"] == s["family"])
+    assert row["method"].startswith("kprobe ")
+    missed = s["kernel_delta"] - s["seen"]
+    assert 0 <= missed <= s["kernel_delta"] // 50, s["totals"]
+    if missed:
+        assert row["not_seen_individually"] == missed and "kprobes do not nest" in row["blind_spot"]
+
+
+@pytest.mark.parametrize("tier", ["best", "kprobe"])
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_timer_path_carries_the_shift_and_exact_orphans(guests, kernel, tier):
+    s = scenario(guests, kernel, tier, "orphans_timer")
+    assert s["events"]
+    for e in s["events"]:
+        assert e["caller"] == "timer"
+        # sk_err_soft from the cut route: 1; 2 once the socket is no longer alive
+        assert e["shift"] in (1, 2) and not e["shift_is_lower_bound"]
+        assert e["fidelity"]["shift"] == "exact"
+        assert e["fidelity"]["orphans"] == e["fidelity"]["max_orphans"] == "exact"
+        # orphans << shift is what the kernel compared with tcp_max_orphans
+        assert e["orphans"] > 0 and (e["orphans"] << e["shift"]) > e["max_orphans"]
+        assert "too_many_orphans" in e["verdict"]
+        assert e["memory_allocated"] is not None and e["fidelity"]["memory_allocated"] == "exact"
+        assert e["tcp_mem"] is not None and e["fidelity"]["tcp_mem"] == "exact"
+
+
+@pytest.mark.parametrize("tier", ["best", "kprobe"])
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_close_path_has_shift_zero(guests, kernel, tier):
+    s = scenario(guests, kernel, tier, "orphans_close")
+    assert s["events"]
+    for e in s["events"]:
+        assert e["caller"] == "close" and e["shift"] == 0
+        assert e["fidelity"]["shift"] == e["fidelity"]["orphans"] == "exact"
+        # tcp_max_orphans=0: the lingering seed orphan alone is one too many
+        assert e["max_orphans"] == 0 and e["orphans"] >= 1
+        assert "too_many_orphans" in e["verdict"]
+        assert e["memory_allocated"] is not None and e["tcp_mem"] is not None
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_tw_overflow_reads_the_death_row(guests, kernel):
+    s = scenario(guests, kernel, "best", "tw_overflow")
+    for e in s["events"]:
+        assert e["tw_count"] >= e["max_tw_buckets"] == 5
+        assert e["fidelity"]["tw_count"] == e["fidelity"]["verdict"] == "exact"
+    assert sum(s["kmsg_lines"].values()) == 0
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_close_path_seen_when_tcp_check_oom_is_inlined(guests, kernel):
+    s = scenario(guests, kernel, "best-inlined", "orphans_close")
+    assert "check_oom_fexit" not in s["programs"] and "active_reset_fentry" in s["programs"]
+    assert s["lab_delta"] > 0
+    assert s["seen"] == s["close"] == s["lab_delta"] and s["lost"] == 0
+    for e in s["events"]:
+        assert e["caller"] == "close" and e["shift"] == 0 and e["fidelity_shift"] == "derived"
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_pressure_entry_seen_by_fentry(guests, kernel):
+    s = scenario(guests, kernel, "best", "tcp_mem_send")
+    assert s["seen"] > 0 and s["lost"] == 0
+    pressure = next(x for x in s["totals"]["families"] if x["family"] == "pressure")
+    assert pressure["method"].startswith("fentry ")
+    assert pressure["kernel_delta"] >= 1 and pressure["seen"] == pressure["kernel_delta"]
