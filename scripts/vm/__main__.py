@@ -29,6 +29,9 @@ def main(argv=None) -> int:
     ap.add_argument("--fetch-only", action="store_true",
                     help="download and unpack the kernel into the cache, boot nothing")
     ap.add_argument("--console", action="store_true", help="print the kernel console afterwards")
+    ap.add_argument("--bzimage", action="store_true",
+                    help="boot the packaged bzImage (decompressor, KASLR: 10-15 s slower) instead "
+                         "of the extracted vmlinux")
     ap.add_argument("command", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -41,7 +44,7 @@ def main(argv=None) -> int:
             ap.error("no command (put it after --)")
         result = run_in_vm(command, args.kernel, timeout=args.timeout, memory=args.memory,
                            cpus=args.cpus, writable=tuple(args.writable or DEFAULT_WRITABLE),
-                           stream=sys.stdout)
+                           stream=sys.stdout, fast_boot=not args.bzimage)
     except VMError as e:
         print(f"scripts.vm: {str(e).splitlines()[0]}", file=sys.stderr)
         if "\n" in str(e):

@@ -113,12 +113,20 @@ def _need(tool: str, package: str) -> str:
     return path
 
 
-def _apt_candidates(series: str) -> List[str]:
-    """Image packages of the series that apt knows (local package lists only)."""
+def _apt_update() -> None:
+    subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=600)
+
+
+def _apt_candidates(series: str, updated: bool = False) -> List[str]:
+    """Image packages of the series that apt knows (its local package lists;
+    updated once when they know none)."""
     _need("apt-cache", "apt")
     out = subprocess.run(["apt-cache", "pkgnames", "linux-image-6."], capture_output=True,
                          text=True, timeout=60).stdout.split()
     names = [n for n in out if re.fullmatch(SERIES[series], n)]
+    if not names and not updated:
+        _apt_update()
+        return _apt_candidates(series, updated=True)
     return sorted(names, key=lambda n: _sort_key(series, n[len("linux-image-"):]))
 
 
@@ -129,13 +137,16 @@ def _download(package: str, cache: str) -> str:
     found = glob.glob(os.path.join(debs, package + "_*.deb"))
     if found:
         return sorted(found)[-1]
-    proc = subprocess.run(["apt-get", "download", package], cwd=debs, capture_output=True,
-                          text=True, timeout=900)
-    found = glob.glob(os.path.join(debs, package + "_*.deb"))
-    if proc.returncode != 0 or not found:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise VMError(f"apt-get download {package} failed: {last}")
-    return sorted(found)[-1]
+    for attempt in (1, 2):
+        proc = subprocess.run(["apt-get", "download", package], cwd=debs, capture_output=True,
+                              text=True, timeout=900)
+        found = glob.glob(os.path.join(debs, package + "_*.deb"))
+        if proc.returncode == 0 and found:
+            return sorted(found)[-1]
+        if attempt == 1:
+            _apt_update()   # stale lists name a package the archive has replaced
+    last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    raise VMError(f"apt-get download {package} failed: {last}")
 
 
 def _modinfo(data: bytes, key: str) -> Optional[str]:
