@@ -61,6 +61,8 @@ def guests():
             r = e
         results[kernel] = r
         print(f"\n{kernel}: guest done in {time.monotonic() - started:.0f} s", file=sys.stderr)
+        if isinstance(r, dict):
+            print(summary(kernel, r), file=sys.stderr)
 
     threads = [threading.Thread(target=one, args=(k,)) for k in KERNELS]
     for t in threads:
@@ -68,6 +70,20 @@ def guests():
     for t in threads:
         t.join()
     return results
+
+
+def summary(kernel, r) -> str:
+    """One line per scenario (shown with -s): seen/kernel counter, methods, shifts."""
+    lines = [f"{kernel} ({r['facts']['release']}): boot {r['vm']['boot_seconds']} s, "
+             f"guest {r['vm']['seconds']} s; adaptations: {r['adaptations']}"]
+    for tier, t in r["tiers"].items():
+        for name, s in t["scenarios"].items():
+            kernel_delta = s.get("kernel_delta", s.get("lab_delta"))
+            methods = sorted({e["method"] for e in s["events"]})
+            shifts = sorted({(e["caller"], e["shift"]) for e in s["events"] if "caller" in e})
+            lines.append(f"  {tier:<13} {name:<14} seen {s['seen']}/{kernel_delta} "
+                         f"methods {methods} caller/shift {shifts} {s['seconds']} s")
+    return "\n".join(lines)
 
 
 def guest(guests, kernel):
