@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import os
 import shlex
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, Optional, Sequence
 
 from .errors import VMError
 from .kernels import Kernel
