@@ -36,7 +36,7 @@ SCENARIO_FAMILY = {
 class Tracer:
     """`python3 -m tracer trace --json ...` in a subprocess."""
 
-    def __init__(self, args: List[str], timeout: float = 15.0):
+    def __init__(self, args: List[str], timeout: float = 60.0):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tracer", "trace", "--json", *args], cwd=ROOT,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
