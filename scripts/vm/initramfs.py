@@ -52,11 +52,19 @@ R=/newroot
 mkdir -p $R
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=$MSIZE$NINEP_OPTS root $R \
     || die "mounting the host's root over 9p failed"
+# a working directory under a directory that becomes a tmpfs (a checkout in
+# /tmp, say) stays visible: hold it aside, bind it back over the tmpfs
+if [ -n "$KEEP" ]; then
+    mkdir -p /keep && mount --bind "$R$KEEP" /keep || die "cannot keep $KEEP visible"
+fi
 for d in $WRITABLE; do
     [ -d "$R$d" ] || die "cannot make $d writable: no such directory on the host"
     case "$d" in */tmp) mode=1777 ;; *) mode=0755 ;; esac
     mount -t tmpfs -o mode=$mode tmpfs "$R$d" || die "tmpfs on $d failed"
 done
+if [ -n "$KEEP" ]; then
+    mkdir -p "$R$KEEP" && mount --bind /keep "$R$KEEP" || die "cannot bind $KEEP back"
+fi
 mount -t proc proc $R/proc || die "proc"
 mount -t sysfs sysfs $R/sys || die "sysfs"
 mount -t devtmpfs devtmpfs $R/dev || die "devtmpfs"
@@ -183,7 +191,14 @@ def job_archive(argv: Sequence[str], cwd: str, env: Dict[str, str], writable: It
             raise VMError(f"writable directory {d!r}: an absolute path without spaces, not / proc sys dev")
     c = Cpio()
     c.dir("job")
+    keep = ""
+    for d in writable:
+        if cwd.startswith(d.rstrip("/") + "/"):
+            keep = cwd
+    if any(ch.isspace() for ch in keep):
+        raise VMError(f"the working directory {cwd!r} is under a guest tmpfs and has spaces")
     vars_sh = [f"WRITABLE={shlex.quote(' '.join(d.rstrip('/') for d in writable))}",
+               f"KEEP={shlex.quote(keep)}",
                f"MSIZE={int(msize)}",
                f"NINEP_OPTS={shlex.quote(ninep_opts)}",
                f"PRINTK={shlex.quote(printk or '')}"]

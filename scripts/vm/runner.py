@@ -166,8 +166,8 @@ def run_in_vm(argv: Union[str, Sequence[str]], kernel: str = "6.1", *,
         raise VMError("no command to run")
     cwd = os.path.abspath(cwd or os.getcwd())
     for d in writable:
-        if cwd == d or cwd.startswith(d.rstrip("/") + "/"):
-            raise VMError(f"the working directory {cwd} is under {d}, which is a fresh tmpfs in the guest")
+        if cwd == d.rstrip("/"):
+            raise VMError(f"the working directory {cwd} is a fresh tmpfs in the guest")
     k = get_kernel(kernel, cache)
     job = initramfs.job_archive(argv, cwd, guest_env(env), writable, MSIZE, ninep_opts, printk)
     with tempfile.TemporaryDirectory(prefix="tcpoom-vm-") as tmp:
