@@ -93,14 +93,19 @@ class SysctlGuard:
         key: _Key = (name, None)
         deadline = time.monotonic() + seconds
         with self._lock:
-            self.set(name, value)
-            # Started after the write, so its check sees our value; the deadline was taken
-            # before, so the cap holds however long starting it takes.
+            original = self._saved.get(key)
+            if original is None:
+                original = procfs.read_sysctl(name)
+            # Started BEFORE the write: a lab killed between the two leaves either
+            # nothing changed or a watchdog already running (it restores only if the
+            # value is still ours at its deadline). The deadline was taken before, so
+            # the cap holds however long starting it takes.
             watchdog = subprocess.Popen(
                 [sys.executable, "-c", _WATCHDOG, procfs.sysctl_path(name), str(value),
-                 self._saved[key], repr(deadline)],
+                 original, repr(deadline)],
                 start_new_session=True, stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.set(name, value)
             old = self._watchdogs.pop(key, None)
             self._watchdogs[key] = (watchdog, deadline)
         if old is not None:
