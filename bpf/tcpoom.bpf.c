@@ -323,17 +323,59 @@ static __always_inline __u8 caller_of(const struct sock *sk, int shift)
  * path, not at tcp_check_oom (inlined there): shift and caller by
  * construction. The counter counts before the ring buffer, so a full buffer
  * loses detail, not counts. */
+/* The orphan figures as tcp_check_oom() found them, read on entry: by its
+ * return another CPU's 100 ms refresh may already have replaced the cached
+ * count (orphans die in bulk when the limit bites). */
+struct oom_inputs {
+	__s32 orphans;
+	__s32 max_orphans;
+	__u32 exact;
+	__u32 derived;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct oom_inputs);
+} oom_inputs SEC(".maps");
+
+static __always_inline void note_oom_inputs(const struct sock *sk)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct tcpoom_event tmp;
+	struct oom_inputs in;
+
+	tmp.orphans = tmp.max_orphans = -1;
+	tmp.exact = tmp.derived = 0;
+	fill_orphans(&tmp, sk);
+	in.orphans = tmp.orphans;
+	in.max_orphans = tmp.max_orphans;
+	in.exact = tmp.exact;
+	in.derived = tmp.derived;
+	bpf_map_update_elem(&oom_inputs, &tid, &in, BPF_ANY);
+}
+
 static __always_inline int report_check_oom(const struct sock *sk, int shift, __u8 caller,
 					    __u8 method, bool inferred)
 {
 	struct tcpoom_event ev, *e = &ev;
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct oom_inputs *in = bpf_map_lookup_elem(&oom_inputs, &tid);
 
 	if (!pass_filters(sk))
-		return 0;
+		goto out;
 	init_event(e, FAMILY_OOM_CHECK, method);
 	fill_socket(e, sk);
 	fill_memory(e, BPF_CORE_READ(sk, __sk_common.skc_prot));
-	fill_orphans(e, sk);
+	if (in && !inferred) {
+		e->orphans = in->orphans;
+		e->max_orphans = in->max_orphans;
+		e->exact |= in->exact & (FIELD_ORPHANS | FIELD_MAX_ORPHANS);
+		e->derived |= in->derived & (FIELD_ORPHANS | FIELD_MAX_ORPHANS);
+	} else {
+		fill_orphans(e, sk);
+	}
 	e->shift = shift;
 	e->caller = caller;
 	if (inferred) {
@@ -346,6 +388,9 @@ static __always_inline int report_check_oom(const struct sock *sk, int shift, __
 	fill_verdict(e);
 	count_oom(e);
 	emit(e);
+out:
+	if (in && !inferred)
+		bpf_map_delete_elem(&oom_inputs, &tid);
 	return 0;
 }
 
@@ -400,15 +445,26 @@ int BPF_PROG(close_exit_fexit, struct sock *sk)
 	return 0;
 }
 
+SEC("fentry/tcp_check_oom")
+int BPF_PROG(check_oom_fentry, const struct sock *sk, int shift)
+{
+	note_oom_inputs(sk);
+	return 0;
+}
+
 SEC("fexit/tcp_check_oom")
 int BPF_PROG(check_oom_fexit, const struct sock *sk, int shift, bool ret)
 {
 	__u8 caller;
+	__u64 tid;
 
 	count(CNT_OOM_CALLS);
 	caller = caller_of(sk, shift);
-	if (!ret)
+	if (!ret) {
+		tid = bpf_get_current_pid_tgid();
+		bpf_map_delete_elem(&oom_inputs, &tid);
 		return 0;
+	}
 	return report_check_oom(sk, shift, caller, METHOD_FENTRY, false);
 }
 
@@ -447,6 +503,7 @@ int BPF_KPROBE(check_oom_kprobe, const struct sock *sk, int shift)
 	struct entry_args a = { .sk = (__u64)sk, .arg = shift };
 
 	bpf_map_update_elem(&entry, &tid, &a, BPF_ANY);
+	note_oom_inputs(sk);
 	return 0;
 }
 
@@ -464,8 +521,10 @@ int BPF_KRETPROBE(check_oom_kretprobe, bool ret)
 	bpf_map_delete_elem(&entry, &tid);
 	count(CNT_OOM_CALLS);
 	caller = caller_of((const struct sock *)args.sk, (int)args.arg);
-	if (!ret)
+	if (!ret) {
+		bpf_map_delete_elem(&oom_inputs, &tid);
 		return 0;
+	}
 	return report_check_oom((const struct sock *)args.sk, (int)args.arg, caller, METHOD_KPROBE,
 				false);
 }

@@ -185,7 +185,7 @@ _KPROBE_BLIND_SPOT = ("kprobes do not nest: a probed call made by an interrupt w
 
 
 def _oom_candidates(f: KernelFacts) -> List[Candidate]:
-    fentry_progs = ["check_oom_fexit"] + _close_companions(f.btf_functions, 0)
+    fentry_progs = ["check_oom_fentry", "check_oom_fexit"] + _close_companions(f.btf_functions, 0)
     kprobe_progs = ["check_oom_kprobe", "check_oom_kretprobe"] + \
         _close_companions(f.kallsyms_functions, 1)
     return [
