@@ -25,6 +25,7 @@ from .reporters.common import sparkline
 WINDOW_S = 600          # per-second series kept (10 minutes)
 RATE_S = 60             # seconds shown in the rate sparklines
 LATEST = 50             # latest events kept
+LIVE_DETAIL = 2048      # records a batch folded into the top tables and peaks
 _FAM_ORDER = ("oom_check", "tw_overflow", "mem_exceed", "pressure")
 _KERNEL_COUNTER = {"oom_check": "TCPAbortOnMemory", "tw_overflow": "TCPTimeWaitOverflow",
                    "pressure": "TCPMemoryPressures"}
@@ -58,7 +59,8 @@ class DashboardState:
     def add_events(self, payload: bytes, count: int, stride: int = ev.STRIDE, skip: int = ev.FRAME) -> None:
         if not count:
             return
-        self.agg.add_events(payload, count, stride, skip)
+        # a storm: exact counts, details from a sample (about 2048 records a batch)
+        self.agg.add_events(payload, count, stride, skip, detail_every=max(1, count // LIVE_DETAIL))
         # decode only what can be shown
         first = max(0, count - LATEST)
         for i in range(first, count):
@@ -308,6 +310,8 @@ def _header(st: DashboardState, width: int) -> Text:
     text.append("\n" + fid[:width], style="dim")
     if st.paused:
         text.append("  PAUSED", style="bold yellow")
+    if st.agg.detail_sampled > 1:
+        text.append(f"  storm: top tables from 1 in {st.agg.detail_sampled} events", style="yellow")
     if st.note:
         text.append("  " + st.note, style="yellow")
     return text
