@@ -9,6 +9,7 @@ series and top-N tables, never the events themselves.
 from __future__ import annotations
 
 import operator
+import struct
 from collections import Counter
 from itertools import compress, repeat
 from typing import Dict, List, Optional, Tuple
@@ -230,6 +231,10 @@ class Aggregate:
     def set_trailer(self, block: dict) -> None:
         self.trailer = block
 
+    def pressure_entries(self) -> int:
+        """Entries into memory pressure: what TCPMemoryPressures counts (leaves are not)."""
+        return sum(n for (f, v), n in self.by_verdict.items() if f == ev.PRESSURE and v & ev.VERDICT_ENTER)
+
     def add_block(self, block) -> None:
         from . import tracefile as tf
         if block.type == tf.EVENTS:
@@ -258,6 +263,22 @@ def _percent(pages: int, high: int) -> int:
 
 def _shifted(orphans: int, shift: int) -> int:
     return orphans << shift if orphans >= 0 and shift >= 0 else -1
+
+
+def comm_of(w0: int, w1: int) -> str:
+    """A process name kept as the two 8-byte words of its comm field."""
+    return struct.pack("<QQ", w0, w1).split(b"\0", 1)[0].decode(errors="replace")
+
+
+def top_with_socket(counter: Counter, n: int = 10) -> List[Tuple]:
+    """Top entries of a table keyed (af, ...) that had an address family,
+    the family dropped from single keys: [(key, count)]."""
+    merged: Dict = {}
+    for key, count in counter.items():
+        if key[0] in (2, 10):
+            k = key[1] if len(key) == 2 else key
+            merged[k] = merged.get(k, 0) + count
+    return sorted(merged.items(), key=lambda kv: -kv[1])[:n]
 
 
 def _bucket(n: int) -> int:

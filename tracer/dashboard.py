@@ -17,18 +17,17 @@ from rich.table import Table
 from rich.text import Text
 
 from . import events as ev
-from .aggregate import Aggregate
+from .aggregate import Aggregate, comm_of, top_with_socket
 from .events import Event
 from .lines import Clock, Sampled
+from .plan import FAMILY_ORDER as _FAM_ORDER
 from .reporters.common import sparkline
+from .totals import FAMILY_SLOT, KERNEL_COUNTER
 
 WINDOW_S = 600          # per-second series kept (10 minutes)
 RATE_S = 60             # seconds shown in the rate sparklines
 LATEST = 50             # latest events kept
 LIVE_DETAIL = 2048      # records a batch folded into the top tables and peaks
-_FAM_ORDER = ("oom_check", "tw_overflow", "mem_exceed", "pressure")
-_KERNEL_COUNTER = {"oom_check": "TCPAbortOnMemory", "tw_overflow": "TCPTimeWaitOverflow",
-                   "pressure": "TCPMemoryPressures"}
 
 
 class DashboardState:
@@ -115,14 +114,11 @@ class DashboardState:
     # ------------------------------------------------------------ figures
     def seen(self, family: str) -> int:
         """In-kernel count where the family is traced in the kernel, else what arrived."""
-        fid = ev.FAMILY_IDS[family]
-        slot = {"oom_check": ev.CNT_OOM_CHECK, "tw_overflow": ev.CNT_TW_OVERFLOW,
-                "mem_exceed": ev.CNT_MEM_EXCEED, "pressure": ev.CNT_PRESSURE_ENTER}[family]
         if self.counters and self.plan.get(family, {}).get("method") != "sampled":
-            return self.counters[slot]
+            return self.counters[FAMILY_SLOT[family]]
         if family == "pressure":
-            return sum(n for (f, v), n in self.agg.by_verdict.items() if f == fid and v & ev.VERDICT_ENTER)
-        return self.agg.by_family.get(fid, 0)
+            return self.agg.pressure_entries()
+        return self.agg.by_family.get(ev.FAMILY_IDS[family], 0)
 
     def lost(self) -> int:
         if not self.counters:
@@ -226,7 +222,7 @@ def _kernel_log(st: DashboardState) -> Table:
     for fam in _FAM_ORDER:
         if fam not in st.families:
             continue
-        kc = _KERNEL_COUNTER.get(fam)
+        kc = KERNEL_COUNTER.get(fam)
         d = st.tcpext_delta(kc) if kc else None
         t.add_row(fam, _num(st.seen(fam)), "-" if d is None else f"{d:,}",
                   str(log_of[fam]) if fam in log_of else "-")
@@ -271,14 +267,13 @@ def _top(st: DashboardState) -> Table:
     t.add_column("port", justify="right")
     t.add_column("n", justify="right")
     procs = st.agg.processes.most_common(4)
-    ports = [(k[1], n) for k, n in st.agg.local_ports.most_common(8) if k[0] in (2, 10)][:4]
-    import struct
+    ports = top_with_socket(st.agg.local_ports, 4)
     for i in range(max(len(procs), len(ports))):
         p = procs[i] if i < len(procs) else None
         name = ""
         if p:
             (pid, c0, c1), n = p
-            name = struct.pack("<QQ", c0, c1).split(b"\0", 1)[0].decode(errors="replace") + f"[{pid}]"
+            name = comm_of(c0, c1) + f"[{pid}]"
         t.add_row(name, str(p[1]) if p else "", str(ports[i][0]) if i < len(ports) else "",
                   str(ports[i][1]) if i < len(ports) else "")
     return t
@@ -349,7 +344,7 @@ def summary_text(st: DashboardState) -> str:
     parts = [time.strftime("%H:%M:%S")]
     for fam in st.families:
         series = st.rate_series(fam)
-        kc = _KERNEL_COUNTER.get(fam)
+        kc = KERNEL_COUNTER.get(fam)
         d = st.tcpext_delta(kc) if kc else None
         parts.append(f"{fam}={st.seen(fam)}" + (f"(kernel {d})" if d is not None else "")
                      + f" {series[-1] if series else 0}/s")

@@ -58,7 +58,7 @@ class Plan:
     def demote(self, family: str, reason: str, facts: KernelFacts) -> "Plan":
         """A new plan where `family`'s current method is rejected for `reason`
         (for instance the verifier refused it on this kernel)."""
-        banned = dict(self._banned)
+        banned = {f: list(b) for f, b in self._banned.items()}
         banned.setdefault(family, []).append((self.families[family].method, reason))
         return build(facts, banned)
 

@@ -13,12 +13,10 @@ from typing import Dict, List, Optional
 
 from . import diagnosis
 from . import events as ev
-from .aggregate import Aggregate
+from .aggregate import Aggregate, comm_of, top_with_socket
 from .totals import KERNEL_COUNTER
 
 SCHEMA = "tcpoom-report/1"
-_COUNTER_OF = {ev.OOM_CHECK: "TCPAbortOnMemory", ev.TW_OVERFLOW: "TCPTimeWaitOverflow",
-               ev.PRESSURE: "TCPMemoryPressures"}
 
 
 class WallClock:
@@ -38,20 +36,6 @@ def _peer(af: int, raw: bytes) -> str:
         return str(ipaddress.ip_address(raw[:4] if af == 2 else raw))
     except ValueError:
         return "?"
-
-
-def _comm(w0: int, w1: int) -> str:
-    return struct.pack("<QQ", w0, w1).split(b"\0", 1)[0].decode(errors="replace")
-
-
-def _with_socket(counter, n: int = 10):
-    """Top entries of a counter keyed (af, ...) that have an address family."""
-    merged: dict = {}
-    for key, count in counter.items():
-        if key[0] in (2, 10):
-            k = key[1] if len(key) == 2 else key
-            merged[k] = merged.get(k, 0) + count
-    return sorted(merged.items(), key=lambda kv: -kv[1])[:n]
 
 
 def _intervals(seconds: List[int]) -> List[List[int]]:
@@ -162,12 +146,10 @@ def build(agg: Aggregate, files: List[str]) -> dict:
     if trailer_totals.get("tcpext_delta"):
         tcpext_delta = trailer_totals["tcpext_delta"]     # the exact interval of the capture
     comparison = {}
-    for fam_id, counter in _COUNTER_OF.items():
-        name = fam_name[fam_id]
-        if name in h.get("families", []):
-            n = agg.by_family.get(fam_id, 0)
-            if fam_id == ev.PRESSURE:       # TCPMemoryPressures counts entries only
-                n = sum(c for (f, v), c in agg.by_verdict.items() if f == fam_id and v & ev.VERDICT_ENTER)
+    for name, counter in KERNEL_COUNTER.items():
+        if counter and name in h.get("families", []):
+            fam_id = ev.FAMILY_IDS[name]
+            n = agg.pressure_entries() if fam_id == ev.PRESSURE else agg.by_family.get(fam_id, 0)
             comparison[name] = {"events": n, "kernel_counter": counter,
                                 "kernel_delta": tcpext_delta.get(counter)}
     if trailer_totals.get("families"):
@@ -244,11 +226,11 @@ def build(agg: Aggregate, files: List[str]) -> dict:
         "distributions": {"shift": {str(k): n for k, n in sorted(agg.shift.items()) if k >= 0},
                           "orphans_at_decision": {str(k): n for k, n in sorted(agg.orphans_at_decision.items())}},
         "top": {
-            "processes": [{"pid": pid, "comm": _comm(c0, c1), "events": n}
+            "processes": [{"pid": pid, "comm": comm_of(c0, c1), "events": n}
                           for (pid, c0, c1), n in agg.processes.most_common(agg.TOP)],
-            "local_ports": [{"port": p, "events": n} for p, n in _with_socket(agg.local_ports)],
+            "local_ports": [{"port": p, "events": n} for p, n in top_with_socket(agg.local_ports)],
             "remote_peers": [{"peer": _peer(af, struct.pack("<QQ", d0, d1)), "events": n}
-                             for (af, d0, d1), n in _with_socket(agg.remote_peers)],
+                             for (af, d0, d1), n in top_with_socket(agg.remote_peers)],
             "netns": [{"netns": ns, "events": n} for ns, n in agg.netns.most_common(agg.TOP)],
         },
         "holders": {

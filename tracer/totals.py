@@ -18,7 +18,7 @@ KERNEL_COUNTER = {
 CONTEXT_COUNTERS = ("TCPMemoryPressuresChrono", "PruneCalled", "RcvPruned", "OfoPruned",
                     "TCPRcvQDrop", "TCPOFODrop")
 
-_FAMILY_SLOT = {"oom_check": ev.CNT_OOM_CHECK, "tw_overflow": ev.CNT_TW_OVERFLOW,
+FAMILY_SLOT = {"oom_check": ev.CNT_OOM_CHECK, "tw_overflow": ev.CNT_TW_OVERFLOW,
                 "mem_exceed": ev.CNT_MEM_EXCEED, "pressure": ev.CNT_PRESSURE_ENTER}
 
 
@@ -45,7 +45,7 @@ class Totals:
         fp = self.plan.families[family]
         if fp.method == "sampled":
             return self.sampled.get(family, 0)
-        return self.counters[_FAMILY_SLOT[family]]
+        return self.counters[FAMILY_SLOT[family]]
 
     def lost(self, family: str) -> int:
         return self.counters[ev.CNT_LOST_BASE + ev.FAMILY_IDS[family]]
