@@ -172,7 +172,8 @@ class Capture:
                     self._refresh_sampled()
                 if now >= next_sample:
                     next_sample = now + SAMPLE_PERIOD_S
-                    self._refresh_sampled()
+                    if self.sample_orphans:     # a recording samples with its own snapshots
+                        self._refresh_sampled()
                     if self._pressure:
                         pe = self._pressure.poll()
                         if pe is not None:
