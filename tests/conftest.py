@@ -1,4 +1,6 @@
+import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -7,6 +9,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 DATA = os.path.join(ROOT, "tests", "data")
+
+import matrix_results  # noqa: E402  (tests/ is on sys.path under pytest)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -39,3 +43,22 @@ def pytest_sessionfinish(session, exitstatus):
 def pytest_addoption(parser):
     parser.addoption("--regen-golden", action="store_true",
                      help="rewrite the golden report texts in tests/data/ from the sample trace")
+
+
+def pytest_configure(config):
+    matrix_results.session_args = list(config.args)
+
+
+@pytest.fixture
+def matrix(request):
+    """Records what this test verified, for docs/kernel-matrix.md (see tests/matrix_results.py)."""
+    return matrix_results.Recorder(request.node.nodeid)
+
+
+@pytest.fixture(scope="session")
+def probes_plan():
+    """The probe plan `tcpoom probes --json` reports on this machine."""
+    out = subprocess.run([sys.executable, "-m", "tracer", "probes", "--json"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)["plan"]
