@@ -18,6 +18,7 @@ from . import events as ev
 
 _OFF = ev.layout_offsets()
 _SIZE = ev.EVENT_SIZE
+_NS = 1_000_000_000
 
 
 class Peak:
@@ -72,9 +73,9 @@ class Aggregate:
     # ---------------------------------------------------------- feeding
     def add_events(self, records: bytes, count: int, stride: int = ev.STRIDE, skip: int = ev.FRAME,
                    detail_every: int = 1) -> None:
-        """Fold a buffer of records in. Each step runs in C over whole columns
-        (Counter over zip, max, itertools.compress with a family mask): a
-        million events take about three seconds, with no object per event kept.
+        """Fold a buffer of records in, a column at a time: constant columns
+        are counted once, the others with Counter in C, and nothing is kept per
+        event (docs/performance.md has the cost).
 
         Counts by family, verdict and second are always exact. A live view
         under a storm passes `detail_every` > 1: the top tables, peaks and
@@ -83,93 +84,115 @@ class Aggregate:
             return
         # a buffer of whole strides (the last record's padding may be missing)
         records = bytes(records[:count * stride]).ljust(count * stride, b"\0")
-        mv = memoryview(records)
-        q, u16 = mv.cast("Q"), mv.cast("H")
-        ts = q[(skip + _OFF["ts_ns"]) // 8::stride // 8].tolist()
-        fam = list(records[skip + _OFF["family"]::stride])
+        cols = _Columns(records, count, stride, skip)
+        ts = cols.col("ts_ns")
         lo, hi = min(ts), max(ts)
         self.first_ns = lo if self.first_ns is None else min(self.first_ns, lo)
         self.last_ns = hi if self.last_ns is None else max(self.last_ns, hi)
         self.events += count
-        self.by_family.update(fam)
-        self.by_verdict.update(zip(fam, u16[(skip + _OFF["verdict"]) // 2::stride // 2].tolist()))
-        self.per_second.update(zip(fam, map(operator.floordiv, ts, repeat(1_000_000_000, count))))
+        if lo // _NS == hi // _NS:
+            cols.second = lo // _NS
+            sec: Tuple[Optional[int], Optional[list]] = (cols.second, None)
+        else:
+            sec = (None, list(map(operator.floordiv, ts, repeat(_NS, count))))
+        fam = cols.part("family")
+        _count(self.by_family, [fam], count)
+        _count(self.by_verdict, [fam, cols.part("verdict")], count)
+        _count(self.per_second, [fam, sec], count)
         if detail_every > 1 and count > detail_every:
             records = b"".join(records[i:i + stride] for i in range(0, count * stride, detail_every * stride))
-            count = len(records) // stride
+            second = cols.second
+            cols = _Columns(records, len(records) // stride, stride, skip)
+            cols.second = second
             self.detail_sampled = detail_every
-        self._add_details(records, count, stride, skip)
+        self._add_details(cols)
 
-    def _add_details(self, records: bytes, count: int, stride: int, skip: int) -> None:
-        mv = memoryview(records)
-        q, i32, u32, u16 = mv.cast("Q"), mv.cast("i"), mv.cast("I"), mv.cast("H")
-        qs, i32s, u16s = stride // 8, stride // 4, stride // 2
-
-        def col(view, step, name, extra=0):
-            width = stride // step
-            return view[(skip + _OFF[name] + extra) // width::step].tolist()
-
-        ts = col(q, qs, "ts_ns")
-        fam_bytes = records[skip + _OFF["family"]::stride]
-        fam = list(fam_bytes)
-        self.methods.update(zip(fam, list(records[skip + _OFF["method"]::stride])))
-        secs = list(map(operator.floordiv, ts, repeat(1_000_000_000, count)))
-        self.netns.update(col(u32, i32s, "netns"))
+    def _add_details(self, cols: "_Columns") -> None:
+        n = cols.n
+        _count(self.methods, [cols.part("family"), cols.part("method")], n)
+        _count(self.netns, [cols.part("netns")], n)
         # comm as its two 8-byte words: decoded once per distinct process at the end
-        self.processes.update(zip(col(u32, i32s, "pid"), col(q, qs, "comm"), col(q, qs, "comm", 8)))
-        af = col(u16, u16s, "af")
-        self.local_ports.update(zip(af, col(u16, u16s, "sport")))
-        self.remote_peers.update(zip(af, col(q, qs, "daddr"), col(q, qs, "daddr", 8)))
-        mem = col(q, qs, "memory_allocated")
-        top_mem = max(mem)
-        if top_mem >= 0:
-            high = col(q, qs, "tcp_mem", 16)
-            i = mem.index(top_mem)
-            self.peaks["memory_pages"].offer(top_mem, ts[i], tcp_mem2=high[i])
-            # the furthest over the hard limit in force at the moment (percent)
-            over = list(map(_percent, mem, high))
+        _count(self.processes, [cols.part("pid"), cols.part("comm"), cols.part("comm", 8)], n)
+        af = cols.part("af")
+        _count(self.local_ports, [af, cols.part("sport")], n)
+        _count(self.remote_peers, [af, cols.part("daddr"), cols.part("daddr", 8)], n)
+        self._add_memory(cols)
+        fam_bytes = cols.records[cols.skip + _OFF["family"]::cols.stride]
+        for family, add in ((ev.OOM_CHECK, self._add_oom), (ev.TW_OVERFLOW, self._add_tw)):
+            k = fam_bytes.count(family)
+            if k:
+                add(cols if k == n else cols.only(fam_bytes.translate(_MASKS[family])))
+
+    def _add_memory(self, c: "_Columns") -> None:
+        mem, high = c.part("memory_allocated"), c.part("tcp_mem", 16)
+        if mem[1] is None:
+            top, i = mem[0], 0
+        else:
+            top = max(mem[1])
+            i = mem[1].index(top)
+        if top < 0:
+            return
+        self.peaks["memory_pages"].offer(top, c.at("ts_ns", i), tcp_mem2=c.at("tcp_mem", i, 16))
+        # the furthest over the hard limit in force at the moment (percent)
+        if mem[1] is None and high[1] is None:
+            v, i = _percent(mem[0], high[0]), 0
+        else:
+            pages = mem[1] if mem[1] is not None else [mem[0]] * c.n
+            limits = high[1] if high[1] is not None else [high[0]] * c.n
+            if min(pages) >= 0 and min(limits) > 0:
+                over = list(map(operator.floordiv, map(operator.mul, pages, repeat(100)), limits))
+            else:
+                over = list(map(_percent, pages, limits))
             v = max(over)
-            if v >= 0:
-                i = over.index(v)
-                self.peaks["memory_over"].offer(v, ts[i], pages=mem[i], tcp_mem2=high[i])
-        if ev.OOM_CHECK in fam_bytes:
-            self._add_oom(fam_bytes, ts, secs, i32, i32s, records, stride, skip)
-        if ev.TW_OVERFLOW in fam_bytes:
-            mask = fam_bytes.translate(_MASKS[ev.TW_OVERFLOW])
-            tw = list(compress(col(i32, i32s, "tw_count"), mask))
-            v = max(tw)
-            i = tw.index(v)
-            limits = list(compress(col(i32, i32s, "max_tw_buckets"), mask))
-            netns = list(compress(col(u32, i32s, "netns"), mask))
-            self.peaks["tw"].offer(v, list(compress(ts, mask))[i], limit=limits[i], netns=netns[i])
+            i = over.index(v)
+        if v >= 0:
+            self.peaks["memory_over"].offer(v, c.at("ts_ns", i), pages=c.at("memory_allocated", i),
+                                            tcp_mem2=c.at("tcp_mem", i, 16))
 
-    def _add_oom(self, fam_bytes: bytes, ts, secs, i32, i32s, records, stride: int, skip: int) -> None:
-        mask = fam_bytes.translate(_MASKS[ev.OOM_CHECK])
-
-        def oom(view, step, name):
-            return list(compress(view[(skip + _OFF[name]) // (stride // step)::step].tolist(), mask))
-
-        shift = oom(i32, i32s, "shift")
-        orphans = oom(i32, i32s, "orphans")
-        self.oom_callers.update(compress(records[skip + _OFF["caller"]::stride], mask))
-        self.shift.update(shift)
-        for sec, s in set(zip(compress(secs, mask), shift)):
+    def _add_oom(self, c: "_Columns") -> None:
+        n = c.n
+        shift, orphans = c.part("shift"), c.part("orphans")
+        _count(self.oom_callers, [c.part("caller")], n)
+        _count(self.shift, [shift], n)
+        # the highest shift decided in each second
+        if c.second is not None:
+            seconds = [(c.second, shift[0] if shift[1] is None else max(shift[1]))]
+        else:
+            secs = map(operator.floordiv, c.col("ts_ns"), repeat(_NS))
+            seconds = set(zip(secs, shift[1] if shift[1] is not None else repeat(shift[0])))
+        for sec, s in seconds:
             if s > self.oom_shift_by_sec.get(sec, -1):
                 self.oom_shift_by_sec[sec] = s
-        known = Counter(orphans)
+        known = Counter(orphans[1]) if orphans[1] is not None else Counter({orphans[0]: n})
         known.pop(-1, None)
-        for o, n in known.items():
-            self.orphans_at_decision[_bucket(o)] += n
-        if known:
-            oom_ts = list(compress(ts, mask))
-            v = max(orphans)
-            self.peaks["orphans"].offer(v, oom_ts[orphans.index(v)], source="exact")
-            shifted = list(map(_shifted, orphans, shift))
+        for o, k in known.items():
+            self.orphans_at_decision[_bucket(o)] += k
+        if not known:
+            return
+        if orphans[1] is None:
+            i = 0
+        else:
+            i = orphans[1].index(max(orphans[1]))
+        self.peaks["orphans"].offer(c.at("orphans", i), c.at("ts_ns", i), source="exact")
+        if orphans[1] is None and shift[1] is None:
+            v, i = _shifted(orphans[0], shift[0]), 0
+        else:
+            ol = orphans[1] if orphans[1] is not None else [orphans[0]] * n
+            sl = shift[1] if shift[1] is not None else [shift[0]] * n
+            if min(ol) >= 0 and min(sl) >= 0:
+                shifted = list(map(operator.lshift, ol, sl))
+            else:
+                shifted = list(map(_shifted, ol, sl))
             v = max(shifted)
             i = shifted.index(v)
-            max_orphans = oom(i32, i32s, "max_orphans")
-            self.peaks["orphans_shifted"].offer(v, oom_ts[i], shift=shift[i], orphans=orphans[i],
-                                                max_orphans=max_orphans[i])
+        self.peaks["orphans_shifted"].offer(v, c.at("ts_ns", i), shift=c.at("shift", i),
+                                            orphans=c.at("orphans", i), max_orphans=c.at("max_orphans", i))
+
+    def _add_tw(self, c: "_Columns") -> None:
+        tw = c.part("tw_count")
+        i = 0 if tw[1] is None else tw[1].index(max(tw[1]))
+        self.peaks["tw"].offer(c.at("tw_count", i), c.at("ts_ns", i), limit=c.at("max_tw_buckets", i),
+                               netns=c.at("netns", i))
 
     def add_snapshot(self, snap: dict) -> None:
         self.snapshots += 1
@@ -251,6 +274,96 @@ class Aggregate:
             self.add_loss(block.json())
         elif block.type == tf.TRAILER:
             self.set_trailer(block.json())
+
+
+# ---------------------------------------------------------------- columns
+
+_FMT = {"Q": "Q", "q": "q", "I": "I", "i": "i", "H": "H", "B": "B", "3q": "q", "16s": "Q"}
+_CODE = {name: _FMT[code] for name, code in ev.LAYOUT}
+
+
+class _Columns:
+    """The columns of one buffer of whole strides. A column that holds one
+    value over the buffer (the usual case in a storm: one process, one
+    namespace, one peer) is recognised from strided byte slices, which cost a
+    few nanoseconds a record, and is then counted once instead of per record.
+    With a mask, only the records whose mask byte is 1 are seen."""
+
+    def __init__(self, records: bytes, count: int, stride: int, skip: int, mask: Optional[bytes] = None):
+        self.records, self.count, self.stride, self.skip = records, count, stride, skip
+        self.mask = mask
+        self.n = count if mask is None else mask.count(1)
+        self.second: Optional[int] = None     # the one second every record falls in, if so
+        self._mv = memoryview(records)
+        self._views: Dict[str, memoryview] = {}
+        self._masked: Dict[Tuple[str, int], list] = {}
+
+    def only(self, mask: bytes) -> "_Columns":
+        sub = _Columns(self.records, self.count, self.stride, self.skip, mask)
+        sub.second = self.second
+        return sub
+
+    def _off(self, name: str, extra: int) -> int:
+        return self.skip + _OFF[name] + extra
+
+    def col(self, name: str, extra: int = 0) -> list:
+        fmt = _CODE[name]
+        view = self._views.get(fmt)
+        if view is None:
+            view = self._views[fmt] = self._mv.cast(fmt)
+        width = view.itemsize
+        values = view[self._off(name, extra) // width::self.stride // width].tolist()
+        if self.mask is None:
+            return values
+        masked = self._masked[name, extra] = list(compress(values, self.mask))
+        return masked
+
+    def at(self, name: str, i: int, extra: int = 0) -> int:
+        """Field `name` of the i-th record seen."""
+        if self.mask is not None:
+            values = self._masked.get((name, extra))
+            return (values if values is not None else self.col(name, extra))[i]
+        return struct.unpack_from("<" + _CODE[name], self.records,
+                                  self._off(name, extra) + i * self.stride)[0]
+
+    def const(self, name: str, extra: int = 0) -> Optional[int]:
+        """The column's one value, or None when it varies."""
+        if self.mask is not None:
+            values = self.col(name, extra)
+            return values[0] if values.count(values[0]) == len(values) else None
+        off = self._off(name, extra)
+        fmt = _CODE[name]
+        for k in range(struct.calcsize(fmt)):
+            b = self.records[off + k::self.stride]
+            if b.count(b[0]) != self.count:
+                return None
+        return struct.unpack_from("<" + fmt, self.records, off)[0]
+
+    def part(self, name: str, extra: int = 0) -> Tuple[Optional[int], Optional[list]]:
+        """(value, None) for a constant column, (None, values) otherwise."""
+        v = self.const(name, extra)
+        return (v, None) if v is not None else (None, self.col(name, extra))
+
+
+def _count(counter: Counter, parts: List[Tuple[Optional[int], Optional[list]]], n: int) -> None:
+    """counter[key] += 1 per record, the key made of `parts` (a single part:
+    the value itself, several: a tuple), with the constant parts counted once."""
+    varying = [i for i, (_, values) in enumerate(parts) if values is not None]
+    key = [v for v, _ in parts]
+    if len(parts) == 1:
+        if varying:
+            counter.update(parts[0][1])
+        else:
+            counter[key[0]] += n
+    elif not varying:
+        counter[tuple(key)] += n
+    elif len(varying) == 1:
+        j = varying[0]
+        for value, k in Counter(parts[j][1]).items():
+            key[j] = value
+            counter[tuple(key)] += k
+    else:
+        counter.update(zip(*(values if values is not None else repeat(v, n) for v, values in parts)))
 
 
 # bytes.translate tables: a record's family byte -> 1 for the wanted family, else 0

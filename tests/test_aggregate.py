@@ -1,0 +1,131 @@
+"""The column aggregation against a per-record reference: the same counts,
+tables and peaks, whether columns are constant, varying or mixed across
+families, and when one buffer spans several seconds."""
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from tracer import events as ev
+from tracer.aggregate import Aggregate, _bucket
+
+NS = 1_000_000_000
+
+
+def reference(records: list) -> dict:
+    """What an aggregation must find, one decoded record at a time."""
+    out = {k: Counter() for k in ("family", "verdict", "second", "method", "netns", "process", "port",
+                                  "peer", "shift", "caller", "orphans")}
+    shift_by_sec: dict = {}
+    peaks: dict = {}
+
+    def offer(name, value, ts, **extra):
+        if value is not None and value >= 0 and (name not in peaks or value > peaks[name][0]):
+            peaks[name] = (value, ts, extra)
+
+    for e in records:
+        out["family"][e.family] += 1
+        out["verdict"][e.family, e.verdict] += 1
+        out["second"][e.family, e.ts_ns // NS] += 1
+        out["method"][e.family, e.method] += 1
+        out["netns"][e.netns] += 1
+        comm = e.comm.ljust(16, b"\0")
+        out["process"][e.pid, int.from_bytes(comm[:8], "little"), int.from_bytes(comm[8:], "little")] += 1
+        out["port"][e.af, e.sport] += 1
+        out["peer"][e.af, int.from_bytes(e.daddr[:8], "little"), int.from_bytes(e.daddr[8:], "little")] += 1
+        if e.memory_allocated >= 0:
+            offer("memory_pages", e.memory_allocated, e.ts_ns, tcp_mem2=e.tcp_mem2)
+        if e.memory_allocated >= 0 and e.tcp_mem2 > 0:
+            offer("memory_over", e.memory_allocated * 100 // e.tcp_mem2, e.ts_ns,
+                  pages=e.memory_allocated, tcp_mem2=e.tcp_mem2)
+        if e.family == ev.OOM_CHECK:
+            out["shift"][e.shift] += 1
+            out["caller"][e.caller] += 1
+            sec = e.ts_ns // NS
+            shift_by_sec[sec] = max(shift_by_sec.get(sec, -1), e.shift)
+            if e.orphans >= 0:
+                out["orphans"][_bucket(e.orphans)] += 1
+                offer("orphans", e.orphans, e.ts_ns, source="exact")
+                if e.shift >= 0:
+                    offer("orphans_shifted", e.orphans << e.shift, e.ts_ns, shift=e.shift,
+                          orphans=e.orphans, max_orphans=e.max_orphans)
+        if e.family == ev.TW_OVERFLOW:
+            offer("tw", e.tw_count, e.ts_ns, limit=e.max_tw_buckets, netns=e.netns)
+    out["shift_by_sec"] = {s: v for s, v in shift_by_sec.items() if v >= 0}
+    out["peaks"] = peaks
+    return out
+
+
+def found(agg: Aggregate) -> dict:
+    return {
+        "family": agg.by_family, "verdict": agg.by_verdict, "second": agg.per_second,
+        "method": agg.methods, "netns": agg.netns, "process": agg.processes, "port": agg.local_ports,
+        "peer": agg.remote_peers, "shift": agg.shift, "caller": agg.oom_callers,
+        "orphans": agg.orphans_at_decision, "shift_by_sec": agg.oom_shift_by_sec,
+        "peaks": {k: (p.value, p.ts_ns, p.extra) for k, p in agg.peaks.items() if p.value is not None},
+    }
+
+
+def make_records(rng: random.Random, n: int, vary: set, families=(ev.OOM_CHECK,), t0=5 * NS, span=NS // 2):
+    def pick(name, const, choices):
+        return rng.choice(choices) if name in vary else const
+
+    records = []
+    for i in range(n):
+        fam = rng.choice(families)
+        records.append(ev.Event.make(
+            ts_ns=t0 + rng.randrange(span), family=fam, method=pick("method", 3, [1, 2, 3]),
+            verdict=pick("verdict", 5, [1, 2, 5, 9]), netns=pick("netns", 4026531840, [1, 2, 3]),
+            pid=pick("pid", 42, [42, 43, 44]), comm=pick("comm", b"nginx", [b"nginx", b"a-very-long-name", b"x"]),
+            af=pick("af", 2, [2, 10]), sport=pick("sport", 80, list(range(1000, 1100))),
+            daddr=pick("daddr", b"\x7f\0\0\x01" + b"\0" * 12, [bytes([j]) * 16 for j in range(5)]),
+            memory_allocated=pick("memory", 1000, [-1, 0, 50, 1000, 5000]),
+            tcp_mem=(1, 2, pick("tcp_mem", 400, [-1, 0, 400, 800])),
+            shift=pick("shift", 1, [-1, 0, 1, 2, 3]), orphans=pick("orphans", 700, [-1, 0, 5, 700, 1023]),
+            max_orphans=pick("max_orphans", 1024, [0, 1024]), caller=pick("caller", 2, [0, 1, 2]),
+            tw_count=pick("tw", 5, [0, 5, 9]), max_tw_buckets=pick("tw_limit", 5, [5, 6])))
+    return records
+
+
+CASES = {
+    "all constant": (set(), (ev.OOM_CHECK,), NS // 2),
+    "ports vary": ({"sport"}, (ev.OOM_CHECK,), NS // 2),
+    "everything varies": ({"method", "verdict", "netns", "pid", "comm", "af", "sport", "daddr", "memory",
+                           "tcp_mem", "shift", "orphans", "max_orphans", "caller", "tw", "tw_limit"},
+                          (ev.OOM_CHECK,), NS // 2),
+    "mixed families": ({"sport", "orphans", "tw"}, (ev.OOM_CHECK, ev.TW_OVERFLOW, ev.MEM_EXCEED), NS // 2),
+    "several seconds": ({"shift", "orphans"}, (ev.OOM_CHECK, ev.TW_OVERFLOW), 4 * NS),
+    "unknown figures": ({"memory", "tcp_mem", "orphans", "shift"}, (ev.OOM_CHECK,), NS // 2),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_columns_match_the_per_record_reference(case):
+    vary, families, span = CASES[case]
+    rng = random.Random(case)
+    agg = Aggregate({})
+    records = []
+    for n in (1, 7, 500, 2000):
+        batch = make_records(rng, n, vary, families, span=span)
+        records += batch
+        agg.add_events(ev.frame_all([e.pack() for e in batch]), n)
+    want = reference(records)
+    assert found(agg) == want
+    assert agg.events == len(records)
+    assert agg.first_ns == min(e.ts_ns for e in records)
+    assert agg.last_ns == max(e.ts_ns for e in records)
+
+
+def test_sampled_details_keep_exact_counts():
+    rng = random.Random(7)
+    batch = make_records(rng, 4000, {"sport", "verdict"}, (ev.OOM_CHECK, ev.TW_OVERFLOW))
+    agg = Aggregate({})
+    agg.add_events(ev.frame_all([e.pack() for e in batch]), len(batch), detail_every=10)
+    want = reference(batch)
+    assert agg.by_family == want["family"]
+    assert agg.by_verdict == want["verdict"]
+    assert agg.per_second == want["second"]
+    assert agg.detail_sampled == 10
+    assert sum(agg.local_ports.values()) == 400
