@@ -24,6 +24,9 @@ import matrix_results  # noqa: E402
 
 DOC = os.path.join(ROOT, "docs", "kernel-matrix.md")
 FAMILY_ORDER = ("oom_check", "tw_overflow", "mem_exceed", "pressure")
+#: fields in the order the plan lists them; any other after these, by name
+FIELD_ORDER = ("verdict", "caller", "shift", "orphans", "max_orphans", "tw_count", "max_tw_buckets",
+               "memory_allocated", "tcp_mem", "socket")
 NOT_EXERCISED = "not exercised"
 
 INTRO = """\
@@ -125,7 +128,9 @@ def _section(sec, rows) -> List[str]:
         for text in sorted(row["checks"]):
             checks.append((key[0], key[1], text, row["checks"][text]))
         numbered = {n: c for n, c in enumerate(checks, 1) if n >= first}
-        for i, (field, fid) in enumerate(row["fields"].items()):
+        fields = sorted(row["fields"].items(), key=lambda f: (
+            FIELD_ORDER.index(f[0]) if f[0] in FIELD_ORDER else len(FIELD_ORDER), f[0]))
+        for i, (field, fid) in enumerate(fields):
             by = ", ".join(str(n) for n, c in numbered.items() if field in c[3]["fields"])
             fam, method = (f"`{key[0]}`", key[1]) if i == 0 else ("", "")
             out.append(f"| {fam} | {method} | {field} | {fid} | {by or NOT_EXERCISED} |")

@@ -61,4 +61,6 @@ def probes_plan():
     out = subprocess.run([sys.executable, "-m", "tracer", "probes", "--json"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)["plan"]
+    plan = json.loads(out.stdout)["plan"]
+    matrix_results.Recorder("tcpoom probes --json").claims(plan)
+    return plan

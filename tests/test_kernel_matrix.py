@@ -43,9 +43,9 @@ def test_table_marks_verified_and_unexercised_claims(tmp_path):
     text = kernel_matrix.render(records)
     assert text.index("## 4.19.0-1-amd64 (bcc engine, this machine)") < \
         text.index("## 6.1.0-1-amd64 (co-re engine, a guest)")
-    assert "| `oom_check` | fentry tcp_check_oom | orphans | exact | not exercised |" in text
-    assert "|  |  | shift | exact | 2 |" in text
-    assert "|  |  | verdict | derived | 1 |" in text
+    assert "| `oom_check` | fentry tcp_check_oom | verdict | derived | 1 |\n" \
+           "|  |  | shift | exact | 2 |\n" \
+           "|  |  | orphans | exact | not exercised |\n" in text
     assert "| `pressure` | sampled /proc/net/protocols | verdict | sampled | not exercised |" in text
     assert "1. oom_check, fentry tcp_check_oom: count = TcpExt TCPAbortOnMemory (`test_x.py::test_counts`)" \
         in text

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from conftest import ROOT
+from matrix_results import plan_of_report
 from scripts.lab import Lab
 
 pytestmark = pytest.mark.kernel
@@ -47,7 +48,7 @@ def report_json(*paths):
 
 
 @pytest.mark.parametrize("scenario", list(CASES))
-def test_round_trip_names_the_limit_and_matches_the_kernel(tmp_path, scenario):
+def test_round_trip_names_the_limit_and_matches_the_kernel(tmp_path, scenario, matrix):
     finding, family, counter = CASES[scenario]
     path = str(tmp_path / f"{scenario}.tcpoom")
     with Lab(allow_global_sysctls=True) as lab:
@@ -71,9 +72,17 @@ def test_round_trip_names_the_limit_and_matches_the_kernel(tmp_path, scenario):
     if family == "mem_exceed":
         assert m["peaks"]["memory_pages"]["value"] > 0
         assert any(c["limit"].startswith("tcp_mem hard limit") for c in m["crossed"])
+    if counter:
+        matrix.check(plan_of_report(m), family,
+                     f"{scenario} recorded, reported without the kernel: events = TcpExt {counter}, "
+                     f"finding {finding}", fields=["verdict"], figures=f"{got}/{result.deltas[counter]}")
+    else:
+        matrix.check(plan_of_report(m), family,
+                     f"{scenario} recorded, reported without the kernel: events seen, finding {finding}, "
+                     f"the tcp_mem hard limit crossed", figures=f"{got} events")
 
 
-def test_sigkill_recording_reads_back_and_reports(tmp_path):
+def test_sigkill_recording_reads_back_and_reports(tmp_path, matrix):
     path = str(tmp_path / "killed.tcpoom")
     with Lab(allow_global_sysctls=True) as lab:
         rec = start_recorder(path, "--netns", lab.netns_name)
@@ -88,3 +97,7 @@ def test_sigkill_recording_reads_back_and_reports(tmp_path):
     m = hosts[0]
     assert m["source"]["complete"] is False
     assert m["events"]["by_family"]["tw_overflow"] == result.deltas["TCPTimeWaitOverflow"]
+    matrix.check(plan_of_report(m), "tw_overflow",
+                 "tw_overflow recorded, the recorder SIGKILLed: its complete blocks report "
+                 "events = TcpExt TCPTimeWaitOverflow", fields=["verdict"],
+                 figures=f"{result.deltas['TCPTimeWaitOverflow']}")

@@ -15,7 +15,13 @@ from scripts.counts_check import Tracer, run_once
 pytestmark = pytest.mark.kernel
 
 
-def test_tw_overflow_every_event_and_exact_count():
+def row(r, family=None):
+    """The totals row of the scenario's family: the method the tracer used."""
+    family = family or r["family"]
+    return next(x for x in r["totals"]["families"] if x["family"] == family)
+
+
+def test_tw_overflow_every_event_and_exact_count(matrix, probes_plan):
     r = run_once("tw_overflow")
     assert r["returncode"] == 0, r["stderr"]
     assert r["lab_delta"] > 0
@@ -24,9 +30,14 @@ def test_tw_overflow_every_event_and_exact_count():
     e = r["events"][0]
     assert e["tw_count"] >= e["max_tw_buckets"] and e["fidelity"]["tw_count"] == "exact"
     assert sum(r["kmsg_lines"].values()) == 0     # the kernel says nothing about these
+    matrix.check(probes_plan, "tw_overflow",
+                 "tw_overflow: count = TcpExt TCPTimeWaitOverflow, every event printed, none lost; "
+                 "tw_count >= max_tw_buckets (first event), tw_count said exact; the kernel logs none",
+                 fields=["verdict", "tw_count", "max_tw_buckets"], used=row(r)["method"],
+                 figures=f"{r['seen']}/{r['kernel_delta']}")
 
 
-def test_orphans_close_path_exact_and_more_than_the_kernel_log():
+def test_orphans_close_path_exact_and_more_than_the_kernel_log(matrix, probes_plan):
     r = run_once("orphans_close")
     assert r["returncode"] == 0, r["stderr"]
     assert r["lab_delta"] > 0
@@ -37,19 +48,30 @@ def test_orphans_close_path_exact_and_more_than_the_kernel_log():
         assert e["caller"] == "close" and e["shift"] == 0
         assert "too_many_orphans" in e["verdict"]
         assert e["memory_allocated"] is not None and e["tcp_mem"] is not None
+    matrix.check(probes_plan, "oom_check",
+                 "orphans_close: count = TcpExt TCPAbortOnMemory, every event printed, none lost, "
+                 "more than the kernel log's lines; every event on the close path with shift 0, "
+                 "verdict too_many_orphans; memory_allocated and tcp_mem present",
+                 fields=["verdict", "caller", "shift"], used=row(r)["method"],
+                 figures=f"{r['seen']}/{r['kernel_delta']}, kernel log {sum(r['kmsg_lines'].values())} lines")
 
 
-def test_orphans_timer_path_shows_the_shift_penalty():
+def test_orphans_timer_path_shows_the_shift_penalty(matrix, probes_plan):
     r = run_once("orphans_timer")
     assert r["returncode"] == 0, r["stderr"]
     assert r["lab_delta"] > 0
     assert r["seen"] == r["kernel_delta"] == r["lab_delta"]
     timer = [e for e in r["events"] if e["caller"] == "timer"]
     assert timer and all(e["shift"] >= 1 for e in timer)
+    matrix.check(probes_plan, "oom_check",
+                 "orphans_timer: count = TcpExt TCPAbortOnMemory; timer-path events have shift >= 1",
+                 fields=["verdict", "caller", "shift"], used=row(r)["method"],
+                 figures=f"{r['seen']}/{r['kernel_delta']}, {len(timer)} on the timer path, shifts "
+                         f"{sorted({e['shift'] for e in timer})}")
 
 
 @pytest.mark.parametrize("scenario,side", [("tcp_mem_send", "send"), ("tcp_mem_recv", "recv")])
-def test_tcp_mem_refusals_carry_allocated_above_the_hard_limit(scenario, side):
+def test_tcp_mem_refusals_carry_allocated_above_the_hard_limit(scenario, side, matrix, probes_plan):
     r = run_once(scenario)
     assert r["returncode"] == 0, r["stderr"]
     assert r["seen"] > 0 and r["printed"] == r["seen"] and r["lost"] == 0
@@ -60,6 +82,14 @@ def test_tcp_mem_refusals_carry_allocated_above_the_hard_limit(scenario, side):
     # entering pressure: sampled from /proc/net/protocols, against TCPMemoryPressures
     pressure = next(row for row in r["totals"]["families"] if row["family"] == "pressure")
     assert pressure["kernel_delta"] >= 1 and pressure["seen"] == pressure["kernel_delta"]
+    matrix.check(probes_plan, "mem_exceed",
+                 f"{scenario}: refusals on the {side} side seen, every event printed, none lost "
+                 f"(no TcpExt counter to compare); memory_allocated > tcp_mem[2] on every event",
+                 fields=["verdict", "memory_allocated", "tcp_mem"], used=row(r)["method"],
+                 figures=f"{r['seen']} seen")
+    matrix.check(probes_plan, "pressure", f"{scenario}: entries = TcpExt TCPMemoryPressures",
+                 fields=["verdict"], used=pressure["method"],
+                 figures=f"{pressure['seen']}/{pressure['kernel_delta']}")
 
 
 def _our_program_ids():

@@ -40,6 +40,15 @@ COUNTER = {"tw_overflow": "TCPTimeWaitOverflow", "orphans_close": "TCPAbortOnMem
            "orphans_timer": "TCPAbortOnMemory"}
 
 
+def where(kernel):
+    return f"Debian {kernel} under qemu (scripts/vm)"
+
+
+def plan_of(guests, kernel, tier):
+    """The plan the guest's tracer reported for a tier."""
+    return guest(guests, kernel)["tiers"][tier]["plan"]
+
+
 def facts_path(kernel):
     return os.path.join(DATA, f"facts-{kernel}-debian-vm.json")
 
@@ -102,7 +111,7 @@ def scenario(guests, kernel, tier, name):
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_plan_chooses_function_probes_and_exact_orphans(guests, kernel):
+def test_plan_chooses_function_probes_and_exact_orphans(guests, kernel, matrix):
     r = guest(guests, kernel)
     assert r["facts"]["release"].startswith(kernel + (".0-" if kernel == "6.1" else "."))
     fams = r["plan"]["families"]
@@ -120,6 +129,8 @@ def test_plan_chooses_function_probes_and_exact_orphans(guests, kernel):
     assert r["plan"]["config"]["oom_from_resets"] == 0
     k = r["tiers"]["kprobe"]["plan"]["families"]
     assert [k[f]["method"] for f in ("oom_check", "tw_overflow", "pressure")] == ["kprobe"] * 3
+    matrix.claims(r["plan"], where(kernel))
+    matrix.claims(r["tiers"]["kprobe"]["plan"], where(kernel))
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -142,7 +153,7 @@ def test_recorded_facts_describe_the_guest(guests, kernel):
 
 @pytest.mark.parametrize("name", CAPTURED)
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_fentry_counts_equal_the_kernel_counters(guests, kernel, name):
+def test_fentry_counts_equal_the_kernel_counters(guests, kernel, name, matrix):
     s = scenario(guests, kernel, "best", name)
     assert s["lab_delta"] > 0
     assert s["seen"] == s["kernel_delta"] == s["lab_delta"], s["totals"]
@@ -151,11 +162,15 @@ def test_fentry_counts_equal_the_kernel_counters(guests, kernel, name):
     assert {e["method"] for e in s["events"]} == {"fentry"}
     row = next(x for x in s["totals"]["families"] if x["family"] == s["family"])
     assert row["method"].startswith("fentry ") and row["match"] is True
+    matrix.check(plan_of(guests, kernel, "best"), s["family"],
+                 f"{name}: count = TcpExt {COUNTER[name]}, every event printed, none lost",
+                 fields=["verdict"], used=row["method"], where=where(kernel),
+                 figures=f"{s['seen']}/{s['kernel_delta']}")
 
 
 @pytest.mark.parametrize("name", CAPTURED)
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_kprobe_counts_equal_the_kernel_counters_but_for_missed_nesting(guests, kernel, name):
+def test_kprobe_counts_equal_the_kernel_counters_but_for_missed_nesting(guests, kernel, name, matrix):
     """Kprobes do not nest: a probed call in a softirq that runs while one of
     tcpoom's kprobe handlers runs on that CPU is missed (the plan's blind
     spot). Under TCG that happened to about 1 in 100 overflows before the
@@ -171,11 +186,16 @@ def test_kprobe_counts_equal_the_kernel_counters_but_for_missed_nesting(guests, 
     assert 0 <= missed <= max(3, s["kernel_delta"] // 20), s["totals"]
     if missed:
         assert row["not_seen_individually"] == missed and "kprobes do not nest" in row["blind_spot"]
+    matrix.check(plan_of(guests, kernel, "kprobe"), s["family"],
+                 f"{name}: count = TcpExt {COUNTER[name]} but for kprobe nesting misses "
+                 f"(at most 5%, each one reported), every event printed, none lost",
+                 fields=["verdict"], used=row["method"], where=where(kernel),
+                 figures=f"{s['seen']}/{s['kernel_delta']}, {missed} missed")
 
 
 @pytest.mark.parametrize("tier", ["best", "kprobe"])
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_timer_path_carries_the_shift_and_exact_orphans(guests, kernel, tier):
+def test_timer_path_carries_the_shift_and_exact_orphans(guests, kernel, tier, matrix):
     s = scenario(guests, kernel, tier, "orphans_timer")
     assert s["events"]
     for e in s["events"]:
@@ -189,11 +209,19 @@ def test_timer_path_carries_the_shift_and_exact_orphans(guests, kernel, tier):
         assert "too_many_orphans" in e["verdict"]
         assert e["memory_allocated"] is not None and e["fidelity"]["memory_allocated"] == "exact"
         assert e["tcp_mem"] is not None and e["fidelity"]["tcp_mem"] == "exact"
+    used, = {e["method"] for e in s["events"]}
+    matrix.check(plan_of(guests, kernel, tier), "oom_check",
+                 "orphans_timer: every event on the timer path with shift 1..2 and "
+                 "orphans << shift > max_orphans, verdict too_many_orphans (all said exact); "
+                 "memory_allocated and tcp_mem present",
+                 fields=["caller", "shift", "orphans", "max_orphans", "verdict"], used=used,
+                 where=where(kernel), figures=f"{len(s['events'])} events, shifts "
+                 f"{sorted({e['shift'] for e in s['events']})}")
 
 
 @pytest.mark.parametrize("tier", ["best", "kprobe"])
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_close_path_has_shift_zero(guests, kernel, tier):
+def test_close_path_has_shift_zero(guests, kernel, tier, matrix):
     s = scenario(guests, kernel, tier, "orphans_close")
     assert s["events"]
     for e in s["events"]:
@@ -203,31 +231,59 @@ def test_close_path_has_shift_zero(guests, kernel, tier):
         assert e["max_orphans"] == 0 and e["orphans"] >= 1
         assert "too_many_orphans" in e["verdict"]
         assert e["memory_allocated"] is not None and e["tcp_mem"] is not None
+    used, = {e["method"] for e in s["events"]}
+    matrix.check(plan_of(guests, kernel, tier), "oom_check",
+                 "orphans_close: every event on the close path with shift 0, "
+                 "max_orphans 0 (tcp_max_orphans=0) and orphans >= 1, verdict too_many_orphans; "
+                 "memory_allocated and tcp_mem present",
+                 fields=["caller", "shift", "orphans", "max_orphans", "verdict"], used=used,
+                 where=where(kernel), figures=f"{len(s['events'])} events")
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_tw_overflow_reads_the_death_row(guests, kernel):
+def test_tw_overflow_reads_the_death_row(guests, kernel, matrix):
     s = scenario(guests, kernel, "best", "tw_overflow")
     for e in s["events"]:
         assert e["tw_count"] >= e["max_tw_buckets"] == 5
         assert e["fidelity"]["tw_count"] == e["fidelity"]["verdict"] == "exact"
     assert sum(s["kmsg_lines"].values()) == 0
+    used, = {e["method"] for e in s["events"]}
+    matrix.check(plan_of(guests, kernel, "best"), "tw_overflow",
+                 "tw_overflow: every event has tw_count >= max_tw_buckets = 5 (the namespace's "
+                 "tcp_max_tw_buckets), both said exact; the kernel logs none of them",
+                 fields=["tw_count", "max_tw_buckets"], used=used, where=where(kernel),
+                 figures=f"{len(s['events'])} events")
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_close_path_seen_when_tcp_check_oom_is_inlined(guests, kernel):
+def test_close_path_seen_when_tcp_check_oom_is_inlined(guests, kernel, matrix):
     s = scenario(guests, kernel, "best-inlined", "orphans_close")
     assert "check_oom_fexit" not in s["programs"] and "active_reset_fentry" in s["programs"]
     assert s["lab_delta"] > 0
     assert s["seen"] == s["close"] == s["lab_delta"] and s["lost"] == 0
     for e in s["events"]:
         assert e["caller"] == "close" and e["shift"] == 0 and e["fidelity_shift"] == "derived"
+    p = plan_of(guests, kernel, "best")
+    matrix.check(p, "oom_check",
+                 "orphans_close: count = TcpExt TCPAbortOnMemory from the close-path companions "
+                 "alone, none lost; every event on the close path with shift 0",
+                 fields=["verdict", "caller", "shift"], used=s["method"], where=where(kernel),
+                 method=f"{s['method']} {p['families']['oom_check']['target']} "
+                        "(inlined: simulated, its probe left out)",
+                 fidelity={"shift": "derived"}, figures=f"{s['seen']}/{s['lab_delta']}")
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_pressure_entry_seen_by_fentry(guests, kernel):
+def test_pressure_entry_seen_by_fentry(guests, kernel, matrix):
     s = scenario(guests, kernel, "best", "tcp_mem_send")
     assert s["seen"] > 0 and s["lost"] == 0
     pressure = next(x for x in s["totals"]["families"] if x["family"] == "pressure")
     assert pressure["method"].startswith("fentry ")
     assert pressure["kernel_delta"] >= 1 and pressure["seen"] == pressure["kernel_delta"]
+    p = plan_of(guests, kernel, "best")
+    refused = next(x for x in s["totals"]["families"] if x["family"] == "mem_exceed")
+    matrix.check(p, "mem_exceed", "tcp_mem_send: refusals seen, none lost (no TcpExt counter to compare)",
+                 used=refused["method"], where=where(kernel), figures=f"{s['seen']} seen")
+    matrix.check(p, "pressure", "tcp_mem_send: entries = TcpExt TCPMemoryPressures",
+                 fields=["verdict"], used=pressure["method"], where=where(kernel),
+                 figures=f"{pressure['seen']}/{pressure['kernel_delta']}")
