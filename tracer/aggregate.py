@@ -264,16 +264,33 @@ class Aggregate:
             size, count, records, stride, skip = block.events()
             if size == _SIZE and stride % 8 == 0 and skip % 8 == 0:
                 self.add_events(records, count, stride, skip)
-        elif block.type == tf.SNAPSHOT:
-            self.add_snapshot(block.json())
-        elif block.type == tf.HOLDERS:
-            self.add_holders(block.json())
-        elif block.type == tf.COUNTERS:
-            self.add_counters(block.json())
-        elif block.type == tf.LOSS:
-            self.add_loss(block.json())
-        elif block.type == tf.TRAILER:
-            self.set_trailer(block.json())
+        else:
+            self.add_json_block(block.type, block.json() if block.type in tf.JSON_BLOCKS else None)
+
+    def add_json_block(self, btype: int, obj) -> None:
+        from . import tracefile as tf
+        add = {tf.SNAPSHOT: self.add_snapshot, tf.HOLDERS: self.add_holders, tf.COUNTERS: self.add_counters,
+               tf.LOSS: self.add_loss, tf.TRAILER: self.set_trailer}.get(btype)
+        if add:
+            add(obj)
+
+    def merge_events(self, other: "Aggregate") -> None:
+        """Add what `other` folded in from events (blocks read elsewhere, in a
+        later part of the file: on ties the earlier peak stays)."""
+        for name in ("by_family", "by_verdict", "oom_callers", "methods", "per_second", "shift",
+                     "orphans_at_decision", "processes", "local_ports", "remote_peers", "netns"):
+            getattr(self, name).update(getattr(other, name))
+        for sec, s in other.oom_shift_by_sec.items():
+            if s > self.oom_shift_by_sec.get(sec, -1):
+                self.oom_shift_by_sec[sec] = s
+        for name, p in other.peaks.items():
+            if p.value is not None:
+                self.peaks[name].offer(p.value, p.ts_ns, **p.extra)
+        if other.first_ns is not None:
+            self.first_ns = other.first_ns if self.first_ns is None else min(self.first_ns, other.first_ns)
+            self.last_ns = other.last_ns if self.last_ns is None else max(self.last_ns, other.last_ns)
+        self.events += other.events
+        self.detail_sampled = max(self.detail_sampled, other.detail_sampled)
 
 
 # ---------------------------------------------------------------- columns

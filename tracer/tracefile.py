@@ -15,7 +15,7 @@ import json
 import os
 import struct
 import zlib
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 from .errors import TcpoomError
 
@@ -105,6 +105,58 @@ class Block:
                 stride, skip)
 
 
+def _header_damage(head: bytes, offset: int, index: int) -> Optional[str]:
+    if len(head) < _BLOCK.size:
+        return f"TruncatedTrace: cut short in the header of block {index} (byte {offset})"
+    btype, _, _, length, _, raw_len = _BLOCK.unpack(head)
+    if length > MAX_BLOCK or raw_len > MAX_BLOCK or btype == 0:
+        return f"CorruptBlock: implausible block header at byte {offset}"
+    return None
+
+
+def read_block(f, index: int) -> Tuple[Optional[Block], Optional[str]]:
+    """The block at f's position, checked (length, checksum, compression):
+    (block, None), or (None, what is wrong), or (None, None) at the end."""
+    offset = f.tell()
+    head = f.read(_BLOCK.size)
+    if not head:
+        return None, None
+    damage = _header_damage(head, offset, index)
+    if damage:
+        return None, damage
+    btype, flags, _, length, crc, raw_len = _BLOCK.unpack(head)
+    payload = f.read(length)
+    if len(payload) < length:
+        return None, f"TruncatedTrace: cut short in block {index} (byte {offset}); read up to there"
+    if zlib.crc32(payload) != crc:
+        return None, f"CorruptBlock: checksum mismatch in block {index} (byte {offset})"
+    if flags & FLAG_ZLIB:
+        try:
+            payload = zlib.decompress(payload)
+        except zlib.error:
+            return None, f"CorruptBlock: bad compressed data in block {index}"
+    if len(payload) != raw_len:
+        return None, f"CorruptBlock: length mismatch in block {index} (byte {offset})"
+    return Block(btype, offset, payload), None
+
+
+def check(b: Block) -> Optional[str]:
+    """What is wrong with a block's content, if anything."""
+    if b.type == EVENTS:
+        try:
+            size, count, stride, skip = _EVENTS_HEAD.unpack_from(b.payload, 0)
+        except struct.error:
+            return f"CorruptBlock: events block at byte {b.offset} too short"
+        if skip + size > stride or stride * count + _EVENTS_HEAD.size > len(b.payload):
+            return f"CorruptBlock: events block at byte {b.offset} shorter than its count"
+    elif b.type in JSON_BLOCKS:
+        try:
+            b.json()
+        except ValueError:
+            return f"CorruptBlock: {b.name} block at byte {b.offset} is not JSON"
+    return None
+
+
 class TraceReader:
     """Reads blocks up to the end, or up to the first torn or damaged block
     (then `damage` says where and why)."""
@@ -143,36 +195,13 @@ class TraceReader:
     def _blocks(self) -> Iterator[Block]:
         f = self._f
         while True:
-            offset = f.tell()
-            head = f.read(_BLOCK.size)
-            if not head:
-                return
-            if len(head) < _BLOCK.size:
-                self.damage = f"TruncatedTrace: cut short in the header of block {self.blocks_read + 1} (byte {offset})"
-                return
-            btype, flags, _, length, crc, raw_len = _BLOCK.unpack(head)
-            if length > MAX_BLOCK or raw_len > MAX_BLOCK or btype == 0:
-                self.damage = f"CorruptBlock: implausible block header at byte {offset}"
-                return
-            payload = f.read(length)
-            if len(payload) < length:
-                self.damage = (f"TruncatedTrace: cut short in block {self.blocks_read + 1} "
-                               f"(byte {offset}); read up to there")
-                return
-            if zlib.crc32(payload) != crc:
-                self.damage = f"CorruptBlock: checksum mismatch in block {self.blocks_read + 1} (byte {offset})"
-                return
-            if flags & FLAG_ZLIB:
-                try:
-                    payload = zlib.decompress(payload)
-                except zlib.error:
-                    self.damage = f"CorruptBlock: bad compressed data in block {self.blocks_read + 1}"
-                    return
-            if len(payload) != raw_len:
-                self.damage = f"CorruptBlock: length mismatch in block {self.blocks_read + 1} (byte {offset})"
+            block, damage = read_block(f, self.blocks_read + 1)
+            if damage:
+                self.damage = damage
+            if block is None:
                 return
             self.blocks_read += 1
-            yield Block(btype, offset, payload)
+            yield block
 
     def blocks(self) -> Iterator[Block]:
         """Every block after the header, in file order."""
@@ -180,22 +209,34 @@ class TraceReader:
         self.blocks_read = 1
         self.damage = None
         for b in self._blocks():
-            if b.type == EVENTS:
-                try:
-                    size, count, stride, skip = _EVENTS_HEAD.unpack_from(b.payload, 0)
-                except struct.error:
-                    self.damage = f"CorruptBlock: events block at byte {b.offset} too short"
-                    return
-                if skip + size > stride or stride * count + _EVENTS_HEAD.size > len(b.payload):
-                    self.damage = f"CorruptBlock: events block at byte {b.offset} shorter than its count"
-                    return
-            elif b.type in JSON_BLOCKS:
-                try:
-                    b.json()
-                except ValueError:
-                    self.damage = f"CorruptBlock: {b.name} block at byte {b.offset} is not JSON"
-                    return
+            damage = check(b)
+            if damage:
+                self.damage = damage
+                return
             yield b
+
+    def block_offsets(self) -> List[Tuple[int, int]]:
+        """(offset, type) of every block after the header, from their headers
+        alone (payloads are skipped, not read): where parallel readers start.
+        A structurally torn block ends the list, and `damage` says so; the
+        checksums are left to whoever reads the payloads."""
+        f = self._f
+        out: List[Tuple[int, int]] = []
+        offset = self._after_header
+        self.damage = None
+        while offset < self.size:
+            f.seek(offset)
+            head = f.read(_BLOCK.size)
+            index = len(out) + 2
+            damage = _header_damage(head, offset, index)
+            if damage is None and offset + _BLOCK.size + _BLOCK.unpack(head)[3] > self.size:
+                damage = f"TruncatedTrace: cut short in block {index} (byte {offset}); read up to there"
+            if damage:
+                self.damage = damage
+                break
+            out.append((offset, head[0]))
+            offset += _BLOCK.size + _BLOCK.unpack(head)[3]
+        return out
 
     def close(self) -> None:
         self._f.close()

@@ -12,6 +12,7 @@ import click
 from .. import tracefile as tf
 from ..aggregate import Aggregate
 from ..errors import TcpoomError
+from ..fold import fold
 from ..report import build
 from ..reporters import FORMATS, render
 
@@ -34,10 +35,7 @@ def read_recordings(paths: List[str], progress: bool = False) -> Tuple[List[dict
         rs.sort(key=lambda r: (r.header.get("clock") or {}).get("monotonic_ns", 0))
         agg = Aggregate(rs[0].header)
         for r in rs:
-            for block in r.blocks():
-                agg.add_block(block)
-                if bar:
-                    bar.advance(block.offset)
+            fold(agg, r, bar.advance if bar else None)
             if r.damage:
                 agg.damage.append(f"{r.path}: {r.damage}")
                 damage.append(f"{r.path}: {r.damage}")
