@@ -1078,3 +1078,55 @@ int BPF_PROG(bench_sys_enter, struct pt_regs *regs, long id)
 	bpf_loop(bench_batch, bench_one, &e, 0);
 	return 0;
 }
+
+/*
+ * The same synthetic records through a perf event array, one
+ * bpf_perf_event_output() each, as bcc's tools emit theirs: the reference
+ * pipeline of the benchmarks (scripts/bench_reference.py reads it with a
+ * Python callback per event). Never part of a probe plan.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} bench_perf SEC(".maps");
+
+struct bench_perf_ctx {
+	void *prog_ctx;
+	struct tcpoom_event e;
+};
+
+static long bench_perf_one(__u32 i, void *ctx)
+{
+	struct bench_perf_ctx *c = ctx;
+
+	c->e.ts_ns = bpf_ktime_get_ns();
+	c->e.shift = i & 3;
+	c->e.orphans = i & 1023;
+	c->e.sport = 1024 + (i & 4095);
+	count(CNT_OOM_CHECK);
+	if (bpf_perf_event_output(c->prog_ctx, &bench_perf, BPF_F_CURRENT_CPU, &c->e, sizeof(c->e)))
+		count(CNT_LOST_BASE + FAMILY_OOM_CHECK);
+	return 0;
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(bench_perf_sys_enter, struct pt_regs *regs, long id)
+{
+	struct bench_perf_ctx c = { .prog_ctx = ctx };
+
+	if (id != 39 /* __NR_getpid, x86_64 */ || (bpf_get_current_pid_tgid() >> 32) != bench_tgid)
+		return 0;
+	init_event(&c.e, FAMILY_OOM_CHECK, METHOD_TP_BTF);
+	c.e.af = AF_INET;
+	c.e.dport = 5000;
+	c.e.max_orphans = 1024;
+	c.e.memory_allocated = 1000;
+	c.e.tcp_mem[0] = 100;
+	c.e.tcp_mem[1] = 200;
+	c.e.tcp_mem[2] = 400;
+	c.e.verdict = VERDICT_ORPHANS | VERDICT_KILLED;
+	c.e.caller = CALLER_TIMER;
+	bpf_loop(bench_batch, bench_perf_one, &c, 0);
+	return 0;
+}

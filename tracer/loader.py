@@ -46,7 +46,7 @@ class Session:
     """The loaded object: its links, ring buffer and counters."""
 
     def __init__(self, plan: Plan, filters: Filters, ringbuf_bytes: int = DEFAULT_RINGBUF,
-                 object_path: str = OBJECT, synthetic_pid: int = 0):
+                 object_path: str = OBJECT, synthetic_pid: int = 0, synthetic: str = "ringbuf"):
         self.plan = plan
         self.filters = filters
         self._l = libbpf.lib()
@@ -58,10 +58,11 @@ class Session:
         self._path = object_path
         self.programs: List[str] = [
             p for fam, fp in plan.families.items() if filters.wants(fam) for p in fp.programs]
-        # benchmarks: the synthetic source, driven by getpid() of this process
+        # benchmarks: the synthetic source, driven by getpid() of that process,
+        # into the ring buffer, or into a perf buffer for the reference pipeline
         self._synthetic_pid = synthetic_pid
         if synthetic_pid:
-            self.programs.append("bench_sys_enter")
+            self.programs.append("bench_sys_enter" if synthetic == "ringbuf" else "bench_perf_sys_enter")
 
     # ------------------------------------------------------------ start
     def start(self) -> "Session":
@@ -138,6 +139,9 @@ class Session:
         self._counters_fd = l.bpf_map__fd(counters)
         self._ncpus = l.libbpf_num_possible_cpus()
         self.ringbuf = RingBuffer(l.bpf_map__fd(events), self._ringbuf_bytes)
+
+    def map_fd(self, name: str) -> int:
+        return self._l.bpf_map__fd(self._l.bpf_object__find_map_by_name(self._obj, name.encode()))
 
     # ------------------------------------------------------------ read
     def counters(self) -> List[int]:

@@ -1,9 +1,12 @@
 """A BPF ring buffer consumer over mmap, without a Python call per event.
 
 Layout (kernel/bpf/ringbuf.c, stable since 5.8): page 0 holds the consumer
-position (mapped writable), page 1 the producer position, then the data pages
-mapped twice in a row so a record that wraps reads contiguously. Each record has
-an 8-byte header: length with a BUSY bit (not yet committed) and a DISCARD bit.
+position (mapped writable), page 1 the producer position, then the data pages.
+The kernel offers the data pages twice in a row, so that a record that wraps
+reads contiguously; this consumer maps them once and copies a wrapping span in
+two pieces, because every mapped page counts in the tracer's RSS (a 16 MiB
+ring mapped twice is 32 MB of it). Each record has an 8-byte header: length
+with a BUSY bit (not yet committed) and a DISCARD bit.
 """
 from __future__ import annotations
 
@@ -32,11 +35,25 @@ class RingBuffer:
         self._mask = size - 1
         self._cons = mmap.mmap(map_fd, page, mmap.MAP_SHARED,
                                mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-        self._prod = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED,
+        self._prod = mmap.mmap(map_fd, page + size, mmap.MAP_SHARED,
                                mmap.PROT_READ, offset=page)
         self._data = page    # data starts one page into the producer mapping
+        self._size = size
         self._ep = select.epoll()
         self._ep.register(map_fd, select.EPOLLIN)
+
+    def _copy(self, pos: int, length: int) -> bytes:
+        """`length` bytes of the ring from position `pos`, across the wrap."""
+        start = pos & self._mask
+        first = min(length, self._size - start)
+        head = self._prod[self._data + start:self._data + start + first]
+        if first == length:
+            return head
+        return head + self._prod[self._data:self._data + length - first]
+
+    def _header(self, pos: int) -> int:
+        # headers are 8-byte aligned and the size a power of two: never split
+        return _U32.unpack_from(self._prod, self._data + (pos & self._mask))[0]
 
     def _store(self, cons: int) -> None:
         self._cons[0:8] = _U64.pack(cons)
@@ -52,18 +69,16 @@ class RingBuffer:
 
     def read(self, max_records: int = 1 << 30) -> List[bytes]:
         """Take the committed records (copies), up to the first still busy."""
-        prod_map, data, mask = self._prod, self._data, self._mask
         cons = _U64.unpack_from(self._cons, 0)[0]
-        prod = _U64.unpack_from(prod_map, 0)[0]
+        prod = _U64.unpack_from(self._prod, 0)[0]
         out: List[bytes] = []
         while cons < prod and len(out) < max_records:
-            off = data + (cons & mask)
-            hdr = _U32.unpack_from(prod_map, off)[0]
+            hdr = self._header(cons)
             if hdr & _BUSY:
                 break
             length = hdr & ~(_BUSY | _DISCARD)
             if not hdr & _DISCARD:
-                out.append(prod_map[off + _HDR: off + _HDR + length])
+                out.append(self._copy(cons + _HDR, length))
             cons += (length + _HDR + 7) & ~7
         self._store(cons)
         return out
@@ -89,8 +104,7 @@ class RingBuffer:
         # a bounded batch: the copies below then stay a few MB whatever the backlog
         span_len = min(span_len, max_records * stride)
         prod = cons + span_len
-        start = self._data + (cons & self._mask)
-        span = self._prod[start:start + span_len]
+        span = self._copy(cons, span_len)
         count = span_len // stride
         words = stride // 4
         if memoryview(span).cast("I")[0::words].tolist().count(record_size) != count:

@@ -1,0 +1,139 @@
+"""What tcpoom costs a busy host: loopback connections per second with and
+without `tcpoom trace` attached.
+
+    python3 -m scripts.bench_churn [--runs 5] [--seconds 3] [--clients 2]
+
+The workload runs in a private network namespace (deleted afterwards): one
+process accepts and closes, --clients processes connect and close as fast as
+they can, so every connection passes through the state changes tcpoom's
+inet_sock_set_state program examines (about ten per connection). Runs
+alternate without/with (ABBA order, so drift cancels); medians are compared.
+The tracer watches every namespace, all families, as an operator would run it.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PORT = 7070
+
+
+# ------------------------------------------------------------ the workload (in the namespace)
+
+def _server(ready) -> None:
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("127.0.0.1", PORT))
+    ls.listen(4096)
+    ready.set()
+    while True:
+        c, _ = ls.accept()
+        c.close()
+
+
+def _client(seconds: float, out) -> None:
+    done = errors = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        s = socket.socket()
+        try:
+            s.connect(("127.0.0.1", PORT))
+            done += 1
+        except OSError:
+            errors += 1
+        s.close()
+    out.put((done, errors))
+
+
+def load(seconds: float, clients: int) -> None:
+    """Inside the namespace: print connections/s and errors."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range", "w") as f:
+        f.write("1024 65535")
+    with open("/proc/sys/net/ipv4/tcp_tw_reuse", "w") as f:
+        f.write("1")
+    ready, out = multiprocessing.Event(), multiprocessing.Queue()
+    server = multiprocessing.Process(target=_server, args=(ready,), daemon=True)
+    server.start()
+    ready.wait(5)
+    procs = [multiprocessing.Process(target=_client, args=(seconds, out)) for _ in range(clients)]
+    for p in procs:
+        p.start()
+    results = [out.get() for _ in procs]
+    for p in procs:
+        p.join()
+    server.terminate()
+    print(sum(r[0] for r in results) / seconds, sum(r[1] for r in results))
+
+
+# ------------------------------------------------------------ the benchmark
+
+def churn(netns_name: str, seconds: float, clients: int) -> float:
+    r = subprocess.run(["ip", "netns", "exec", netns_name, sys.executable, "-m", "scripts.bench_churn",
+                        "--load", str(seconds), "--clients", str(clients)],
+                       cwd=ROOT, capture_output=True, text=True, check=True)
+    rate, errors = r.stdout.split()
+    if int(errors):
+        print(f"  ({errors} failed connects)", file=sys.stderr)
+    return float(rate)
+
+
+def start_tracer() -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, "-m", "tracer", "trace"], cwd=ROOT,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while True:
+        line = p.stderr.readline()
+        if line.startswith("tcpoom: tracing"):
+            return p
+        if not line:
+            raise RuntimeError("tcpoom trace did not start")
+
+
+def measure(runs: int, seconds: float, clients: int) -> dict:
+    sys.path.insert(0, ROOT)
+    from tracer import netns
+    without, with_ = [], []
+    with netns.temporary("tcpoom-bench-") as name:
+        churn(name, 1.0, clients)                  # warm up
+        for i in range(runs):
+            for traced in ((False, True) if i % 2 == 0 else (True, False)):
+                if traced:
+                    tracer = start_tracer()
+                    time.sleep(0.3)
+                    with_.append(churn(name, seconds, clients))
+                    tracer.send_signal(signal.SIGINT)
+                    tracer.communicate(timeout=30)
+                else:
+                    without.append(churn(name, seconds, clients))
+    a, b = statistics.median(without), statistics.median(with_)
+    return {"without": a, "with": b, "overhead_pct": (a - b) / a * 100,
+            "runs_without": without, "runs_with": with_}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--clients", type=int, default=2)
+    ap.add_argument("--load", type=float, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.load:
+        load(args.load, args.clients)
+        return 0
+    r = measure(args.runs, args.seconds, args.clients)
+    print(f"connections/s without tcpoom {r['without']:,.0f}, with {r['with']:,.0f}: "
+          f"{r['overhead_pct']:+.2f}% fewer (medians of {args.runs})")
+    print("  without:", " ".join(f"{x:,.0f}" for x in r["runs_without"]))
+    print("  with:   ", " ".join(f"{x:,.0f}" for x in r["runs_with"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
