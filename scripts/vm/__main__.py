@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from .errors import VMError
-from .kernels import SERIES, get_kernel
+from .kernels import SERIES, get_headers, get_kernel
 from .runner import DEFAULT_WRITABLE, run_in_vm
 
 
@@ -32,6 +32,9 @@ def main(argv=None) -> int:
     ap.add_argument("--bzimage", action="store_true",
                     help="boot the packaged bzImage (decompressor, KASLR: 10-15 s slower) instead "
                          "of the extracted vmlinux")
+    ap.add_argument("--headers", action="store_true",
+                    help="the kernel's linux-headers packages at /lib/modules/<release>/build in the "
+                         "guest (for the bcc engine; fetched once)")
     ap.add_argument("command", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -39,12 +42,15 @@ def main(argv=None) -> int:
         if args.fetch_only:
             k = get_kernel(args.kernel)
             print(f"{k.release}: {k.directory}")
+            if args.headers:
+                print(f"{k.release} headers: {get_headers(k)}")
             return 0
         if not command:
             ap.error("no command (put it after --)")
         result = run_in_vm(command, args.kernel, timeout=args.timeout, memory=args.memory,
                            cpus=args.cpus, writable=tuple(args.writable or DEFAULT_WRITABLE),
-                           stream=sys.stdout, fast_boot=not args.bzimage)
+                           stream=sys.stdout, fast_boot=not args.bzimage,
+                           headers=args.headers)
     except VMError as e:
         print(f"scripts.vm: {str(e).splitlines()[0]}", file=sys.stderr)
         if "\n" in str(e):

@@ -8,7 +8,8 @@ Two newc cpio archives, concatenated (the kernel unpacks them in turn):
 /init loads the modules, mounts this machine's root read-only over 9p at
 /newroot, puts tmpfs over the writable directories, mounts proc, sys, dev,
 bpffs, tracefs and debugfs, a tmpfs /boot holding the guest kernel's config
-and /lib/modules/<release> with its modules, chroots, runs the job with its
+and /lib/modules/<release> with its modules (and, when asked, build and
+source links to the kernel's headers unpacked on this machine), chroots, runs the job with its
 output on the second serial port (/dev/ttyS1) between two marker lines, and
 powers off. The kernel console is the first serial port.
 """
@@ -81,6 +82,12 @@ fi
 if [ -d $R/lib/modules ]; then
     mount -t tmpfs tmpfs $R/lib/modules && mkdir -p $R/lib/modules/$REL/kernel \
         && cp /modules/*.ko $R/lib/modules/$REL/kernel/
+fi
+# kernel headers (for bcc), linked where a Debian linux-headers package puts them
+if [ -n "$HEADERS" ]; then
+    [ -d $R/lib/modules/$REL ] || die "no /lib/modules on the host to hold the headers' links"
+    ln -s "$HEADERS" $R/lib/modules/$REL/build && ln -s "$HEADERS_SOURCE" $R/lib/modules/$REL/source \
+        || die "cannot link the kernel headers"
 fi
 hostname tcpoom-vm
 ip link set lo up
@@ -185,7 +192,10 @@ def job_script(argv: Sequence[str], cwd: str, env: Dict[str, str]) -> str:
 
 
 def job_archive(argv: Sequence[str], cwd: str, env: Dict[str, str], writable: Iterable[str],
-                msize: int, ninep_opts: str, printk: Optional[str]) -> bytes:
+                msize: int, ninep_opts: str, printk: Optional[str],
+                headers: Optional[Sequence[str]] = None) -> bytes:
+    """`headers`: (build, source) directories on this machine to link at
+    /lib/modules/<release>/build and /source in the guest."""
     for d in writable:
         if not d.startswith("/") or any(ch.isspace() for ch in d) or d.rstrip("/") in ("", "/proc", "/sys", "/dev"):
             raise VMError(f"writable directory {d!r}: an absolute path without spaces, not / proc sys dev")
@@ -201,7 +211,9 @@ def job_archive(argv: Sequence[str], cwd: str, env: Dict[str, str], writable: It
                f"KEEP={shlex.quote(keep)}",
                f"MSIZE={int(msize)}",
                f"NINEP_OPTS={shlex.quote(ninep_opts)}",
-               f"PRINTK={shlex.quote(printk or '')}"]
+               f"PRINTK={shlex.quote(printk or '')}",
+               f"HEADERS={shlex.quote(headers[0] if headers else '')}",
+               f"HEADERS_SOURCE={shlex.quote(headers[1] if headers else '')}"]
     c.file("job/vars.sh", ("\n".join(vars_sh) + "\n").encode())
     c.file("job/job.sh", job_script(argv, cwd, env).encode())
     return c.finish()

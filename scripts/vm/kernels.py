@@ -13,6 +13,9 @@ or $TCPOOM_VM_CACHE):
     <cache>/<release>/modules/*.ko   the modules the guest loads, decompressed
     <cache>/<release>/modules.load   their names in load order (dependencies first)
     <cache>/<release>/meta.json      package, version
+    <cache>/<release>/headers/       linux-headers-<release> and what it links to (the
+                                     -common tree, linux-kbuild), unpacked, for the bcc
+                                     engine: fetched only when asked (get_headers)
     <cache>/debs/*.deb               the downloaded packages
 
 A series already in the cache is used as it is, without asking apt (the newest
@@ -288,6 +291,74 @@ def _with_vmlinux(k: Kernel) -> Kernel:
         if not extract_vmlinux(k.vmlinuz, vmlinux):
             open(tried, "w").close()
     return k
+
+
+def _deb_field(deb: str, field: str) -> str:
+    return subprocess.run(["dpkg-deb", "-f", deb, field], capture_output=True, text=True,
+                          timeout=60).stdout.strip()
+
+
+def get_headers(k: Kernel) -> str:
+    """The kernel's headers tree, as /lib/modules/<release>/build would point to
+    it: linux-headers-<release> at the image's version, plus the packages its
+    symlinks lead into (linux-headers-*-common, linux-kbuild-*), unpacked once
+    into <cache>/<release>/headers."""
+    root = os.path.join(k.directory, "headers")
+    build = os.path.join(root, "usr", "src", "linux-headers-" + k.release)
+    if os.path.isdir(os.path.join(build, "include")):
+        return build
+    _need("dpkg-deb", "dpkg")
+    if not k.version:
+        raise VMError(f"{k.release}: no package version in meta.json to fetch matching headers")
+    cache = os.path.dirname(k.directory)
+    main = _download_version("linux-headers-" + k.release, k.version, cache)
+    # "linux-headers-6.1.0-56-common (= 6.1.192-2), linux-kbuild-6.1 (>= 6.1.192-2), ..."
+    debs = [main]
+    for dep in _deb_field(main, "Depends").split(","):
+        name = dep.strip().split(" ")[0]
+        if name.startswith(("linux-headers-", "linux-kbuild-")):
+            debs.append(_download_version(name, k.version, cache))
+    staging = root + ".new"
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    for deb in debs:
+        proc = subprocess.run(["dpkg-deb", "-x", deb, staging], capture_output=True, text=True,
+                              timeout=600)
+        if proc.returncode != 0:
+            raise VMError(f"dpkg-deb -x {os.path.basename(deb)} failed: {proc.stderr.strip()}")
+    shutil.rmtree(root, ignore_errors=True)
+    os.rename(staging, root)
+    if not os.path.isdir(os.path.join(build, "include")):
+        raise VMError(f"linux-headers-{k.release} holds no {build[len(root):]}/include")
+    return build
+
+
+def headers_source(build: str) -> str:
+    """The -common tree next to a Debian headers build directory (its
+    /lib/modules/<release>/source), or the build directory itself."""
+    with open(os.path.join(build, "Makefile")) as f:
+        m = re.search(r"include\s+/usr/src/(linux-headers-[^/\s]+)/Makefile", f.read())
+    if not m:
+        return build
+    return os.path.join(os.path.dirname(build), m.group(1))
+
+
+def _download_version(package: str, version: str, cache: str) -> str:
+    """apt-get download package=version into <cache>/debs, once."""
+    debs = os.path.join(cache, "debs")
+    os.makedirs(debs, exist_ok=True)
+    pattern = os.path.join(debs, f"{package}_{version.replace(':', '%3a')}_*.deb")
+    if glob.glob(pattern):
+        return glob.glob(pattern)[0]
+    for attempt in (1, 2):
+        proc = subprocess.run(["apt-get", "download", f"{package}={version}"], cwd=debs,
+                              capture_output=True, text=True, timeout=900)
+        if proc.returncode == 0 and glob.glob(pattern):
+            return glob.glob(pattern)[0]
+        if attempt == 1:
+            _apt_update()
+    last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    raise VMError(f"apt-get download {package}={version} failed: {last}")
 
 
 def get_kernel(name: str, cache: Optional[str] = None, refresh: bool = False) -> Kernel:

@@ -23,7 +23,7 @@ from typing import Dict, IO, Iterator, Optional, Sequence, Union
 
 from . import initramfs
 from .errors import VMError, VMTimeout
-from .kernels import Kernel, get_kernel
+from .kernels import Kernel, get_headers, get_kernel, headers_source
 
 QEMU = "qemu-system-x86_64"
 DEFAULT_WRITABLE = ("/tmp", "/run", "/var/tmp")
@@ -143,7 +143,7 @@ def run_in_vm(argv: Union[str, Sequence[str]], kernel: str = "6.1", *,
               writable: Sequence[str] = DEFAULT_WRITABLE, stream: Optional[IO[str]] = None,
               cache: Optional[str] = None, ninep_opts: str = ",cache=loose",
               printk: Optional[str] = "4 4 1 7", cmdline_extra: str = "",
-              fast_boot: bool = True, mttcg: bool = False) -> VMResult:
+              fast_boot: bool = True, mttcg: bool = False, headers: bool = False) -> VMResult:
     """Boot `kernel` ("6.1", "6.12", a Debian release or a .deb), run `argv` as root
     in `cwd` on this machine's root filesystem, and return (exit code, output).
 
@@ -158,7 +158,13 @@ def run_in_vm(argv: Union[str, Sequence[str]], kernel: str = "6.1", *,
     text patched while another guest CPU runs it (a static key flipped when
     the TSC is found unsynchronized at boot, ftrace/BPF trampolines at attach)
     is not always seen coherently under multi-threaded TCG; seen here as
-    "Oops: int3" in sched_clock_cpu during boot, now and then."""
+    "Oops: int3" in sched_clock_cpu during boot, now and then.
+
+    headers fetches the kernel's Debian linux-headers packages (once, into the
+    cache) and links them at /lib/modules/<release>/build and /source in the
+    guest, as installing them would: what the bcc engine compiles against.
+    The guest's /lib/modules is a tmpfs mounted over this machine's, which
+    therefore has to exist (created here, empty, where it does not)."""
     qemu = qemu_path()
     if isinstance(argv, str):
         argv = ["/bin/sh", "-c", argv]
@@ -169,7 +175,17 @@ def run_in_vm(argv: Union[str, Sequence[str]], kernel: str = "6.1", *,
         if cwd == d.rstrip("/"):
             raise VMError(f"the working directory {cwd} is a fresh tmpfs in the guest")
     k = get_kernel(kernel, cache)
-    job = initramfs.job_archive(argv, cwd, guest_env(env), writable, MSIZE, ninep_opts, printk)
+    header_dirs = None
+    if headers:
+        build = get_headers(k)
+        header_dirs = (build, headers_source(build))
+        try:
+            os.makedirs("/lib/modules", exist_ok=True)
+        except OSError as e:
+            raise VMError(f"the guest's kernel headers need a /lib/modules mount point here: "
+                          f"{e.strerror}") from None
+    job = initramfs.job_archive(argv, cwd, guest_env(env), writable, MSIZE, ninep_opts, printk,
+                                header_dirs)
     with tempfile.TemporaryDirectory(prefix="tcpoom-vm-") as tmp:
         initrd = os.path.join(tmp, "initrd.cpio")
         console_path = os.path.join(tmp, "console.log")
