@@ -1,0 +1,556 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * tcpoom for the bcc engine: kernels without BTF that have their headers
+ * installed. bcc compiles this text at run time against
+ * /lib/modules/$(uname -r)/build, so struct offsets come from the running
+ * kernel's own headers instead of CO-RE relocations, and version differences
+ * are settled by LINUX_VERSION_CODE.
+ *
+ * It writes the same struct tcpoom_event (tcpoom.h, included as is) into a
+ * BPF ring buffer and counts into the same per-CPU counter slots as
+ * tcpoom.bpf.c, so everything after the ring buffer is shared. The methods are
+ * those of the CO-RE kprobe tier:
+ *
+ *   oom_check    kprobe+kretprobe tcp_check_oom, kprobe+kretprobe tcp_close
+ *                or __tcp_close (which path asked), kprobe
+ *                tcp_send_active_reset (close-path aborts whose tcp_check_oom
+ *                call was inlined)
+ *   tw_overflow  kprobe+kretprobe inet_twsk_alloc
+ *   mem_exceed   raw tracepoint sock_exceed_buf_limit (4.19+: sk, prot,
+ *                allocated, kind; the classic tracepoint has no socket)
+ *   pressure     kprobes tcp_enter_memory_pressure, tcp_leave_memory_pressure
+ *
+ * Set with -D by tracer/bcc_engine.py: FILTER_NETNS, FILTER_PID, FILTER_PORT,
+ * RINGBUF_PAGES, TCPOOM_EVENT_SIZE, and, where /proc/kallsyms lists them (CONFIG_KALLSYMS_ALL),
+ * ORPHAN_CACHE_ADDR and MAX_ORPHANS_ADDR (0 where it does not).
+ * Only the functions user space attaches are loaded.
+ */
+#include <uapi/linux/ptrace.h>
+#include <linux/version.h>
+#include <net/sock.h>
+#include <net/tcp.h>
+#include <net/inet_timewait_sock.h>
+#include "tcpoom.h"
+
+/* Read one kernel value of `type` at `addr`; 0 when the read faults. bcc
+ * rewrites plain dereferences of probe arguments only, and socket pointers
+ * here also come out of maps: every read is spelled out. */
+#define RD(type, addr) ({ type __v = 0; bpf_probe_read_kernel(&__v, sizeof(__v), (const void *)(addr)); __v; })
+
+/* the layout user space decodes (tracer/events.py EVENT_SIZE, passed in) */
+_Static_assert(sizeof(struct tcpoom_event) == TCPOOM_EVENT_SIZE, "struct tcpoom_event layout");
+
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+BPF_PERCPU_ARRAY(counters, struct tcpoom_counters, 1);
+
+/* tid -> the socket tcp_close() is closing: tells the close path's
+ * tcp_check_oom(sk, 0) from the timer path's, and whether it was seen. */
+struct closing_sk {
+	u64 sk;
+	u32 oom_seen;
+	u32 pad;
+};
+BPF_HASH(closing, u64, struct closing_sk, 16384);
+
+/* tid -> arguments saved at a kprobe for its kretprobe. */
+struct entry_args {
+	u64 sk;
+	u64 arg;	/* tcp_check_oom: shift; inet_twsk_alloc: death row */
+};
+BPF_HASH(entry, u64, struct entry_args, 16384);
+
+/* tid -> the orphan figures as tcp_check_oom found them on entry: by its
+ * return another CPU's 100 ms refresh may have replaced the cached count. */
+struct oom_inputs {
+	s32 orphans;
+	s32 max_orphans;
+	u32 exact;
+	u32 derived;
+};
+BPF_HASH(oom_inputs, u64, struct oom_inputs, 16384);
+
+static __always_inline void count(u32 slot)
+{
+	u32 zero = 0;
+	struct tcpoom_counters *c = counters.lookup(&zero);
+
+	if (c && slot < CNT_MAX)
+		__sync_fetch_and_add(&c->slot[slot], 1);
+}
+
+/* sk_protocol is a plain u16 from 5.6, a bitfield before (then not checked:
+ * only DCCP shares these paths, and it is rarely loaded). */
+static __always_inline bool is_tcp(struct sock *sk)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 6, 0)
+	return RD(u16, &sk->sk_protocol) == IPPROTO_TCP;
+#else
+	return true;
+#endif
+}
+
+static __always_inline u32 sk_netns(struct sock *sk)
+{
+	struct net *net = RD(struct net *, &sk->__sk_common.skc_net.net);
+
+	return net ? RD(u32, &net->ns.inum) : 0;
+}
+
+/* The local port: tcp_set_state(TCP_CLOSE) zeroes skc_num (the port is
+ * released) before some of our hooks run; inet_sport keeps it. */
+static __always_inline u16 local_port(struct sock *sk)
+{
+	u16 num = RD(u16, &sk->__sk_common.skc_num);
+
+	if (num)
+		return num;
+	return ntohs(RD(u16, &((struct inet_sock *)sk)->inet_sport));
+}
+
+/* Filters first; a family counts only what passes them, so its counter
+ * compares with the filtered namespace's own TcpExt counters. */
+static __always_inline bool pass_filters(struct sock *sk)
+{
+	if (FILTER_NETNS && sk && sk_netns(sk) != FILTER_NETNS)
+		goto out;
+	if (FILTER_PID && (bpf_get_current_pid_tgid() >> 32) != FILTER_PID)
+		goto out;
+	if (FILTER_PORT && sk) {
+		u16 sport = local_port(sk);
+		u16 dport = ntohs(RD(u16, &sk->__sk_common.skc_dport));
+
+		if (sport != FILTER_PORT && dport != FILTER_PORT)
+			goto out;
+	}
+	return true;
+out:
+	count(CNT_FILTERED);
+	return false;
+}
+
+static __always_inline void init_event(struct tcpoom_event *e, u8 family)
+{
+	u64 id = bpf_get_current_pid_tgid();
+
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_ns();
+	e->pid = id >> 32;
+	e->tid = (u32)id;
+	e->cpu = bpf_get_smp_processor_id();
+	e->family = family;
+	e->method = family == FAMILY_MEM_EXCEED ? METHOD_RAW_TP : METHOD_KPROBE;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->memory_allocated = -1;
+	e->tcp_mem[0] = e->tcp_mem[1] = e->tcp_mem[2] = -1;
+	e->pressure_since = -1;
+	e->orphans = e->max_orphans = e->shift = -1;
+	e->wmem_queued = e->rmem_alloc = e->sndbuf = e->rcvbuf = -1;
+	e->tw_count = e->max_tw_buckets = -1;
+}
+
+/* Counters are bumped before this: a full ring buffer loses the detail only. */
+static __always_inline void emit(struct tcpoom_event *e)
+{
+	if (events.ringbuf_output(e, sizeof(*e), 0))
+		count(CNT_LOST_BASE + e->family);
+}
+
+static __always_inline void fill_socket(struct tcpoom_event *e, struct sock *sk)
+{
+	e->skaddr = (u64)sk;
+	e->netns = sk_netns(sk);
+	e->af = RD(u16, &sk->__sk_common.skc_family);
+	e->sport = local_port(sk);
+	e->dport = ntohs(RD(u16, &sk->__sk_common.skc_dport));
+	e->state = RD(u8, &sk->__sk_common.skc_state);
+	if (e->af == AF_INET) {
+		bpf_probe_read_kernel(e->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_probe_read_kernel(e->daddr, 4, &sk->__sk_common.skc_daddr);
+	}
+#if IS_ENABLED(CONFIG_IPV6)
+	else if (e->af == AF_INET6) {
+		bpf_probe_read_kernel(e->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_probe_read_kernel(e->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+	}
+#endif
+	e->wmem_queued = RD(int, &sk->sk_wmem_queued);
+	e->rmem_alloc = RD(int, &sk->sk_backlog.rmem_alloc.counter);
+	e->sndbuf = RD(int, &sk->sk_sndbuf);
+	e->rcvbuf = RD(int, &sk->sk_rcvbuf);
+	e->exact |= FIELD_SOCKET;
+}
+
+/* memory_allocated against tcp_mem, through the socket's proto as the kernel
+ * compares them (from 6.0 the global figure leaves a per-CPU residue out,
+ * exactly as the kernel's own comparison does). */
+static __always_inline void fill_memory(struct tcpoom_event *e, struct proto *prot)
+{
+	atomic_long_t *allocated = RD(atomic_long_t *, &prot->memory_allocated);
+	long *mem = RD(long *, &prot->sysctl_mem);
+	long v = 0;
+
+	if (allocated && !bpf_probe_read_kernel(&v, sizeof(v), &allocated->counter)) {
+		e->memory_allocated = v < 0 ? 0 : v;
+		e->exact |= FIELD_MEMORY;
+	}
+	if (mem && !bpf_probe_read_kernel(e->tcp_mem, sizeof(e->tcp_mem), mem))
+		e->exact |= FIELD_TCP_MEM;
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 13, 0)
+	/* 4.13+: jiffies when pressure began, 0 when not under pressure
+	 * (an int flag before) */
+	unsigned long *pressure = RD(unsigned long *, &prot->memory_pressure);
+
+	if (pressure && !bpf_probe_read_kernel(&v, sizeof(v), pressure)) {
+		e->pressure_since = v;
+		e->exact |= FIELD_PRESSURE;
+	}
+#endif
+}
+
+/* The orphan count and limit where the kernel lets us read them. */
+static __always_inline void fill_orphans(struct tcpoom_event *e, struct sock *sk)
+{
+	int v;
+
+	if (MAX_ORPHANS_ADDR &&
+	    !bpf_probe_read_kernel(&v, sizeof(v), (void *)MAX_ORPHANS_ADDR)) {
+		e->max_orphans = v;
+		e->exact |= FIELD_MAX_ORPHANS;
+	}
+	/* 5.15.16+/6.0+: tcp_too_many_orphans() compares this 100 ms cache of
+	 * the per-CPU tcp_orphan_count sums: the exact figure of the decision */
+	if (ORPHAN_CACHE_ADDR &&
+	    !bpf_probe_read_kernel(&v, sizeof(v), (void *)ORPHAN_CACHE_ADDR)) {
+		e->orphans = v;
+		e->exact |= FIELD_ORPHANS;
+		return;
+	}
+#if LINUX_VERSION_CODE < KERNEL_VERSION(5, 16, 0)
+	/* up to 5.15.0: a percpu_counter in tcp_prot; the kernel reads its
+	 * count first and sums the per-CPU parts only above the limit */
+	struct proto *prot = RD(struct proto *, &sk->__sk_common.skc_prot);
+	struct percpu_counter *pcc = RD(struct percpu_counter *, &prot->orphan_count);
+	s64 count = 0;
+
+	if (pcc && !bpf_probe_read_kernel(&count, sizeof(count), &pcc->count)) {
+		e->orphans = count < 0 ? 0 : count;
+		e->derived |= FIELD_ORPHANS;
+	}
+#endif
+}
+
+/* tcp_out_of_memory(): wmem_queued > SOCK_MIN_SNDBUF (from the headers) and
+ * memory_allocated > tcp_mem[2]. */
+static __always_inline bool out_of_memory(const struct tcpoom_event *e)
+{
+	return e->wmem_queued > SOCK_MIN_SNDBUF && e->memory_allocated >= 0 &&
+	       e->tcp_mem[2] >= 0 && e->memory_allocated > e->tcp_mem[2];
+}
+
+/* The verdict of a kill decision: both halves recomputed where the orphan
+ * figures are known; else orphans implied when the memory half is false. */
+static __always_inline void fill_verdict(struct tcpoom_event *e)
+{
+	e->verdict |= VERDICT_KILLED;
+	if (out_of_memory(e))
+		e->verdict |= VERDICT_MEMORY;
+	if (e->orphans >= 0 && e->max_orphans >= 0 && e->shift >= 0) {
+		if (((s64)e->orphans << e->shift) > e->max_orphans)
+			e->verdict |= VERDICT_ORPHANS;
+	} else if (!(e->verdict & VERDICT_MEMORY)) {
+		e->verdict |= VERDICT_ORPHANS;
+	}
+	e->derived |= FIELD_VERDICT;
+}
+
+static __always_inline void count_oom(const struct tcpoom_event *e)
+{
+	count(CNT_OOM_CHECK);
+	if (e->verdict & VERDICT_ORPHANS)
+		count(CNT_OOM_ORPHANS);
+	if (e->verdict & VERDICT_MEMORY)
+		count(CNT_OOM_MEMORY);
+	if (e->caller == CALLER_CLOSE)
+		count(CNT_OOM_CLOSE);
+	else if (e->caller == CALLER_TIMER)
+		count(CNT_OOM_TIMER);
+	if (e->verdict & VERDICT_RESET)
+		count(CNT_OOM_RESET);
+}
+
+/* ---------------------------------------------------------------- oom_check */
+
+/* The close path always passes shift 0 and runs in the closing task; a timer
+ * handler deferred to release_sock() at the end of tcp_close() runs there too,
+ * but with the socket's own shift. */
+static __always_inline u8 caller_of(struct sock *sk, int shift)
+{
+	u64 tid = bpf_get_current_pid_tgid();
+	struct closing_sk *c = closing.lookup(&tid);
+
+	if (!c || c->sk != (u64)sk || shift != 0)
+		return CALLER_TIMER;
+	c->oom_seen = 1;
+	return CALLER_CLOSE;
+}
+
+/* `inferred`: seen at the close path's reset, tcp_check_oom inlined there. */
+static __always_inline int report_check_oom(struct sock *sk, int shift, u8 caller, bool inferred)
+{
+	struct tcpoom_event ev = {}, *e = &ev;
+	u64 tid = bpf_get_current_pid_tgid();
+	struct oom_inputs *in = oom_inputs.lookup(&tid);
+
+	if (!pass_filters(sk))
+		goto out;
+	init_event(e, FAMILY_OOM_CHECK);
+	fill_socket(e, sk);
+	fill_memory(e, RD(struct proto *, &sk->__sk_common.skc_prot));
+	if (in && !inferred) {
+		e->orphans = in->orphans;
+		e->max_orphans = in->max_orphans;
+		e->exact |= in->exact & (FIELD_ORPHANS | FIELD_MAX_ORPHANS);
+		e->derived |= in->derived & (FIELD_ORPHANS | FIELD_MAX_ORPHANS);
+	} else {
+		fill_orphans(e, sk);
+	}
+	e->shift = shift;
+	e->caller = caller;
+	if (inferred) {
+		e->verdict |= VERDICT_RESET;
+		e->derived |= FIELD_SHIFT;
+		e->exact |= FIELD_CALLER;
+	} else {
+		e->exact |= FIELD_SHIFT | FIELD_CALLER;
+	}
+	fill_verdict(e);
+	count_oom(e);
+	emit(e);
+out:
+	if (in && !inferred)
+		oom_inputs.delete(&tid);
+	return 0;
+}
+
+/* A close in progress on this task. tcp_close() is sk_prot->close, never
+ * inlined; __tcp_close() (5.15+) is hooked only where tcp_close is not in
+ * kallsyms: kprobes do not nest (see the plan's blind spot), so the fewer
+ * handlers run in a task, the fewer softirq calls are missed. */
+static __always_inline int close_enter(struct sock *sk)
+{
+	u64 tid = bpf_get_current_pid_tgid();
+	struct closing_sk *c = closing.lookup(&tid);
+	struct closing_sk v = { .sk = (u64)sk };
+
+	if (c && c->sk == (u64)sk)	/* tcp_close -> __tcp_close */
+		return 0;
+	closing.update(&tid, &v);
+	return 0;
+}
+
+static __always_inline int close_exit(void)
+{
+	u64 tid = bpf_get_current_pid_tgid();
+
+	closing.delete(&tid);
+	return 0;
+}
+
+int tcp_close_enter_kprobe(struct pt_regs *ctx, struct sock *sk)
+{
+	return close_enter(sk);
+}
+
+int tcp_close_exit_kretprobe(struct pt_regs *ctx)
+{
+	return close_exit();
+}
+
+int close_enter_kprobe(struct pt_regs *ctx, struct sock *sk)
+{
+	return close_enter(sk);
+}
+
+int close_exit_kretprobe(struct pt_regs *ctx)
+{
+	return close_exit();
+}
+
+int check_oom_kprobe(struct pt_regs *ctx, struct sock *sk, int shift)
+{
+	u64 tid = bpf_get_current_pid_tgid();
+	struct entry_args a = { .sk = (u64)sk, .arg = (u64)shift };
+	struct tcpoom_event tmp = {};
+	struct oom_inputs in = {};
+
+	entry.update(&tid, &a);
+	tmp.orphans = tmp.max_orphans = -1;
+	fill_orphans(&tmp, sk);
+	in.orphans = tmp.orphans;
+	in.max_orphans = tmp.max_orphans;
+	in.exact = tmp.exact;
+	in.derived = tmp.derived;
+	oom_inputs.update(&tid, &in);
+	return 0;
+}
+
+int check_oom_kretprobe(struct pt_regs *ctx)
+{
+	u64 tid = bpf_get_current_pid_tgid();
+	struct entry_args *a = entry.lookup(&tid);
+	struct entry_args args;
+	bool killed = PT_REGS_RC(ctx) & 0xff;	/* bool in al */
+	u8 caller;
+
+	if (!a)
+		return 0;
+	args = *a;
+	entry.delete(&tid);
+	count(CNT_OOM_CALLS);
+	caller = caller_of((struct sock *)args.sk, (int)args.arg);
+	if (!killed) {
+		oom_inputs.delete(&tid);
+		return 0;
+	}
+	return report_check_oom((struct sock *)args.sk, (int)args.arg, caller, false);
+}
+
+/* Close-path aborts whose tcp_check_oom() call was inlined into the close
+ * (same file; Debian's builds call it out of line, others need not): after
+ * sock_orphan() (SOCK_DEAD) and tcp_set_state(TCP_CLOSE) the close sends an
+ * active reset in two cases only, a linger abort from FIN_WAIT2 with the FIN
+ * acked (TCPAbortOnLinger), or tcp_check_oom(sk, 0) said yes. */
+int active_reset_kprobe(struct pt_regs *ctx, struct sock *sk)
+{
+	u64 tid = bpf_get_current_pid_tgid();
+	struct closing_sk *c = closing.lookup(&tid);
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	unsigned long flags;
+
+	if (!c || c->sk != (u64)sk || c->oom_seen)
+		return 0;
+	flags = RD(unsigned long, &sk->__sk_common.skc_flags);
+	if (RD(u8, &sk->__sk_common.skc_state) != TCP_CLOSE || !(flags & (1UL << SOCK_DEAD)))
+		return 0;
+	if (RD(int, &tp->linger2) < 0 && RD(u32, &tp->snd_una) == RD(u32, &tp->write_seq))
+		return 0;	/* TCPAbortOnLinger */
+	c->oom_seen = 1;
+	return report_check_oom(sk, 0, CALLER_CLOSE, true);
+}
+
+/* -------------------------------------------------------------- tw_overflow */
+
+/* inet_twsk_alloc(sk, dr, state) returns NULL at the bucket limit (or on a
+ * slab failure): tcp_time_wait() then counts TCPTimeWaitOverflow and closes
+ * the socket without TIME_WAIT. The death row is an argument since 4.1. */
+int twsk_alloc_kprobe(struct pt_regs *ctx, struct sock *sk, void *dr)
+{
+	u64 tid = bpf_get_current_pid_tgid();
+	struct entry_args a = { .sk = (u64)sk, .arg = (u64)dr };
+
+	entry.update(&tid, &a);
+	return 0;
+}
+
+int twsk_alloc_kretprobe(struct pt_regs *ctx)
+{
+	u64 tid = bpf_get_current_pid_tgid();
+	struct entry_args *a = entry.lookup(&tid);
+	struct inet_timewait_death_row *dr;
+	struct tcpoom_event ev = {}, *e = &ev;
+	struct sock *sk;
+
+	if (!a)
+		return 0;
+	sk = (struct sock *)a->sk;
+	dr = (struct inet_timewait_death_row *)a->arg;
+	entry.delete(&tid);
+	if (PT_REGS_RC(ctx))
+		return 0;
+	/* DCCP (dccp_time_wait) allocates from it too */
+	if (!is_tcp(sk) || !pass_filters(sk))
+		return 0;
+	count(CNT_TW_OVERFLOW);
+	init_event(e, FAMILY_TW_OVERFLOW);
+	fill_socket(e, sk);
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 19, 0)
+	/* refcount_t biased by one (5.19+) */
+	e->tw_count = RD(int, &dr->tw_refcount.refs.counter) - 1;
+#else
+	e->tw_count = RD(int, &dr->tw_count.counter);
+#endif
+	e->max_tw_buckets = RD(int, &dr->sysctl_max_tw_buckets);
+	e->exact |= FIELD_TW_COUNT | FIELD_MAX_TW | FIELD_VERDICT;
+	fill_memory(e, RD(struct proto *, &sk->__sk_common.skc_prot));
+	emit(e);
+	return 0;
+}
+
+/* --------------------------------------------------------------- mem_exceed */
+
+/* __sk_mem_raise_allocated() refused memory at tcp_mem[2]. The raw
+ * tracepoint's arguments (4.19+): sk, prot, allocated, kind (SK_MEM_SEND 0,
+ * SK_MEM_RECV 1). Fires for every protocol. */
+int exceed_raw(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct sock *sk = (struct sock *)ctx->args[0];
+	struct proto *prot = (struct proto *)ctx->args[1];
+	long allocated = (long)ctx->args[2];
+	int kind = (int)ctx->args[3];
+	struct tcpoom_event ev = {}, *e = &ev;
+
+	if (!sk || !is_tcp(sk))
+		return 0;
+	if (!pass_filters(sk))
+		return 0;
+	count(CNT_MEM_EXCEED);
+	count(kind ? CNT_MEM_RECV : CNT_MEM_SEND);
+	init_event(e, FAMILY_MEM_EXCEED);
+	fill_socket(e, sk);
+	fill_memory(e, prot);
+	/* the tracepoint's own figure: what the allocation would have made it */
+	e->memory_allocated = allocated;
+	e->verdict = kind ? VERDICT_RECV : VERDICT_SEND;
+	e->exact |= FIELD_MEMORY | FIELD_VERDICT;
+	emit(e);
+	return 0;
+}
+
+/* ----------------------------------------------------------------- pressure */
+
+/* tcp_enter_memory_pressure() runs on every allocation above tcp_mem[1], but
+ * only the first enters (cmpxchg 0 -> jiffies, 4.13+); likewise leave below
+ * tcp_mem[0]. Only real transitions are reported, read from the flag. */
+static __always_inline int on_pressure(struct sock *sk, bool enter)
+{
+	struct proto *prot = RD(struct proto *, &sk->__sk_common.skc_prot);
+	unsigned long *flag = RD(unsigned long *, &prot->memory_pressure);
+	unsigned long since = 0;
+	struct tcpoom_event ev = {}, *e = &ev;
+
+	if (!flag || bpf_probe_read_kernel(&since, sizeof(since), flag))
+		return 0;
+	if (enter ? since != 0 : since == 0)
+		return 0;
+	if (!pass_filters(sk))
+		return 0;
+	count(enter ? CNT_PRESSURE_ENTER : CNT_PRESSURE_LEAVE);
+	init_event(e, FAMILY_PRESSURE);
+	fill_socket(e, sk);
+	fill_memory(e, prot);
+	e->pressure_since = since;
+	e->verdict = enter ? VERDICT_ENTER : VERDICT_LEAVE;
+	e->exact |= FIELD_VERDICT;
+	emit(e);
+	return 0;
+}
+
+int enter_pressure_kprobe(struct pt_regs *ctx, struct sock *sk)
+{
+	return on_pressure(sk, true);
+}
+
+int leave_pressure_kprobe(struct pt_regs *ctx, struct sock *sk)
+{
+	return on_pressure(sk, false);
+}
