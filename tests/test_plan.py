@@ -1,10 +1,14 @@
 """Probe-plan decisions from recorded kernel facts (no root, no kernel needed)."""
 import os
+import re
 
-from conftest import DATA
+import pytest
+
+from conftest import DATA, ROOT
 from tracer.commands.probes import render
+from tracer.errors import KernelUnsupported
 from tracer.kernel_facts import KernelFacts
-from tracer.plan import build
+from tracer.plan import BCC_ATTACH, FAMILY_ORDER, build, choose_engine
 
 
 def facts(name):
@@ -83,3 +87,112 @@ def test_plan_is_deterministic_and_renders():
     text = render(build(f))
     assert "oom_check: tp_btf tcp:tcp_send_reset" in text
     assert "rejected fentry tcp_check_oom: load refused (EPERM)" in text
+
+
+# ------------------------------------------------------------ the bcc engine
+
+def test_auto_picks_bcc_where_btf_is_missing_and_headers_exist():
+    f = facts("facts-4.19-no-btf.json")
+    assert not f.btf and f.headers
+    assert choose_engine(f) == "bcc"
+    p = build(f, engine=choose_engine(f))
+    assert p.engine == "bcc"
+    oom = p.families["oom_check"]
+    assert oom.method == "kprobe" and oom.target == "tcp_check_oom"
+    # kprobes do not nest: one close hook, tcp_close where it exists
+    assert oom.programs == ["check_oom_kprobe", "check_oom_kretprobe",
+                            "tcp_close_enter_kprobe", "tcp_close_exit_kretprobe"]
+    assert oom.fields["shift"][0] == "exact" and oom.fields["caller"][0] == "exact"
+    # 4.19: the percpu_counter's quick read; no data symbols in its kallsyms
+    assert oom.fields["orphans"][0] == "derived"
+    assert oom.fields["max_orphans"][0] == "sampled"
+    assert "tcp_send_active_reset not hookable" in oom.blind_spot
+    assert p.families["tw_overflow"].method == "kprobe"
+    assert p.families["tw_overflow"].fields["verdict"][0] == "exact"
+    assert p.families["pressure"].method == "kprobe"
+    # recorded before tracefs was looked at: the tracepoint is not known to exist
+    assert p.families["mem_exceed"].method == "sampled"
+    f.tracefs_events = {"sock_exceed_buf_limit": True}
+    assert build(f, engine="bcc").families["mem_exceed"].method == "raw_tp"
+    assert any("bcc" in n for n in p.notes)
+
+
+def test_auto_prefers_co_re_wherever_btf_exists():
+    f = facts("facts-6.1-debian-vm.json")
+    f.headers = True
+    assert choose_engine(f) == "co-re"
+    assert choose_engine(f, "co-re") == "co-re"
+    assert choose_engine(f, "bcc") == "bcc"
+
+
+def test_bcc_without_headers_is_refused_in_one_line():
+    f = facts("facts-6.18-tracepoints-only.json")
+    assert not f.headers
+    with pytest.raises(KernelUnsupported) as e:
+        choose_engine(f, "bcc")
+    assert "\n" not in str(e.value)
+    assert f"/lib/modules/{f.release}/build" in str(e.value)
+    assert f"linux-headers-{f.release}" in str(e.value)
+    assert e.value.exit_code == 3
+
+
+def test_neither_btf_nor_headers_is_counters_only_and_says_so():
+    f = facts("facts-4.19-no-btf.json")
+    f.headers = False
+    assert choose_engine(f) == "co-re"
+    p = build(f, engine=choose_engine(f))
+    assert p.engine == "none" and not p.programs()
+    assert any("no kernel headers either" in n for n in p.notes)
+    with pytest.raises(KernelUnsupported):
+        choose_engine(f, "bcc")
+
+
+def test_bcc_on_debian_61_reads_shift_and_orphans_exactly():
+    f = facts("facts-6.1-debian-vm.json")
+    f.headers = True
+    p = build(f, engine="bcc")
+    assert p.engine == "bcc"
+    oom = p.families["oom_check"]
+    assert oom.method == "kprobe"
+    assert {"check_oom_kprobe", "check_oom_kretprobe", "tcp_close_enter_kprobe",
+            "active_reset_kprobe"} <= set(oom.programs)
+    assert "close_enter_kprobe" not in oom.programs
+    for field in ("shift", "orphans", "max_orphans", "memory_allocated", "tcp_mem", "caller"):
+        assert oom.fields[field][0] == "exact", field
+    assert p.config["orphan_cache_addr"] == f.kallsyms_data["tcp_orphan_cache"]
+    assert p.config["max_orphans_addr"] == f.kallsyms_data["sysctl_tcp_max_orphans"]
+    assert p.families["tw_overflow"].method == "kprobe"
+    assert p.families["mem_exceed"].method == "raw_tp"
+    assert p.families["mem_exceed"].target == "sock:sock_exceed_buf_limit"
+    assert p.families["pressure"].method == "kprobe"
+    assert "engine bcc" in render(p)
+
+
+def test_bcc_without_kprobes_is_counters_only_but_for_the_raw_tracepoint():
+    f = facts("facts-6.1-debian-vm.json")
+    f.headers, f.kprobes = True, False
+    p = build(f, engine="bcc")
+    assert p.engine == "bcc"
+    assert [p.families[x].method for x in FAMILY_ORDER] == ["sampled", "sampled", "raw_tp", "sampled"]
+    assert dict(p.families["oom_check"].rejected)["kprobe tcp_check_oom"] == \
+        "kernel built without CONFIG_KPROBES"
+
+
+def test_a_refused_bcc_program_demotes_its_family_within_the_bcc_engine():
+    f = facts("facts-6.1-debian-vm.json")
+    f.headers = True
+    p = build(f, engine="bcc").demote("tw_overflow", "attach failed", f)
+    assert p.engine == "bcc"
+    assert p.families["tw_overflow"].method == "sampled"
+    assert ("kprobe inet_twsk_alloc", "attach failed") in p.families["tw_overflow"].rejected
+    assert p.families["oom_check"].method == "kprobe"
+
+
+def test_every_bcc_program_is_in_the_c_text_and_attaches_somewhere():
+    with open(os.path.join(ROOT, "bpf", "tcpoom_bcc.c")) as src:
+        defined = set(re.findall(r"^int (\w+)\(", src.read(), re.M))
+    assert set(BCC_ATTACH) == defined
+    f = facts("facts-6.1-debian-vm.json")
+    f.headers = True
+    for fixture in (f, facts("facts-4.19-no-btf.json")):
+        assert set(build(fixture, engine="bcc").programs()) <= set(BCC_ATTACH)

@@ -23,6 +23,10 @@ DATA_SYMBOLS = ("tcp_orphan_cache", "sysctl_tcp_max_orphans")
 DENY_ENV = "TCPOOM_DENY_METHODS"
 METHODS = ("fentry", "kprobe", "tp_btf", "raw_tp")
 TRACEPOINTS = ("tcp_send_reset", "inet_sock_set_state", "sock_exceed_buf_limit")
+#: tracepoint -> its tracefs event directory, for kernels without BTF (the bcc engine)
+TRACEFS_EVENTS = {"tcp_send_reset": "tcp", "inet_sock_set_state": "sock",
+                  "sock_exceed_buf_limit": "sock"}
+TRACEFS_ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
 
 @dataclasses.dataclass
@@ -50,6 +54,8 @@ class KernelFacts:
     hz_source: str = "default"
     #: kernel headers for the bcc engine
     headers: bool = False
+    #: tracepoint -> listed in tracefs (events/<system>/<name>): known without BTF
+    tracefs_events: Dict[str, bool] = dataclasses.field(default_factory=dict)
     #: attach methods the operator ruled out (TCPOOM_DENY_METHODS="fentry,kprobe"):
     #: for a kernel whose fentry or kprobes misbehave, and to test the next tier
     #: on a kernel that has the better one
@@ -150,6 +156,10 @@ def gather() -> KernelFacts:
                         if m in METHODS]
     f.btf = os.path.exists("/sys/kernel/btf/vmlinux")
     f.headers = os.path.isdir(f"/lib/modules/{u.release}/build/include")
+    root = next((r for r in TRACEFS_ROOTS if os.path.isdir(os.path.join(r, "events"))), None)
+    if root:
+        f.tracefs_events = {tp: os.path.isdir(os.path.join(root, "events", system, tp))
+                            for tp, system in TRACEFS_EVENTS.items()}
     config = _kconfig()
     if config.get("CONFIG_HZ", "").isdigit():
         f.hz, f.hz_source = int(config["CONFIG_HZ"]), "kconfig"

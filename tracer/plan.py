@@ -10,6 +10,7 @@ import dataclasses
 import errno as errno_mod
 from typing import Callable, Dict, List, Optional, Tuple
 
+from .errors import KernelUnsupported
 from .kernel_facts import KernelFacts
 
 EXACT, DERIVED, SAMPLED, UNAVAILABLE = "exact", "derived", "sampled", "unavailable"
@@ -30,7 +31,7 @@ class FamilyPlan:
 @dataclasses.dataclass
 class Plan:
     kernel: str
-    engine: str                       # "co-re", or "none" (counters only)
+    engine: str                       # "co-re", "bcc", or "none" (counters only)
     families: Dict[str, FamilyPlan]
     config: Dict[str, int]            # .rodata values for the loader
     notes: List[str]
@@ -60,7 +61,7 @@ class Plan:
         (for instance the verifier refused it on this kernel)."""
         banned = {f: list(b) for f, b in self._banned.items()}
         banned.setdefault(family, []).append((self.families[family].method, reason))
-        return build(facts, banned)
+        return build(facts, banned, engine="bcc" if self.engine == "bcc" else "co-re")
 
     _banned: Dict[str, List[Tuple[str, str]]] = dataclasses.field(default_factory=dict)
 
@@ -127,11 +128,11 @@ def _need_tracepoint(f: KernelFacts, tp: str, nargs: int, raw: bool) -> Optional
 Candidate = Tuple[str, str, List[str], Callable[[KernelFacts], Optional[str]]]
 
 
-def _orphan_fields(f: KernelFacts, exact_shift: bool) -> Dict[str, Tuple[str, str]]:
+def _orphan_fields(f: KernelFacts, exact_shift: bool, bcc: bool = False) -> Dict[str, Tuple[str, str]]:
     fields: Dict[str, Tuple[str, str]] = {}
     if f.kallsyms_data.get("tcp_orphan_cache"):
         fields["orphans"] = (EXACT, "tcp_orphan_cache, the 100 ms cache tcp_too_many_orphans compares")
-    elif f.version() < (5, 16) and f.btf:
+    elif f.version() < (5, 16) and (f.btf or bcc):
         fields["orphans"] = (DERIVED, "proto.orphan_count percpu_counter quick read")
     else:
         fields["orphans"] = (SAMPLED, "tcp_orphan_cache not in kallsyms (CONFIG_KALLSYMS_ALL off): "
@@ -211,8 +212,9 @@ def _reset_check(raw: bool) -> Callable[[KernelFacts], Optional[str]]:
     return check
 
 
-def _oom_fields(f: KernelFacts, method: str, programs: List[str]) -> Dict[str, Tuple[str, str]]:
-    fields = _orphan_fields(f, method in ("fentry", "kprobe"))
+def _oom_fields(f: KernelFacts, method: str, programs: List[str],
+               bcc: bool = False) -> Dict[str, Tuple[str, str]]:
+    fields = _orphan_fields(f, method in ("fentry", "kprobe"), bcc)
     if method in ("fentry", "kprobe") and "tcp_out_of_resources" not in "".join(programs):
         has_close = any("close_enter" in p for p in programs)
         has_reset = any(p.startswith("active_reset") for p in programs)
@@ -311,8 +313,12 @@ def _choose(family: str, f: KernelFacts, candidates: List[Candidate],
     return FamilyPlan(family, "sampled", target, [], {}, rejected, blind)
 
 
-def build(f: KernelFacts, banned: Optional[Dict[str, List[Tuple[str, str]]]] = None) -> Plan:
+def build(f: KernelFacts, banned: Optional[Dict[str, List[Tuple[str, str]]]] = None,
+          engine: str = "co-re") -> Plan:
+    """The plan of `engine` ("co-re" or "bcc"; choose_engine() settles "auto")."""
     banned = banned or {}
+    if engine == "bcc":
+        return _build_bcc(f, banned)
     fams: Dict[str, FamilyPlan] = {}
     oom = _choose("oom_check", f, _oom_candidates(f), banned.get("oom_check", []))
     oom.fields = _oom_fields(f, oom.method, oom.programs)
@@ -380,5 +386,144 @@ def build(f: KernelFacts, banned: Optional[Dict[str, List[Tuple[str, str]]]] = N
     if f.hz_source != "kconfig":
         notes.append(f"HZ={f.hz} from {f.hz_source}")
     plan = Plan(f.release, "co-re" if any_bpf else "none", fams, config, notes)
+    plan._banned = banned
+    return plan
+
+
+# ------------------------------------------------------------------ engines
+
+ENGINES = ("auto", "co-re", "bcc")
+
+
+def _headers_path(f: KernelFacts) -> str:
+    return f"/lib/modules/{f.release}/build"
+
+
+def choose_engine(f: KernelFacts, requested: str = "auto") -> str:
+    """"co-re" or "bcc" for `requested` ("auto", "co-re", "bcc").
+
+    auto: CO-RE wherever the kernel has BTF (no compiler, millisecond start),
+    bcc where it has none but its headers are installed. Where it has neither,
+    auto stays with CO-RE, whose plan is then counters only and says why (the
+    capture commands refuse it with exit code 3). An explicit bcc without
+    headers is refused here."""
+    if requested not in ENGINES:
+        raise ValueError(f"unknown engine {requested!r}")
+    if requested == "bcc":
+        if not f.headers:
+            raise KernelUnsupported(
+                f"the bcc engine needs the kernel headers at {_headers_path(f)} (none here): "
+                f"install linux-headers-{f.release}" + ("" if not f.btf else ", or use --engine co-re"))
+        return "bcc"
+    if requested == "auto" and not f.btf and f.headers:
+        return "bcc"
+    return "co-re"
+
+
+# Where the bcc engine's programs attach (bpf/tcpoom_bcc.c): kind, target.
+BCC_ATTACH = {
+    "check_oom_kprobe": ("kprobe", "tcp_check_oom"),
+    "check_oom_kretprobe": ("kretprobe", "tcp_check_oom"),
+    "tcp_close_enter_kprobe": ("kprobe", "tcp_close"),
+    "tcp_close_exit_kretprobe": ("kretprobe", "tcp_close"),
+    "close_enter_kprobe": ("kprobe", "__tcp_close"),
+    "close_exit_kretprobe": ("kretprobe", "__tcp_close"),
+    "active_reset_kprobe": ("kprobe", "tcp_send_active_reset"),
+    "twsk_alloc_kprobe": ("kprobe", "inet_twsk_alloc"),
+    "twsk_alloc_kretprobe": ("kretprobe", "inet_twsk_alloc"),
+    "exceed_raw": ("raw_tp", "sock_exceed_buf_limit"),
+    "enter_pressure_kprobe": ("kprobe", "tcp_enter_memory_pressure"),
+    "leave_pressure_kprobe": ("kprobe", "tcp_leave_memory_pressure"),
+}
+
+
+def _bcc_kprobe(f: KernelFacts, func: str) -> Optional[str]:
+    """The bcc engine's kprobe check: headers instead of BTF."""
+    if not f.headers:
+        return f"no kernel headers ({_headers_path(f)}): bcc compiles against them"
+    if not f.kprobes:
+        return "kernel built without CONFIG_KPROBES"
+    if not f.kallsyms_read:
+        return "kallsyms not read (needs root)"
+    if not f.kallsyms_functions.get(func):
+        return f"{func} not in /proc/kallsyms (inlined or absent)"
+    return None
+
+
+def _bcc_raw_tp(f: KernelFacts, tp: str, since: Tuple[int, int]) -> Optional[str]:
+    if not f.headers:
+        return f"no kernel headers ({_headers_path(f)}): bcc compiles against them"
+    if not (f.tracefs_events.get(tp) or tp in f.tracepoints):
+        return f"tracepoint {tp} not in this kernel (tracefs)"
+    if f.version() < since:
+        return f"its raw tracepoint arguments are those of {since[0]}.{since[1]}+"
+    return None
+
+
+def _build_bcc(f: KernelFacts, banned: Dict[str, List[Tuple[str, str]]]) -> Plan:
+    """The bcc engine's plan: the CO-RE kprobe tier's methods and fields,
+    compiled against the kernel's headers instead of relocated through BTF
+    (bpf/tcpoom_bcc.c). One method per family, then counters only."""
+    fams: Dict[str, FamilyPlan] = {}
+    oom_progs = ["check_oom_kprobe", "check_oom_kretprobe"] + \
+        _close_companions(f.kallsyms_functions, 1)
+    oom = _choose("oom_check", f, [("kprobe", "tcp_check_oom", oom_progs,
+                                    lambda f: _bcc_kprobe(f, "tcp_check_oom"))],
+                  banned.get("oom_check", []))
+    oom.fields = _oom_fields(f, oom.method, oom.programs, bcc=True)
+    if oom.method == "kprobe":
+        oom.blind_spot = _KPROBE_BLIND_SPOT
+        if not any(p.startswith("active_reset") for p in oom.programs):
+            oom.blind_spot = ("tcp_send_active_reset not hookable: close-path aborts are missed where "
+                              "tcp_check_oom is inlined into __tcp_close; " + _KPROBE_BLIND_SPOT)
+    fams["oom_check"] = oom
+
+    tw = _choose("tw_overflow", f, [("kprobe", "inet_twsk_alloc", ["twsk_alloc_kprobe", "twsk_alloc_kretprobe"],
+                                     lambda f: _bcc_kprobe(f, "inet_twsk_alloc")
+                                     or (None if f.version() >= (4, 1) else "the death row argument is 4.1+"))],
+                 banned.get("tw_overflow", []))
+    tw.fields = _tw_fields(tw.method)
+    if tw.method == "kprobe":
+        tw.blind_spot = _KPROBE_BLIND_SPOT
+    fams["tw_overflow"] = tw
+
+    mem = _choose("mem_exceed", f, [("raw_tp", "sock:sock_exceed_buf_limit", ["exceed_raw"],
+                                     lambda f: _bcc_raw_tp(f, "sock_exceed_buf_limit", (4, 19)))],
+                  banned.get("mem_exceed", []))
+    if mem.method == "sampled":
+        mem.fields = {"memory_allocated": (SAMPLED, "/proc/net/sockstat mem"),
+                      "tcp_mem": (SAMPLED, "/proc/sys/net/ipv4/tcp_mem")}
+    else:
+        mem.fields = {"memory_allocated": (EXACT, "the tracepoint's allocated argument"),
+                      "tcp_mem": (EXACT, "prot->sysctl_mem"),
+                      "verdict": (EXACT, "kind: send or receive side"),
+                      "socket": (EXACT, "4-tuple, queues, buffers")}
+    fams["mem_exceed"] = mem
+
+    def both(f):
+        return _bcc_kprobe(f, "tcp_enter_memory_pressure") or _bcc_kprobe(f, "tcp_leave_memory_pressure")
+    pr = _choose("pressure", f, [("kprobe", "tcp_enter/leave_memory_pressure",
+                                  ["enter_pressure_kprobe", "leave_pressure_kprobe"], both)],
+                 banned.get("pressure", []))
+    if pr.method == "sampled":
+        pr.fields = {"verdict": (SAMPLED, "/proc/net/protocols press every 100 ms"),
+                     "memory_allocated": (SAMPLED, "/proc/net/sockstat mem")}
+    else:
+        pr.fields = {"verdict": (EXACT, "the tcp_memory_pressure flag at the call"),
+                     "memory_allocated": (EXACT, "sk->sk_prot->memory_allocated")}
+        pr.blind_spot = _KPROBE_BLIND_SPOT
+    fams["pressure"] = pr
+
+    config = {
+        "hz": f.hz,
+        "oom_from_resets": 0,
+        "orphan_cache_addr": f.kallsyms_data.get("tcp_orphan_cache", 0),
+        "max_orphans_addr": f.kallsyms_data.get("sysctl_tcp_max_orphans", 0),
+    }
+    notes = [f"bcc: compiled at start against {_headers_path(f)}"]
+    if f.hz_source != "kconfig":
+        notes.append(f"HZ={f.hz} from {f.hz_source}")
+    any_bpf = any(fp.programs for fp in fams.values())
+    plan = Plan(f.release, "bcc" if any_bpf else "none", fams, config, notes)
     plan._banned = banned
     return plan
