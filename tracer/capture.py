@@ -16,7 +16,7 @@ from . import kernel_facts, loader, netns, procfs, snapshots
 from .errors import KernelUnsupported, PermissionNeeded, UsageError
 from .events import EVENT_SIZE, FRAME, STRIDE, Event, frame
 from .lines import Sampled
-from .plan import Plan, build
+from .plan import Plan, build, choose_engine
 from .totals import Totals
 
 SAMPLE_PERIOD_S = 0.1
@@ -106,7 +106,7 @@ def _tcpext(ns: Optional[int]) -> Dict[str, int]:
 class Capture:
     def __init__(self, filters: loader.Filters, ringbuf_bytes: int = loader.DEFAULT_RINGBUF,
                  facts: Optional[kernel_facts.KernelFacts] = None, synthetic_pid: int = 0,
-                 sample_orphans: bool = True):
+                 sample_orphans: bool = True, engine: str = "auto"):
         self.synthetic_pid = synthetic_pid
         # fill orphan figures for display as events arrive (trace); a
         # recording writes its own snapshots instead
@@ -115,7 +115,9 @@ class Capture:
             raise PermissionNeeded("tracing needs root (or CAP_BPF and CAP_PERFMON): run it as root")
         self.filters = filters
         self.facts = facts or kernel_facts.gather()
-        self.plan: Plan = build(self.facts)
+        # "co-re" or "bcc" (KernelUnsupported for bcc without headers)
+        self.engine = choose_engine(self.facts, engine)
+        self.plan: Plan = build(self.facts, engine=self.engine)
         self.families = [f for f in self.plan.families if filters.wants(f)]
         self.sampled = Sampled()
         self._ringbuf_bytes = ringbuf_bytes
@@ -129,8 +131,13 @@ class Capture:
             raise KernelUnsupported(
                 "no BPF attach method for " + ", ".join(self.families) + " on this kernel" +
                 (f" ({self.plan.notes[0]})" if self.plan.notes else "") + ": `tcpoom probes` says why")
-        self.session = loader.start(self.facts, self.plan, self.filters, self._ringbuf_bytes,
-                                    self.synthetic_pid)
+        if self.engine == "bcc":
+            from . import bcc_engine
+            starter = bcc_engine.start
+        else:
+            starter = loader.start
+        self.session = starter(self.facts, self.plan, self.filters, self._ringbuf_bytes,
+                               self.synthetic_pid)
         self.plan = self.session.plan
         # the baseline of every comparison, taken once everything is attached
         self.first_snapshot = snapshots.take(self.filters.netns or None)

@@ -39,9 +39,9 @@ def _kmsg_counts(messages):
 @capture_options(ringbuf_default=16 << 20)
 def live(record_to: Optional[str], no_screen: bool, interval: float, duration: Optional[float],
          netns: Optional[str], pid: Optional[int], port: Optional[int], families: Tuple[str, ...],
-         ringbuf_size: int, synthetic_pid: int) -> None:
+         ringbuf_size: int, engine: str, synthetic_pid: int) -> None:
     filters = filters_from(netns, pid, port, families, ringbuf_size)
-    cap = Capture(filters, ringbuf_size, synthetic_pid=synthetic_pid)
+    cap = Capture(filters, ringbuf_size, synthetic_pid=synthetic_pid, engine=engine)
     screen = sys.stdout.isatty() and not no_screen
     stop = Stop(duration, None)
     rec: Optional[Recorder] = None

@@ -7,11 +7,20 @@ import click
 
 from ..capture import resolve_netns
 from ..loader import Filters
-from ..plan import FAMILY_ORDER
+from ..plan import ENGINES, FAMILY_ORDER
+
+
+def engine_option():
+    """--engine auto|co-re|bcc (also $TCPOOM_ENGINE)."""
+    return click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
+                        envvar="TCPOOM_ENGINE",
+                        help="co-re: the compiled objects, through BTF; bcc: compiled at start against "
+                             "the kernel headers (kernels without BTF); auto: co-re where the kernel "
+                             "has BTF, else bcc where its headers are installed.")
 
 
 def capture_options(ringbuf_default: int):
-    """--netns, --pid, --port, --family, --ringbuf-size and the hidden
+    """--netns, --pid, --port, --family, --engine, --ringbuf-size and the hidden
     --synthetic-pid, as keyword arguments of the command."""
     def wrap(f):
         for opt in reversed([
@@ -22,6 +31,7 @@ def capture_options(ringbuf_default: int):
                          help="Only sockets with this local or remote port."),
             click.option("--family", "families", multiple=True, type=click.Choice(FAMILY_ORDER),
                          help="Only these event families (repeatable)."),
+            engine_option(),
             click.option("--ringbuf-size", type=click.IntRange(min=4096), default=ringbuf_default,
                          show_default=True, help="Ring buffer bytes (a power of two)."),
             click.option("--synthetic-pid", type=int, default=0, hidden=True,

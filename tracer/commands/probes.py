@@ -8,6 +8,7 @@ import json
 import click
 
 from .. import kernel_facts, plan as plan_mod
+from .options import engine_option
 
 
 def render(p: plan_mod.Plan) -> str:
@@ -31,9 +32,10 @@ def render(p: plan_mod.Plan) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the plan and the kernel facts as JSON.")
 @click.option("--facts", type=click.Path(exists=True, dir_okay=False),
               help="Plan from recorded kernel facts (JSON) instead of this kernel.")
-def probes(as_json: bool, facts: str) -> None:
+@engine_option()
+def probes(as_json: bool, facts: str, engine: str) -> None:
     f = kernel_facts.KernelFacts.load(facts) if facts else kernel_facts.gather()
-    p = plan_mod.build(f)
+    p = plan_mod.build(f, engine=plan_mod.choose_engine(f, engine))
     if as_json:
         click.echo(json.dumps({"plan": p.to_json(), "facts": f.to_json()}, indent=2))
     else:

@@ -99,11 +99,12 @@ def header(cap: Capture, argv) -> dict:
 def record(output: str, duration: Optional[float], count: Optional[int], max_size: Optional[int],
            rotate: Optional[int], keep: Optional[int], compress: bool, netns: Optional[str],
            pid: Optional[int], port: Optional[int], families: Tuple[str, ...], ringbuf_size: int,
-           quiet: bool, synthetic_pid: int) -> None:
+           engine: str, quiet: bool, synthetic_pid: int) -> None:
     if keep and not rotate:
         raise click.UsageError("--keep needs --rotate")
     filters = filters_from(netns, pid, port, families, ringbuf_size)
-    cap = Capture(filters, ringbuf_size, synthetic_pid=synthetic_pid, sample_orphans=False)
+    cap = Capture(filters, ringbuf_size, synthetic_pid=synthetic_pid, sample_orphans=False,
+                  engine=engine)
     stop = Stop(duration, count)
     rec: Optional[Recorder] = None
     state = {"pressure": None, "holders_at": 0.0, "lost": [0] * ev.CNT_MAX, "light_at": 0.0}

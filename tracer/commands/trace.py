@@ -49,9 +49,9 @@ def _start_line(cap: Capture) -> str:
 @capture_options(ringbuf_default=4 << 20)
 def trace(as_jsonl: bool, duration: Optional[float], count: Optional[int], netns: Optional[str],
           pid: Optional[int], port: Optional[int], families: Tuple[str, ...], ringbuf_size: int,
-          synthetic_pid: int) -> None:
+          engine: str, synthetic_pid: int) -> None:
     filters = filters_from(netns, pid, port, families, ringbuf_size)
-    cap = Capture(filters, ringbuf_size, synthetic_pid=synthetic_pid)
+    cap = Capture(filters, ringbuf_size, synthetic_pid=synthetic_pid, engine=engine)
     clock = Clock.now()
     out = Output(sys.stdout)
     wanted = set(cap.families)
