@@ -4,12 +4,15 @@ object on a line starting with RESULT_PREFIX.
 
     python3 -m scripts.vm --kernel 6.12 -- python3 -m scripts.vm.guest_checks \
         best:tw_overflow,orphans_close,orphans_timer kprobe:orphans_close:100
+    python3 -m scripts.vm --kernel 6.1 --headers -- python3 -m scripts.vm.guest_checks \
+        bcc:tw_overflow,orphans_close,orphans_timer:100
 
 Two adaptations to the guest, both recorded in the result under "adaptations":
   - a per-netns sysctl that a scenario sets but this kernel does not have
     (net.ipv4.tcp_rto_max_ms is 6.18+) is skipped instead of failing the
     scenario;
-  - the tracer gets longer to start (Python under TCG is 20-40 times slower).
+  - the tracer gets longer to start (Python under TCG is 20-40 times slower;
+    the bcc engine, which runs clang at start, longer still).
 """
 from __future__ import annotations
 
@@ -21,6 +24,9 @@ import time
 import traceback
 
 RESULT_PREFIX = "TCPOOM-GUEST-RESULT "
+BCC_START_TIMEOUT_S = 400.0
+#: seconds each `tcpoom trace` took to start (facts, plan, load or compile, attach)
+TRACER_STARTS: list = []
 EVENT_KEYS = ("method", "caller", "shift", "shift_is_lower_bound", "orphans", "max_orphans",
               "memory_allocated", "tcp_mem", "verdict", "reset_sent", "reason", "state",
               "tw_count", "max_tw_buckets", "side", "transition", "fidelity")
@@ -47,11 +53,22 @@ def _adapt(adaptations: list) -> None:
         init.__defaults__ = tuple(defaults)
         adaptations.append("tracer start timeout 120 s")
 
+    def timed_init(self, *args, **kwargs):
+        # the bcc engine compiles at start: clang under TCG takes minutes
+        if os.environ.get("TCPOOM_ENGINE") == "bcc":
+            kwargs.setdefault("timeout", BCC_START_TIMEOUT_S)
+        started = time.monotonic()
+        init(self, *args, **kwargs)
+        TRACER_STARTS.append(round(time.monotonic() - started, 1))
+
+    counts_check.Tracer.__init__ = timed_init
+
 
 def _scenario(name: str, count) -> dict:
     from scripts.counts_check import run_once
 
     started = time.monotonic()
+    TRACER_STARTS.clear()
     r = run_once(name, count)
     events = [{k: e[k] for k in EVENT_KEYS if k in e} for e in r["events"]]
     return {
@@ -60,6 +77,7 @@ def _scenario(name: str, count) -> dict:
         "printed": r["printed"], "lost": r["lost"], "returncode": r["returncode"],
         "kmsg_lines": r["kmsg_lines"], "totals": r["totals"], "events": events,
         "stderr": r["stderr"][-3000:], "seconds": round(time.monotonic() - started, 1),
+        "tracer_start_seconds": TRACER_STARTS[0] if TRACER_STARTS else None,
     }
 
 
@@ -113,7 +131,10 @@ def _tier_arg(text: str):
 #: the "-inlined" tiers load that tier without its tcp_check_oom probe (see
 #: _simulated_inlining), for the close-path scenarios
 TIERS = {"best": "", "kprobe": "fentry", "tracepoint": "fentry,kprobe",
-         "best-inlined": "", "kprobe-inlined": "fentry"}
+         "best-inlined": "", "kprobe-inlined": "fentry", "bcc": ""}
+#: tier -> TCPOOM_ENGINE of its `tcpoom trace` runs ("bcc": needs the kernel's
+#: headers, scripts.vm --headers)
+ENGINES = {"bcc": "bcc"}
 
 
 def main(argv=None) -> int:
@@ -133,8 +154,15 @@ def main(argv=None) -> int:
     _adapt(out["adaptations"])
     for tier, scenarios, count in args.tiers:
         os.environ[kernel_facts.DENY_ENV] = TIERS[tier]
+        engine = ENGINES.get(tier, "auto")
+        os.environ["TCPOOM_ENGINE"] = engine
         t = out["tiers"].setdefault(tier, {"scenarios": {}})
-        t["plan"] = plan.build(kernel_facts.gather()).to_json()
+        try:
+            f = kernel_facts.gather()
+            t["plan"] = plan.build(f, engine=plan.choose_engine(f, engine)).to_json()
+        except Exception:
+            out["errors"][f"{tier}:plan"] = traceback.format_exc()[-3000:]
+            continue
         for name in scenarios:
             try:
                 run = _simulated_inlining if tier.endswith("-inlined") else _scenario
@@ -142,6 +170,7 @@ def main(argv=None) -> int:
             except Exception:
                 out["errors"][f"{tier}:{name}"] = traceback.format_exc()[-3000:]
     os.environ.pop(kernel_facts.DENY_ENV, None)
+    os.environ.pop("TCPOOM_ENGINE", None)
     out["seconds"] = round(time.monotonic() - t0, 1)
     sys.stdout.write(RESULT_PREFIX + json.dumps(out) + "\n")
     sys.stdout.flush()
