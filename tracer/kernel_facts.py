@@ -160,12 +160,26 @@ def gather() -> KernelFacts:
     if root:
         f.tracefs_events = {tp: os.path.isdir(os.path.join(root, "events", system, tp))
                             for tp, system in TRACEFS_EVENTS.items()}
-    config = _kconfig()
-    if config.get("CONFIG_HZ", "").isdigit():
-        f.hz, f.hz_source = int(config["CONFIG_HZ"]), "kconfig"
     f.kprobes = (os.path.exists("/sys/bus/event_source/devices/kprobe/type")
                  or os.path.exists("/sys/kernel/tracing/kprobe_events")
                  or os.path.exists("/sys/kernel/debug/tracing/kprobe_events"))
+    cached = _load_cached(f) if f.root else None
+    if cached is not None:
+        for name in _BOOT_STABLE:
+            setattr(f, name, cached[name])
+        return f
+    _gather_boot_stable(f)
+    if f.root:
+        _save_cached(f)
+    return f
+
+
+def _gather_boot_stable(f: KernelFacts) -> None:
+    """The facts that stay true until the next boot: BTF lookups, the fentry
+    test load, kallsyms, HZ (together 50-100 ms, kallsyms alone ~50 ms)."""
+    config = _kconfig()
+    if config.get("CONFIG_HZ", "").isdigit():
+        f.hz, f.hz_source = int(config["CONFIG_HZ"]), "kconfig"
     fentry_target = 0
     if f.btf:
         with libbpf.Btf.vmlinux() as btf:
@@ -192,4 +206,62 @@ def gather() -> KernelFacts:
         hz = _estimate_hz()
         if hz:
             f.hz, f.hz_source = hz, "timer_list"
-    return f
+
+
+# ------------------------------------------------------------------ per-boot cache
+# The boot-stable facts are kept in /run (a tmpfs: gone at reboot) keyed by the
+# boot id, so a tracer started on a host in trouble skips the BTF and kallsyms
+# reads after the first run. TCPOOM_NO_FACTS_CACHE=1 turns it off.
+CACHE_DIR = "/run/tcpoom"
+_BOOT_STABLE = ("btf_functions", "tracepoints", "rst_reason_abort_on_memory", "fentry_errno",
+                "kallsyms_functions", "kallsyms_data", "kallsyms_read", "hz", "hz_source")
+_CACHE_FORMAT = 1
+
+
+def _cache_key(f: KernelFacts) -> Optional[dict]:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as b:
+            boot_id = b.read().strip()
+    except OSError:
+        return None
+    # what was looked up is part of the key: another tcpoom version may look up more
+    return {"format": _CACHE_FORMAT, "boot_id": boot_id, "release": f.release, "version": os.uname().version,
+            "btf": f.btf, "kprobes": f.kprobes, "wanted": [FUNCTIONS, DATA_SYMBOLS, TRACEPOINTS]}
+
+
+def _cache_path(key: dict) -> str:
+    return os.path.join(CACHE_DIR, f"facts-{key['boot_id']}.json")
+
+
+def _load_cached(f: KernelFacts) -> Optional[dict]:
+    if os.environ.get("TCPOOM_NO_FACTS_CACHE") == "1":
+        return None
+    key = _cache_key(f)
+    if key is None:
+        return None
+    try:
+        with open(_cache_path(key)) as c:
+            data = json.load(c)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("key") != json.loads(json.dumps(key)) \
+            or not all(name in data.get("facts", {}) for name in _BOOT_STABLE):
+        return None
+    return data["facts"]
+
+
+def _save_cached(f: KernelFacts) -> None:
+    if os.environ.get("TCPOOM_NO_FACTS_CACHE") == "1":
+        return
+    key = _cache_key(f)
+    if key is None:
+        return
+    path = _cache_path(key)
+    try:
+        os.makedirs(CACHE_DIR, mode=0o700, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}"
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as c:
+            json.dump({"key": key, "facts": {name: getattr(f, name) for name in _BOOT_STABLE}}, c)
+        os.replace(tmp, path)
+    except OSError:
+        pass            # a read-only /run only costs the next start-up its lookups
