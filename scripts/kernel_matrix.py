@@ -119,7 +119,7 @@ def render(records: List[dict]) -> str:
 
 def _section(sec, rows) -> List[str]:
     kernel, engine, where = sec
-    out = [f"## {kernel} ({engine} engine, {where})", "",
+    out = [f"## {kernel}: {engine} engine, {where}", "",
            "| family | method | field | fidelity | verified by |", "|---|---|---|---|---|"]
     checks: List[Tuple[str, str, str, dict]] = []     # numbered in table order
     for key in _row_order(rows):

@@ -41,8 +41,8 @@ def test_table_marks_verified_and_unexercised_claims(tmp_path):
     records = matrix_results.read(str(path))
     assert records[0]["kind"] == "session"
     text = kernel_matrix.render(records)
-    assert text.index("## 4.19.0-1-amd64 (bcc engine, this machine)") < \
-        text.index("## 6.1.0-1-amd64 (co-re engine, a guest)")
+    assert text.index("## 4.19.0-1-amd64: bcc engine, this machine") < \
+        text.index("## 6.1.0-1-amd64: co-re engine, a guest")
     assert "| `oom_check` | fentry tcp_check_oom | verdict | derived | 1 |\n" \
            "|  |  | shift | exact | 2 |\n" \
            "|  |  | orphans | exact | not exercised |\n" in text
