@@ -100,9 +100,10 @@ class Aggregate:
         _count(self.by_verdict, [fam, cols.part("verdict")], count)
         _count(self.per_second, [fam, sec], count)
         if detail_every > 1 and count > detail_every:
-            records = b"".join(records[i:i + stride] for i in range(0, count * stride, detail_every * stride))
+            # every detail_every-th record: the same buffer read with a longer
+            # stride, no copy
             second = cols.second
-            cols = _Columns(records, len(records) // stride, stride, skip)
+            cols = _Columns(records, -(-count // detail_every), stride * detail_every, skip)
             cols.second = second
             self.detail_sampled = detail_every
         self._add_details(cols)
@@ -165,8 +166,12 @@ class Aggregate:
                 self.oom_shift_by_sec[sec] = s
         known = Counter(orphans[1]) if orphans[1] is not None else Counter({orphans[0]: n})
         known.pop(-1, None)
+        buckets = _BUCKETS
         for o, k in known.items():
-            self.orphans_at_decision[_bucket(o)] += k
+            b = buckets.get(o)
+            if b is None:
+                b = buckets[o] = _bucket(o)
+            self.orphans_at_decision[b] += k
         if not known:
             return
         if orphans[1] is None:
@@ -409,6 +414,9 @@ def top_with_socket(counter: Counter, n: int = 10) -> List[Tuple]:
             k = key[1] if len(key) == 2 else key
             merged[k] = merged.get(k, 0) + count
     return sorted(merged.items(), key=lambda kv: -kv[1])[:n]
+
+
+_BUCKETS: Dict[int, int] = {}       # orphan count -> its bucket, as met
 
 
 def _bucket(n: int) -> int:
