@@ -170,6 +170,8 @@ class Aggregate:
         for o, k in known.items():
             b = buckets.get(o)
             if b is None:
+                if len(buckets) > 65536:          # bounded, whatever the counts met
+                    buckets.clear()
                 b = buckets[o] = _bucket(o)
             self.orphans_at_decision[b] += k
         if not known:
