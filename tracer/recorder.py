@@ -77,12 +77,18 @@ class Recorder:
             except OSError:
                 pass
 
-    def _write(self, data: bytes) -> None:
-        view = memoryview(data)
+    def _write(self, data) -> None:
+        """Write bytes, or a list of buffers in a row (one writev, no join)."""
+        parts = [memoryview(p) for p in (data if isinstance(data, list) else [data])]
+        total = sum(len(p) for p in parts)
         try:
-            while view:
-                n = os.write(self._fd, view)
-                view = view[n:]
+            while parts:
+                n = os.writev(self._fd, parts[:1024])      # IOV_MAX
+                while parts and n >= len(parts[0]):
+                    n -= len(parts[0])
+                    parts.pop(0)
+                if parts and n:
+                    parts[0] = parts[0][n:]
         except OSError as e:
             # keep the file readable: back to the end of the last complete block
             try:
@@ -92,8 +98,8 @@ class Recorder:
             what = "disk full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else e.strerror
             raise RecordingStopped(f"{what} writing {self.path}: recording stopped; "
                                    f"the file is readable up to its last complete block") from None
-        self._good += len(data)
-        self.bytes += len(data)
+        self._good += total
+        self.bytes += total
 
     # ------------------------------------------------------------ blocks
     def add_events(self, payload: bytes, count: int) -> None:
@@ -119,10 +125,12 @@ class Recorder:
         self._last_flush = time.monotonic()
         if not self._pending:
             return
-        payload = b"".join(self._pending)
-        count = self._pending_count
+        pieces, count = self._pending, self._pending_count
         self._pending, self._pending_count, self._pending_bytes = [], 0, 0
-        self._write(tf.encode_events(payload, self.record_size, count, self.compress, ev.STRIDE, ev.FRAME))
+        if self.compress:
+            self._write(tf.encode_events(b"".join(pieces), self.record_size, count, True, ev.STRIDE, ev.FRAME))
+        else:
+            self._write(tf.encode_events_parts(pieces, self.record_size, count, ev.STRIDE, ev.FRAME))
         self.events += count
         self._after_block()
 

@@ -79,6 +79,20 @@ def encode_events(payload: bytes, record_size: int, count: int, compress: bool =
                         compress)
 
 
+def encode_events_parts(pieces: List[bytes], record_size: int, count: int, stride: int,
+                        skip: int) -> List[bytes]:
+    """An uncompressed EVENTS block as buffers to write in a row (os.writev):
+    the same bytes as encode_events(b"".join(pieces), ...), without copying
+    the records into one buffer first."""
+    head = _EVENTS_HEAD.pack(record_size, count, stride, skip)
+    crc = zlib.crc32(head)
+    length = len(head)
+    for piece in pieces:
+        crc = zlib.crc32(piece, crc)
+        length += len(piece)
+    return [_BLOCK.pack(EVENTS, 0, 0, length, crc, length) + head, *pieces]
+
+
 # ------------------------------------------------------------------ reading
 
 class Block:
