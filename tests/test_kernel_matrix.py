@@ -71,6 +71,19 @@ def test_check_mode_compares_with_the_doc(tmp_path, capsys):
     assert "+| `oom_check`" in capsys.readouterr().out
 
 
+def test_another_point_release_of_the_same_series_passes_the_check(tmp_path, capsys):
+    # a fresh machine may fetch a newer Debian kernel of the series: same table
+    results, doc = tmp_path / "results.jsonl", tmp_path / "matrix.md"
+    write_results(results)
+    args = ["--results", str(results), "--out", str(doc)]
+    assert kernel_matrix.main(args) == 0
+    doc.write_text(doc.read_text().replace("6.1.0-1-amd64", "6.1.0-2-amd64"))
+    assert kernel_matrix.main(args + ["--check"]) == 0
+    assert "other kernel releases" in capsys.readouterr().err
+    doc.write_text(doc.read_text().replace("6.1.0-2-amd64", "6.2.0-1-amd64"))
+    assert kernel_matrix.main(args + ["--check"]) == 1
+
+
 def test_a_method_other_than_the_plans_is_refused(tmp_path):
     rec = matrix_results.Recorder("t", str(tmp_path / "r.jsonl"))
     with pytest.raises(AssertionError, match="plan says"):
