@@ -56,16 +56,25 @@ _log: List[str] = []
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 
 
+_LIBBPF_DEBUG = 2
+_print_buf = ctypes.create_string_buffer(1 << 18)   # verifier logs come as one message
+
+
 def _printer(level: int, fmt: bytes, args: int) -> int:
     # libbpf prints through a printf-style callback with a va_list; let libc
-    # format it and keep the lines, so a refused load can be explained.
-    buf = ctypes.create_string_buffer(1 << 18)   # verifier logs come as one message
+    # format it and keep the lines, so a refused load can be explained. Its
+    # debug level (a thousand CO-RE lines a load, ~10 ms of start-up) is kept
+    # only when asked for: the refusals and verifier logs come as warnings.
+    debug = os.environ.get("TCPOOM_LIBBPF_DEBUG")
+    if level >= _LIBBPF_DEBUG and not debug:
+        return 0
+    buf = _print_buf
     _libc.vsnprintf(buf, len(buf), fmt, ctypes.c_void_p(args))
     text = buf.value.decode(errors="replace")
     _log.append(text)
     if len(_log) > 4000:
         del _log[:2000]
-    if os.environ.get("TCPOOM_LIBBPF_DEBUG"):
+    if debug:
         os.write(2, buf.value)
     return 0
 
