@@ -108,6 +108,8 @@ class Capture:
                  facts: Optional[kernel_facts.KernelFacts] = None, synthetic_pid: int = 0,
                  sample_orphans: bool = True, engine: str = "auto"):
         self.synthetic_pid = synthetic_pid
+        # records taken from the ring per batch: bounds the copies in memory
+        self.batch_records = 16384
         # fill orphan figures for display as events arrive (trace); a
         # recording writes its own snapshots instead
         self.sample_orphans = sample_orphans
@@ -170,7 +172,7 @@ class Capture:
         try:
             while not stop.check(taken):
                 rb.wait(SAMPLE_PERIOD_S)
-                payload, count = rb.read_raw(EVENT_SIZE)
+                payload, count = rb.read_raw(EVENT_SIZE, self.batch_records)
                 now = time.monotonic()
                 if count and self._fill_orphans and now >= next_fill:
                     # the orphan count and limit the kernel side could not
@@ -196,7 +198,7 @@ class Capture:
                     taken += sink(payload, count)
             # what the kernel committed before we stopped
             while True:
-                payload, count = rb.read_raw(EVENT_SIZE)
+                payload, count = rb.read_raw(EVENT_SIZE, self.batch_records)
                 if not count:
                     break
                 self._count_received(payload)

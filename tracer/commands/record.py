@@ -105,6 +105,8 @@ def record(output: str, duration: Optional[float], count: Optional[int], max_siz
     filters = filters_from(netns, pid, port, families, ringbuf_size)
     cap = Capture(filters, ringbuf_size, synthetic_pid=synthetic_pid, sample_orphans=False,
                   engine=engine)
+    # small batches keep the recorder's memory low; a batch costs ~20 us
+    cap.batch_records = 4096
     stop = Stop(duration, count)
     rec: Optional[Recorder] = None
     state = {"pressure": None, "holders_at": 0.0, "lost": [0] * ev.CNT_MAX, "light_at": 0.0}
