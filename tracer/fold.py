@@ -33,7 +33,13 @@ def fold(agg: Aggregate, reader: tf.TraceReader,
     """Fold every readable block of `reader` into `agg`; `reader.damage`
     says where reading stopped, if it did. `advance(offset)` reports progress."""
     n = workers()
-    if n < 2 or reader.size < PARALLEL_MIN_BYTES:
+    pool = None
+    if n > 1 and reader.size >= PARALLEL_MIN_BYTES:
+        try:
+            pool = multiprocessing.get_context("fork").Pool(n)
+        except OSError:
+            pool = None         # no /dev/shm for its semaphores, say: one core then
+    if pool is None:
         for block in reader.blocks():
             agg.add_block(block)
             if advance:
@@ -42,8 +48,7 @@ def fold(agg: Aggregate, reader: tf.TraceReader,
     offsets = reader.block_offsets()
     torn = reader.damage
     runs = _runs(offsets, n * RUNS_PER_WORKER)
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(n) as pool:
+    with pool:
         for (start, run), (part, others, damage) in zip(
                 runs, pool.imap(_fold_run, [(reader.path, run, start + 2) for start, run in runs])):
             agg.merge_events(part)
