@@ -381,9 +381,10 @@ def _count(counter: Counter, parts: List[Tuple[Optional[int], Optional[list]]], 
             counter[key[0]] += n
     elif not varying:
         counter[tuple(key)] += n
-    elif len(varying) == 1:
+    elif len(varying) == 1 and len(distinct := Counter(parts[varying[0]][1])) * 4 < n:
+        # few values (a handful of ports, say): one key built per value
         j = varying[0]
-        for value, k in Counter(parts[j][1]).items():
+        for value, k in distinct.items():
             key[j] = value
             counter[tuple(key)] += k
     else:
