@@ -50,6 +50,15 @@ class _BtfVarSecinfo(ctypes.Structure):
                 ("size", ctypes.c_uint32)]
 
 
+class ObjectOpenOpts(ctypes.Structure):
+    """struct bpf_object_open_opts of libbpf 1.x, up to btf_custom_path (libbpf
+    reads only the first `sz` bytes)."""
+    _fields_ = [("sz", ctypes.c_size_t), ("object_name", ctypes.c_char_p),
+                ("relaxed_maps", ctypes.c_bool), ("pin_root_path", ctypes.c_char_p),
+                ("_attach_prog_fd", ctypes.c_uint32), ("kconfig", ctypes.c_char_p),
+                ("btf_custom_path", ctypes.c_char_p)]
+
+
 _lib = None
 _lock = threading.Lock()
 _log: List[str] = []

@@ -13,7 +13,7 @@ import re
 import struct
 from typing import List, Optional, Sequence
 
-from . import libbpf
+from . import btfcache, libbpf
 from .errors import LoadError, PermissionNeeded
 from .events import CNT_MAX
 from .kernel_facts import KernelFacts
@@ -67,23 +67,41 @@ class Session:
     # ------------------------------------------------------------ start
     def start(self) -> "Session":
         try:
-            self._open()
+            custom = self._open(btfcache.cached(self._path))
             self._configure()
-            self._load()
+            try:
+                self._load()
+            except LoadError:
+                if not custom:
+                    raise
+                # a minimised BTF that does not fit after all: drop it and
+                # relocate against the kernel's own
+                btfcache.forget(self._path)
+                self._l.bpf_object__close(self._obj)
+                self._obj = None
+                self._open(None)
+                self._configure()
+                self._load()
             self._attach()
         except BaseException:
             self.close()
             raise
         return self
 
-    def _open(self) -> None:
+    def _open(self, custom_btf: Optional[str]) -> bool:
         if not os.path.exists(self._path):
             raise LoadError(f"BPF object {self._path} missing: run scripts/build-bpf")
         libbpf.clear_log()
-        self._obj = self._l.bpf_object__open_file(self._path.encode(), None)
+        opts = None
+        if custom_btf:
+            self._opts = libbpf.ObjectOpenOpts(sz=ctypes.sizeof(libbpf.ObjectOpenOpts),
+                                               btf_custom_path=custom_btf.encode())
+            opts = ctypes.cast(ctypes.pointer(self._opts), ctypes.c_void_p)
+        self._obj = self._l.bpf_object__open_file(self._path.encode(), opts)
         if not self._obj:
             raise LoadError(f"libbpf could not open {self._path}: "
                             f"{os.strerror(libbpf.last_errno())}")
+        return bool(custom_btf)
 
     def _configure(self) -> None:
         l = self._l
@@ -183,7 +201,9 @@ def start(facts: KernelFacts, plan: Plan, filters: Filters,
     next method of the plan, so the best method that really loads is used."""
     for _ in range(12):
         try:
-            return Session(plan, filters, ringbuf_bytes, synthetic_pid=synthetic_pid).start()
+            session = Session(plan, filters, ringbuf_bytes, synthetic_pid=synthetic_pid).start()
+            btfcache.make_in_background(session._path)     # for the next start
+            return session
         except ProgramRefused as e:
             family = next((f for f, fp in plan.families.items() if e.program in fp.programs), None)
             if family is None:

@@ -1,0 +1,75 @@
+"""A minimised copy of the kernel's BTF for CO-RE relocation, kept per boot.
+
+libbpf relocates the object against the kernel's BTF at every start: it
+parses all of it (126k types on 6.18) and searches it for every local type,
+about 30 of the 57 ms a load takes here. `bpftool gen min_core_btf` ("BTFGen")
+writes the few types and members this object's relocations use; libbpf reads
+that instead (btf_custom_path) and the relocations come out the same.
+
+The copy is made in the background after a start (bpftool, where installed;
+without it nothing changes) and kept in /run (a tmpfs: gone at reboot) under
+the boot id and the object's size and mtime, so the next start uses it.
+TCPOOM_NO_BTF_CACHE=1 turns it off.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from typing import Optional
+
+CACHE_DIR = "/run/tcpoom"
+VMLINUX = "/sys/kernel/btf/vmlinux"
+
+
+def _enabled() -> bool:
+    return os.environ.get("TCPOOM_NO_BTF_CACHE") != "1" and os.path.exists(VMLINUX)
+
+
+def path_for(object_path: str) -> Optional[str]:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot_id = f.read().strip()
+        st = os.stat(object_path)
+    except OSError:
+        return None
+    return os.path.join(CACHE_DIR, f"min-{boot_id}-{st.st_size}-{st.st_mtime_ns}.btf")
+
+
+def cached(object_path: str) -> Optional[str]:
+    """The minimised BTF for this object on this boot, if made already."""
+    if not _enabled():
+        return None
+    path = path_for(object_path)
+    return path if path and os.path.exists(path) else None
+
+
+def forget(object_path: str) -> None:
+    """Drop a copy that libbpf could not use."""
+    path = path_for(object_path)
+    if path:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def make_in_background(object_path: str) -> None:
+    """Start bpftool on it if there is no copy yet; never waits, never fails."""
+    if not _enabled() or os.geteuid() != 0:
+        return
+    path = path_for(object_path)
+    bpftool = shutil.which("bpftool") or next(
+        (p for p in ("/usr/sbin/bpftool", "/sbin/bpftool") if os.path.exists(p)), None)
+    if not path or not bpftool or os.path.exists(path):
+        return
+    try:
+        os.makedirs(CACHE_DIR, mode=0o700, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        # written aside, renamed when whole: a start never reads half a file
+        subprocess.Popen(["/bin/sh", "-c", '"$0" gen min_core_btf "$1" "$2" "$3" && mv -f "$2" "$4" || rm -f "$2"',
+                          bpftool, VMLINUX, tmp, object_path, path],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True, close_fds=True)
+    except OSError:
+        pass
