@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from typing import Optional
 
 CACHE_DIR = "/run/tcpoom"
@@ -63,6 +62,7 @@ def make_in_background(object_path: str) -> None:
         (p for p in ("/usr/sbin/bpftool", "/sbin/bpftool") if os.path.exists(p)), None)
     if not path or not bpftool or os.path.exists(path):
         return
+    import subprocess
     try:
         os.makedirs(CACHE_DIR, mode=0o700, exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp"

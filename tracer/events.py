@@ -5,7 +5,6 @@ object's BTF, and every constant against the header's text.
 """
 from __future__ import annotations
 
-import ipaddress
 import struct
 from typing import Dict, List, Optional, Tuple
 
@@ -202,6 +201,7 @@ class Event:
         return CALLERS.get(self.caller, "?")
 
     def _addr(self, raw: bytes) -> Optional[str]:
+        import ipaddress        # for display only: kept off the start-up path
         if self.af == 2:      # AF_INET
             return str(ipaddress.IPv4Address(raw[:4]))
         if self.af == 10:     # AF_INET6

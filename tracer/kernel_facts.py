@@ -6,7 +6,6 @@ can be tested from facts recorded on other kernels (tests/data/facts-*.json).
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import json
 import os
 import time
@@ -93,6 +92,7 @@ def _kconfig() -> Dict[str, str]:
     paths = ["/proc/config.gz", f"/boot/config-{os.uname().release}"]
     for p in paths:
         try:
+            import gzip         # only when the facts are not cached
             opener = gzip.open if p.endswith(".gz") else open
             with opener(p, "rt") as f:
                 out = {}

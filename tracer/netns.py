@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
-import subprocess
 import threading
 from typing import Any, Callable, Iterator, Optional, Union
 
@@ -88,7 +86,7 @@ def _setns(fd: int, nstype: int) -> None:
         os.setns(fd, nstype)
         return
     if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        _libc = ctypes.CDLL("libc.so.6", use_errno=True)
     if _libc.setns(fd, nstype) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
@@ -128,6 +126,7 @@ def run_in_netns(ref: NetnsRef, fn: Callable[..., Any], *args: Any,
 
 
 def _ip_netns(*args: str) -> None:
+    import subprocess   # only for `ip`: not on the tracer's start-up path
     try:
         proc = subprocess.run(["ip", "netns", *args], capture_output=True, text=True,
                               timeout=IP_TIMEOUT_S)
@@ -155,6 +154,7 @@ def exists(name: str) -> bool:
 
 
 def _set_loopback_up() -> None:
+    import subprocess   # only for `ip`: not on the tracer's start-up path
     # A new namespace has `lo` down, and 127.0.0.0/8 is unusable until it is up. SIOCSIFFLAGS
     # would do, but `ip` is already a dependency and says clearly what went wrong.
     proc = subprocess.run(["ip", "link", "set", "lo", "up"], capture_output=True, text=True,
