@@ -30,9 +30,17 @@ def _status(pid: int) -> dict:
     return out
 
 
-def one_run() -> tuple:
+def one_run(no_site: bool = False) -> tuple:
+    """no_site: without the interpreter's site module (python -S, site-packages
+    on PYTHONPATH): what start-up costs where no .pth file runs code at every
+    interpreter start (this sandbox's imports certifi: ~45 ms)."""
+    argv, env = [sys.executable, "-m", "tracer", "trace", "--duration", "30"], None
+    if no_site:
+        import sysconfig
+        argv.insert(1, "-S")
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, sysconfig.get_paths()["purelib"]]))
     t0 = time.monotonic()
-    p = subprocess.Popen([sys.executable, "-m", "tracer", "trace", "--duration", "30"], cwd=ROOT,
+    p = subprocess.Popen(argv, cwd=ROOT, env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     while True:
         ready, _, _ = select.select([p.stderr], [], [], 10)
