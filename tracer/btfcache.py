@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from typing import Optional
 
 CACHE_DIR = "/run/tcpoom"
@@ -65,7 +66,19 @@ def make_in_background(object_path: str) -> None:
     import subprocess
     try:
         os.makedirs(CACHE_DIR, mode=0o700, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
+        tmp = f"{path}.tmp"
+        # the file bpftool writes is also the lock: one maker at a time (a
+        # tracer started again while a slow machine is still at it starts no
+        # second one); one left by a killed maker is stale after a minute
+        try:
+            if time.time() - os.stat(tmp).st_mtime > 60:
+                os.unlink(tmp)
+        except OSError:
+            pass
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            return
         # written aside, renamed when whole: a start never reads half a file
         subprocess.Popen(["/bin/sh", "-c", '"$0" gen min_core_btf "$1" "$2" "$3" && mv -f "$2" "$4" || rm -f "$2"',
                           bpftool, VMLINUX, tmp, object_path, path],
