@@ -1,0 +1,75 @@
+"""The bcc engine's user-space side, without a kernel to compile for (the real
+thing runs in the 6.1 guest: tests/test_vm_bcc.py)."""
+import builtins
+import filecmp
+import os
+
+import pytest
+
+from conftest import DATA, ROOT
+from tracer import bcc_engine
+from tracer.errors import LoadError, UsageError
+from tracer.events import EVENT_SIZE
+from tracer.kernel_facts import KernelFacts
+from tracer.loader import Filters
+from tracer.plan import build
+
+
+def bcc_plan():
+    f = KernelFacts.load(os.path.join(DATA, "facts-6.1-debian-vm.json"))
+    f.headers = True
+    return build(f, engine="bcc")
+
+
+@pytest.mark.parametrize("name", ["tcpoom_bcc.c", "tcpoom.h"])
+def test_the_shipped_text_is_the_source(name):
+    # scripts/build-bpf copies them; an installed tcpoom compiles the copy
+    assert filecmp.cmp(os.path.join(ROOT, "bpf", name), os.path.join(bcc_engine.SOURCE_DIR, name),
+                       shallow=False)
+
+
+def test_defines_carry_filters_layout_and_addresses():
+    p = bcc_plan()
+    s = bcc_engine.BccSession(p, Filters(netns=4026531840, pid=7, port=80), 1 << 20)
+    flags = s.cflags()
+    assert f"-I{bcc_engine.SOURCE_DIR}" in flags
+    assert "-DFILTER_NETNS=4026531840" in flags and "-DFILTER_PID=7" in flags
+    assert "-DFILTER_PORT=80" in flags and "-DRINGBUF_PAGES=256" in flags
+    assert f"-DTCPOOM_EVENT_SIZE={EVENT_SIZE}" in flags
+    assert f"-DORPHAN_CACHE_ADDR={p.config['orphan_cache_addr']:#x}ULL" in flags
+    # only the wanted families' programs are attached
+    s = bcc_engine.BccSession(p, Filters(families=["tw_overflow"]))
+    assert s.programs == ["twsk_alloc_kprobe", "twsk_alloc_kretprobe"]
+
+
+def test_a_co_re_plan_is_not_for_the_bcc_engine():
+    f = KernelFacts.load(os.path.join(DATA, "facts-6.1-debian-vm.json"))
+    with pytest.raises(ValueError):
+        bcc_engine.BccSession(build(f), Filters())
+
+
+def test_the_synthetic_source_is_co_re_only():
+    with pytest.raises(UsageError):
+        bcc_engine.start(KernelFacts(), bcc_plan(), Filters(), synthetic_pid=1)
+
+
+def test_without_bcc_the_error_says_what_to_install(monkeypatch):
+    real_import = builtins.__import__
+
+    def no_bcc(name, *args, **kwargs):
+        if name == "bcc" or name.startswith("bcc."):
+            raise ImportError("No module named 'bcc'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_bcc)
+    monkeypatch.setattr(bcc_engine, "DIST_PACKAGES", ())
+    with pytest.raises(LoadError) as e:
+        bcc_engine.import_bcc()
+    assert "apt-get install python3-bpfcc" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bcc_is_found_for_this_python_when_installed_for_the_system_one():
+    if not any(os.path.isdir(os.path.join(d, "bcc")) for d in bcc_engine.DIST_PACKAGES):
+        pytest.skip("python3-bpfcc not installed (scripts/setup --test installs it)")
+    BPF = bcc_engine.import_bcc()
+    assert BPF.__name__ == "BPF"

@@ -1,0 +1,214 @@
+"""The bcc engine against real kernel events, in a Debian 6.1 guest with the
+matching linux-headers packages; and its refusal on this machine (6.18, no
+headers).
+
+One qemu guest (scripts/vm, --headers: the packages fetched once into the VM
+cache, linked at /lib/modules/<release>/build) runs scripts/vm/guest_checks.py
+with its bcc tier: each lab scenario under `tcpoom trace` with
+TCPOOM_ENGINE=bcc, so the tracer compiles bpf/tcpoom_bcc.c with bcc at start
+(clang under TCG: 75 to 95 s; the tracer starts in 85 to 100 s) and must count what the
+kernel's TcpExt counters of the lab's namespace count, with the same event
+fields as the CO-RE kprobe tier.
+"""
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT
+from scripts.vm import VMError, run_in_vm
+from scripts.vm.guest_checks import parse
+
+pytestmark = pytest.mark.kernel
+
+KERNEL = "6.1"
+COUNT = 100
+CAPTURED = ("tw_overflow", "orphans_close", "orphans_timer")
+COUNTER = {"tw_overflow": "TCPTimeWaitOverflow", "orphans_close": "TCPAbortOnMemory",
+           "orphans_timer": "TCPAbortOnMemory"}
+TIERS = [f"bcc:{','.join(CAPTURED)}:{COUNT}", "bcc:tcp_mem_send"]
+GUEST_TIMEOUT_S = 1200.0    # four tracer starts of about 100 s each and the scenarios: ~400 s
+WHERE = "Debian 6.1 under qemu (scripts/vm), linux-headers installed"
+
+
+@pytest.fixture(scope="module")
+def guest():
+    started = time.monotonic()
+    try:
+        vm = run_in_vm([sys.executable, "-m", "scripts.vm.guest_checks", *TIERS], KERNEL,
+                       cwd=ROOT, timeout=GUEST_TIMEOUT_S, headers=True)
+        r = parse(vm.output)
+        r["vm"] = {"exit_code": vm.exit_code, "boot_seconds": round(vm.boot_seconds, 1),
+                   "seconds": round(vm.seconds, 1)}
+    except (VMError, ValueError) as e:
+        return e
+    print(f"\n{KERNEL} bcc: guest done in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    for name, s in r["tiers"].get("bcc", {}).get("scenarios", {}).items():
+        print(f"  bcc {name:<14} seen {s['seen']}/{s.get('kernel_delta')} lab {s['lab_delta']} "
+              f"tracer start {s.get('tracer_start_seconds')} s, {s['seconds']} s in all",
+              file=sys.stderr)
+    return r
+
+
+def result(guest):
+    if isinstance(guest, Exception):
+        pytest.fail(f"guest {KERNEL}: {guest}")
+    assert not guest["errors"], guest["errors"]
+    return guest
+
+
+def plan(guest):
+    return result(guest)["tiers"]["bcc"]["plan"]
+
+
+def scenario(guest, name):
+    s = result(guest)["tiers"]["bcc"]["scenarios"][name]
+    assert s["returncode"] == 0, s["stderr"]
+    return s
+
+
+def test_plan_is_the_bcc_engine_with_kprobes_and_exact_orphans(guest, matrix):
+    r = result(guest)
+    assert r["facts"]["release"].startswith("6.1.0-") and r["facts"]["headers"] is True
+    p = plan(guest)
+    assert p["engine"] == "bcc"
+    fams = p["families"]
+    assert fams["oom_check"]["method"] == "kprobe" and fams["oom_check"]["target"] == "tcp_check_oom"
+    assert {"check_oom_kprobe", "check_oom_kretprobe", "tcp_close_enter_kprobe",
+            "active_reset_kprobe"} <= set(fams["oom_check"]["programs"])
+    assert fams["tw_overflow"]["method"] == "kprobe"
+    assert fams["mem_exceed"]["method"] == "raw_tp"
+    assert fams["pressure"]["method"] == "kprobe"
+    for f in ("orphans", "max_orphans", "shift", "caller", "memory_allocated", "tcp_mem"):
+        assert fams["oom_check"]["fields"][f]["fidelity"] == "exact", f
+    assert p["config"]["orphan_cache_addr"] == r["facts"]["kallsyms_data"]["tcp_orphan_cache"]
+    # BTF exists on this kernel: auto would have chosen CO-RE
+    assert r["plan"]["engine"] == "co-re"
+    matrix.claims(p, WHERE)
+
+
+@pytest.mark.parametrize("name", CAPTURED)
+def test_counts_equal_the_kernel_counters(guest, name, matrix):
+    """As the CO-RE kprobe tier: exact but for a call missed by kprobe nesting
+    (the plan's blind spot), which must stay rare and be reported."""
+    s = scenario(guest, name)
+    assert s["tracer_start_seconds"] is not None
+    assert s["lab_delta"] > 0 and s["kernel_delta"] == s["lab_delta"]
+    assert s["totals"]["tcpext_delta"][COUNTER[name]] == s["lab_delta"]
+    assert s["printed"] == s["seen"] and s["lost"] == 0
+    assert {e["method"] for e in s["events"]} == {"kprobe"}
+    row = next(x for x in s["totals"]["families"] if x["family"] == s["family"])
+    assert row["method"].startswith("kprobe ")
+    missed = s["kernel_delta"] - s["seen"]
+    assert 0 <= missed <= max(3, s["kernel_delta"] // 20), s["totals"]
+    if missed:
+        assert row["not_seen_individually"] == missed and "kprobes do not nest" in row["blind_spot"]
+    matrix.check(plan(guest), s["family"],
+                 f"{name}: count = TcpExt {COUNTER[name]} but for kprobe nesting misses "
+                 f"(at most 5%, each one reported), every event printed, none lost",
+                 fields=["verdict"], used=row["method"], where=WHERE,
+                 figures=f"{s['seen']}/{s['kernel_delta']}, {missed} missed")
+
+
+def test_timer_path_carries_the_shift_and_exact_orphans(guest, matrix):
+    s = scenario(guest, "orphans_timer")
+    assert s["events"]
+    for e in s["events"]:
+        assert e["caller"] == "timer"
+        # sk_err_soft from the cut route: 1; 2 once the socket is no longer alive
+        assert e["shift"] in (1, 2) and not e["shift_is_lower_bound"]
+        assert e["fidelity"]["shift"] == e["fidelity"]["orphans"] == e["fidelity"]["max_orphans"] == "exact"
+        assert e["orphans"] > 0 and (e["orphans"] << e["shift"]) > e["max_orphans"]
+        assert "too_many_orphans" in e["verdict"]
+        assert e["memory_allocated"] is not None and e["fidelity"]["memory_allocated"] == "exact"
+        assert e["tcp_mem"] is not None and e["fidelity"]["tcp_mem"] == "exact"
+    matrix.check(plan(guest), "oom_check",
+                 "orphans_timer: every event on the timer path with shift 1..2 and "
+                 "orphans << shift > max_orphans, verdict too_many_orphans (all said exact); "
+                 "memory_allocated and tcp_mem present",
+                 fields=["caller", "shift", "orphans", "max_orphans", "verdict"], used="kprobe",
+                 where=WHERE, figures=f"{len(s['events'])} events, shifts "
+                 f"{sorted({e['shift'] for e in s['events']})}")
+
+
+def test_close_path_has_shift_zero(guest, matrix):
+    s = scenario(guest, "orphans_close")
+    assert s["events"]
+    for e in s["events"]:
+        assert e["caller"] == "close" and e["shift"] == 0
+        assert e["fidelity"]["shift"] == e["fidelity"]["orphans"] == "exact"
+        # tcp_max_orphans=0: the lingering seed orphan alone is one too many
+        assert e["max_orphans"] == 0 and e["orphans"] >= 1
+        assert "too_many_orphans" in e["verdict"]
+        assert e["memory_allocated"] is not None and e["tcp_mem"] is not None
+    matrix.check(plan(guest), "oom_check",
+                 "orphans_close: every event on the close path with shift 0, "
+                 "max_orphans 0 (tcp_max_orphans=0) and orphans >= 1, verdict too_many_orphans; "
+                 "memory_allocated and tcp_mem present",
+                 fields=["caller", "shift", "orphans", "max_orphans", "verdict"], used="kprobe",
+                 where=WHERE, figures=f"{len(s['events'])} events")
+
+
+def test_tw_overflow_reads_the_death_row(guest, matrix):
+    s = scenario(guest, "tw_overflow")
+    assert s["events"]
+    for e in s["events"]:
+        assert e["tw_count"] >= e["max_tw_buckets"] == 5
+        assert e["fidelity"]["tw_count"] == e["fidelity"]["verdict"] == "exact"
+    matrix.check(plan(guest), "tw_overflow",
+                 "tw_overflow: every event has tw_count >= max_tw_buckets = 5 (the namespace's "
+                 "tcp_max_tw_buckets), both said exact",
+                 fields=["tw_count", "max_tw_buckets"], used="kprobe", where=WHERE,
+                 figures=f"{len(s['events'])} events")
+
+
+def test_refusals_and_pressure_entry_seen(guest, matrix):
+    s = scenario(guest, "tcp_mem_send")
+    assert s["seen"] > 0 and s["lost"] == 0 and s["printed"] == s["seen"]
+    # the unread receivers are refused too (kind SK_MEM_RECV)
+    assert {e["side"] for e in s["events"]} >= {"send"}
+    for e in s["events"]:
+        assert e["method"] == "raw_tp" and e["side"] in ("send", "recv")
+        # refused at the hard limit, or above its share under pressure: the
+        # figures are present either way
+        assert e["memory_allocated"] > 0 and len(e["tcp_mem"]) == 3
+        assert e["fidelity"]["memory_allocated"] == e["fidelity"]["tcp_mem"] == "exact"
+    refused = next(x for x in s["totals"]["families"] if x["family"] == "mem_exceed")
+    pressure = next(x for x in s["totals"]["families"] if x["family"] == "pressure")
+    assert pressure["method"].startswith("kprobe ")
+    assert pressure["kernel_delta"] >= 1 and pressure["seen"] == pressure["kernel_delta"]
+    matrix.check(plan(guest), "mem_exceed",
+                 "tcp_mem_send: refusals seen (send and receive side) with allocated and "
+                 "tcp_mem present (said exact), none lost (no TcpExt counter to compare)",
+                 fields=["memory_allocated", "tcp_mem", "verdict"], used=refused["method"],
+                 where=WHERE, figures=f"{s['seen']} seen")
+    matrix.check(plan(guest), "pressure", "tcp_mem_send: entries = TcpExt TCPMemoryPressures",
+                 fields=["verdict"], used=pressure["method"], where=WHERE,
+                 figures=f"{pressure['seen']}/{pressure['kernel_delta']}")
+
+
+# ------------------------------------------------------------ this machine
+
+def tcpoom(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "tracer", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("args", [["trace", "--engine", "bcc", "--duration", "1"],
+                                  ["record", "--engine", "bcc", "-o", "/dev/null", "--duration", "1"],
+                                  ["probes", "--engine", "bcc"]])
+def test_no_headers_here_is_one_clear_line_and_exit_3(args):
+    release = os.uname().release
+    assert not os.path.exists(f"/lib/modules/{release}/build")
+    r = tcpoom(*args)
+    assert r.returncode == 3, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert f"/lib/modules/{release}/build" in lines[0] and f"linux-headers-{release}" in lines[0]
+
+
+def test_engine_from_the_environment_too():
+    r = tcpoom("trace", "--duration", "1", env={"TCPOOM_ENGINE": "bcc"})
+    assert r.returncode == 3 and "bcc engine needs the kernel headers" in r.stderr
