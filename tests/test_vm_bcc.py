@@ -212,3 +212,25 @@ def test_no_headers_here_is_one_clear_line_and_exit_3(args):
 def test_engine_from_the_environment_too():
     r = tcpoom("trace", "--duration", "1", env={"TCPOOM_ENGINE": "bcc"})
     assert r.returncode == 3 and "bcc engine needs the kernel headers" in r.stderr
+
+
+def test_neither_btf_nor_headers_stops_capture_with_exit_code_3():
+    """auto on a kernel with neither (recorded 4.19 facts, headers taken away):
+    CO-RE's plan is counters only and the capture refuses it in one line."""
+    from conftest import DATA
+    from tracer.capture import Capture
+    from tracer.errors import KernelUnsupported
+    from tracer.kernel_facts import KernelFacts
+    from tracer.loader import Filters
+
+    f = KernelFacts.load(os.path.join(DATA, "facts-4.19-no-btf.json"))
+    f.headers = False
+    cap = Capture(Filters(), facts=f)
+    assert cap.engine == "co-re" and cap.plan.engine == "none"
+    with pytest.raises(KernelUnsupported) as e:
+        cap.start()
+    assert e.value.exit_code == 3 and "\n" not in str(e.value)
+    assert "no BTF" in str(e.value) and "no kernel headers either" in str(e.value)
+    # with headers, auto is the bcc engine
+    f.headers = True
+    assert Capture(Filters(), facts=f).engine == "bcc"
