@@ -91,30 +91,53 @@ def test_plan_is_deterministic_and_renders():
 
 # ------------------------------------------------------------ the bcc engine
 
+def no_btf(name="facts-6.1-debian-vm.json"):
+    """A kernel like Debian's 6.1 built without BTF, its headers installed."""
+    f = facts(name)
+    f.btf, f.btf_functions, f.tracepoints, f.fentry_errno = False, {}, {}, None
+    f.headers = True
+    f.tracefs_events = {"tcp_send_reset": True, "inet_sock_set_state": True,
+                        "sock_exceed_buf_limit": True}
+    return f
+
+
 def test_auto_picks_bcc_where_btf_is_missing_and_headers_exist():
-    f = facts("facts-4.19-no-btf.json")
-    assert not f.btf and f.headers
+    f = no_btf()
     assert choose_engine(f) == "bcc"
     p = build(f, engine=choose_engine(f))
     assert p.engine == "bcc"
     oom = p.families["oom_check"]
     assert oom.method == "kprobe" and oom.target == "tcp_check_oom"
     # kprobes do not nest: one close hook, tcp_close where it exists
-    assert oom.programs == ["check_oom_kprobe", "check_oom_kretprobe",
-                            "tcp_close_enter_kprobe", "tcp_close_exit_kretprobe"]
-    assert oom.fields["shift"][0] == "exact" and oom.fields["caller"][0] == "exact"
-    # 4.19: the percpu_counter's quick read; no data symbols in its kallsyms
-    assert oom.fields["orphans"][0] == "derived"
-    assert oom.fields["max_orphans"][0] == "sampled"
-    assert "tcp_send_active_reset not hookable" in oom.blind_spot
+    assert oom.programs == ["check_oom_kprobe", "check_oom_kretprobe", "tcp_close_enter_kprobe",
+                            "tcp_close_exit_kretprobe", "active_reset_kprobe"]
+    for field in ("shift", "caller", "orphans", "max_orphans"):
+        assert oom.fields[field][0] == "exact", field
     assert p.families["tw_overflow"].method == "kprobe"
     assert p.families["tw_overflow"].fields["verdict"][0] == "exact"
+    assert p.families["mem_exceed"].method == "raw_tp"
     assert p.families["pressure"].method == "kprobe"
-    # recorded before tracefs was looked at: the tracepoint is not known to exist
-    assert p.families["mem_exceed"].method == "sampled"
-    f.tracefs_events = {"sock_exceed_buf_limit": True}
-    assert build(f, engine="bcc").families["mem_exceed"].method == "raw_tp"
     assert any("bcc" in n for n in p.notes)
+    # the tracepoint known from tracefs only: without it, counters only
+    f.tracefs_events = {}
+    assert build(f, engine="bcc").families["mem_exceed"].method == "sampled"
+
+
+def test_bcc_before_58_has_no_ring_buffer_and_says_so():
+    f = facts("facts-4.19-no-btf.json")
+    assert not f.btf and f.headers
+    assert choose_engine(f) == "bcc"
+    p = build(f, engine="bcc")
+    assert p.engine == "none" and not p.programs()
+    assert "5.8+" in p.notes[0]
+    assert dict(p.families["oom_check"].rejected)["kprobe tcp_check_oom"] == \
+        "the bcc engine's BPF ring buffer needs kernel 5.8+"
+    # what it would read on a 5.8+ kernel without data symbols in kallsyms
+    f.release = "5.10.0-30-amd64"
+    oom = build(f, engine="bcc").families["oom_check"]
+    assert oom.method == "kprobe" and oom.fields["orphans"][0] == "derived"
+    assert oom.fields["max_orphans"][0] == "sampled"
+    assert "tcp_send_active_reset not hookable" in oom.blind_spot
 
 
 def test_auto_prefers_co_re_wherever_btf_exists():

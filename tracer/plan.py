@@ -437,10 +437,23 @@ BCC_ATTACH = {
 }
 
 
-def _bcc_kprobe(f: KernelFacts, func: str) -> Optional[str]:
-    """The bcc engine's kprobe check: headers instead of BTF."""
+#: the events go through a BPF ring buffer (BPF_RINGBUF_OUTPUT), as with CO-RE
+BCC_MIN_VERSION = (5, 8)
+
+
+def _bcc_base(f: KernelFacts) -> Optional[str]:
     if not f.headers:
         return f"no kernel headers ({_headers_path(f)}): bcc compiles against them"
+    if f.version() < BCC_MIN_VERSION:
+        return "the bcc engine's BPF ring buffer needs kernel 5.8+"
+    return None
+
+
+def _bcc_kprobe(f: KernelFacts, func: str) -> Optional[str]:
+    """The bcc engine's kprobe check: headers instead of BTF."""
+    why = _bcc_base(f)
+    if why:
+        return why
     if not f.kprobes:
         return "kernel built without CONFIG_KPROBES"
     if not f.kallsyms_read:
@@ -451,8 +464,9 @@ def _bcc_kprobe(f: KernelFacts, func: str) -> Optional[str]:
 
 
 def _bcc_raw_tp(f: KernelFacts, tp: str, since: Tuple[int, int]) -> Optional[str]:
-    if not f.headers:
-        return f"no kernel headers ({_headers_path(f)}): bcc compiles against them"
+    why = _bcc_base(f)
+    if why:
+        return why
     if not (f.tracefs_events.get(tp) or tp in f.tracepoints):
         return f"tracepoint {tp} not in this kernel (tracefs)"
     if f.version() < since:
@@ -521,6 +535,9 @@ def _build_bcc(f: KernelFacts, banned: Dict[str, List[Tuple[str, str]]]) -> Plan
         "max_orphans_addr": f.kallsyms_data.get("sysctl_tcp_max_orphans", 0),
     }
     notes = [f"bcc: compiled at start against {_headers_path(f)}"]
+    if f.version() < BCC_MIN_VERSION:
+        notes.insert(0, f"the bcc engine needs kernel 5.8+ (BPF ring buffer); this is {f.release}: "
+                        "counters only")
     if f.hz_source != "kconfig":
         notes.append(f"HZ={f.hz} from {f.hz_source}")
     any_bpf = any(fp.programs for fp in fams.values())
