@@ -4,7 +4,8 @@
  * installed. bcc compiles this text at run time against
  * /lib/modules/$(uname -r)/build, so struct offsets come from the running
  * kernel's own headers instead of CO-RE relocations, and version differences
- * are settled by LINUX_VERSION_CODE.
+ * are settled by LINUX_VERSION_CODE. Kernels 5.8+ (BPF_RINGBUF_OUTPUT); run
+ * on Debian's 6.1 (tests/test_vm_bcc.py), the 5.8-5.18 branches compiled only.
  *
  * It writes the same struct tcpoom_event (tcpoom.h, included as is) into a
  * BPF ring buffer and counts into the same per-CPU counter slots as
@@ -79,15 +80,11 @@ static __always_inline void count(u32 slot)
 		__sync_fetch_and_add(&c->slot[slot], 1);
 }
 
-/* sk_protocol is a plain u16 from 5.6, a bitfield before (then not checked:
- * only DCCP shares these paths, and it is rarely loaded). */
+/* sk_protocol: a plain u16 from 5.6 (the engine needs 5.8+, for the ring
+ * buffer). */
 static __always_inline bool is_tcp(struct sock *sk)
 {
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 6, 0)
 	return RD(u16, &sk->sk_protocol) == IPPROTO_TCP;
-#else
-	return true;
-#endif
 }
 
 static __always_inline u32 sk_netns(struct sock *sk)
@@ -196,16 +193,13 @@ static __always_inline void fill_memory(struct tcpoom_event *e, struct proto *pr
 	}
 	if (mem && !bpf_probe_read_kernel(e->tcp_mem, sizeof(e->tcp_mem), mem))
 		e->exact |= FIELD_TCP_MEM;
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 13, 0)
-	/* 4.13+: jiffies when pressure began, 0 when not under pressure
-	 * (an int flag before) */
+	/* jiffies when pressure began, 0 when not under pressure */
 	unsigned long *pressure = RD(unsigned long *, &prot->memory_pressure);
 
 	if (pressure && !bpf_probe_read_kernel(&v, sizeof(v), pressure)) {
 		e->pressure_since = v;
 		e->exact |= FIELD_PRESSURE;
 	}
-#endif
 }
 
 /* The orphan count and limit where the kernel lets us read them. */
