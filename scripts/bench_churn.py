@@ -114,25 +114,56 @@ def start_tracer() -> subprocess.Popen:
             raise RuntimeError("tcpoom trace did not start")
 
 
+def bpf_run_time() -> tuple:
+    """(run_time_ns, run_count) summed over tcpoom's loaded programs, from the
+    kernel's own BPF statistics (kernel.bpf_stats_enabled), via bpftool."""
+    import json
+    out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True, check=True)
+    progs = [p for p in json.loads(out.stdout) if p.get("name", "").endswith(_OURS)]
+    return sum(p.get("run_time_ns", 0) for p in progs), sum(p.get("run_cnt", 0) for p in progs)
+
+
+# the suffixes of tcpoom's program names (bpf/tcpoom.bpf.c)
+_OURS = ("_btf", "_raw", "_fentry", "_fexit", "_kprobe", "_kretprobe")
+_STATS = "/proc/sys/kernel/bpf_stats_enabled"
+
+
 def measure(runs: int, seconds: float, clients: int) -> dict:
     sys.path.insert(0, ROOT)
     from tracer import netns
-    without, with_ = [], []
-    with netns.temporary("tcpoom-bench-") as name:
-        churn(name, 1.0, clients)                  # warm up
-        for i in range(runs):
-            for traced in ((False, True) if i % 2 == 0 else (True, False)):
-                if traced:
-                    tracer = start_tracer()
-                    time.sleep(0.3)
-                    with_.append(churn(name, seconds, clients))
-                    tracer.send_signal(signal.SIGINT)
-                    tracer.communicate(timeout=30)
-                else:
-                    without.append(churn(name, seconds, clients))
+    without, with_, ns_per_conn = [], [], []
+    with open(_STATS) as f:
+        stats_before = f.read().strip()
+    try:
+        with netns.temporary("tcpoom-bench-") as name:
+            churn(name, 1.0, clients)                  # warm up
+            for i in range(runs):
+                for traced in ((False, True) if i % 2 == 0 else (True, False)):
+                    if traced:
+                        tracer = start_tracer()
+                        time.sleep(0.3)
+                        # the programs' own time, measured by the kernel (its
+                        # two clock reads a run are counted in it too)
+                        with open(_STATS, "w") as f:
+                            f.write("1")
+                        rate = churn(name, seconds, clients)
+                        run_ns, _ = bpf_run_time()
+                        with open(_STATS, "w") as f:
+                            f.write(stats_before)
+                        with_.append(rate)
+                        ns_per_conn.append(run_ns / (rate * seconds))
+                        tracer.send_signal(signal.SIGINT)
+                        tracer.communicate(timeout=30)
+                    else:
+                        without.append(churn(name, seconds, clients))
+    finally:
+        with open(_STATS, "w") as f:
+            f.write(stats_before)
     a, b = statistics.median(without), statistics.median(with_)
+    ns = statistics.median(ns_per_conn)
     return {"without": a, "with": b, "overhead_pct": (a - b) / a * 100,
-            "runs_without": without, "runs_with": with_}
+            "runs_without": without, "runs_with": with_,
+            "bpf_ns_per_connection": ns, "bpf_share_pct": ns * a / 1e9 * 100}
 
 
 def main() -> int:
@@ -148,6 +179,8 @@ def main() -> int:
     r = measure(args.runs, args.seconds, args.clients)
     print(f"connections/s without tcpoom {r['without']:,.0f}, with {r['with']:,.0f}: "
           f"{r['overhead_pct']:+.2f}% fewer (medians of {args.runs})")
+    print(f"  tcpoom's BPF programs: {r['bpf_ns_per_connection']:.0f} ns of kernel time per connection "
+          f"(kernel.bpf_stats_enabled), {r['bpf_share_pct']:.2f}% of a connection's time at this rate")
     print("  without:", " ".join(f"{x:,.0f}" for x in r["runs_without"]))
     print("  with:   ", " ".join(f"{x:,.0f}" for x in r["runs_with"]))
     return 0
