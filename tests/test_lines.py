@@ -57,6 +57,10 @@ def test_tw_and_mem_exceed_lines():
                      sndbuf=87040, verdict=ev.VERDICT_SEND)
     line = text(mem, CLOCK, Sampled())
     assert "mem_exceed  send alloc=318p > tcp_mem[2]=40p (795%)" in line
+    # refused under pressure, below the hard limit (a socket over its fair share)
+    share = Event.make(ts_ns=1, family=ev.MEM_EXCEED, method=ev.TP_BTF, memory_allocated=34,
+                       tcp_mem=(10, 20, 40), verdict=ev.VERDICT_SEND)
+    assert "send alloc=34p <= tcp_mem[2]=40p (85%) under pressure, over its share" in text(share, CLOCK, Sampled())
     assert "[::1]:22 > [::1]:3333 ESTABLISHED" in line
 
 

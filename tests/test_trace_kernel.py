@@ -77,14 +77,20 @@ def test_tcp_mem_refusals_carry_allocated_above_the_hard_limit(scenario, side, m
     assert r["seen"] > 0 and r["printed"] == r["seen"] and r["lost"] == 0
     sides = {e["side"] for e in r["events"]}
     assert side in sides
+    # A refusal is not only at the hard limit: under global pressure
+    # __sk_mem_raise_allocated() also refuses a socket above its fair share
+    # (tcp_mem[2] / sockets) while the total is still under tcp_mem[2]; below
+    # tcp_mem[0] it always grants. The lab drives the total past tcp_mem[2].
     for e in r["events"]:
-        assert e["memory_allocated"] > e["tcp_mem"][2]
+        assert e["memory_allocated"] > e["tcp_mem"][0]
+    assert any(e["memory_allocated"] > e["tcp_mem"][2] for e in r["events"])
     # entering pressure: sampled from /proc/net/protocols, against TCPMemoryPressures
     pressure = next(row for row in r["totals"]["families"] if row["family"] == "pressure")
     assert pressure["kernel_delta"] >= 1 and pressure["seen"] == pressure["kernel_delta"]
     matrix.check(probes_plan, "mem_exceed",
                  f"{scenario}: refusals on the {side} side seen, every event printed, none lost "
-                 f"(no TcpExt counter to compare); memory_allocated > tcp_mem[2] on every event",
+                 f"(no TcpExt counter to compare); memory_allocated > tcp_mem[0] on every event, "
+                 f"> tcp_mem[2] on some",
                  fields=["verdict", "memory_allocated", "tcp_mem"], used=row(r)["method"],
                  figures=f"{r['seen']} seen")
     matrix.check(probes_plan, "pressure", f"{scenario}: entries = TcpExt TCPMemoryPressures",

@@ -143,9 +143,15 @@ def diagnose(m: dict, header: dict) -> Tuple[List[dict], str]:
             snippet.append(f"net.ipv4.tcp_mem = {new[0]} {new[1]} {new[2]}")
         evidence = [f"peak TCP memory {peak_pages} pages ({_mib(peak_pages * page)}) at {pm.get('at')}; "
                     f"tcp_mem at the start {tm[0]}/{tm[1]}/{tm[2]} pages (low/pressure/high)"]
-        if over:
+        if over and over["value"] > 100:
             evidence.append(f"furthest over the hard limit: {over['pages']} pages against tcp_mem[2] = "
                             f"{over['tcp_mem2']} pages in force then ({over['value']}%) at {over['at']}")
+        elif over:
+            # refused below the hard limit: under pressure the kernel also
+            # refuses a socket above its fair share (tcp_mem[2] / sockets)
+            evidence.append(f"refused below the hard limit, under pressure: at most {over['pages']} pages "
+                            f"against tcp_mem[2] = {over['tcp_mem2']} ({over['value']}%) at {over['at']}; "
+                            f"a socket above its share (tcp_mem[2] / sockets) is refused there")
         evidence.append("sockstat 'mem' and tcp_mem are both in pages: compare pages with pages")
         findings.append({
             "id": "tcp_mem", "severity": "critical" if hard else "warning",

@@ -82,8 +82,12 @@ def text(e: Event, clock: Clock, sampled: Sampled) -> str:
         body = f"tw={e.tw_count}/{e.max_tw_buckets} netns={e.netns}"
     elif e.family == ev.MEM_EXCEED:
         side = "recv" if e.verdict & ev.VERDICT_RECV else "send"
-        body = (f"{side} alloc={e.memory_allocated}p > tcp_mem[2]={e.tcp_mem2}p "
-                f"({_pct(e.memory_allocated, e.tcp_mem2)}) rmem={e.rmem_alloc}/{e.rcvbuf} "
+        # refused at the hard limit, or under pressure below it: a socket above
+        # its fair share (tcp_mem[2] / sockets) is refused there too
+        over = ">" if e.memory_allocated > e.tcp_mem2 else "<="
+        why = "" if over == ">" else " under pressure, over its share"
+        body = (f"{side} alloc={e.memory_allocated}p {over} tcp_mem[2]={e.tcp_mem2}p "
+                f"({_pct(e.memory_allocated, e.tcp_mem2)}){why} rmem={e.rmem_alloc}/{e.rcvbuf} "
                 f"wq={e.wmem_queued}/{e.sndbuf}")
     else:
         side = "enter" if e.verdict & ev.VERDICT_ENTER else "leave"
