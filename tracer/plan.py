@@ -96,10 +96,8 @@ def _need_fentry(f: KernelFacts, func: str) -> Optional[str]:
     return None
 
 
-def _need_kprobe(f: KernelFacts, func: str) -> Optional[str]:
-    why = _need_btf(f)
-    if why:
-        return why
+def _kprobe_target(f: KernelFacts, func: str) -> Optional[str]:
+    """Why a kprobe cannot attach to `func` on this kernel, whatever the engine."""
     if not f.kprobes:
         return "kernel built without CONFIG_KPROBES"
     if not f.kallsyms_read:
@@ -107,6 +105,10 @@ def _need_kprobe(f: KernelFacts, func: str) -> Optional[str]:
     if not f.kallsyms_functions.get(func):
         return f"{func} not in /proc/kallsyms (inlined or absent)"
     return None
+
+
+def _need_kprobe(f: KernelFacts, func: str) -> Optional[str]:
+    return _need_btf(f) or _kprobe_target(f, func)
 
 
 def _need_tracepoint(f: KernelFacts, tp: str, nargs: int, raw: bool) -> Optional[str]:
@@ -451,16 +453,7 @@ def _bcc_base(f: KernelFacts) -> Optional[str]:
 
 def _bcc_kprobe(f: KernelFacts, func: str) -> Optional[str]:
     """The bcc engine's kprobe check: headers instead of BTF."""
-    why = _bcc_base(f)
-    if why:
-        return why
-    if not f.kprobes:
-        return "kernel built without CONFIG_KPROBES"
-    if not f.kallsyms_read:
-        return "kallsyms not read (needs root)"
-    if not f.kallsyms_functions.get(func):
-        return f"{func} not in /proc/kallsyms (inlined or absent)"
-    return None
+    return _bcc_base(f) or _kprobe_target(f, func)
 
 
 def _bcc_raw_tp(f: KernelFacts, tp: str, since: Tuple[int, int]) -> Optional[str]:
