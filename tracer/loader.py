@@ -205,8 +205,8 @@ def start(facts: KernelFacts, plan: Plan, filters: Filters,
             btfcache.make_in_background(session._path)     # for the next start
             return session
         except ProgramRefused as e:
-            family = next((f for f, fp in plan.families.items() if e.program in fp.programs), None)
-            if family is None:
+            demoted = plan.demote_owner(e.program, e.detail, facts)
+            if demoted is None:
                 raise
-            plan = plan.demote(family, e.detail, facts)
+            plan = demoted
     raise LoadError("no combination of attach methods loads on this kernel")

@@ -56,6 +56,12 @@ class Plan:
             out += [p for p in fp.programs if p not in out]
         return out
 
+    def demote_owner(self, program: str, reason: str, facts: KernelFacts) -> Optional["Plan"]:
+        """demote() the family that loads `program` (refused by the kernel);
+        None when no family of the plan loads it."""
+        family = next((f for f, fp in self.families.items() if program in fp.programs), None)
+        return None if family is None else self.demote(family, reason, facts)
+
     def demote(self, family: str, reason: str, facts: KernelFacts) -> "Plan":
         """A new plan where `family`'s current method is rejected for `reason`
         (for instance the verifier refused it on this kernel)."""
