@@ -79,6 +79,10 @@ def test_a_refused_program_demotes_its_family_only():
     assert p2.families["oom_check"].method == "kprobe"
     assert ("fentry tcp_check_oom", "R1 invalid mem access") in p2.families["oom_check"].rejected
     assert p2.families["tw_overflow"].method == "fentry"
+    # by the refused program's name, as the loaders meet it
+    program = p.families["oom_check"].programs[0]
+    assert p.demote_owner(program, "R1 invalid mem access", f).to_json() == p2.to_json()
+    assert p.demote_owner("no_such_program", "x", f) is None
 
 
 def test_plan_is_deterministic_and_renders():
