@@ -8,7 +8,7 @@ that instead (btf_custom_path) and the relocations come out the same.
 
 The copy is made in the background after a start (bpftool, where installed;
 without it nothing changes) and kept in /run (a tmpfs: gone at reboot) under
-the boot id and the object's size and mtime, so the next start uses it.
+the boot id and a checksum of the object, so the next start uses it.
 TCPOOM_NO_BTF_CACHE=1 turns it off.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import zlib
 from typing import Optional
 
 CACHE_DIR = "/run/tcpoom"
@@ -30,10 +31,13 @@ def path_for(object_path: str) -> Optional[str]:
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
             boot_id = f.read().strip()
-        st = os.stat(object_path)
+        with open(object_path, "rb") as f:
+            # the object's content, not its path or mtime: every install or
+            # checkout of the same tcpoom shares one copy (~0.2 ms for 365 KB)
+            digest = zlib.crc32(f.read())
     except OSError:
         return None
-    return os.path.join(CACHE_DIR, f"min-{boot_id}-{st.st_size}-{st.st_mtime_ns}.btf")
+    return os.path.join(CACHE_DIR, f"min-{boot_id}-{digest:08x}.btf")
 
 
 def cached(object_path: str) -> Optional[str]:
