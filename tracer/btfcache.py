@@ -17,7 +17,7 @@ import os
 import shutil
 import time
 import zlib
-from typing import Optional
+from typing import Dict, Optional
 
 CACHE_DIR = "/run/tcpoom"
 VMLINUX = "/sys/kernel/btf/vmlinux"
@@ -27,17 +27,23 @@ def _enabled() -> bool:
     return os.environ.get("TCPOOM_NO_BTF_CACHE") != "1" and os.path.exists(VMLINUX)
 
 
+_names: Dict[str, str] = {}      # object path -> its copy's file name, once a process
+
+
 def path_for(object_path: str) -> Optional[str]:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            boot_id = f.read().strip()
-        with open(object_path, "rb") as f:
-            # the object's content, not its path or mtime: every install or
-            # checkout of the same tcpoom shares one copy (~0.2 ms for 365 KB)
-            digest = zlib.crc32(f.read())
-    except OSError:
-        return None
-    return os.path.join(CACHE_DIR, f"min-{boot_id}-{digest:08x}.btf")
+    name = _names.get(object_path)
+    if name is None:
+        try:
+            with open("/proc/sys/kernel/random/boot_id") as f:
+                boot_id = f.read().strip()
+            with open(object_path, "rb") as f:
+                # the object's content, not its path or mtime: every install or
+                # checkout of the same tcpoom shares one copy (~0.2 ms for 365 KB)
+                digest = zlib.crc32(f.read())
+        except OSError:
+            return None
+        name = _names[object_path] = f"min-{boot_id}-{digest:08x}.btf"
+    return os.path.join(CACHE_DIR, name)
 
 
 def cached(object_path: str) -> Optional[str]:

@@ -66,6 +66,7 @@ _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes
 
 
 _LIBBPF_DEBUG = 2
+_DEBUG = bool(os.environ.get("TCPOOM_LIBBPF_DEBUG"))     # read once: libbpf prints ~1000 times a load
 _print_buf = ctypes.create_string_buffer(1 << 18)   # verifier logs come as one message
 
 
@@ -74,7 +75,7 @@ def _printer(level: int, fmt: bytes, args: int) -> int:
     # format it and keep the lines, so a refused load can be explained. Its
     # debug level (a thousand CO-RE lines a load, ~10 ms of start-up) is kept
     # only when asked for: the refusals and verifier logs come as warnings.
-    debug = os.environ.get("TCPOOM_LIBBPF_DEBUG")
+    debug = _DEBUG
     if level >= _LIBBPF_DEBUG and not debug:
         return 0
     buf = _print_buf
