@@ -12,7 +12,7 @@ import time
 from typing import Callable, Dict, Optional
 
 from . import events as ev
-from . import kernel_facts, loader, netns, procfs, snapshots
+from . import kernel_facts, loader, netns, preload, procfs, snapshots
 from .errors import KernelUnsupported, PermissionNeeded, UsageError
 from .events import EVENT_SIZE, FRAME, STRIDE, Event, frame
 from .lines import Sampled
@@ -94,7 +94,10 @@ def resolve_netns(ref: Optional[str]) -> int:
     if not ref:
         return 0
     try:
-        return netns.netns_inode(int(ref) if ref.isdigit() else ref)
+        key = int(ref) if ref.isdigit() else ref
+        # reachable, not just a number: its TcpExt counters are read from inside it
+        netns.resolve(key)
+        return netns.netns_inode(key)
     except (netns.NetnsError, OSError) as e:
         raise UsageError(f"--netns {ref}: {e}") from None
 
@@ -116,7 +119,7 @@ class Capture:
         if not privileged():
             raise PermissionNeeded("tracing needs root (or CAP_BPF and CAP_PERFMON): run it as root")
         self.filters = filters
-        self.facts = facts or kernel_facts.gather()
+        self.facts = facts or preload.facts() or kernel_facts.gather()
         # "co-re" or "bcc" (KernelUnsupported for bcc without headers)
         self.engine = choose_engine(self.facts, engine)
         self.plan: Plan = build(self.facts, engine=self.engine)
@@ -135,6 +138,7 @@ class Capture:
                 (f" ({self.plan.notes[0]})" if self.plan.notes else "") + ": `tcpoom probes` says why")
         if self.engine == "bcc":
             from . import bcc_engine
+            preload.discard()       # a co-re guess
             starter = bcc_engine.start
         else:
             starter = loader.start

@@ -152,6 +152,11 @@ def lib() -> ctypes.CDLL:
         return l
 
 
+def quiet(on: bool) -> None:
+    """No printer at all (on), or ours back. For a load on a second thread."""
+    lib().libbpf_set_print(_PRINT_FN() if on else _print_cb)
+
+
 def log_tail(n: int = 12) -> str:
     """The last lines libbpf printed (the verifier's complaint, usually)."""
     lines = "".join(_log).splitlines()

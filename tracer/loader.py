@@ -13,7 +13,7 @@ import re
 import struct
 from typing import List, Optional, Sequence
 
-from . import btfcache, libbpf
+from . import btfcache, libbpf, preload
 from .errors import LoadError, PermissionNeeded
 from .events import CNT_MAX
 from .kernel_facts import KernelFacts
@@ -22,6 +22,9 @@ from .ringbuf import RingBuffer
 
 OBJECT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bpfobj", "tcpoom.bpf.o")
 DEFAULT_RINGBUF = 4 << 20
+#: each attaching command's default ring buffer: record and live take storms
+#: whole; trace is read as it prints
+RINGBUF_DEFAULTS = {"trace": DEFAULT_RINGBUF, "record": 16 << 20, "live": 16 << 20}
 
 
 @dataclasses.dataclass
@@ -61,18 +64,36 @@ class Session:
         # benchmarks: the synthetic source, driven by getpid() of that process,
         # into the ring buffer, or into a perf buffer for the reference pipeline
         self._synthetic_pid = synthetic_pid
+        self.preloaded = False      # loaded by preload.py while the CLI was imported
         if synthetic_pid:
             self.programs.append("bench_sys_enter" if synthetic == "ringbuf" else "bench_perf_sys_enter")
 
     # ------------------------------------------------------------ start
     def start(self) -> "Session":
+        return self.load().attach()
+
+    def load(self) -> "Session":
+        """Open, configure and load into the kernel; nothing is attached yet."""
+        return self.prepare().load_prepared()
+
+    def prepare(self) -> "Session":
+        """Open and configure: what comes before the kernel sees anything."""
         try:
-            custom = self._open(btfcache.cached(self._path))
+            self._custom_btf = self._open(btfcache.cached(self._path))
             self._configure()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def load_prepared(self, fallback: bool = True) -> "Session":
+        """Load what prepare() set up; `fallback`: on failure, once more
+        against the kernel's own BTF if a minimised one was used."""
+        try:
             try:
                 self._load()
             except LoadError:
-                if not custom:
+                if not (fallback and self._custom_btf):
                     raise
                 # a minimised BTF that does not fit after all: drop it and
                 # relocate against the kernel's own
@@ -82,11 +103,23 @@ class Session:
                 self._open(None)
                 self._configure()
                 self._load()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def attach(self) -> "Session":
+        try:
             self._attach()
         except BaseException:
             self.close()
             raise
         return self
+
+    def matches(self, plan: Plan, filters: Filters, ringbuf_bytes: int, synthetic_pid: int) -> bool:
+        """Loaded for exactly this plan, filters and ring buffer (a preloaded session)."""
+        return (self.plan == plan and self.filters == filters and synthetic_pid == self._synthetic_pid
+                and ringbuf_bytes == self._ringbuf_bytes)
 
     def _open(self, custom_btf: Optional[str]) -> bool:
         if not os.path.exists(self._path):
@@ -199,6 +232,16 @@ def start(facts: KernelFacts, plan: Plan, filters: Filters,
           ringbuf_bytes: int = DEFAULT_RINGBUF, synthetic_pid: int = 0) -> Session:
     """Start a session; a program the kernel refuses demotes its family to the
     next method of the plan, so the best method that really loads is used."""
+    early = preload.take()
+    if early is not None:
+        if early.matches(plan, filters, ringbuf_bytes, synthetic_pid):
+            try:
+                early.attach()
+                btfcache.make_in_background(early._path)
+                return early
+            except ProgramRefused:
+                pass        # the loop below demotes, with the refusal explained
+        early.close()
     for _ in range(12):
         try:
             session = Session(plan, filters, ringbuf_bytes, synthetic_pid=synthetic_pid).start()

@@ -21,6 +21,8 @@ import os
 import threading
 from typing import Any, Callable, Iterator, Optional, Union
 
+from .errors import TcpoomError
+
 NetnsRef = Union[None, int, str, "os.PathLike[str]"]
 
 NETNS_RUN_DIR = "/run/netns"
@@ -30,7 +32,7 @@ CLONE_NEWNET = 0x40000000
 IP_TIMEOUT_S = 10.0
 
 
-class NetnsError(Exception):
+class NetnsError(TcpoomError):
     """A namespace could not be found, entered, created or deleted."""
 
 

@@ -21,6 +21,7 @@ from ..events import EVENT_SIZE
 from ..keys import Keys
 from ..kmsg import TCP_PATTERNS, KernelLog, suppressed_total
 from ..lines import Clock
+from ..loader import RINGBUF_DEFAULTS
 from ..recorder import Recorder
 from .options import capture_options, filters_from
 from .record import HOLDERS_EVERY_S, header
@@ -36,7 +37,7 @@ def _kmsg_counts(messages):
 @click.option("--interval", type=click.FloatRange(min=0.5), default=5.0, show_default=True,
               help="Seconds between text summaries (--no-screen or no terminal).")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Stop after this many seconds.")
-@capture_options(ringbuf_default=16 << 20)
+@capture_options(ringbuf_default=RINGBUF_DEFAULTS["live"])
 def live(record_to: Optional[str], no_screen: bool, interval: float, duration: Optional[float],
          netns: Optional[str], pid: Optional[int], port: Optional[int], families: Tuple[str, ...],
          ringbuf_size: int, engine: str, synthetic_pid: int) -> None:

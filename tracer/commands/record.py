@@ -20,6 +20,7 @@ from .. import procfs, snapshots
 from .. import tracefile as tf
 from ..capture import Capture, Stop
 from ..events import EVENT_SIZE
+from ..loader import RINGBUF_DEFAULTS
 from ..recorder import Recorder, RecordingStopped
 from .options import capture_options, filters_from
 
@@ -94,7 +95,7 @@ def header(cap: Capture, argv) -> dict:
 @click.option("--rotate", type=Size(), help="Start a new file when one reaches this size.")
 @click.option("--keep", type=click.IntRange(min=1), help="With --rotate: keep only the newest N files.")
 @click.option("--compress", is_flag=True, help="zlib-compress each block.")
-@capture_options(ringbuf_default=16 << 20)
+@capture_options(ringbuf_default=RINGBUF_DEFAULTS["record"])
 @click.option("--quiet", is_flag=True, help="No start and summary lines.")
 def record(output: str, duration: Optional[float], count: Optional[int], max_size: Optional[int],
            rotate: Optional[int], keep: Optional[int], compress: bool, netns: Optional[str],

@@ -14,6 +14,7 @@ import click
 from ..capture import Capture, Stop
 from ..events import Event, at
 from ..lines import Clock, as_json, text
+from ..loader import RINGBUF_DEFAULTS
 from .options import capture_options, filters_from
 
 
@@ -46,7 +47,7 @@ def _start_line(cap: Capture) -> str:
 @click.option("--json", "as_jsonl", is_flag=True, help="JSON Lines: one object per event, then one totals object.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Stop after this many seconds.")
 @click.option("--count", type=click.IntRange(min=1), help="Stop after this many events.")
-@capture_options(ringbuf_default=4 << 20)
+@capture_options(ringbuf_default=RINGBUF_DEFAULTS["trace"])
 def trace(as_jsonl: bool, duration: Optional[float], count: Optional[int], netns: Optional[str],
           pid: Optional[int], port: Optional[int], families: Tuple[str, ...], ringbuf_size: int,
           engine: str, synthetic_pid: int) -> None:
