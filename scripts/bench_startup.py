@@ -30,15 +30,18 @@ def _status(pid: int) -> dict:
     return out
 
 
-def one_run(no_site: bool = False) -> tuple:
+def one_run(no_site: bool = False, no_preload: bool = False) -> tuple:
     """no_site: without the interpreter's site module (python -S, site-packages
     on PYTHONPATH): what start-up costs where no .pth file runs code at every
-    interpreter start (this sandbox's imports certifi: ~45 ms)."""
-    argv, env = [sys.executable, "-m", "tracer", "trace", "--duration", "30"], None
+    interpreter start (this sandbox's imports certifi: ~45 ms).
+    no_preload: the object loaded after click, not meanwhile (tracer/preload.py)."""
+    argv, env = [sys.executable, "-m", "tracer", "trace", "--duration", "30"], dict(os.environ)
     if no_site:
         import sysconfig
         argv.insert(1, "-S")
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, sysconfig.get_paths()["purelib"]]))
+        env["PYTHONPATH"] = os.pathsep.join([ROOT, sysconfig.get_paths()["purelib"]])
+    if no_preload:
+        env["TCPOOM_NO_PRELOAD"] = "1"
     t0 = time.monotonic()
     p = subprocess.Popen(argv, cwd=ROOT, env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -1,6 +1,7 @@
 """The `tcpoom` command: one click group, one module per subcommand."""
 from __future__ import annotations
 
+import gc
 import sys
 
 import click
@@ -24,7 +25,9 @@ class _LazyGroup(click.Group):
         module = dict((n, m) for m, n in COMMANDS).get(name)
         if module is None:
             return None
-        return getattr(importlib.import_module(f".commands.{module}", __package__), name)
+        command = getattr(importlib.import_module(f".commands.{module}", __package__), name)
+        gc.enable()         # off while importing (entry.py); the command's work makes garbage
+        return command
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -30,8 +30,11 @@ _session = None
 def start(argv) -> None:
     """Begin loading for `tcpoom <command> ...` if the command attaches."""
     global _facts, _thread
-    if not argv or argv[0] not in COMMANDS or os.environ.get("TCPOOM_NO_PRELOAD") \
-            or os.geteuid() != 0 or any(a in ("-h", "--help") for a in argv[1:]):
+    if not argv or argv[0] not in COMMANDS or os.geteuid() != 0 \
+            or any(a in ("-h", "--help") for a in argv[1:]):
+        return
+    # TCPOOM_LIBBPF_DEBUG: the load's messages are wanted, and this load has none
+    if os.environ.get("TCPOOM_NO_PRELOAD") or os.environ.get("TCPOOM_LIBBPF_DEBUG"):
         return
     try:
         from . import kernel_facts, libbpf, loader
