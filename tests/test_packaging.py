@@ -1,0 +1,34 @@
+"""What `pip install .` installs (scripts/setup does it): every module of the
+source tree and the BPF objects, and the `tcpoom` command works from there.
+A package left out of pyproject.toml once broke `tcpoom report` installed."""
+import os
+import shutil
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_the_installed_package_has_every_module_and_its_report_runs(tmp_path):
+    # from a copy without build/: setuptools adds what an earlier build left there
+    src, target = tmp_path / "src", tmp_path / "site"
+    shutil.copytree(os.path.join(ROOT, "tracer"), src / "tracer",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(ROOT, name), src)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    "--disable-pip-version-check", "--target", str(target), str(src)],
+                   check=True, capture_output=True)
+    source = {os.path.relpath(os.path.join(d, f), ROOT)
+              for d, _, files in os.walk(os.path.join(ROOT, "tracer")) for f in files
+              if f.endswith(".py") or "/bpfobj" in d and not f.endswith(".pyc")}
+    installed = {os.path.relpath(os.path.join(d, f), target)
+                 for d, _, files in os.walk(target / "tracer") for f in files}
+    assert source - installed == set()
+    # run from elsewhere, so the source tree is not on the path
+    out = subprocess.run([sys.executable, "-m", "tracer", "report", "--format", "json",
+                          os.path.join(ROOT, "tests", "data", "sample.tcpoom")],
+                         cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(target)),
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert '"families"' in out.stdout or '"hosts"' in out.stdout
