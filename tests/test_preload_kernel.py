@@ -33,6 +33,7 @@ def test_default_options_take_the_preloaded_object_and_see_every_event():
     before = prog_ids()
     preload.start(["trace"])
     cap = Capture(loader.Filters(), loader.RINGBUF_DEFAULTS["trace"])
+    assert preload.facts() is None          # handed to the capture, once
     try:
         with Lab(allow_global_sysctls=True) as lab:
             cap.start()

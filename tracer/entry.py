@@ -14,10 +14,12 @@ def main(argv=None) -> int:
     # collector's passes over them cost ~4 ms of start-up. The CLI turns it
     # back on once the command's module is imported (cli._LazyGroup).
     gc.disable()
-    preload.start(args)
     try:
+        preload.start(args)
         from .cli import main as cli_main
         return cli_main(args)
+    except KeyboardInterrupt:       # Ctrl-C before the CLI's own handling
+        return 130
     finally:
         gc.enable()
         preload.discard()

@@ -67,8 +67,11 @@ def _load(session, libbpf) -> None:
 
 
 def facts():
-    """The kernel facts the preload gathered (None when it did not run)."""
-    return _facts
+    """The kernel facts the preload gathered, handed over once (None when it
+    did not run): the capture of this process plans with the same facts."""
+    global _facts
+    handed, _facts = _facts, None
+    return handed
 
 
 def take():
