@@ -24,6 +24,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+_early_guest = None
+
+
+def pytest_collection_finish(session):
+    # the bcc guest spends ~8 minutes on one core: boot it before the first
+    # test rather than when its tests come up (tests/test_vm_bcc.py)
+    global _early_guest
+    if os.geteuid() != 0 or session.config.option.collectonly:
+        return
+    _early_guest = next((item.module for item in session.items
+                         if "guest" in getattr(item, "fixturenames", ())
+                         and item.module.__name__.endswith("test_vm_bcc")), None)
+    if _early_guest is not None:
+        _early_guest.start_early()
+
+
 _skipped_kernel = []
 
 
@@ -33,6 +49,8 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_sessionfinish(session, exitstatus):
+    if _early_guest is not None:
+        _early_guest.stop_early()
     # scripts/test and CI set this: a run whose kernel tests were skipped has
     # not tested the product and must not pass
     if os.environ.get("TCPOOM_REQUIRE_KERNEL") == "1" and _skipped_kernel:

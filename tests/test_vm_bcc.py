@@ -13,6 +13,7 @@ fields as the CO-RE kprobe tier.
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -34,23 +35,52 @@ GUEST_TIMEOUT_S = 1200.0    # four tracer starts of about 100 s each and the sce
 WHERE = "Debian 6.1 under qemu (scripts/vm), linux-headers installed"
 
 
-@pytest.fixture(scope="module")
-def guest():
+_early: dict = {}
+_cancel = threading.Event()
+
+
+def start_early() -> None:
+    """Boot the guest in the background (conftest.py calls this once the
+    suite is collected): its ~8 minutes are clang under TCG on one host core,
+    which the rest of the suite need not wait for. Another kernel, so no lab
+    scenario of this machine's overlaps with it."""
+    if "thread" not in _early:
+        _early["thread"] = threading.Thread(target=_run_guest, name="bcc-guest", daemon=True)
+        _early["thread"].start()
+
+
+def stop_early() -> None:
+    """At the end of the session: a guest still running (its tests were not
+    reached, say after -x) is killed, not left behind."""
+    _cancel.set()
+    if "thread" in _early:
+        _early["thread"].join(30)
+
+
+def _run_guest() -> None:
     started = time.monotonic()
     try:
         vm = run_in_vm([sys.executable, "-m", "scripts.vm.guest_checks", *TIERS], KERNEL,
-                       cwd=ROOT, timeout=GUEST_TIMEOUT_S, headers=True)
+                       cwd=ROOT, timeout=GUEST_TIMEOUT_S, headers=True, cancel=_cancel)
         r = parse(vm.output)
         r["vm"] = {"exit_code": vm.exit_code, "boot_seconds": round(vm.boot_seconds, 1),
                    "seconds": round(vm.seconds, 1)}
     except (VMError, ValueError) as e:
-        return e
+        _early["result"] = e
+        return
+    _early["result"] = r
     print(f"\n{KERNEL} bcc: guest done in {time.monotonic() - started:.0f} s", file=sys.stderr)
     for name, s in r["tiers"].get("bcc", {}).get("scenarios", {}).items():
         print(f"  bcc {name:<14} seen {s['seen']}/{s.get('kernel_delta')} lab {s['lab_delta']} "
               f"tracer start {s.get('tracer_start_seconds')} s, {s['seconds']} s in all",
               file=sys.stderr)
-    return r
+
+
+@pytest.fixture(scope="module")
+def guest():
+    start_early()
+    _early["thread"].join()
+    return _early.get("result", VMError("the guest thread ended without a result"))
 
 
 def result(guest):

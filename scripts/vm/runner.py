@@ -143,7 +143,8 @@ def run_in_vm(argv: Union[str, Sequence[str]], kernel: str = "6.1", *,
               writable: Sequence[str] = DEFAULT_WRITABLE, stream: Optional[IO[str]] = None,
               cache: Optional[str] = None, ninep_opts: str = ",cache=loose",
               printk: Optional[str] = "4 4 1 7", cmdline_extra: str = "",
-              fast_boot: bool = True, mttcg: bool = False, headers: bool = False) -> VMResult:
+              fast_boot: bool = True, mttcg: bool = False, headers: bool = False,
+              cancel: Optional[threading.Event] = None) -> VMResult:
     """Boot `kernel` ("6.1", "6.12", a Debian release or a .deb), run `argv` as root
     in `cwd` on this machine's root filesystem, and return (exit code, output).
 
@@ -163,6 +164,9 @@ def run_in_vm(argv: Union[str, Sequence[str]], kernel: str = "6.1", *,
     headers fetches the kernel's Debian linux-headers packages (once, into the
     cache) and links them at /lib/modules/<release>/build and /source in the
     guest, as installing them would: what the bcc engine compiles against.
+
+    cancel, once set, kills the guest (VMError): for a guest booted in the
+    background whose results are no longer wanted.
     The guest's /lib/modules is a tmpfs mounted over this machine's, which
     therefore has to exist (created here, empty, where it does not)."""
     qemu = qemu_path()
@@ -205,13 +209,20 @@ def run_in_vm(argv: Union[str, Sequence[str]], kernel: str = "6.1", *,
         err_chunks = []
         err_reader = threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()), daemon=True)
         err_reader.start()
-        timed_out = False
+        timed_out = cancelled = False
         try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            proc.kill()
-            proc.wait()
+            deadline = started + timeout
+            while proc.poll() is None:
+                cancelled = cancel is not None and cancel.is_set()
+                timed_out = time.monotonic() >= deadline
+                if cancelled or timed_out:
+                    proc.kill()
+                    proc.wait()
+                    break
+                try:
+                    proc.wait(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+                except subprocess.TimeoutExpired:
+                    pass
         except BaseException:
             proc.kill()
             proc.wait()
@@ -226,6 +237,8 @@ def run_in_vm(argv: Union[str, Sequence[str]], kernel: str = "6.1", *,
             console = ""
     raw = bytes(reader.data).decode(errors="replace")
     qemu_err = b"".join(c for c in err_chunks if c).decode(errors="replace").strip()
+    if cancelled:
+        raise VMError(f"the guest ({k.release}) was cancelled")
     if timed_out:
         raise VMTimeout(f"the guest ({k.release}) did not finish within {timeout:.0f} s; "
                         f"console tail:\n{_tail(console)}\noutput tail:\n{_tail(raw)}")
