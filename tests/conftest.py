@@ -14,6 +14,9 @@ import matrix_results  # noqa: E402  (tests/ is on sys.path under pytest)
 
 
 def pytest_collection_modifyitems(config, items):
+    # the bcc guest's tests last: it boots at the start (pytest_collection_finish)
+    # and is the longest thing in the suite; everything else runs meanwhile
+    items.sort(key=lambda item: item.nodeid.split("::")[0].endswith("test_vm_bcc.py"))
     # Kernel tests need root; elsewhere they are skipped (and .ci/run fails
     # when they were skipped: on this project's machines they can always run).
     if os.geteuid() == 0:
