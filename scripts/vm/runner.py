@@ -164,11 +164,11 @@ def run_in_vm(argv: Union[str, Sequence[str]], kernel: str = "6.1", *,
     headers fetches the kernel's Debian linux-headers packages (once, into the
     cache) and links them at /lib/modules/<release>/build and /source in the
     guest, as installing them would: what the bcc engine compiles against.
+    The guest's /lib/modules is a tmpfs mounted over this machine's, which
+    therefore has to exist (created here, empty, where it does not).
 
     cancel, once set, kills the guest (VMError): for a guest booted in the
-    background whose results are no longer wanted.
-    The guest's /lib/modules is a tmpfs mounted over this machine's, which
-    therefore has to exist (created here, empty, where it does not)."""
+    background whose results are no longer wanted."""
     qemu = qemu_path()
     if isinstance(argv, str):
         argv = ["/bin/sh", "-c", argv]
