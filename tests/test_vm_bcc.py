@@ -19,7 +19,7 @@ import time
 import pytest
 
 from conftest import ROOT
-from kprobe_counts import check_kprobe_counts
+from vm_checks import check_close_path_events, check_kprobe_counts
 from scripts.vm import VMError, run_in_vm
 from scripts.vm.guest_checks import parse
 
@@ -158,14 +158,7 @@ def test_timer_path_carries_the_shift_and_exact_orphans(guest, matrix):
 
 def test_close_path_has_shift_zero(guest, matrix):
     s = scenario(guest, "orphans_close")
-    assert s["events"]
-    for e in s["events"]:
-        assert e["caller"] == "close" and e["shift"] == 0
-        assert e["fidelity"]["shift"] == e["fidelity"]["orphans"] == "exact"
-        # tcp_max_orphans=0: the lingering seed orphan alone is one too many
-        assert e["max_orphans"] == 0 and e["orphans"] >= 1
-        assert "too_many_orphans" in e["verdict"]
-        assert e["memory_allocated"] is not None and e["tcp_mem"] is not None
+    check_close_path_events(s["events"])
     matrix.check(plan(guest), "oom_check",
                  "orphans_close: every event on the close path with shift 0, "
                  "max_orphans 0 (tcp_max_orphans=0) and orphans >= 1, verdict too_many_orphans; "

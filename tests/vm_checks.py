@@ -1,4 +1,4 @@
-"""The one rule both VM suites (CO-RE and bcc) apply to a kprobe tier's counts."""
+"""The rules both VM suites (CO-RE and bcc) apply to what a guest reported."""
 
 
 def check_kprobe_counts(s: dict) -> dict:
@@ -17,3 +17,16 @@ def check_kprobe_counts(s: dict) -> dict:
     if missed:
         assert row["not_seen_individually"] == missed and "kprobes do not nest" in row["blind_spot"]
     return row
+
+
+def check_close_path_events(events: list) -> None:
+    """orphans_close: every event on the close path with shift 0 and exact
+    orphan figures, above tcp_max_orphans=0, with the memory figures."""
+    assert events
+    for e in events:
+        assert e["caller"] == "close" and e["shift"] == 0
+        assert e["fidelity"]["shift"] == e["fidelity"]["orphans"] == "exact"
+        # tcp_max_orphans=0: the lingering seed orphan alone is one too many
+        assert e["max_orphans"] == 0 and e["orphans"] >= 1
+        assert "too_many_orphans" in e["verdict"]
+        assert e["memory_allocated"] is not None and e["tcp_mem"] is not None
