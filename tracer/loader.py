@@ -70,11 +70,7 @@ class Session:
 
     # ------------------------------------------------------------ start
     def start(self) -> "Session":
-        return self.load().attach()
-
-    def load(self) -> "Session":
-        """Open, configure and load into the kernel; nothing is attached yet."""
-        return self.prepare().load_prepared()
+        return self.prepare().load_prepared().attach()
 
     def prepare(self) -> "Session":
         """Open and configure: what comes before the kernel sees anything."""
@@ -232,21 +228,32 @@ def start(facts: KernelFacts, plan: Plan, filters: Filters,
           ringbuf_bytes: int = DEFAULT_RINGBUF, synthetic_pid: int = 0) -> Session:
     """Start a session; a program the kernel refuses demotes its family to the
     next method of the plan, so the best method that really loads is used."""
+    session = (_preloaded(plan, filters, ringbuf_bytes, synthetic_pid)
+               or _load(facts, plan, filters, ringbuf_bytes, synthetic_pid))
+    btfcache.make_in_background(session._path)     # for the next start
+    return session
+
+
+def _preloaded(plan: Plan, filters: Filters, ringbuf_bytes: int,
+               synthetic_pid: int) -> Optional[Session]:
+    """The session preload.py loaded, attached, if it is the one asked for."""
     early = preload.take()
-    if early is not None:
-        if early.matches(plan, filters, ringbuf_bytes, synthetic_pid):
-            try:
-                early.attach()
-                btfcache.make_in_background(early._path)
-                return early
-            except ProgramRefused:
-                pass        # the loop below demotes, with the refusal explained
-        early.close()
+    if early is None:
+        return None
+    if early.matches(plan, filters, ringbuf_bytes, synthetic_pid):
+        try:
+            return early.attach()
+        except ProgramRefused:
+            pass        # _load demotes, with the refusal explained
+    early.close()
+    return None
+
+
+def _load(facts: KernelFacts, plan: Plan, filters: Filters, ringbuf_bytes: int,
+          synthetic_pid: int) -> Session:
     for _ in range(12):
         try:
-            session = Session(plan, filters, ringbuf_bytes, synthetic_pid=synthetic_pid).start()
-            btfcache.make_in_background(session._path)     # for the next start
-            return session
+            return Session(plan, filters, ringbuf_bytes, synthetic_pid=synthetic_pid).start()
         except ProgramRefused as e:
             demoted = plan.demote_owner(e.program, e.detail, facts)
             if demoted is None:
