@@ -1,12 +1,9 @@
 """The object loaded on a second thread while the CLI is imported (preload.py):
 taken when the parsed options are the defaults it guessed, and then it sees
 every real event; dropped, with nothing left loaded, when they are not."""
-import json
-import subprocess
-import time
-
 import pytest
 
+from bpf_programs import gone, program_ids
 from scripts.lab import Lab
 from tracer import entry, loader, preload
 from tracer import events as ev
@@ -15,22 +12,8 @@ from tracer.capture import Capture, Stop
 pytestmark = pytest.mark.kernel
 
 
-def prog_ids():
-    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
-                         check=True).stdout
-    return {p["id"] for p in json.loads(out)}
-
-
-def gone(before, within=5.0):
-    """Programs are freed by deferred work after their last fd closes."""
-    deadline = time.monotonic() + within
-    while prog_ids() - before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return prog_ids() - before == set()
-
-
 def test_default_options_take_the_preloaded_object_and_see_every_event():
-    before = prog_ids()
+    before = program_ids()
     preload.start(["trace"])
     cap = Capture(loader.Filters(), loader.RINGBUF_DEFAULTS["trace"])
     assert preload.facts() is None          # handed to the capture, once
@@ -53,7 +36,7 @@ def test_default_options_take_the_preloaded_object_and_see_every_event():
         cap.close()
     assert result.deltas["TCPTimeWaitOverflow"] > 0
     assert len(seen) == result.deltas["TCPTimeWaitOverflow"]
-    assert gone(before)
+    assert gone(program_ids() - before)
 
 
 @pytest.mark.parametrize("filters,ringbuf", [
@@ -62,7 +45,7 @@ def test_default_options_take_the_preloaded_object_and_see_every_event():
     (loader.Filters(), 8 << 20),
 ])
 def test_other_options_load_anew_and_leave_nothing_behind(filters, ringbuf):
-    before = prog_ids()
+    before = program_ids()
     preload.start(["trace"])
     cap = Capture(filters, ringbuf or loader.RINGBUF_DEFAULTS["trace"])
     try:
@@ -70,7 +53,7 @@ def test_other_options_load_anew_and_leave_nothing_behind(filters, ringbuf):
         assert not cap.session.preloaded
     finally:
         cap.close()
-    assert gone(before)
+    assert gone(program_ids() - before)
 
 
 @pytest.mark.parametrize("argv,code", [
@@ -79,7 +62,7 @@ def test_other_options_load_anew_and_leave_nothing_behind(filters, ringbuf):
     (["record"], 2),                                          # -o is required
 ])
 def test_commands_that_never_attach_drop_the_preload(argv, code):
-    before = prog_ids()
+    before = program_ids()
     assert entry.main(argv) == code
     assert preload.take() is None
-    assert gone(before)
+    assert gone(program_ids() - before)

@@ -5,10 +5,10 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
+from bpf_programs import gone, program_ids
 from conftest import ROOT
 from scripts.counts_check import Tracer, run_once
 
@@ -99,9 +99,7 @@ def test_tcp_mem_refusals_carry_allocated_above_the_hard_limit(scenario, side, m
 
 
 def _our_program_ids():
-    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True).stdout
-    names = {"send_reset_btf", "set_state_btf", "exceed_btf", "reset_note_btf"}
-    return {p["id"] for p in json.loads(out or "[]") if p.get("name") in names}
+    return program_ids({"send_reset_btf", "set_state_btf", "exceed_btf", "reset_note_btf"})
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
@@ -112,10 +110,7 @@ def test_nothing_stays_attached_after_exit(sig):
     assert mine
     t.proc.send_signal(sig)
     t.proc.communicate(timeout=20)
-    deadline = time.monotonic() + 5
-    while _our_program_ids() & mine and time.monotonic() < deadline:
-        time.sleep(0.1)     # programs go after an RCU grace period
-    assert not _our_program_ids() & mine
+    assert gone(mine)
 
 
 def test_trace_stops_on_count_and_duration():
