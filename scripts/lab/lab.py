@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 
 from tracer import netns
 
-from . import kmsg
+from . import hostlock, kmsg
 from .context import Context, Expected, LabError
 from .scenarios import SCENARIOS
 from .sysctls import SysctlConflict, SysctlGuard, process_alive, recover_from_killed_lab
@@ -82,6 +82,14 @@ class Lab:
         self._busy = threading.Lock()
 
     def __enter__(self) -> "Lab":
+        hostlock.acquire()
+        try:
+            return self._enter()
+        except BaseException:
+            hostlock.release()
+            raise
+
+    def _enter(self) -> "Lab":
         try:
             self.recovered = recover_from_killed_lab()
         except SysctlConflict as exc:
@@ -112,7 +120,10 @@ class Lab:
     def __exit__(self, *exc_info) -> None:
         if self._stack is not None:
             stack, self._stack = self._stack, None
-            stack.close()
+            try:
+                stack.close()
+            finally:
+                hostlock.release()
 
     def _install_signal_handlers(self, stack: contextlib.ExitStack) -> None:
         # Python runs signal handlers on the main thread only, and only it may install them.
