@@ -7,12 +7,12 @@ import os
 import pytest
 
 from conftest import DATA, ROOT
-from tracer import bcc_engine
+from tracer.kernel import bcc_engine
 from tracer.errors import LoadError, UsageError
-from tracer.events import EVENT_SIZE
-from tracer.kernel_facts import KernelFacts
-from tracer.loader import Filters
-from tracer.plan import build
+from tracer.model.events import EVENT_SIZE
+from tracer.kernel.facts import KernelFacts
+from tracer.kernel.loader import Filters
+from tracer.kernel.plan import build
 
 
 def bcc_plan():

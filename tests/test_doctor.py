@@ -12,9 +12,10 @@ import time
 import pytest
 
 from conftest import ROOT
-from tracer import cli, netns, procfs
-from tracer import doctor as rules
-from tracer.commands import doctor as command
+from tracer.cli import app as cli
+from tracer.host import netns, procfs
+from tracer.analysis import doctor as rules
+from tracer.cli.commands import doctor as command
 
 MiB = 1 << 20
 GiB = 1 << 30

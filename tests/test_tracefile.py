@@ -11,9 +11,9 @@ import zlib
 import pytest
 
 from conftest import DATA, ROOT
-from tracer import events as ev
-from tracer import tracefile as tf
-from tracer.recorder import Recorder, RecordingStopped
+from tracer.model import events as ev
+from tracer.model import tracefile as tf
+from tracer.capture.recorder import Recorder, RecordingStopped
 
 SAMPLE = os.path.join(DATA, "sample.tcpoom")
 
@@ -105,8 +105,8 @@ def test_fuzz_reader_never_raises_anything_else(tmp_path):
         p.write_bytes(bytes(buf))
         try:
             with tf.TraceReader(str(p)) as r:
-                from tracer.aggregate import Aggregate
-                from tracer.report import build
+                from tracer.model.aggregate import Aggregate
+                from tracer.analysis.report import build
                 agg = Aggregate(r.header)
                 for b in r.blocks():
                     try:

@@ -234,10 +234,10 @@ def test_neither_btf_nor_headers_stops_capture_with_exit_code_3():
     """auto on a kernel with neither (recorded 4.19 facts, headers taken away):
     CO-RE's plan is counters only and the capture refuses it in one line."""
     from conftest import DATA
-    from tracer.capture import Capture
+    from tracer.capture.capture import Capture
     from tracer.errors import KernelUnsupported
-    from tracer.kernel_facts import KernelFacts
-    from tracer.loader import Filters
+    from tracer.kernel.facts import KernelFacts
+    from tracer.kernel.loader import Filters
 
     f = KernelFacts.load(os.path.join(DATA, "facts-4.19-no-btf.json"))
     f.headers = False

@@ -25,8 +25,8 @@ from conftest import DATA, ROOT
 from vm_checks import check_close_path_events, check_kprobe_counts
 from scripts.vm import VMError, run_in_vm
 from scripts.vm.guest_checks import parse
-from tracer.kernel_facts import KernelFacts
-from tracer.plan import build
+from tracer.kernel.facts import KernelFacts
+from tracer.kernel.plan import build
 
 pytestmark = pytest.mark.kernel
 
