@@ -16,7 +16,7 @@ from tracer.kernel import facts as kernel_facts, loader, preload
 from tracer.host import netns, procfs, snapshots
 from tracer.errors import KernelUnsupported, PermissionNeeded, UsageError
 from tracer.model.events import EVENT_SIZE, FRAME, STRIDE, Event, frame
-from tracer.render.lines import Sampled
+from tracer.model.samples import Sampled
 from tracer.kernel.plan import Plan, build, choose_engine
 from .totals import Totals
 
@@ -140,11 +140,11 @@ class Capture:
         if self.engine == "bcc":
             from tracer.kernel import bcc_engine
             preload.discard()       # a co-re guess
-            starter = bcc_engine.start
+            self.session = bcc_engine.start(self.facts, self.plan, self.filters,
+                                            self._ringbuf_bytes, self.synthetic_pid)
         else:
-            starter = loader.start
-        self.session = starter(self.facts, self.plan, self.filters, self._ringbuf_bytes,
-                               self.synthetic_pid)
+            self.session = loader.start(self.facts, self.plan, self.filters, self._ringbuf_bytes,
+                                        self.synthetic_pid, early=preload.take())
         self.plan = self.session.plan
         # the baseline of every comparison, taken once everything is attached
         self.first_snapshot = snapshots.take(self.filters.netns or None)

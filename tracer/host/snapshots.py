@@ -8,6 +8,10 @@ from typing import Optional
 from . import netns as _netns
 from . import procfs
 
+#: while TCP is under memory pressure, the sockets holding the most memory are
+#: listed this often (record, live --record)
+HOLDERS_EVERY_S = 5.0
+
 
 def take(netns: Optional[int] = None) -> dict:
     """sockstat, sockstat6, TcpExt, the limits and the pressure flag, as seen

@@ -13,7 +13,7 @@ import re
 import struct
 from typing import List, Optional, Sequence
 
-from . import btfcache, libbpf, preload
+from . import btfcache, libbpf
 from tracer.errors import LoadError, PermissionNeeded
 from tracer.model.events import CNT_MAX
 from .facts import KernelFacts
@@ -225,19 +225,21 @@ class Session:
 
 
 def start(facts: KernelFacts, plan: Plan, filters: Filters,
-          ringbuf_bytes: int = DEFAULT_RINGBUF, synthetic_pid: int = 0) -> Session:
+          ringbuf_bytes: int = DEFAULT_RINGBUF, synthetic_pid: int = 0,
+          early: Optional[Session] = None) -> Session:
     """Start a session; a program the kernel refuses demotes its family to the
-    next method of the plan, so the best method that really loads is used."""
-    session = (_preloaded(plan, filters, ringbuf_bytes, synthetic_pid)
+    next method of the plan, so the best method that really loads is used.
+    `early`: a session loaded ahead (preload.py), taken if it is the one asked
+    for and closed otherwise."""
+    session = (_preloaded(early, plan, filters, ringbuf_bytes, synthetic_pid)
                or _load(facts, plan, filters, ringbuf_bytes, synthetic_pid))
     btfcache.make_in_background(session._path)     # for the next start
     return session
 
 
-def _preloaded(plan: Plan, filters: Filters, ringbuf_bytes: int,
+def _preloaded(early: Optional[Session], plan: Plan, filters: Filters, ringbuf_bytes: int,
                synthetic_pid: int) -> Optional[Session]:
     """The session preload.py loaded, attached, if it is the one asked for."""
-    early = preload.take()
     if early is None:
         return None
     if early.matches(plan, filters, ringbuf_bytes, synthetic_pid):

@@ -7,7 +7,7 @@ from typing import Callable, Iterator, Optional, Tuple
 
 from . import tracefile as tf
 from .events import EVENT_SIZE, Event
-from tracer.render.lines import Clock, Sampled
+from .samples import Clock, Sampled
 
 
 def clock_of(header: dict) -> Clock:

@@ -19,9 +19,9 @@ from rich.text import Text
 from tracer.model import events as ev
 from tracer.model.aggregate import Aggregate, comm_of, top_with_socket
 from tracer.model.events import Event
-from .lines import Clock, Sampled
+from tracer.model.samples import Clock, Sampled
 from tracer.kernel.plan import FAMILY_ORDER as _FAM_ORDER
-from .reporters.common import sparkline
+from .sparkline import sparkline
 from tracer.capture.totals import FAMILY_SLOT, KERNEL_COUNTER
 
 WINDOW_S = 600          # per-second series kept (10 minutes)

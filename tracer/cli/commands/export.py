@@ -11,9 +11,10 @@ import click
 
 from tracer.model import events as ev
 from tracer.model import tracefile as tf
-from tracer.render.lines import Sampled, as_json
+from tracer.model.samples import Sampled
+from tracer.render.lines import as_json
 from tracer.model.playback import clock_of, stream
-from .report import DamagedInput
+from tracer.errors import DamagedInput
 
 CSV_COLUMNS = ["time", "ts_ns", "family", "method", "pid", "tid", "comm", "cpu", "netns", "af",
                "local", "remote", "state", "caller", "verdict", "shift", "orphans", "max_orphans",

@@ -14,17 +14,18 @@ from typing import Optional, Tuple
 import click
 
 from tracer.host import snapshots
+from tracer.host.snapshots import HOLDERS_EVERY_S
 from tracer.model import tracefile as tf
 from tracer.capture.capture import Capture, Stop
 from tracer.render.dashboard import DashboardState, render, summary_text
 from tracer.model.events import EVENT_SIZE
 from tracer.render.keys import Keys
 from tracer.host.kmsg import TCP_PATTERNS, KernelLog, suppressed_total
-from tracer.render.lines import Clock
+from tracer.model.samples import Clock
 from tracer.kernel.loader import RINGBUF_DEFAULTS
+from tracer.capture.header import header
 from tracer.capture.recorder import Recorder
 from .options import capture_options, filters_from
-from .record import HOLDERS_EVERY_S, header
 
 
 def _kmsg_counts(messages):

@@ -9,7 +9,7 @@ import click
 
 from tracer.model import events as ev
 from tracer.model import tracefile as tf
-from .report import DamagedInput
+from tracer.errors import DamagedInput
 
 
 @click.command(help=__doc__)

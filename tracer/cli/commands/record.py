@@ -5,10 +5,7 @@ ring of files (--rotate/--keep) to leave on as a flight recorder. The file is
 readable without root, on any machine: `tcpoom report FILE`."""
 from __future__ import annotations
 
-import dataclasses
-import os
 import re
-import socket
 import sys
 import time
 from typing import Optional, Tuple
@@ -16,15 +13,16 @@ from typing import Optional, Tuple
 import click
 
 from tracer.model import events as ev
-from tracer.host import procfs, snapshots
+from tracer.host import snapshots
+from tracer.host.snapshots import HOLDERS_EVERY_S
 from tracer.model import tracefile as tf
 from tracer.capture.capture import Capture, Stop
+from tracer.capture.header import header
 from tracer.model.events import EVENT_SIZE
 from tracer.kernel.loader import RINGBUF_DEFAULTS
 from tracer.capture.recorder import Recorder, RecordingStopped
 from .options import capture_options, filters_from
 
-HOLDERS_EVERY_S = 5.0
 LIGHT_EVERY_S = 0.05
 FAMILY_OFFSET = ev.layout_offsets()["family"]
 
@@ -50,40 +48,6 @@ class Size(click.ParamType):
             return parse_size(value)
         except click.BadParameter as e:
             self.fail(e.message, param, ctx)
-
-
-def _mem_total_kb() -> int:
-    with open("/proc/meminfo") as f:
-        return int(next(ln for ln in f if ln.startswith("MemTotal:")).split()[1])
-
-
-def header(cap: Capture, argv) -> dict:
-    return {
-        "format": "tcpoom-trace",
-        "tcpoom_version": "0.1.0",
-        "hostname": socket.gethostname(),
-        "kernel": os.uname().release,
-        "machine": os.uname().machine,
-        # the pair that turns the events' CLOCK_MONOTONIC nanoseconds into wall time
-        "clock": {"monotonic_ns": time.monotonic_ns(), "realtime_ns": time.time_ns()},
-        "boot_time_ns": time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME),
-        "cmdline": list(argv),
-        "engine": cap.plan.engine,
-        "plan": cap.plan.to_json(),
-        "facts": cap.facts.to_json(),
-        "families": cap.families,
-        "filters": {"netns": cap.filters.netns, "pid": cap.filters.pid, "port": cap.filters.port},
-        "page_size": os.sysconf("SC_PAGE_SIZE"),
-        "mem_total_kb": _mem_total_kb(),
-        "sysctls": dataclasses.asdict(procfs.tcp_limits(cap.filters.netns or None)),
-        "layout": {
-            "record_size": EVENT_SIZE,
-            "fields": [[name, code, off] for (name, code), off in
-                       zip(ev.LAYOUT, ev.layout_offsets().values())],
-            "families": ev.FAMILIES, "methods": ev.METHODS,
-            "counters": {str(k): v for k, v in ev.COUNTER_NAMES.items()},
-        },
-    }
 
 
 @click.command(help=__doc__)

@@ -9,12 +9,13 @@ import sys
 import click
 
 from tracer.model import tracefile as tf
-from tracer.render.lines import Sampled, as_json, text
+from tracer.model.samples import Sampled
+from tracer.render.lines import as_json, text
 from tracer.model.playback import Pacer, clock_of, stream
 from tracer.kernel.plan import FAMILY_ORDER
 from tracer.capture.totals import text_from_json
-from .report import DamagedInput
-from .trace import Output
+from tracer.errors import DamagedInput
+from tracer.render.output import Output
 
 
 @click.command(help=__doc__)

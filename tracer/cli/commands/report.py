@@ -11,15 +11,10 @@ import click
 
 from tracer.model import tracefile as tf
 from tracer.model.aggregate import Aggregate
-from tracer.errors import TcpoomError
+from tracer.errors import DamagedInput
 from tracer.model.fold import fold
 from tracer.analysis.report import build
 from tracer.render.reporters import FORMATS, render
-
-
-class DamagedInput(TcpoomError):
-    """Reported, but from a file cut short or damaged."""
-    exit_code = 5
 
 
 def read_recordings(paths: List[str], progress: bool = False) -> Tuple[List[dict], List[str]]:

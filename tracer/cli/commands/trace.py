@@ -5,7 +5,6 @@ interval, and the loss counters."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Optional, Tuple
 
@@ -13,25 +12,11 @@ import click
 
 from tracer.capture.capture import Capture, Stop
 from tracer.model.events import Event, at
-from tracer.render.lines import Clock, as_json, text
+from tracer.model.samples import Clock
+from tracer.render.lines import as_json, text
+from tracer.render.output import Output
 from tracer.kernel.loader import RINGBUF_DEFAULTS
 from .options import capture_options, filters_from
-
-
-class Output:
-    """Writes straight to the file descriptor, finishing partial writes itself.
-    A stop signal arriving while a full pipe blocks the write must neither cut
-    a line nor repeat one (buffered text streams can do either)."""
-
-    def __init__(self, stream):
-        stream.flush()
-        self.fd = stream.fileno()
-
-    def write(self, text: str) -> None:
-        data = memoryview(text.encode())
-        while data:
-            n = os.write(self.fd, data)
-            data = data[n:]
 
 
 def _start_line(cap: Capture) -> str:

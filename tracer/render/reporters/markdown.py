@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import List
 
-from .common import crossed_line, host_label, peak_lines, sparkline
+from .common import crossed_line, host_label, peak_lines
+from tracer.render.sparkline import sparkline
 
 
 def _esc(text) -> str:

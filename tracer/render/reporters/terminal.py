@@ -11,7 +11,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .common import crossed_line, host_label, peak_lines, sparkline
+from .common import crossed_line, host_label, peak_lines
+from tracer.render.sparkline import sparkline
 
 _STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan", "ok": "green"}
 
