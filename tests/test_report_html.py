@@ -271,7 +271,7 @@ def _page_errors(stderr: str):
             if "CONSOLE" in line or "Uncaught" in line or "Content Security Policy" in line]
 
 
-@pytest.mark.kernel
+@pytest.mark.browser
 def test_page_in_headless_chromium(models, tmp_path):
     page = tmp_path / "report.html"
     page.write_text(render([fresh(models), hostile(models)]))

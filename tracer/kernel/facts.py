@@ -148,8 +148,10 @@ def _read_kallsyms(wanted_funcs, wanted_data) -> tuple:
     return funcs, data
 
 
-def gather() -> KernelFacts:
-    """Read this kernel's facts. Loads one test program (never attaches)."""
+def gather(test_load: bool = True) -> KernelFacts:
+    """Read this kernel's facts. Loads one test program (never attaches) unless
+    `test_load` is False (doctor: no BPF) or the per-boot cache has the answer;
+    without it fentry_errno stays None ("not tried") and nothing is cached."""
     u = os.uname()
     f = KernelFacts(release=u.release, machine=u.machine, root=os.geteuid() == 0)
     f.denied_methods = [m for m in os.environ.get(DENY_ENV, "").replace(",", " ").split()
@@ -168,13 +170,13 @@ def gather() -> KernelFacts:
         for name in _BOOT_STABLE:
             setattr(f, name, cached[name])
         return f
-    _gather_boot_stable(f)
-    if f.root:
+    _gather_boot_stable(f, test_load)
+    if f.root and test_load:
         _save_cached(f)
     return f
 
 
-def _gather_boot_stable(f: KernelFacts) -> None:
+def _gather_boot_stable(f: KernelFacts, test_load: bool = True) -> None:
     """The facts that stay true until the next boot: BTF lookups, the fentry
     test load, kallsyms, HZ (together 50-100 ms, kallsyms alone ~50 ms)."""
     config = _kconfig()
@@ -193,7 +195,7 @@ def _gather_boot_stable(f: KernelFacts) -> None:
                 "sk_rst_reason", "SK_RST_REASON_TCP_ABORT_ON_MEMORY")
             fentry_target = f.btf_functions["tcp_check_oom"]
     f.btf_functions = {k: bool(v) for k, v in f.btf_functions.items()}
-    if f.btf and f.root and fentry_target:
+    if f.btf and f.root and fentry_target and test_load:
         f.fentry_errno = libbpf.try_load_fentry(fentry_target)
     # /proc/kallsyms costs ~50 ms to generate: read it only when something
     # could use it (kprobes need the function symbols, the data symbols need

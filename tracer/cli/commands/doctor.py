@@ -265,7 +265,7 @@ def probe_plan(privileges: dict, reader: Reader) -> dict:
     """The plan `tcpoom trace` would use here, and how much of it is known for sure."""
     why: List[str] = []
     try:
-        facts = kernel_facts.gather()
+        facts = kernel_facts.gather(test_load=False)     # doctor loads no BPF
     except Exception as exc:  # libbpf missing, BTF unreadable: the plan is optional here
         reader.miss("probe plan", f"kernel facts: {type(exc).__name__}: {exc}")
         return {"available": False, "partial": True, "partial_why": [str(exc)], "kernel": "",
@@ -279,6 +279,13 @@ def probe_plan(privileges: dict, reader: Reader) -> dict:
                    "whether this kernel accepts it is unknown (run as root to find out)")
         reader.miss("fentry test load (probe plan)",
                     "needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN")
+    elif facts.fentry_errno is None and facts.btf and any(facts.btf_functions.values()):
+        # the answer is known only where an attaching command (or `probes`)
+        # tested fentry since boot and cached it (/run/tcpoom)
+        why.append("fentry not tested: doctor loads no BPF program; `tcpoom probes` tests it "
+                   "(one program loaded, never attached) and keeps the answer until reboot")
+        reader.miss("fentry test load (probe plan)",
+                    "doctor loads no BPF: run `tcpoom probes` once, then doctor shows it")
     if not facts.kallsyms_read and facts.kprobes:
         why.append("/proc/kallsyms not read (needs root): kprobe targets unknown")
         reader.miss("/proc/kallsyms functions (probe plan)", "read only as root")
@@ -503,7 +510,7 @@ def render(r: dict, console) -> None:
               help="Seconds between the two reads of /proc/net/netstat (the counters' deltas).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (keys above) instead of text.")
 @click.option("--no-plan", is_flag=True,
-              help="Skip the probe plan (it loads one BPF test program when privileged).")
+              help="Skip the probe plan (read from BTF, tracefs and kallsyms; no BPF is loaded).")
 def doctor(netns_ref: Optional[str], interval: float, as_json: bool, no_plan: bool) -> None:
     report = build_report(netns_ref, interval, not no_plan)
     if as_json:
