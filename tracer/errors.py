@@ -1,4 +1,4 @@
-"""The one small exception hierarchy. Exit codes are decided in cli.main() only."""
+"""The one small exception hierarchy. Exit codes are decided in cli/app.py main() only."""
 from __future__ import annotations
 
 

@@ -1,6 +1,6 @@
 """From figures to advice: which limit was hit, what to change, and why.
 
-The reasoning an expert applies (DESIGN.md "Diagnosis"): compare like with
+The reasoning an expert applies (docs/design.md "Diagnosis"): compare like with
 like (tcp_mem and sockstat mem are pages, not bytes), size tcp_max_orphans for
 the shift penalty, look for slow consumers before raising limits, and prefer
 tcp_tw_reuse over bigger TIME_WAIT tables (never tcp_tw_recycle).

@@ -1,7 +1,7 @@
 """The doctor's rules: live /proc figures in, findings out. Pure: nothing here reads the
 host, so every rule can be tested with made-up figures (tests/test_doctor.py).
 
-The reasoning is the one DESIGN.md "Diagnosis" asks of reports (see tracer/analysis/diagnosis.py,
+The reasoning is the one docs/design.md "Diagnosis" asks of reports (see tracer/analysis/diagnosis.py,
 which applies it to recordings), applied to what /proc shows right now:
 - tcp_mem and sockstat `mem` are both in pages: compare pages with pages, show bytes too;
 - orphans are compared `orphans << shift` with tcp_max_orphans, shift 0..2 on the timer

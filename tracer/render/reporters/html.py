@@ -3,7 +3,7 @@
 Everything is inline (CSS, SVG, one small script) so the page works offline, from a
 ticket attachment or a laptop with no network: no URL in it points anywhere.
 
-Safety (DESIGN.md "Safety"): every string of the model came from the kernel or the
+Safety (docs/design.md "Safety"): every string of the model came from the kernel or the
 traced host (comm names, hostnames, file paths, peers, the findings built from them),
 so every one goes through `_e()` (html.escape) before it reaches the page, in text,
 in attributes and inside SVG <title>/<text>. The only <script> data is JSON with
