@@ -8,7 +8,8 @@ from conftest import DATA, ROOT
 from tracer.cli.commands.probes import render
 from tracer.errors import KernelUnsupported
 from tracer.kernel.facts import KernelFacts
-from tracer.kernel.plan import BCC_ATTACH, FAMILY_ORDER, build, choose_engine
+from tracer.kernel.plan import BCC_ATTACH, build, choose_engine
+from tracer.model.families import FAMILY_ORDER
 
 
 def facts(name):

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 from . import diagnosis
 from tracer.model import events as ev
 from tracer.model.aggregate import Aggregate, comm_of, top_with_socket
-from tracer.capture.totals import KERNEL_COUNTER
+from tracer.model.families import KERNEL_COUNTER
 
 SCHEMA = "tcpoom-report/1"
 

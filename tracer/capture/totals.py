@@ -5,21 +5,12 @@ import dataclasses
 from typing import Dict, List, Optional
 
 from tracer.model import events as ev
-from tracer.kernel.plan import FAMILY_ORDER, Plan
+from tracer.kernel.plan import Plan
+from tracer.model.families import FAMILY_ORDER, FAMILY_SLOT, KERNEL_COUNTER
 
-#: the TcpExt counter that moves once per event of each family (per netns)
-KERNEL_COUNTER = {
-    "oom_check": "TCPAbortOnMemory",
-    "tw_overflow": "TCPTimeWaitOverflow",
-    "mem_exceed": None,          # the kernel does not count refusals at tcp_mem[2]
-    "pressure": "TCPMemoryPressures",
-}
 #: other TcpExt counters worth showing when they move
 CONTEXT_COUNTERS = ("TCPMemoryPressuresChrono", "PruneCalled", "RcvPruned", "OfoPruned",
                     "TCPRcvQDrop", "TCPOFODrop")
-
-FAMILY_SLOT = {"oom_check": ev.CNT_OOM_CHECK, "tw_overflow": ev.CNT_TW_OVERFLOW,
-                "mem_exceed": ev.CNT_MEM_EXCEED, "pressure": ev.CNT_PRESSURE_ENTER}
 
 
 @dataclasses.dataclass

@@ -14,7 +14,6 @@ from tracer.errors import KernelUnsupported
 from .facts import KernelFacts
 
 EXACT, DERIVED, SAMPLED, UNAVAILABLE = "exact", "derived", "sampled", "unavailable"
-FAMILY_ORDER = ("oom_check", "tw_overflow", "mem_exceed", "pressure")
 
 
 @dataclasses.dataclass

@@ -20,9 +20,8 @@ from tracer.model import events as ev
 from tracer.model.aggregate import Aggregate, comm_of, top_with_socket
 from tracer.model.events import Event
 from tracer.model.samples import Clock, Sampled
-from tracer.kernel.plan import FAMILY_ORDER as _FAM_ORDER
 from .sparkline import sparkline
-from tracer.capture.totals import FAMILY_SLOT, KERNEL_COUNTER
+from tracer.model.families import FAMILY_ORDER as _FAM_ORDER, FAMILY_SLOT, KERNEL_COUNTER
 
 WINDOW_S = 600          # per-second series kept (10 minutes)
 RATE_S = 60             # seconds shown in the rate sparklines

@@ -57,6 +57,7 @@ from tracer.analysis import doctor as rules
 from tracer.kernel import facts as kernel_facts
 from tracer.host import netns, procfs
 from tracer.kernel import plan as plan_mod
+from tracer.model.families import FAMILY_ORDER
 from tracer.errors import TcpoomError
 
 EXIT_UNKNOWN = 3
@@ -297,7 +298,7 @@ def probe_plan(privileges: dict, reader: Reader) -> dict:
                     "all zeros without CAP_SYSLOG (or with kernel.kptr_restrict)")
     p = plan_mod.build(facts)
     fams = {}
-    for name in plan_mod.FAMILY_ORDER:
+    for name in FAMILY_ORDER:
         fp = p.families[name]
         fams[name] = {"method": fp.method, "target": fp.target,
                       "fields": {k: v[0] for k, v in fp.fields.items()},

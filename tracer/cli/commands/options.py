@@ -7,7 +7,8 @@ import click
 
 from tracer.capture.capture import resolve_netns
 from tracer.kernel.loader import Filters
-from tracer.kernel.plan import ENGINES, FAMILY_ORDER
+from tracer.kernel.plan import ENGINES
+from tracer.model.families import FAMILY_ORDER
 
 
 def engine_option():

@@ -8,6 +8,7 @@ import json
 import click
 
 from tracer.kernel import facts as kernel_facts, plan as plan_mod
+from tracer.model.families import FAMILY_ORDER
 from .options import engine_option
 
 
@@ -15,7 +16,7 @@ def render(p: plan_mod.Plan) -> str:
     out = [f"kernel {p.kernel}, engine {p.engine}"]
     for note in p.notes:
         out.append(f"note: {note}")
-    for name in plan_mod.FAMILY_ORDER:
+    for name in FAMILY_ORDER:
         fp = p.families[name]
         out.append("")
         out.append(f"{name}: {fp.method} {fp.target}")

@@ -12,7 +12,7 @@ from tracer.model import tracefile as tf
 from tracer.model.samples import Sampled
 from tracer.render.lines import as_json, text
 from tracer.model.playback import Pacer, clock_of, stream
-from tracer.kernel.plan import FAMILY_ORDER
+from tracer.model.families import FAMILY_ORDER
 from tracer.capture.totals import text_from_json
 from tracer.errors import DamagedInput
 from tracer.render.output import Output
