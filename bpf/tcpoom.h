@@ -11,7 +11,7 @@
 
 #define TCPOOM_COMM_LEN 16
 
-/* Event families (DESIGN.md "Event families"). */
+/* Event families (docs/design.md "Event families"). */
 enum tcpoom_family {
 	FAMILY_OOM_CHECK = 1,	/* tcp_check_oom said yes: the socket is killed */
 	FAMILY_TW_OVERFLOW = 2,	/* no TIME_WAIT bucket: closed without TIME_WAIT */

@@ -130,7 +130,7 @@ _STATS = "/proc/sys/kernel/bpf_stats_enabled"
 
 def measure(runs: int, seconds: float, clients: int) -> dict:
     sys.path.insert(0, ROOT)
-    from tracer import netns
+    from tracer.host import netns
     without, with_, ns_per_conn = [], [], []
     with open(_STATS) as f:
         stats_before = f.read().strip()

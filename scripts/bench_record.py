@@ -84,7 +84,7 @@ def one_run(rate: int, seconds: float, path: str) -> dict:
 
 def _trailer(path: str) -> dict:
     sys.path.insert(0, ROOT)
-    from tracer import tracefile as tf
+    from tracer.model import tracefile as tf
     with tf.TraceReader(path) as r:
         last = None
         for b in r.blocks():

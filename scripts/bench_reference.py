@@ -21,9 +21,9 @@ import signal
 import sys
 from collections import Counter
 
-from tracer import events as ev
-from tracer import kernel_facts, libbpf, loader
-from tracer.plan import build
+from tracer.model import events as ev
+from tracer.kernel import facts as kernel_facts, libbpf, loader
+from tracer.kernel.plan import build
 
 _CTYPES = {"Q": ctypes.c_uint64, "q": ctypes.c_int64, "I": ctypes.c_uint32, "i": ctypes.c_int32,
            "H": ctypes.c_uint16, "B": ctypes.c_uint8, "16s": ctypes.c_char * 16, "3q": ctypes.c_int64 * 3}

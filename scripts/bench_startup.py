@@ -34,7 +34,7 @@ def one_run(no_site: bool = False, no_preload: bool = False) -> tuple:
     """no_site: without the interpreter's site module (python -S, site-packages
     on PYTHONPATH): what start-up costs where no .pth file runs code at every
     interpreter start (this sandbox's imports certifi: ~45 ms).
-    no_preload: the object loaded after click, not meanwhile (tracer/preload.py)."""
+    no_preload: the object loaded after click, not meanwhile (tracer/kernel/preload.py)."""
     argv, env = [sys.executable, "-m", "tracer", "trace", "--duration", "30"], dict(os.environ)
     if no_site:
         import sysconfig

@@ -13,17 +13,24 @@ DATA = os.path.join(ROOT, "tests", "data")
 import matrix_results  # noqa: E402  (tests/ is on sys.path under pytest)
 
 
+NEEDS = ("kernel", "vm", "browser")     # what a test needs besides Python; none: `unit`
+
+
+@pytest.hookimpl(tryfirst=True)     # before -m selects by marker
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if not any(item.get_closest_marker(m) for m in NEEDS):
+            item.add_marker(pytest.mark.unit)
     # the bcc guest's tests last: it boots at the start (pytest_collection_finish)
     # and is the longest thing in the suite; everything else runs meanwhile
     items.sort(key=lambda item: item.nodeid.split("::")[0].endswith("test_vm_bcc.py"))
-    # Kernel tests need root; elsewhere they are skipped (and .ci/run fails
+    # Kernel and VM tests need root; elsewhere they are skipped (and .ci/run fails
     # when they were skipped: on this project's machines they can always run).
     if os.geteuid() == 0:
         return
-    skip = pytest.mark.skip(reason="kernel test: needs root")
+    skip = pytest.mark.skip(reason="kernel or vm test: needs root")
     for item in items:
-        if "kernel" in item.keywords:
+        if item.get_closest_marker("kernel") or item.get_closest_marker("vm"):
             item.add_marker(skip)
 
 
@@ -47,7 +54,7 @@ _skipped_kernel = []
 
 
 def pytest_runtest_logreport(report):
-    if report.skipped and "kernel" in report.keywords:
+    if report.skipped and ("kernel" in report.keywords or "vm" in report.keywords):
         _skipped_kernel.append(report.nodeid)
 
 

@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
-from tracer import events as ev
-from tracer.aggregate import Aggregate, _bucket
+from tracer.model import events as ev
+from tracer.model.aggregate import Aggregate, _bucket
 
 NS = 1_000_000_000
 

@@ -7,12 +7,12 @@ import os
 import pytest
 
 from conftest import DATA, ROOT
-from tracer import bcc_engine
+from tracer.kernel import bcc_engine
 from tracer.errors import LoadError, UsageError
-from tracer.events import EVENT_SIZE
-from tracer.kernel_facts import KernelFacts
-from tracer.loader import Filters
-from tracer.plan import build
+from tracer.model.events import EVENT_SIZE
+from tracer.kernel.facts import KernelFacts
+from tracer.kernel.loader import Filters
+from tracer.kernel.plan import build
 
 
 def bcc_plan():
@@ -73,3 +73,24 @@ def test_bcc_is_found_for_this_python_when_installed_for_the_system_one():
         pytest.skip("python3-bpfcc not installed (scripts/setup --test installs it)")
     BPF = bcc_engine.import_bcc()
     assert BPF.__name__ == "BPF"
+
+
+def test_neither_btf_nor_headers_stops_capture_with_exit_code_3(monkeypatch):
+    """auto on a kernel with neither (recorded 4.19 facts, headers taken away):
+    CO-RE's plan is counters only and the capture refuses it in one line."""
+    from tracer.capture import capture
+    from tracer.capture.capture import Capture
+    from tracer.errors import KernelUnsupported
+
+    monkeypatch.setattr(capture, "privileged", lambda: True)     # no root: nothing is loaded
+    f = KernelFacts.load(os.path.join(DATA, "facts-4.19-no-btf.json"))
+    f.headers = False
+    cap = Capture(Filters(), facts=f)
+    assert cap.engine == "co-re" and cap.plan.engine == "none"
+    with pytest.raises(KernelUnsupported) as e:
+        cap.start()
+    assert e.value.exit_code == 3 and "\n" not in str(e.value)
+    assert "no BTF" in str(e.value) and "no kernel headers either" in str(e.value)
+    # with headers, auto is the bcc engine
+    f.headers = True
+    assert Capture(Filters(), facts=f).engine == "bcc"

@@ -1,4 +1,4 @@
-"""The minimised BTF kept per boot (tracer/btfcache.py): made by bpftool in
+"""The minimised BTF kept per boot (tracer/kernel/btfcache.py): made by bpftool in
 the background after a start, used by the next start, and dropped when
 libbpf cannot use it."""
 import os
@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from tracer import btfcache, kernel_facts, loader
-from tracer.plan import build
+from tracer.kernel import btfcache, facts as kernel_facts, loader
+from tracer.kernel.plan import build
 
 pytestmark = pytest.mark.kernel
 

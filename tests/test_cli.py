@@ -13,7 +13,9 @@ def tcpoom(*args, no_caps=False):
     if no_caps:
         # root without any capability, as in a locked-down container
         cmd = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", *cmd]
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    # TCPOOM_NO_PRELOAD: as root, `tcpoom trace` loads the BPF object on a
+    # second thread while it parses the options; a usage error needs no BPF
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", TCPOOM_NO_PRELOAD="1")
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
 
 

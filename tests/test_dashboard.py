@@ -13,9 +13,9 @@ import pytest
 from rich.console import Console
 
 from conftest import DATA, ROOT
-from tracer import tracefile as tf
-from tracer.dashboard import DashboardState, render, summary_text
-from tracer.playback import clock_of
+from tracer.model import tracefile as tf
+from tracer.render.dashboard import DashboardState, render, summary_text
+from tracer.model.playback import clock_of
 
 SAMPLE = os.path.join(DATA, "sample.tcpoom")
 
@@ -82,7 +82,7 @@ def test_counts_on_screen_are_the_kernel_side_counts(utc):
 
 def test_state_stays_bounded():
     st = state_from_sample()
-    from tracer import events as ev
+    from tracer.model import events as ev
     one = ev.Event.make(ts_ns=0, family=ev.OOM_CHECK, method=3, af=2, pid=1, comm=b"x").pack()
     for k in range(200):            # 200 "seconds" of events with fresh ports and pids
         recs = ev.frame_all([ev.Event.make(ts_ns=(k * 10 + 1) * 10 ** 9 + i, family=ev.OOM_CHECK, method=3,

@@ -12,9 +12,10 @@ import time
 import pytest
 
 from conftest import ROOT
-from tracer import cli, netns, procfs
-from tracer import doctor as rules
-from tracer.commands import doctor as command
+from tracer.cli import app as cli
+from tracer.host import netns, procfs
+from tracer.analysis import doctor as rules
+from tracer.cli.commands import doctor as command
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -260,6 +261,27 @@ def test_plan_is_reported_per_family_with_its_sampled_fields(monkeypatch, capsys
     whats = " ".join(u["what"] for u in report["unavailable"])
     assert "fentry test load" in whats and "kallsyms addresses" in whats
 
+
+
+def test_plan_loads_no_bpf_and_says_fentry_was_not_tested(monkeypatch, capsys):
+    """doctor's promise: no BPF. With BPF privileges and no per-boot cache, the
+    fentry test load other commands make is not made: the plan says so."""
+    from tracer.kernel import facts as kernel_facts, libbpf
+    loads = []
+    monkeypatch.setattr(libbpf, "try_load_fentry", lambda target: loads.append(target) or 0)
+    monkeypatch.setenv("TCPOOM_NO_FACTS_CACHE", "1")
+    monkeypatch.setattr(kernel_facts.os, "geteuid", lambda: 0)
+    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+        pytest.skip("no kernel BTF here: fentry is out of the question anyway")
+    fake_report(monkeypatch, healthy())
+    monkeypatch.setattr(command, "_privileges",
+                        lambda: {"bpf": True, "sys_admin": True, "kallsyms_addresses": True})
+    assert cli.main(["doctor", "--json", "--interval", "0"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert loads == []
+    assert report["plan"]["partial"]
+    assert any("fentry not tested" in w for w in report["plan"]["partial_why"])
+    assert "fentry" not in {fam["method"] for fam in report["plan"]["families"].values()}
 
 # ---------------------------------------------------------------------------------------
 # kernel: real conditions, under lowered sysctls that are always restored

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tracer import kernel_facts
+from tracer.kernel import facts as kernel_facts
 
 pytestmark = pytest.mark.kernel
 

@@ -6,11 +6,11 @@ import random
 
 import pytest
 
-from tracer import events as ev
-from tracer import fold as fold_mod
-from tracer import tracefile as tf
-from tracer.aggregate import Aggregate
-from tracer.report import build
+from tracer.model import events as ev
+from tracer.model import fold as fold_mod
+from tracer.model import tracefile as tf
+from tracer.model.aggregate import Aggregate
+from tracer.analysis.report import build
 
 from test_aggregate import make_records
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tracer import holders, netns
+from tracer.host import holders, netns
 
 HDR = struct.Struct("=IHHII")
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import ROOT
 from scripts.lab import SCENARIOS, Lab, LabError, Result, kmsg, sockets
 from scripts.lab.sysctls import RECOVERY_FILE
-from tracer import netns, procfs
+from tracer.host import netns, procfs
 
 GLOBAL_SYSCTLS = ("net.ipv4.tcp_mem", "net.ipv4.tcp_max_orphans")
 

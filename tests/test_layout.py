@@ -4,9 +4,9 @@ import os
 import re
 
 from conftest import ROOT
-from tracer import events as ev
-from tracer.libbpf import Btf
-from tracer.loader import OBJECT
+from tracer.model import events as ev
+from tracer.kernel.libbpf import Btf
+from tracer.kernel.loader import OBJECT
 
 HEADER = os.path.join(ROOT, "bpf", "tcpoom.h")
 

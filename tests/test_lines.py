@@ -1,10 +1,11 @@
 """Event lines and totals from synthetic records (formatting only)."""
-from tracer import events as ev
-from tracer.events import Event
-from tracer.kernel_facts import KernelFacts
-from tracer.lines import Clock, Sampled, as_json, text
-from tracer.plan import build
-from tracer.totals import Totals
+from tracer.model import events as ev
+from tracer.model.events import Event
+from tracer.kernel.facts import KernelFacts
+from tracer.model.samples import Clock, Sampled
+from tracer.render.lines import as_json, text
+from tracer.kernel.plan import build
+from tracer.capture.totals import Totals
 
 import os
 from conftest import DATA

@@ -5,10 +5,11 @@ import re
 import pytest
 
 from conftest import DATA, ROOT
-from tracer.commands.probes import render
+from tracer.cli.commands.probes import render
 from tracer.errors import KernelUnsupported
-from tracer.kernel_facts import KernelFacts
-from tracer.plan import BCC_ATTACH, FAMILY_ORDER, build, choose_engine
+from tracer.kernel.facts import KernelFacts
+from tracer.kernel.plan import BCC_ATTACH, build, choose_engine
+from tracer.model.families import FAMILY_ORDER
 
 
 def facts(name):

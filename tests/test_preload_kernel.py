@@ -5,9 +5,10 @@ import pytest
 
 from bpf_programs import gone, program_ids
 from scripts.lab import Lab
-from tracer import entry, loader, preload
-from tracer import events as ev
-from tracer.capture import Capture, Stop
+from tracer.cli import entry
+from tracer.kernel import loader, preload
+from tracer.model import events as ev
+from tracer.capture.capture import Capture, Stop
 
 pytestmark = pytest.mark.kernel
 

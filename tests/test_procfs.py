@@ -2,7 +2,7 @@
 
 import pytest
 
-from tracer import netns, procfs
+from tracer.host import netns, procfs
 
 SOCKSTAT = """\
 sockets: used 1209

@@ -7,8 +7,8 @@ import os
 import pytest
 
 from conftest import DATA, ROOT
-from tracer.commands.report import read_recordings
-from tracer.reporters import render
+from tracer.cli.commands.report import read_recordings
+from tracer.render.reporters import render
 
 SAMPLE = "tests/data/sample.tcpoom"       # relative: the path appears in the reports
 

@@ -15,9 +15,9 @@ import tempfile
 import pytest
 
 from conftest import DATA
-from tracer.commands.report import read_recordings
-from tracer.reporters import render as render_format
-from tracer.reporters.html import MAX_POINTS, MAX_ROWS, downsample, render
+from tracer.cli.commands.report import read_recordings
+from tracer.render.reporters import render as render_format
+from tracer.render.reporters.html import MAX_POINTS, MAX_ROWS, downsample, render
 
 SAMPLE = os.path.join(DATA, "sample.tcpoom")
 HOSTILE_COMM = "<script>alert(1)</script>"
@@ -271,7 +271,7 @@ def _page_errors(stderr: str):
             if "CONSOLE" in line or "Uncaught" in line or "Content Security Policy" in line]
 
 
-@pytest.mark.kernel
+@pytest.mark.browser
 def test_page_in_headless_chromium(models, tmp_path):
     page = tmp_path / "report.html"
     page.write_text(render([fresh(models), hostile(models)]))

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from tracer import events as ev
-from tracer import kernel_facts, loader
-from tracer.plan import build
+from tracer.model import events as ev
+from tracer.kernel import facts as kernel_facts, loader
+from tracer.kernel.plan import build
 
 pytestmark = pytest.mark.kernel
 

@@ -11,9 +11,9 @@ import zlib
 import pytest
 
 from conftest import DATA, ROOT
-from tracer import events as ev
-from tracer import tracefile as tf
-from tracer.recorder import Recorder, RecordingStopped
+from tracer.model import events as ev
+from tracer.model import tracefile as tf
+from tracer.capture.recorder import Recorder, RecordingStopped
 
 SAMPLE = os.path.join(DATA, "sample.tcpoom")
 
@@ -84,9 +84,24 @@ def test_a_flipped_byte_stops_reading_at_that_block(tmp_path):
 
 
 def test_fuzz_reader_never_raises_anything_else(tmp_path):
+    """Cut, flipped, inserted and appended bytes: the reader raises nothing but
+    its own errors, and reads every block that lies wholly before the first
+    changed byte, as it was written (the file's intact prefix is never lost)."""
     data = open(SAMPLE, "rb").read()
+    with tf.TraceReader(SAMPLE) as r:
+        first = r.block_offsets()[0][0]
+        payloads = {b.offset: b.payload for b in r.blocks()}
+    # the blocks as written, walked from their headers here, not by the reader
+    original, ends, at = [], [], first
+    while at < len(data):
+        btype, _, _, length, _, _ = struct.unpack_from("<BBHIII", data, at)
+        original.append((btype, at, payloads.get(at)))
+        at += struct.calcsize("<BBHIII") + length
+        ends.append(at)
+    assert at == len(data) and None not in [pl for _, _, pl in original]
     rng = random.Random(1234)
     p = tmp_path / "fuzz.tcpoom"
+    checked_blocks = 0
     for i in range(400):
         buf = bytearray(data)
         kind = i % 4
@@ -103,19 +118,33 @@ def test_fuzz_reader_never_raises_anything_else(tmp_path):
             btype = rng.choice([tf.EVENTS, tf.SNAPSHOT, tf.HOLDERS, tf.COUNTERS, 9])
             buf += struct.pack("<BBHIII", btype, 0, 0, len(junk), zlib.crc32(junk), len(junk)) + junk
         p.write_bytes(bytes(buf))
+        first_diff = next((j for j, (a, b) in enumerate(zip(buf, data)) if a != b),
+                          min(len(buf), len(data)))
+        intact = [blk for blk, end in zip(original, ends) if end <= first_diff]
         try:
             with tf.TraceReader(str(p)) as r:
-                from tracer.aggregate import Aggregate
-                from tracer.report import build
+                from tracer.model.aggregate import Aggregate
+                from tracer.analysis.report import build
                 agg = Aggregate(r.header)
+                read = []
                 for b in r.blocks():
+                    read.append((b.type, b.offset, b.payload))
                     try:
                         agg.add_block(b)
                     except (ValueError, KeyError, TypeError, AttributeError, struct.error) as e:
                         pytest.fail(f"iteration {i}: aggregate raised {e!r} on a checked block")
                 build(agg, [str(p)])
         except tf.TraceFileError:
-            pass
+            # only a damaged header block may refuse the whole file
+            assert first_diff < first, \
+                f"iteration {i}: refused a file whose header is intact"
+            continue
+        assert read[:len(intact)] == intact, \
+            f"iteration {i}: lost or changed blocks before the first changed byte ({first_diff})"
+        if kind == 3:                  # appended: every block of the original is read
+            assert len(read) >= len(original), f"iteration {i}"
+        checked_blocks += len(intact)
+    assert checked_blocks > 400        # the prefixes were not all empty
 
 
 def test_recorder_writes_0600_and_rotates(tmp_path):

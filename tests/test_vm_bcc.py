@@ -23,8 +23,6 @@ from vm_checks import check_close_path_events, check_kprobe_counts
 from scripts.vm import VMError, run_in_vm
 from scripts.vm.guest_checks import parse
 
-pytestmark = pytest.mark.kernel
-
 KERNEL = "6.1"
 COUNT = 100
 CAPTURED = ("tw_overflow", "orphans_close", "orphans_timer")
@@ -100,6 +98,7 @@ def scenario(guest, name):
     return s
 
 
+@pytest.mark.vm
 def test_plan_is_the_bcc_engine_with_kprobes_and_exact_orphans(guest, matrix):
     r = result(guest)
     assert r["facts"]["release"].startswith("6.1.0-") and r["facts"]["headers"] is True
@@ -120,6 +119,7 @@ def test_plan_is_the_bcc_engine_with_kprobes_and_exact_orphans(guest, matrix):
     matrix.claims(p, WHERE)
 
 
+@pytest.mark.vm
 @pytest.mark.parametrize("name", CAPTURED)
 def test_counts_equal_the_kernel_counters(guest, name, matrix):
     """As the CO-RE kprobe tier: exact but for a call missed by kprobe nesting
@@ -135,6 +135,7 @@ def test_counts_equal_the_kernel_counters(guest, name, matrix):
                  figures=f"{s['seen']}/{s['kernel_delta']}, {s['kernel_delta'] - s['seen']} missed")
 
 
+@pytest.mark.vm
 def test_timer_path_carries_the_shift_and_exact_orphans(guest, matrix):
     s = scenario(guest, "orphans_timer")
     assert s["events"]
@@ -156,6 +157,7 @@ def test_timer_path_carries_the_shift_and_exact_orphans(guest, matrix):
                  f"{sorted({e['shift'] for e in s['events']})}")
 
 
+@pytest.mark.vm
 def test_close_path_has_shift_zero(guest, matrix):
     s = scenario(guest, "orphans_close")
     check_close_path_events(s["events"])
@@ -167,6 +169,7 @@ def test_close_path_has_shift_zero(guest, matrix):
                  where=WHERE, figures=f"{len(s['events'])} events")
 
 
+@pytest.mark.vm
 def test_tw_overflow_reads_the_death_row(guest, matrix):
     s = scenario(guest, "tw_overflow")
     assert s["events"]
@@ -180,6 +183,7 @@ def test_tw_overflow_reads_the_death_row(guest, matrix):
                  figures=f"{len(s['events'])} events")
 
 
+@pytest.mark.vm
 def test_refusals_and_pressure_entry_seen(guest, matrix):
     s = scenario(guest, "tcp_mem_send")
     assert s["seen"] > 0 and s["lost"] == 0 and s["printed"] == s["seen"]
@@ -212,6 +216,7 @@ def tcpoom(*args, env=None):
                           text=True, timeout=120, env={**os.environ, **(env or {})})
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("args", [["trace", "--engine", "bcc", "--duration", "1"],
                                   ["record", "--engine", "bcc", "-o", "/dev/null", "--duration", "1"],
                                   ["probes", "--engine", "bcc"]])
@@ -225,28 +230,7 @@ def test_no_headers_here_is_one_clear_line_and_exit_3(args):
     assert f"/lib/modules/{release}/build" in lines[0] and f"linux-headers-{release}" in lines[0]
 
 
+@pytest.mark.kernel
 def test_engine_from_the_environment_too():
     r = tcpoom("trace", "--duration", "1", env={"TCPOOM_ENGINE": "bcc"})
     assert r.returncode == 3 and "bcc engine needs the kernel headers" in r.stderr
-
-
-def test_neither_btf_nor_headers_stops_capture_with_exit_code_3():
-    """auto on a kernel with neither (recorded 4.19 facts, headers taken away):
-    CO-RE's plan is counters only and the capture refuses it in one line."""
-    from conftest import DATA
-    from tracer.capture import Capture
-    from tracer.errors import KernelUnsupported
-    from tracer.kernel_facts import KernelFacts
-    from tracer.loader import Filters
-
-    f = KernelFacts.load(os.path.join(DATA, "facts-4.19-no-btf.json"))
-    f.headers = False
-    cap = Capture(Filters(), facts=f)
-    assert cap.engine == "co-re" and cap.plan.engine == "none"
-    with pytest.raises(KernelUnsupported) as e:
-        cap.start()
-    assert e.value.exit_code == 3 and "\n" not in str(e.value)
-    assert "no BTF" in str(e.value) and "no kernel headers either" in str(e.value)
-    # with headers, auto is the bcc engine
-    f.headers = True
-    assert Capture(Filters(), facts=f).engine == "bcc"

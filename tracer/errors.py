@@ -1,4 +1,4 @@
-"""The one small exception hierarchy. Exit codes are decided in cli.main() only."""
+"""The one small exception hierarchy. Exit codes are decided in cli/app.py main() only."""
 from __future__ import annotations
 
 
@@ -28,3 +28,9 @@ class LoadError(TcpoomError):
     """libbpf or the verifier refused a program."""
 
     exit_code = 4
+
+
+class DamagedInput(TcpoomError):
+    """Reported, but from a file cut short or damaged."""
+
+    exit_code = 5

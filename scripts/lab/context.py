@@ -6,7 +6,7 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from tracer import netns, procfs
+from tracer.host import netns, procfs
 
 from .sysctls import SysctlGuard
 

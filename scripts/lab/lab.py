@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
 
-from tracer import netns
+from tracer.host import netns
 
 from . import hostlock, kmsg
 from .context import Context, Expected, LabError

@@ -13,7 +13,7 @@ import contextlib
 import socket
 import time
 
-from tracer import procfs
+from tracer.host import procfs
 
 from . import sockets
 from .context import Context, Expected, LabError

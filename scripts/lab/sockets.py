@@ -1,7 +1,7 @@
 """Loopback connection pairs for the scenarios; every blocking call has a timeout.
 
 These functions create sockets in the namespace of the calling thread, so the scenarios
-call them from a thread inside the lab's namespace (tracer.netns.run_in_netns).
+call them from a thread inside the lab's namespace (tracer.host.netns.run_in_netns).
 """
 
 from __future__ import annotations

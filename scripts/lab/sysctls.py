@@ -23,8 +23,8 @@ import threading
 import time
 from typing import Dict, List, Optional, Tuple
 
-from tracer import procfs
-from tracer.netns import NetnsRef
+from tracer.host import procfs
+from tracer.host.netns import NetnsRef
 
 RECOVERY_FILE = "/run/tcpoom-lab-sysctls.json"
 

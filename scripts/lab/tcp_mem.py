@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from tracer import netns, procfs
+from tracer.host import netns, procfs
 
 from . import sockets
 from .context import Context, Expected

@@ -87,7 +87,8 @@ def _simulated_inlining(name: str, count) -> dict:
     tcp_check_oom inlined shows. Loaded in this process (not `tcpoom trace`),
     counted in the kernel against TCPAbortOnMemory."""
     from scripts.lab import Lab
-    from tracer import events as ev, kernel_facts, loader, plan as plan_mod
+    from tracer.model import events as ev
+    from tracer.kernel import facts as kernel_facts, loader, plan as plan_mod
 
     facts = kernel_facts.gather()
     p = plan_mod.build(facts)
@@ -143,7 +144,7 @@ def main(argv=None) -> int:
                     help=f"scenarios to run under the tracer with the plan's best methods "
                          f"(best:...) or with better ones ruled out ({', '.join(TIERS)})")
     args = ap.parse_args(argv)
-    from tracer import kernel_facts, plan
+    from tracer.kernel import facts as kernel_facts, plan
 
     out: dict = {"adaptations": [], "tiers": {}, "errors": {}}
     t0 = time.monotonic()

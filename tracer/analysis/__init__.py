@@ -1,0 +1,1 @@
+"""Figures into verdicts and advice: the diagnosis, the doctor rules, the report model."""

@@ -1,0 +1,244 @@
+"""The report model: one JSON-able dict per host, built from an Aggregate.
+
+Every reporter (terminal, Markdown, JSON, HTML) renders this dict and nothing
+else; its keys are the documented, stable `--format json` output
+(docs/report-json.md).
+"""
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import struct
+from typing import Dict, List, Optional
+
+from . import diagnosis
+from tracer.model import events as ev
+from tracer.model.aggregate import Aggregate, comm_of, top_with_socket
+from tracer.model.families import KERNEL_COUNTER
+
+SCHEMA = "tcpoom-report/1"
+
+
+class WallClock:
+    def __init__(self, header: dict):
+        clock = header.get("clock") or {}
+        self.offset = clock.get("realtime_ns", 0) - clock.get("monotonic_ns", 0)
+
+    def iso(self, ts_ns: Optional[int]) -> Optional[str]:
+        if ts_ns is None:
+            return None
+        return datetime.datetime.fromtimestamp((ts_ns + self.offset) / 1e9,
+                                               datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _peer(af: int, raw: bytes) -> str:
+    try:
+        return str(ipaddress.ip_address(raw[:4] if af == 2 else raw))
+    except ValueError:
+        return "?"
+
+
+def _intervals(seconds: List[int]) -> List[List[int]]:
+    """Runs of consecutive seconds: [[first, last], ...]."""
+    out: List[List[int]] = []
+    for s in sorted(set(seconds)):
+        if out and s <= out[-1][1] + 1:
+            out[-1][1] = s
+        else:
+            out.append([s, s])
+    return out
+
+
+def _limits(agg: Aggregate) -> dict:
+    lim = dict(agg.header.get("sysctls") or {})
+    if agg.first_snapshot:
+        lim.update(agg.first_snapshot.get("limits", {}))
+    lim.setdefault("page_size", agg.header.get("page_size", 4096))
+    return lim
+
+
+def _crossed(agg: Aggregate, clock: WallClock) -> List[dict]:
+    """Which limits were crossed, when and for how long: from the snapshots
+    (once a second) and from the events themselves (each proves its limit)."""
+    conds: Dict[str, List[int]] = {}
+    events: Dict[str, int] = {}
+    for sec, s in agg.snapshot_series.items():
+        tm = s.get("tcp_mem") or [None, None, None]
+        mem = s.get("mem")
+        if mem is not None and tm[1] is not None and mem > tm[1]:
+            conds.setdefault("tcp_mem pressure (tcp_mem[1])", []).append(sec)
+        if mem is not None and tm[2] is not None and mem > tm[2]:
+            conds.setdefault("tcp_mem hard limit (tcp_mem[2])", []).append(sec)
+        if s.get("pressure"):
+            conds.setdefault("tcp_mem pressure (tcp_mem[1])", []).append(sec)
+        o, mo = s.get("orphan"), s.get("max_orphans")
+        if o is not None and mo is not None and o > mo:
+            conds.setdefault("tcp_max_orphans", []).append(sec)
+        tw, mtw = s.get("tw"), s.get("max_tw")
+        if tw is not None and mtw is not None and tw >= mtw:
+            conds.setdefault("tcp_max_tw_buckets", []).append(sec)
+    limit_of = {ev.MEM_EXCEED: "tcp_mem hard limit (tcp_mem[2])", ev.TW_OVERFLOW: "tcp_max_tw_buckets"}
+    for (fam, sec), n in agg.per_second.items():
+        if fam in limit_of:
+            conds.setdefault(limit_of[fam], []).append(sec)
+            events[limit_of[fam]] = events.get(limit_of[fam], 0) + n
+    for (fam, verdict), n in agg.by_verdict.items():
+        if fam == ev.OOM_CHECK:
+            if verdict & ev.VERDICT_ORPHANS:
+                events["tcp_max_orphans"] = events.get("tcp_max_orphans", 0) + n
+            if verdict & ev.VERDICT_MEMORY:
+                events["tcp_mem hard limit (tcp_mem[2])"] = events.get("tcp_mem hard limit (tcp_mem[2])", 0) + n
+    for (fam, sec), n in agg.per_second.items():
+        if fam == ev.OOM_CHECK:
+            conds.setdefault("tcp_max_orphans" if events.get("tcp_max_orphans") else
+                             "tcp_mem hard limit (tcp_mem[2])", []).append(sec)
+    out = []
+    for limit, secs in conds.items():
+        runs = _intervals(secs)
+        out.append({
+            "limit": limit,
+            "first": clock.iso(runs[0][0] * 1_000_000_000),
+            "last": clock.iso((runs[-1][1] + 1) * 1_000_000_000),
+            "seconds": sum(b - a + 1 for a, b in runs),
+            "episodes": len(runs),
+            "events": events.get(limit, 0),
+        })
+    return sorted(out, key=lambda c: c["first"] or "")
+
+
+def _limits_during(agg: Aggregate) -> dict:
+    """The lowest limits in force in the seconds events happened: a limit may
+    have been lowered for a moment (and be back by the time anyone looks)."""
+    secs = {s for (_, s) in agg.per_second}
+    out: Dict[str, int] = {}
+    for sec in secs:
+        fig = agg.snapshot_series.get(sec) or {}
+        for key, val in (("tcp_max_orphans", fig.get("max_orphans")),
+                         ("tcp_mem_high", (fig.get("tcp_mem") or [None] * 3)[2]),
+                         ("tcp_max_tw_buckets", fig.get("max_tw"))):
+            if val is not None and (key not in out or val < out[key]):
+                out[key] = val
+    return out
+
+
+def build(agg: Aggregate, files: List[str]) -> dict:
+    h = agg.header
+    clock = WallClock(h)
+    lim = _limits(agg)
+    page = lim.get("page_size", 4096)
+    fam_name = ev.FAMILIES
+    by_family = {fam_name.get(f, str(f)): n for f, n in sorted(agg.by_family.items())}
+    verdicts: Dict[str, Dict[str, int]] = {}
+    for (f, v), n in agg.by_verdict.items():
+        e = ev.Event.make(family=f, verdict=v)
+        for name in e.verdict_names() or ["?"]:
+            verdicts.setdefault(fam_name.get(f, str(f)), {}).setdefault(name, 0)
+            verdicts[fam_name.get(f, str(f))][name] += n
+    # in-kernel totals against the kernel's counters, over the recording
+    tcpext_delta: Dict[str, int] = {}
+    series = agg.snapshot_series
+    if agg.tcpext_first is not None and agg.tcpext_last is not agg.tcpext_first:
+        first, last = agg.tcpext_first, agg.tcpext_last
+        tcpext_delta = {k: last[k] - first.get(k, 0) for k in last
+                        if k in KERNEL_COUNTER.values() or k in (
+                            "TCPMemoryPressuresChrono", "PruneCalled", "TCPRcvQDrop", "TCPOFODrop")}
+    trailer_totals = (agg.trailer or {}).get("totals") or {}
+    if trailer_totals.get("tcpext_delta"):
+        tcpext_delta = trailer_totals["tcpext_delta"]     # the exact interval of the capture
+    comparison = {}
+    for name, counter in KERNEL_COUNTER.items():
+        if counter and name in h.get("families", []):
+            fam_id = ev.FAMILY_IDS[name]
+            n = agg.pressure_entries() if fam_id == ev.PRESSURE else agg.by_family.get(fam_id, 0)
+            comparison[name] = {"events": n, "kernel_counter": counter,
+                                "kernel_delta": tcpext_delta.get(counter)}
+    if trailer_totals.get("families"):
+        for row in trailer_totals["families"]:
+            if row["family"] in comparison:
+                comparison[row["family"]]["in_kernel_count"] = row["seen"]
+    # per-second series, aligned on one start
+    secs = [s for (_, s) in agg.per_second] + list(series)
+    t0 = min(secs) if secs else 0
+    t1 = max(secs) if secs else 0
+    span_s = t1 - t0 + 1 if secs else 0
+    fam_series = {name: [0] * span_s for name in by_family} if span_s else {}
+    for (f, s), n in agg.per_second.items():
+        fam_series[fam_name.get(f, str(f))][s - t0] += n
+    snap_series = {k: [None] * span_s for k in ("mem", "orphan", "tw", "inuse")} if span_s else {}
+    for s, fig in series.items():
+        for k in snap_series:
+            snap_series[k][s - t0] = fig.get(k)
+    # the orphan penalty where the kernel side could not read the count: the
+    # orphan count and limit sampled in the same second as each decision
+    if agg.peaks["orphans_shifted"].value is None:
+        for sec, shift in agg.oom_shift_by_sec.items():
+            fig = series.get(sec) or {}
+            if fig.get("orphan") is not None and shift >= 0:
+                agg.peaks["orphans_shifted"].offer(fig["orphan"] << shift, sec * 10 ** 9, shift=shift,
+                                                   orphans=fig["orphan"], max_orphans=fig.get("max_orphans"),
+                                                   source="sampled")
+    during = _limits_during(agg)
+    # TIME_WAIT: the figures read at the overflows themselves, else the samples
+    tw_peak = agg.peaks.pop("tw_sampled")
+    if agg.peaks["tw"].value is None:
+        agg.peaks["tw"] = tw_peak
+    elif agg.peaks["tw"].extra.get("limit") is not None:
+        # read at the overflow itself: the limit in force then
+        during["tcp_max_tw_buckets"] = min(during.get("tcp_max_tw_buckets", 1 << 62),
+                                           agg.peaks["tw"].extra["limit"])
+    peaks = {}
+    for k, p in agg.peaks.items():
+        if p.value is None:
+            continue
+        d = {"value": p.value, "at": clock.iso(p.ts_ns), **p.extra}
+        if k == "memory_pages":
+            d["bytes"] = p.value * page
+            # against the hard limit in force at that moment (read with the event)
+            high = p.extra.get("tcp_mem2") or -1
+            if high <= 0:           # the event could not read it: the limit at the start
+                high = (lim.get("tcp_mem") or [0, 0, 0])[2]
+            d["pct_of_high"] = round(100.0 * p.value / high, 1) if high else None
+        peaks[k] = d
+    model = {
+        "schema": SCHEMA,
+        "source": {"files": files, "hostname": h.get("hostname"), "kernel": h.get("kernel"),
+                   "engine": h.get("engine"), "cmdline": h.get("cmdline"),
+                   "damage": agg.damage, "complete": agg.trailer is not None and not agg.damage},
+        "span": {"start": clock.iso(agg.first_ns if agg.first_ns is not None else
+                                    (min(series) * 10 ** 9 if series else None)),
+                 "end": clock.iso(agg.last_ns if agg.last_ns is not None else
+                                  (max(series) * 10 ** 9 if series else None)),
+                 "seconds": span_s},
+        "plan": {f: {"method": p["method"], "target": p["target"],
+                     "fields": {k: v["fidelity"] for k, v in p["fields"].items()},
+                     "blind_spot": p.get("blind_spot", "")}
+                 for f, p in (h.get("plan") or {}).get("families", {}).items()},
+        "limits": lim,
+        "limits_during_events": during,
+        "events": {"total": agg.events, "by_family": by_family, "by_verdict": verdicts,
+                   "oom_callers": {ev.CALLERS.get(k, "?"): n for k, n in agg.oom_callers.items()}},
+        "kernel_counters": {"tcpext_delta": tcpext_delta, "comparison": comparison},
+        "loss": dict(agg.loss),
+        "crossed": _crossed(agg, clock),
+        "peaks": peaks,
+        "series": {"t0": clock.iso(t0 * 10 ** 9) if secs else None, "interval_s": 1,
+                   "events": fam_series, "proc": snap_series},
+        "distributions": {"shift": {str(k): n for k, n in sorted(agg.shift.items()) if k >= 0},
+                          "orphans_at_decision": {str(k): n for k, n in sorted(agg.orphans_at_decision.items())}},
+        "top": {
+            "processes": [{"pid": pid, "comm": comm_of(c0, c1), "events": n}
+                          for (pid, c0, c1), n in agg.processes.most_common(agg.TOP)],
+            "local_ports": [{"port": p, "events": n} for p, n in top_with_socket(agg.local_ports)],
+            "remote_peers": [{"peer": _peer(af, struct.pack("<QQ", d0, d1)), "events": n}
+                             for (af, d0, d1), n in top_with_socket(agg.remote_peers)],
+            "netns": [{"netns": ns, "events": n} for ns, n in agg.netns.most_common(agg.TOP)],
+        },
+        "holders": {
+            "snapshots": len(agg.holders),
+            "processes": [{"comm": comm, "pids": list(pids), "max_bytes": b}
+                          for (comm, pids), b in agg.holder_processes.most_common(agg.TOP)],
+            "latest": (agg.holders[-1].get("top", [])[:agg.TOP] if agg.holders else []),
+        },
+    }
+    model["diagnosis"], model["sysctl_snippet"] = diagnosis.diagnose(model, h)
+    return model

@@ -1,0 +1,233 @@
+"""A live capture: attach per the plan, hand batches of records to a sink,
+sample what the kernel side cannot see, stop, and total up.
+
+Shared by `trace` (and later `record` and `live`): the sink decides what to do
+with records; this module never formats anything.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Callable, Dict, Optional
+
+from tracer.model import events as ev
+from tracer.kernel import facts as kernel_facts, loader, preload
+from tracer.host import netns, procfs, snapshots
+from tracer.errors import KernelUnsupported, PermissionNeeded, UsageError
+from tracer.model.events import EVENT_SIZE, FRAME, STRIDE, Event, frame
+from tracer.model.samples import Sampled
+from tracer.kernel.plan import Plan, build, choose_engine
+from .totals import Totals
+
+SAMPLE_PERIOD_S = 0.1
+_FAMILY_OFFSET = ev.layout_offsets()["family"]
+
+
+class Stop:
+    """Why and when to stop: a signal, a duration, a count."""
+
+    def __init__(self, duration: Optional[float], count: Optional[int]):
+        self.deadline = time.monotonic() + duration if duration else None
+        self.count = count
+        self.reason = ""
+        self._old = {}
+
+    def install(self) -> None:
+        # SIGINT and SIGTERM both end the capture cleanly, with totals
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._on_signal)
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.reason = signal.Signals(signum).name
+
+    def request(self, reason: str) -> None:
+        if not self.reason:
+            self.reason = reason
+
+    def check(self, seen: int) -> bool:
+        if self.reason:
+            return True
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.reason = "duration"
+        elif self.count is not None and seen >= self.count:
+            self.reason = "count"
+        return bool(self.reason)
+
+
+class PressureSampler:
+    """Memory-pressure transitions from /proc/net/protocols ("press"), for
+    kernels without function probes: no tracepoint exists for them."""
+
+    def __init__(self) -> None:
+        self.state = procfs.tcp_memory_pressure()
+
+    def poll(self) -> Optional[Event]:
+        now = procfs.tcp_memory_pressure()
+        if now is None or now == self.state:
+            return None
+        self.state = now
+        sock = procfs.read_sockstat().get("TCP", {})
+        limits = procfs.tcp_limits()
+        return Event.make(ts_ns=time.monotonic_ns(), family=ev.PRESSURE, method=ev.SAMPLED,
+                          verdict=ev.VERDICT_ENTER if now else ev.VERDICT_LEAVE,
+                          memory_allocated=sock.get("mem", -1), tcp_mem=limits.tcp_mem,
+                          pid=0, comm=b"")
+
+
+def privileged() -> bool:
+    """CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON (5.8+), in the effective set:
+    uid 0 alone means nothing in a container that dropped them."""
+    try:
+        with open("/proc/self/status") as f:
+            caps = next(int(ln.split()[1], 16) for ln in f if ln.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        return os.geteuid() == 0
+    sys_admin, perfmon, bpf = 1 << 21, 1 << 38, 1 << 39
+    return bool(caps & sys_admin) or (caps & bpf and caps & perfmon) == (bpf | perfmon)
+
+
+def resolve_netns(ref: Optional[str]) -> int:
+    if not ref:
+        return 0
+    try:
+        key = int(ref) if ref.isdigit() else ref
+        # reachable, not just a number: its TcpExt counters are read from inside it
+        netns.resolve(key)
+        return netns.netns_inode(key)
+    except (netns.NetnsError, OSError) as e:
+        raise UsageError(f"--netns {ref}: {e}") from None
+
+
+def _tcpext(ns: Optional[int]) -> Dict[str, int]:
+    return procfs.read_netstat(ns or None).get("TcpExt", {})
+
+
+class Capture:
+    def __init__(self, filters: loader.Filters, ringbuf_bytes: int = loader.DEFAULT_RINGBUF,
+                 facts: Optional[kernel_facts.KernelFacts] = None, synthetic_pid: int = 0,
+                 sample_orphans: bool = True, engine: str = "auto"):
+        self.synthetic_pid = synthetic_pid
+        # records taken from the ring per batch: bounds the copies in memory
+        self.batch_records = 16384
+        # fill orphan figures for display as events arrive (trace); a
+        # recording writes its own snapshots instead
+        self.sample_orphans = sample_orphans
+        if not privileged():
+            raise PermissionNeeded("tracing needs root (or CAP_BPF and CAP_PERFMON): run it as root")
+        self.filters = filters
+        self.facts = facts or preload.facts() or kernel_facts.gather()
+        # "co-re" or "bcc" (KernelUnsupported for bcc without headers)
+        self.engine = choose_engine(self.facts, engine)
+        self.plan: Plan = build(self.facts, engine=self.engine)
+        self.families = [f for f in self.plan.families if filters.wants(f)]
+        self.sampled = Sampled()
+        self._ringbuf_bytes = ringbuf_bytes
+        self.session: Optional[loader.Session] = None
+        self.received: Dict[str, int] = {f: 0 for f in self.families}
+        self.made: Dict[str, int] = {f: 0 for f in self.families}
+
+    def start(self) -> "Capture":
+        if not any(self.plan.families[f].programs for f in self.families) and \
+                any(f != "pressure" for f in self.families):
+            raise KernelUnsupported(
+                "no BPF attach method for " + ", ".join(self.families) + " on this kernel" +
+                (f" ({self.plan.notes[0]})" if self.plan.notes else "") + ": `tcpoom probes` says why")
+        if self.engine == "bcc":
+            from tracer.kernel import bcc_engine
+            preload.discard()       # a co-re guess
+            self.session = bcc_engine.start(self.facts, self.plan, self.filters,
+                                            self._ringbuf_bytes, self.synthetic_pid)
+        else:
+            self.session = loader.start(self.facts, self.plan, self.filters, self._ringbuf_bytes,
+                                        self.synthetic_pid, early=preload.take())
+        self.plan = self.session.plan
+        # the baseline of every comparison, taken once everything is attached
+        self.first_snapshot = snapshots.take(self.filters.netns or None)
+        self.tcpext_before = self.first_snapshot.get("tcpext") or _tcpext(self.filters.netns)
+        self.t0 = time.monotonic()
+        self._pressure = (PressureSampler() if "pressure" in self.families
+                          and self.plan.families["pressure"].method == "sampled" else None)
+        self._fill_orphans = (self.sample_orphans and "oom_check" in self.families and
+                              self.plan.families["oom_check"].fields.get("orphans", ("",))[0] == "sampled")
+        self._refresh_sampled()
+        return self
+
+    def _refresh_sampled(self) -> None:
+        sock = procfs.read_sockstat().get("TCP", {})
+        try:
+            max_orphans = int(procfs.read_host_sysctl("net.ipv4.tcp_max_orphans"))
+        except (OSError, ValueError):
+            max_orphans = None
+        self.sampled.add(time.monotonic_ns(), sock.get("orphan"), max_orphans)
+
+    def run(self, sink: Callable[[bytes, int], int], stop: Stop,
+            tick: Optional[Callable[[], None]] = None) -> Totals:
+        """Feed batches of raw records (back-to-back struct tcpoom_event) to
+        `sink(payload, count)`, which returns how many it took as events,
+        until `stop` says so. `tick` runs every sampling period."""
+        rb = self.session.ringbuf
+        taken = 0
+        next_sample = next_fill = 0.0
+        stop.install()
+        try:
+            while not stop.check(taken):
+                rb.wait(SAMPLE_PERIOD_S)
+                payload, count = rb.read_raw(EVENT_SIZE, self.batch_records)
+                now = time.monotonic()
+                if count and self._fill_orphans and now >= next_fill:
+                    # the orphan count and limit the kernel side could not
+                    # read: sampled right after the events, not up to 100 ms later
+                    next_fill = now + 0.01
+                    self._refresh_sampled()
+                if now >= next_sample:
+                    next_sample = now + SAMPLE_PERIOD_S
+                    if self.sample_orphans:     # a recording samples with its own snapshots
+                        self._refresh_sampled()
+                    if self._pressure:
+                        pe = self._pressure.poll()
+                        if pe is not None:
+                            # TCPMemoryPressures counts entries only
+                            if pe.verdict & ev.VERDICT_ENTER:
+                                self.made["pressure"] += 1
+                            payload += frame(pe.pack())
+                            count += 1
+                    if tick:
+                        tick()
+                if count:
+                    self._count_received(payload)
+                    taken += sink(payload, count)
+            # what the kernel committed before we stopped
+            while True:
+                payload, count = rb.read_raw(EVENT_SIZE, self.batch_records)
+                if not count:
+                    break
+                self._count_received(payload)
+                taken += sink(payload, count)
+        finally:
+            stop.restore()
+        return self.totals(stop.reason)
+
+    def _count_received(self, payload: bytes) -> None:
+        families = payload[FRAME + _FAMILY_OFFSET::STRIDE]
+        for fam in self.received:
+            self.received[fam] += families.count(ev.FAMILY_IDS[fam])
+
+    def totals(self, reason: str) -> Totals:
+        counters = self.session.counters()
+        after = _tcpext(self.filters.netns)
+        made_sampled = {f: n for f, n in self.made.items() if n}
+        return Totals(self.plan, self.families, time.monotonic() - self.t0, counters,
+                      self.received, made_sampled, self.tcpext_before, after,
+                      self.filters.netns or netns.netns_inode(), reason)
+
+    def close(self) -> None:
+        if self.session:
+            self.session.close()
+            self.session = None
+
+

@@ -1,0 +1,48 @@
+"""The header of a trace file: the host, the kernel, the clocks, the probe plan,
+the sysctls and the record layout, as they were when the capture started
+(`record`, `live --record`)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import time
+
+from tracer.host import procfs
+from tracer.model import events as ev
+from tracer.model.events import EVENT_SIZE
+from .capture import Capture
+
+
+def _mem_total_kb() -> int:
+    with open("/proc/meminfo") as f:
+        return int(next(ln for ln in f if ln.startswith("MemTotal:")).split()[1])
+
+
+def header(cap: Capture, argv) -> dict:
+    return {
+        "format": "tcpoom-trace",
+        "tcpoom_version": "0.1.0",
+        "hostname": socket.gethostname(),
+        "kernel": os.uname().release,
+        "machine": os.uname().machine,
+        # the pair that turns the events' CLOCK_MONOTONIC nanoseconds into wall time
+        "clock": {"monotonic_ns": time.monotonic_ns(), "realtime_ns": time.time_ns()},
+        "boot_time_ns": time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME),
+        "cmdline": list(argv),
+        "engine": cap.plan.engine,
+        "plan": cap.plan.to_json(),
+        "facts": cap.facts.to_json(),
+        "families": cap.families,
+        "filters": {"netns": cap.filters.netns, "pid": cap.filters.pid, "port": cap.filters.port},
+        "page_size": os.sysconf("SC_PAGE_SIZE"),
+        "mem_total_kb": _mem_total_kb(),
+        "sysctls": dataclasses.asdict(procfs.tcp_limits(cap.filters.netns or None)),
+        "layout": {
+            "record_size": EVENT_SIZE,
+            "fields": [[name, code, off] for (name, code), off in
+                       zip(ev.LAYOUT, ev.layout_offsets().values())],
+            "families": ev.FAMILIES, "methods": ev.METHODS,
+            "counters": {str(k): v for k, v in ev.COUNTER_NAMES.items()},
+        },
+    }

@@ -1,0 +1,162 @@
+"""Writes a recording: raw event records copied in batches, never decoded.
+
+Events are buffered for at most a second (or 1 MiB) and then written as one
+block straight to the file descriptor, so a SIGKILL loses at most the last
+second. A write that fails (a full disk) truncates the file back to its last
+complete block, so what was recorded stays readable.
+"""
+from __future__ import annotations
+
+import errno
+import glob
+import os
+import time
+from typing import Callable, List, Optional
+
+from tracer.model import events as ev
+from tracer.model import tracefile as tf
+from tracer.errors import TcpoomError
+
+FLUSH_BYTES = 1 << 20
+FLUSH_SECONDS = 1.0
+
+
+class RecordingStopped(TcpoomError):
+    """The recording could not go on (a full disk); the file stays readable."""
+
+
+class Recorder:
+    def __init__(self, path: str, header: dict, record_size: int, compress: bool = False,
+                 max_size: Optional[int] = None, rotate: Optional[int] = None, keep: int = 0):
+        self.base = path
+        self.header = header
+        self.record_size = record_size
+        self.compress = compress
+        self.max_size = max_size
+        self.rotate = rotate
+        self.keep = keep
+        self.events = 0
+        self.bytes = 0                  # across all files
+        self.files: List[str] = []
+        self.full = False               # --max-size reached
+        self._pending: List[bytes] = []
+        self._pending_count = 0
+        self._pending_bytes = 0
+        self._last_flush = time.monotonic()
+        self._seq = 0
+        self._fd = -1
+        self._good = 0                  # offset after the last complete block
+        self.on_rotate: Optional[Callable[[], List[bytes]]] = None
+        self._open_next()
+
+    # ------------------------------------------------------------ files
+    def _name(self) -> str:
+        return f"{self.base}.{self._seq:06d}" if self.rotate else self.base
+
+    def _open_next(self) -> None:
+        self._seq += 1
+        path = self._name()
+        try:
+            # 0600: recordings name processes and peers of a production host
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise RecordingStopped(f"cannot create {path}: {e.strerror}") from None
+        os.fchmod(self._fd, 0o600)
+        self.path = path
+        self.files.append(path)
+        self._good = 0
+        self._write(tf.magic_bytes() + tf.encode_json(tf.HEADER, self.header, self.compress))
+        if self.rotate and self.keep:
+            self._drop_old()
+
+    def _drop_old(self) -> None:
+        ring = sorted(glob.glob(glob.escape(self.base) + ".[0-9][0-9][0-9][0-9][0-9][0-9]"))
+        for old in ring[:-self.keep]:
+            try:
+                os.unlink(old)
+            except OSError:
+                pass
+
+    def _write(self, data) -> None:
+        """Write bytes, or a list of buffers in a row (one writev, no join)."""
+        parts = [memoryview(p) for p in (data if isinstance(data, list) else [data])]
+        total = sum(len(p) for p in parts)
+        try:
+            while parts:
+                n = os.writev(self._fd, parts[:1024])      # IOV_MAX
+                while parts and n >= len(parts[0]):
+                    n -= len(parts[0])
+                    parts.pop(0)
+                if parts and n:
+                    parts[0] = parts[0][n:]
+        except OSError as e:
+            # keep the file readable: back to the end of the last complete block
+            try:
+                os.ftruncate(self._fd, self._good)
+            except OSError:
+                pass
+            what = "disk full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else e.strerror
+            raise RecordingStopped(f"{what} writing {self.path}: recording stopped; "
+                                   f"the file is readable up to its last complete block") from None
+        self._good += total
+        self.bytes += total
+
+    # ------------------------------------------------------------ blocks
+    def add_events(self, payload: bytes, count: int) -> None:
+        if not count:
+            return
+        self._pending.append(payload)
+        self._pending_count += count
+        self._pending_bytes += len(payload)
+        if self._pending_bytes >= FLUSH_BYTES:
+            self.flush()
+
+    def add_json(self, btype: int, obj) -> None:
+        # not ordered with the pending events: readers place snapshots by ts_ns
+        self._write(tf.encode_json(btype, obj, self.compress))
+        self._after_block()
+
+    def tick(self) -> None:
+        """Called often: writes what is pending once a second."""
+        if self._pending and time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        self._last_flush = time.monotonic()
+        if not self._pending:
+            return
+        pieces, count = self._pending, self._pending_count
+        self._pending, self._pending_count, self._pending_bytes = [], 0, 0
+        if self.compress:
+            self._write(tf.encode_events(b"".join(pieces), self.record_size, count, True, ev.STRIDE, ev.FRAME))
+        else:
+            self._write(tf.encode_events_parts(pieces, self.record_size, count, ev.STRIDE, ev.FRAME))
+        self.events += count
+        self._after_block()
+
+    def _after_block(self) -> None:
+        size = self._good
+        if self.max_size and self.bytes >= self.max_size:
+            self.full = True
+        elif self.rotate and size >= self.rotate:
+            self._close_file({"rotated": True})
+            self._open_next()
+            if self.on_rotate:
+                for block in self.on_rotate():      # a fresh file starts with a snapshot
+                    self._write(block)
+
+    def _close_file(self, trailer: dict) -> None:
+        self._write(tf.encode_json(tf.TRAILER, dict(trailer, ts_ns=time.monotonic_ns()), self.compress))
+        os.close(self._fd)
+        self._fd = -1
+
+    def close(self, trailer: dict) -> None:
+        if self._fd < 0:
+            return
+        try:
+            self.flush()
+            self._close_file(dict(trailer, events=self.events))
+        finally:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1

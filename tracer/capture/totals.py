@@ -1,0 +1,116 @@
+"""End-of-trace totals: in-kernel counts against the kernel's own TcpExt counters."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Optional
+
+from tracer.model import events as ev
+from tracer.kernel.plan import Plan
+from tracer.model.families import FAMILY_ORDER, FAMILY_SLOT, KERNEL_COUNTER
+
+#: other TcpExt counters worth showing when they move
+CONTEXT_COUNTERS = ("TCPMemoryPressuresChrono", "PruneCalled", "RcvPruned", "OfoPruned",
+                    "TCPRcvQDrop", "TCPOFODrop")
+
+
+@dataclasses.dataclass
+class Totals:
+    plan: Plan
+    families: List[str]
+    duration_s: float
+    counters: List[int]                      # in-kernel slots, summed over CPUs
+    received: Dict[str, int]                 # records read from the ring buffer
+    sampled: Dict[str, int]                  # events made in user space (sampled methods)
+    tcpext_before: Dict[str, int]
+    tcpext_after: Dict[str, int]
+    netns: Optional[int] = None              # whose TcpExt counters these are
+    stop_reason: str = ""
+
+    def delta(self, name: str) -> Optional[int]:
+        if name not in self.tcpext_after or name not in self.tcpext_before:
+            return None
+        return self.tcpext_after[name] - self.tcpext_before[name]
+
+    def seen(self, family: str) -> int:
+        """Events caught: the in-kernel count, or the user-space count where sampled."""
+        fp = self.plan.families[family]
+        if fp.method == "sampled":
+            return self.sampled.get(family, 0)
+        return self.counters[FAMILY_SLOT[family]]
+
+    def lost(self, family: str) -> int:
+        return self.counters[ev.CNT_LOST_BASE + ev.FAMILY_IDS[family]]
+
+    def rows(self) -> List[dict]:
+        out = []
+        for fam in FAMILY_ORDER:
+            if fam not in self.families:
+                continue
+            fp = self.plan.families[fam]
+            name = KERNEL_COUNTER[fam]
+            delta = self.delta(name) if name else None
+            seen = self.seen(fam)
+            row = {
+                "family": fam, "method": f"{fp.method} {fp.target}", "seen": seen,
+                "received": self.received.get(fam, 0),
+                "lost": self.lost(fam), "kernel_counter": name, "kernel_delta": delta,
+                "match": None if delta is None else seen == delta,
+                "not_seen_individually": None,
+            }
+            if delta is not None and delta > seen:
+                row["not_seen_individually"] = delta - seen
+                row["blind_spot"] = fp.blind_spot or "events the method did not see"
+            out.append(row)
+        return out
+
+    def verdicts(self) -> Dict[str, int]:
+        c = self.counters
+        return {ev.COUNTER_NAMES[i]: c[i] for i in range(ev.CNT_MAX)
+                if i in ev.COUNTER_NAMES and i < ev.CNT_LOST_BASE}
+
+    def to_json(self) -> dict:
+        context = {k: self.delta(k) for k in CONTEXT_COUNTERS if self.delta(k)}
+        return {
+            "type": "totals",
+            "duration_s": round(self.duration_s, 3),
+            "stop_reason": self.stop_reason,
+            "netns": self.netns,
+            "families": self.rows(),
+            "counters": self.verdicts(),
+            "lost": {f: self.lost(f) for f in self.families},
+            "filtered": self.counters[ev.CNT_FILTERED],
+            "tcpext_delta": {k: self.delta(k) for k in
+                             [v for v in KERNEL_COUNTER.values() if v] + list(context)},
+        }
+
+    def text(self) -> str:
+        return text_from_json(self.to_json())
+
+
+def text_from_json(t: dict) -> str:
+    """The totals as lines, from their JSON form (live captures and recordings' trailers)."""
+    lines = [f"tcpoom: stopped ({t.get('stop_reason')}) after {t.get('duration_s', 0):.1f} s; "
+             f"TcpExt of netns {t.get('netns')}"]
+    lines.append(f"  {'family':<12} {'seen':>7} {'lost':>5}  {'kernel counter':<22} {'delta':>7}  method")
+    for r in t.get("families", []):
+        kc = r["kernel_counter"] or "(none)"
+        d = "-" if r["kernel_delta"] is None else str(r["kernel_delta"])
+        mark = "" if r["match"] in (None, True) else "  <- differs"
+        lines.append(f"  {r['family']:<12} {r['seen']:>7} {r['lost']:>5}  {kc:<22} {d:>7}  "
+                     f"{r['method']}{mark}")
+        if r.get("not_seen_individually"):
+            lines.append(f"    {r['not_seen_individually']} counted by the kernel but not seen one by one: "
+                         f"{r['blind_spot']}")
+    v = t.get("counters", {})
+    if v.get("oom_check"):
+        lines.append(f"  oom_check verdicts: too_many_orphans={v['oom_check.orphans']} "
+                     f"out_of_memory={v['oom_check.memory']} close={v['oom_check.close']} "
+                     f"timer={v['oom_check.timer']} reset={v['oom_check.reset']}")
+    if v.get("mem_exceed"):
+        lines.append(f"  mem_exceed sides: send={v['mem_exceed.send']} recv={v['mem_exceed.recv']}")
+    ctx = [f"{k}+{d}" for k, d in t.get("tcpext_delta", {}).items()
+           if d and k in CONTEXT_COUNTERS]
+    if ctx:
+        lines.append("  other TcpExt: " + " ".join(ctx))
+    lines.append(f"  filtered out: {t.get('filtered', 0)}")
+    return "\n".join(lines)

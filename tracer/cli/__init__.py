@@ -1,0 +1,1 @@
+"""The command line: the `tcpoom` entry point, the click group, one module per verb (commands/)."""

@@ -1,0 +1,124 @@
+"""A full-screen live dashboard: TCP memory against the tcp_mem watermarks,
+orphans against tcp_max_orphans (with the shift penalty), TIME_WAIT against its
+limit, per-family rates, the latest events, top processes and ports, the
+sockets holding the most memory during pressure, and what the kernel log
+printed against what really happened. Redrawn 4 times a second; q or Ctrl-C
+quits with a summary. Without a terminal (or with --no-screen) it prints a
+text summary every --interval seconds instead."""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Optional, Tuple
+
+import click
+
+from tracer.host import snapshots
+from tracer.host.snapshots import HOLDERS_EVERY_S
+from tracer.model import tracefile as tf
+from tracer.capture.capture import Capture, Stop
+from tracer.render.dashboard import DashboardState, render, summary_text
+from tracer.model.events import EVENT_SIZE
+from tracer.render.keys import Keys
+from tracer.host.kmsg import TCP_PATTERNS, KernelLog, suppressed_total
+from tracer.model.samples import Clock
+from tracer.kernel.loader import RINGBUF_DEFAULTS
+from tracer.capture.header import header
+from tracer.capture.recorder import Recorder
+from .options import capture_options, filters_from
+
+
+def _kmsg_counts(messages):
+    return {p: sum(p in m for m in messages) for p in TCP_PATTERNS}
+
+
+@click.command(help=__doc__)
+@click.option("--record", "record_to", type=click.Path(dir_okay=False), help="Also record to this file.")
+@click.option("--no-screen", is_flag=True, help="Periodic text summaries instead of the full screen.")
+@click.option("--interval", type=click.FloatRange(min=0.5), default=5.0, show_default=True,
+              help="Seconds between text summaries (--no-screen or no terminal).")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Stop after this many seconds.")
+@capture_options(ringbuf_default=RINGBUF_DEFAULTS["live"])
+def live(record_to: Optional[str], no_screen: bool, interval: float, duration: Optional[float],
+         netns: Optional[str], pid: Optional[int], port: Optional[int], families: Tuple[str, ...],
+         ringbuf_size: int, engine: str, synthetic_pid: int) -> None:
+    filters = filters_from(netns, pid, port, families, ringbuf_size)
+    cap = Capture(filters, ringbuf_size, synthetic_pid=synthetic_pid, engine=engine)
+    screen = sys.stdout.isatty() and not no_screen
+    stop = Stop(duration, None)
+    rec: Optional[Recorder] = None
+    kmsg = KernelLog()
+    keys = Keys() if screen else None
+    state = {"snap_at": 0.0, "draw_at": 0.0, "print_at": time.monotonic() + interval,
+             "holders_at": 0.0, "pressure": False}
+    try:
+        cap.start()
+        hdr = header(cap, sys.argv)
+        st = DashboardState(hdr, cap.plan.to_json()["families"], cap.families, Clock.now())
+        st.sampled = cap.sampled
+        st.kmsg_error = kmsg.error
+        st.add_snapshot(cap.first_snapshot)
+        if record_to:
+            rec = Recorder(record_to, hdr, EVENT_SIZE)
+            rec.add_json(tf.SNAPSHOT, cap.first_snapshot)
+
+        def sink(payload: bytes, n: int) -> int:
+            st.add_events(payload, n)
+            if rec:
+                rec.add_events(payload, n)
+            return n
+
+        def tick() -> None:
+            now = time.monotonic()
+            if now - state["snap_at"] >= 1.0:
+                state["snap_at"] = now
+                snap = snapshots.take(filters.netns or None)
+                st.add_snapshot(snap)
+                st.counters = cap.session.counters()
+                msgs = kmsg.read_new()
+                st.add_kmsg(_kmsg_counts(msgs), suppressed_total(msgs))
+                pressure = bool(snap.get("pressure"))
+                if pressure and (not state["pressure"] or now - state["holders_at"] >= HOLDERS_EVERY_S):
+                    state["holders_at"] = now
+                    try:
+                        from tracer.host import holders
+                        st.holders = holders.snapshot(netns=filters.netns or None)
+                        if rec:
+                            rec.add_json(tf.HOLDERS, dict(st.holders, reason="pressure"))
+                    except Exception as e:         # a bonus: never stop the view for it
+                        st.note = f"holders: {e}"
+                state["pressure"] = pressure
+                if rec:
+                    rec.add_json(tf.SNAPSHOT, snap)
+                    rec.add_json(tf.COUNTERS, {"ts_ns": time.monotonic_ns(), "counters": st.counters})
+            st.now_ns = time.monotonic_ns()
+            if rec:
+                rec.tick()
+            if keys and "q" in keys.read().lower():
+                stop.request("q")
+            if screen and now - state["draw_at"] >= 0.25:
+                state["draw_at"] = now
+                view.update(render(st, console.width, console.height), refresh=True)
+            elif not screen and now >= state["print_at"]:
+                state["print_at"] = now + interval
+                print(summary_text(st), flush=True)
+
+        if screen:
+            from rich.console import Console
+            from rich.live import Live
+            console = Console()
+            with Live(render(st, console.width, console.height), console=console, screen=True,
+                      auto_refresh=False) as view:
+                totals = cap.run(sink, stop, tick)
+        else:
+            view = console = None
+            print(f"tcpoom: live summaries every {interval:g} s. Ctrl-C to stop.", file=sys.stderr, flush=True)
+            totals = cap.run(sink, stop, tick)
+        if rec:
+            rec.close({"stop_reason": totals.stop_reason, "totals": totals.to_json()})
+    finally:
+        if keys:
+            keys.close()
+        kmsg.close()
+        cap.close()
+    print(totals.text())

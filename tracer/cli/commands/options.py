@@ -1,0 +1,52 @@
+"""Options shared by the commands that attach: what to watch and how much to buffer."""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import click
+
+from tracer.capture.capture import resolve_netns
+from tracer.kernel.loader import Filters
+from tracer.kernel.plan import ENGINES
+from tracer.model.families import FAMILY_ORDER
+
+
+def engine_option():
+    """--engine auto|co-re|bcc (also $TCPOOM_ENGINE)."""
+    return click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
+                        envvar="TCPOOM_ENGINE",
+                        help="co-re: the compiled objects, through BTF; bcc: compiled at start against "
+                             "the kernel headers (kernels without BTF); auto: co-re where the kernel "
+                             "has BTF, else bcc where its headers are installed.")
+
+
+def capture_options(ringbuf_default: int):
+    """--netns, --pid, --port, --family, --engine, --ringbuf-size and the hidden
+    --synthetic-pid, as keyword arguments of the command."""
+    def wrap(f):
+        for opt in reversed([
+            click.option("--netns", help="Only this network namespace: a name (ip netns), a path "
+                                         "or an inode number."),
+            click.option("--pid", type=click.IntRange(min=1), help="Only events in this process's context."),
+            click.option("--port", type=click.IntRange(min=1, max=65535),
+                         help="Only sockets with this local or remote port."),
+            click.option("--family", "families", multiple=True, type=click.Choice(FAMILY_ORDER),
+                         help="Only these event families (repeatable)."),
+            engine_option(),
+            click.option("--ringbuf-size", type=click.IntRange(min=4096), default=ringbuf_default,
+                         show_default=True, help="Ring buffer bytes (a power of two)."),
+            click.option("--synthetic-pid", type=int, default=0, hidden=True,
+                         help="Benchmarks: also load the synthetic source, driven by this "
+                              "process's getpid()."),
+        ]):
+            f = opt(f)
+        return f
+    return wrap
+
+
+def filters_from(netns: Optional[str], pid: Optional[int], port: Optional[int],
+                 families: Tuple[str, ...], ringbuf_size: int) -> Filters:
+    if ringbuf_size & (ringbuf_size - 1):
+        raise click.BadParameter("must be a power of two", param_hint="--ringbuf-size")
+    return Filters(netns=resolve_netns(netns), pid=pid or 0, port=port or 0,
+                   families=list(families) or None)

@@ -1,0 +1,157 @@
+"""Record TCP socket-memory events to a file, with low overhead: raw records
+copied in batches, /proc snapshots every second, the sockets holding the most
+memory whenever pressure starts. Bounded by time, count or size, or kept as a
+ring of files (--rotate/--keep) to leave on as a flight recorder. The file is
+readable without root, on any machine: `tcpoom report FILE`."""
+from __future__ import annotations
+
+import re
+import sys
+import time
+from typing import Optional, Tuple
+
+import click
+
+from tracer.model import events as ev
+from tracer.host import snapshots
+from tracer.host.snapshots import HOLDERS_EVERY_S
+from tracer.model import tracefile as tf
+from tracer.capture.capture import Capture, Stop
+from tracer.capture.header import header
+from tracer.model.events import EVENT_SIZE
+from tracer.kernel.loader import RINGBUF_DEFAULTS
+from tracer.capture.recorder import Recorder, RecordingStopped
+from .options import capture_options, filters_from
+
+LIGHT_EVERY_S = 0.05
+FAMILY_OFFSET = ev.layout_offsets()["family"]
+
+
+def parse_size(text: str) -> int:
+    """512K, 100M, 2G, 1.5GiB, or plain bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?\s*", text.lower())
+    if not m:
+        raise click.BadParameter(f"{text!r} is not a size like 512K, 100M or 2G")
+    value = int(float(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2)])
+    if value <= 0:
+        raise click.BadParameter("must be positive")
+    return value
+
+
+class Size(click.ParamType):
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(value)
+        except click.BadParameter as e:
+            self.fail(e.message, param, ctx)
+
+
+@click.command(help=__doc__)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, writable=True),
+              help="The trace file (with --rotate: its prefix; files get .000001, .000002, ...).")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Stop after this many seconds.")
+@click.option("--count", type=click.IntRange(min=1), help="Stop after this many events.")
+@click.option("--max-size", type=Size(), help="Stop when the file reaches this size (e.g. 100M).")
+@click.option("--rotate", type=Size(), help="Start a new file when one reaches this size.")
+@click.option("--keep", type=click.IntRange(min=1), help="With --rotate: keep only the newest N files.")
+@click.option("--compress", is_flag=True, help="zlib-compress each block.")
+@capture_options(ringbuf_default=RINGBUF_DEFAULTS["record"])
+@click.option("--quiet", is_flag=True, help="No start and summary lines.")
+def record(output: str, duration: Optional[float], count: Optional[int], max_size: Optional[int],
+           rotate: Optional[int], keep: Optional[int], compress: bool, netns: Optional[str],
+           pid: Optional[int], port: Optional[int], families: Tuple[str, ...], ringbuf_size: int,
+           engine: str, quiet: bool, synthetic_pid: int) -> None:
+    if keep and not rotate:
+        raise click.UsageError("--keep needs --rotate")
+    filters = filters_from(netns, pid, port, families, ringbuf_size)
+    cap = Capture(filters, ringbuf_size, synthetic_pid=synthetic_pid, sample_orphans=False,
+                  engine=engine)
+    # small batches keep the recorder's memory low; a batch costs ~20 us
+    cap.batch_records = 4096
+    stop = Stop(duration, count)
+    rec: Optional[Recorder] = None
+    state = {"pressure": None, "holders_at": 0.0, "lost": [0] * ev.CNT_MAX, "light_at": 0.0}
+    sample_at_events = False
+
+    def snapshot_blocks():
+        return [tf.encode_json(tf.SNAPSHOT, snapshots.take(filters.netns or None), compress)]
+
+    def tick() -> None:
+        now = time.monotonic()
+        if now - state.get("snap_at", 0.0) >= 1.0:
+            state["snap_at"] = now
+            snap = snapshots.take(filters.netns or None)
+            rec.add_json(tf.SNAPSHOT, snap)
+            counters = cap.session.counters()
+            rec.add_json(tf.COUNTERS, {"ts_ns": time.monotonic_ns(), "counters": counters})
+            lost = {ev.FAMILIES[i - ev.CNT_LOST_BASE]: counters[i] - state["lost"][i]
+                    for i in range(ev.CNT_LOST_BASE, ev.CNT_MAX)
+                    if i - ev.CNT_LOST_BASE in ev.FAMILIES and counters[i] > state["lost"][i]}
+            if lost:
+                rec.add_json(tf.LOSS, {"ts_ns": time.monotonic_ns(), "lost": lost})
+                state["lost"] = counters
+            pressure = snap.get("pressure")
+            starts = pressure and not state["pressure"]
+            if pressure and (starts or now - state["holders_at"] >= HOLDERS_EVERY_S):
+                _holders(rec, filters.netns, "pressure started" if starts else "pressure continues")
+                state["holders_at"] = now
+            state["pressure"] = pressure
+        rec.tick()
+        if rec.full:
+            stop.request("max-size")
+
+    def sink(payload: bytes, n: int) -> int:
+        rec.add_events(payload, n)
+        now = time.monotonic()
+        if sample_at_events and now - state["light_at"] >= LIGHT_EVERY_S and \
+                payload[ev.FRAME + FAMILY_OFFSET::ev.STRIDE].count(ev.OOM_CHECK):
+            # this kernel cannot read the orphan count at the decision: sample
+            # it (and the limits) right after the events, not a second later
+            state["light_at"] = now
+            rec.add_json(tf.SNAPSHOT, snapshots.take_light(filters.netns or None))
+        return n
+
+    try:
+        cap.start()
+        rec = Recorder(output, header(cap, sys.argv), EVENT_SIZE, compress, max_size, rotate, keep or 0)
+        rec.on_rotate = snapshot_blocks
+        rec.add_json(tf.SNAPSHOT, cap.first_snapshot)
+        sample_at_events = "oom_check" in cap.families and \
+            cap.plan.families["oom_check"].fields.get("orphans", ("",))[0] == "sampled"
+        if not quiet:
+            print(f"tcpoom: recording {', '.join(cap.families)} to {output}. Ctrl-C to stop.",
+                  file=sys.stderr, flush=True)
+        totals = cap.run(sink, stop, tick)
+        rec.close({"stop_reason": totals.stop_reason, "totals": totals.to_json()})
+    except RecordingStopped:
+        if rec is not None:
+            try:
+                rec.close({"stop_reason": "error"})
+            except RecordingStopped:
+                pass
+        raise
+    finally:
+        cap.close()
+    if not quiet:
+        per = ", ".join(f"{r['family']} {r['seen']}" for r in totals.rows())
+        lost = sum(totals.lost(f) for f in totals.families)
+        files = rec.files[-1] if len(rec.files) == 1 else f"{len(rec.files)} files ({rec.files[-1]} last)"
+        print(f"tcpoom: recorded {rec.events} events ({per}) in {totals.duration_s:.1f} s to {files}, "
+              f"{rec.bytes / 1e6:.1f} MB; lost {lost}; stopped: {totals.stop_reason}", file=sys.stderr)
+
+
+def _holders(rec: Recorder, netns: int, reason: str) -> None:
+    try:
+        from tracer.host import holders
+    except ImportError:
+        return
+    try:
+        snap = holders.snapshot(netns=netns or None)
+    except Exception as e:       # a snapshot is a bonus: never stop the recording for it
+        snap = {"error": str(e)}
+    snap["reason"] = reason
+    rec.add_json(tf.HOLDERS, snap)

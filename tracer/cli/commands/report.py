@@ -1,0 +1,85 @@
+"""Turn recordings into a report: what happened, when, which limit, how close,
+who, and what to change. Needs no root and no BPF: run it anywhere. Several
+files of one host (a --rotate ring) are read as one recording; files of
+several hosts are reported side by side."""
+from __future__ import annotations
+
+import sys
+from typing import Dict, List, Optional, Tuple
+
+import click
+
+from tracer.model import tracefile as tf
+from tracer.model.aggregate import Aggregate
+from tracer.errors import DamagedInput
+from tracer.model.fold import fold
+from tracer.analysis.report import build
+from tracer.render.reporters import FORMATS, render
+
+
+def read_recordings(paths: List[str], progress: bool = False) -> Tuple[List[dict], List[str]]:
+    """Report models, one per host, and the damage found (one line each)."""
+    readers = [tf.TraceReader(p) for p in paths]        # bad files fail here, before any work
+    groups: Dict[str, List[tf.TraceReader]] = {}
+    for r in readers:
+        groups.setdefault(r.header.get("hostname") or r.path, []).append(r)
+    models, damage = [], []
+    total = sum(r.size for r in readers)
+    bar = _Progress(total) if progress and total > 32 << 20 else None
+    for host, rs in groups.items():
+        rs.sort(key=lambda r: (r.header.get("clock") or {}).get("monotonic_ns", 0))
+        agg = Aggregate(rs[0].header)
+        for r in rs:
+            fold(agg, r, bar.advance if bar else None)
+            if r.damage:
+                agg.damage.append(f"{r.path}: {r.damage}")
+                damage.append(f"{r.path}: {r.damage}")
+            if bar:
+                bar.next_file(r.size)
+            r.close()
+        models.append(build(agg, [r.path for r in rs]))
+    if bar:
+        bar.close()
+    return models, damage
+
+
+class _Progress:
+    """A transient progress bar on stderr for large files."""
+
+    def __init__(self, total: int):
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+        self.p = Progress(TextColumn("reading"), BarColumn(), DownloadColumn(), transient=True,
+                          console=__import__("rich.console").console.Console(stderr=True))
+        self.task = self.p.add_task("read", total=total)
+        self.done = 0
+        self.p.start()
+
+    def advance(self, offset: int) -> None:
+        self.p.update(self.task, completed=self.done + offset)
+
+    def next_file(self, size: int) -> None:
+        self.done += size
+
+    def close(self) -> None:
+        self.p.stop()
+
+
+@click.command(help=__doc__)
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="terminal", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
+@click.option("--width", type=click.IntRange(min=60), default=None, help="Terminal report width.")
+def report(files: Tuple[str, ...], fmt: str, output: Optional[str], width: Optional[int]) -> None:
+    models, damage = read_recordings(list(files), progress=sys.stderr.isatty())
+    if fmt == "terminal" and not output and sys.stdout.isatty() and width is None:
+        from tracer.render.reporters.terminal import print_to_terminal
+        print_to_terminal(models)
+    else:
+        text = render(fmt, models, width or 100)
+        if output:
+            with open(output, "w") as f:
+                f.write(text)
+        else:
+            sys.stdout.write(text)
+    if damage:
+        raise DamagedInput("; ".join(damage))

@@ -1,0 +1,68 @@
+"""Attach and print every TCP socket-memory event as it happens, one line each,
+unrate-limited. On exit (Ctrl-C, SIGTERM, --duration, --count) print the
+in-kernel totals next to the kernel's own TcpExt counters over the same
+interval, and the loss counters."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Optional, Tuple
+
+import click
+
+from tracer.capture.capture import Capture, Stop
+from tracer.model.events import Event, at
+from tracer.model.samples import Clock
+from tracer.render.lines import as_json, text
+from tracer.render.output import Output
+from tracer.kernel.loader import RINGBUF_DEFAULTS
+from .options import capture_options, filters_from
+
+
+def _start_line(cap: Capture) -> str:
+    parts = []
+    for fam in cap.families:
+        fp = cap.plan.families[fam]
+        parts.append(f"{fam} ({fp.method} {fp.target})")
+    where = f" in netns {cap.filters.netns}" if cap.filters.netns else ""
+    return f"tcpoom: tracing {', '.join(parts)}{where}. Ctrl-C to stop."
+
+
+@click.command(help=__doc__)
+@click.option("--json", "as_jsonl", is_flag=True, help="JSON Lines: one object per event, then one totals object.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Stop after this many seconds.")
+@click.option("--count", type=click.IntRange(min=1), help="Stop after this many events.")
+@capture_options(ringbuf_default=RINGBUF_DEFAULTS["trace"])
+def trace(as_jsonl: bool, duration: Optional[float], count: Optional[int], netns: Optional[str],
+          pid: Optional[int], port: Optional[int], families: Tuple[str, ...], ringbuf_size: int,
+          engine: str, synthetic_pid: int) -> None:
+    filters = filters_from(netns, pid, port, families, ringbuf_size)
+    cap = Capture(filters, ringbuf_size, synthetic_pid=synthetic_pid, engine=engine)
+    clock = Clock.now()
+    out = Output(sys.stdout)
+    wanted = set(cap.families)
+
+    def sink(payload: bytes, count: int) -> int:
+        lines = []
+        for i in range(count):
+            e = Event.decode(payload, at(i))
+            if e.family_name not in wanted:
+                continue
+            if as_jsonl:
+                lines.append(json.dumps(as_json(e, clock, cap.sampled)))
+            else:
+                lines.append(text(e, clock, cap.sampled))
+        if lines:
+            out.write("\n".join(lines) + "\n")
+        return len(lines)
+
+    try:
+        cap.start()
+        print(_start_line(cap), file=sys.stderr, flush=True)
+        totals = cap.run(sink, Stop(duration, count))
+    finally:
+        cap.close()
+    if as_jsonl:
+        out.write(json.dumps(totals.to_json()) + "\n")
+    else:
+        out.write(totals.text() + "\n")

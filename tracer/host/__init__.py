@@ -1,0 +1,1 @@
+"""What the host says without BPF: /proc, network namespaces, the kernel log, socket holders."""

@@ -1,0 +1,264 @@
+"""Load and attach the programs a probe plan chose, and read what they produce.
+
+libbpf order: open, set the .rodata config, choose what to autoload, load,
+attach, poll, clean up. Every attachment is a BPF link held by a file
+descriptor, so a tracer killed with SIGKILL leaves nothing attached.
+"""
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import os
+import re
+import struct
+from typing import List, Optional, Sequence
+
+from . import btfcache, libbpf
+from tracer.errors import LoadError, PermissionNeeded
+from tracer.model.events import CNT_MAX
+from .facts import KernelFacts
+from .plan import Plan
+from .ringbuf import RingBuffer
+
+OBJECT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bpfobj", "tcpoom.bpf.o")
+DEFAULT_RINGBUF = 4 << 20
+#: each attaching command's default ring buffer: record and live take storms
+#: whole; trace is read as it prints
+RINGBUF_DEFAULTS = {"trace": DEFAULT_RINGBUF, "record": 16 << 20, "live": 16 << 20}
+
+
+@dataclasses.dataclass
+class Filters:
+    netns: int = 0
+    pid: int = 0
+    port: int = 0
+    families: Optional[Sequence[str]] = None   # None: every family
+
+    def wants(self, family: str) -> bool:
+        return self.families is None or family in self.families
+
+
+class ProgramRefused(LoadError):
+    def __init__(self, program: str, detail: str):
+        super().__init__(f"the kernel refused BPF program {program}: {detail}")
+        self.program = program
+        self.detail = detail
+
+
+class Session:
+    """The loaded object: its links, ring buffer and counters."""
+
+    def __init__(self, plan: Plan, filters: Filters, ringbuf_bytes: int = DEFAULT_RINGBUF,
+                 object_path: str = OBJECT, synthetic_pid: int = 0, synthetic: str = "ringbuf"):
+        self.plan = plan
+        self.filters = filters
+        self._l = libbpf.lib()
+        self._obj = None
+        self._links: List[int] = []
+        self.ringbuf: Optional[RingBuffer] = None
+        self._counters_fd = -1
+        self._ringbuf_bytes = ringbuf_bytes
+        self._path = object_path
+        self.programs: List[str] = [
+            p for fam, fp in plan.families.items() if filters.wants(fam) for p in fp.programs]
+        # benchmarks: the synthetic source, driven by getpid() of that process,
+        # into the ring buffer, or into a perf buffer for the reference pipeline
+        self._synthetic_pid = synthetic_pid
+        self.preloaded = False      # loaded by preload.py while the CLI was imported
+        if synthetic_pid:
+            self.programs.append("bench_sys_enter" if synthetic == "ringbuf" else "bench_perf_sys_enter")
+
+    # ------------------------------------------------------------ start
+    def start(self) -> "Session":
+        return self.prepare().load_prepared().attach()
+
+    def prepare(self) -> "Session":
+        """Open and configure: what comes before the kernel sees anything."""
+        try:
+            self._custom_btf = self._open(btfcache.cached(self._path))
+            self._configure()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def load_prepared(self, fallback: bool = True) -> "Session":
+        """Load what prepare() set up; `fallback`: on failure, once more
+        against the kernel's own BTF if a minimised one was used."""
+        try:
+            try:
+                self._load()
+            except LoadError:
+                if not (fallback and self._custom_btf):
+                    raise
+                # a minimised BTF that does not fit after all: drop it and
+                # relocate against the kernel's own
+                btfcache.forget(self._path)
+                self._l.bpf_object__close(self._obj)
+                self._obj = None
+                self._open(None)
+                self._configure()
+                self._load()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def attach(self) -> "Session":
+        try:
+            self._attach()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def matches(self, plan: Plan, filters: Filters, ringbuf_bytes: int, synthetic_pid: int) -> bool:
+        """Loaded for exactly this plan, filters and ring buffer (a preloaded session)."""
+        return (self.plan == plan and self.filters == filters and synthetic_pid == self._synthetic_pid
+                and ringbuf_bytes == self._ringbuf_bytes)
+
+    def _open(self, custom_btf: Optional[str]) -> bool:
+        if not os.path.exists(self._path):
+            raise LoadError(f"BPF object {self._path} missing: run scripts/build-bpf")
+        libbpf.clear_log()
+        opts = None
+        if custom_btf:
+            self._opts = libbpf.ObjectOpenOpts(sz=ctypes.sizeof(libbpf.ObjectOpenOpts),
+                                               btf_custom_path=custom_btf.encode())
+            opts = ctypes.cast(ctypes.pointer(self._opts), ctypes.c_void_p)
+        self._obj = self._l.bpf_object__open_file(self._path.encode(), opts)
+        if not self._obj:
+            raise LoadError(f"libbpf could not open {self._path}: "
+                            f"{os.strerror(libbpf.last_errno())}")
+        return bool(custom_btf)
+
+    def _configure(self) -> None:
+        l = self._l
+        values = dict(self.plan.config)
+        values.update(filter_netns=self.filters.netns, filter_pid=self.filters.pid,
+                      filter_port=self.filters.port, bench_tgid=self._synthetic_pid)
+        # the object's own BTF as libbpf fixed it up at open: the compiler
+        # leaves DATASEC offsets at 0 in the file
+        layout = libbpf.Btf(l.bpf_object__btf(self._obj), owned=False).datasec_vars(".rodata")
+        for m in libbpf.iter_maps(self._obj):
+            name = l.bpf_map__name(m).decode()
+            if name.endswith(".rodata"):
+                size = ctypes.c_size_t()
+                base = l.bpf_map__initial_value(m, ctypes.byref(size))
+                for var, value in values.items():
+                    if var not in layout:
+                        continue
+                    off, width = layout[var]
+                    fmt = {1: "<B", 2: "<H", 4: "<I", 8: "<Q"}[width]
+                    ctypes.memmove(base + off, struct.pack(fmt, value), width)
+            elif name == "events":
+                l.bpf_map__set_max_entries(m, self._ringbuf_bytes)
+        wanted = set(self.programs)
+        for p in libbpf.iter_programs(self._obj):
+            l.bpf_program__set_autoload(p, l.bpf_program__name(p).decode() in wanted)
+
+    def _load(self) -> None:
+        if self._l.bpf_object__load(self._obj) == 0:
+            return
+        err = libbpf.last_errno()
+        log = libbpf.log_tail(40)
+        if err == 1 and os.geteuid() != 0:
+            raise PermissionNeeded("loading BPF programs needs root (or CAP_BPF and CAP_PERFMON): run with sudo")
+        m = re.search(r"prog '([^']+)': (?:failed to load|BPF program load failed)", log)
+        if m:
+            lines = [ln for ln in log.splitlines() if ln.strip() and "prog '" not in ln]
+            raise ProgramRefused(m.group(1), (lines[-1] if lines else os.strerror(err)).strip())
+        raise LoadError(f"libbpf could not load the BPF object: {os.strerror(err)}: "
+                        f"{log.splitlines()[-1] if log else ''}")
+
+    def _attach(self) -> None:
+        l = self._l
+        for p in libbpf.iter_programs(self._obj):
+            name = l.bpf_program__name(p).decode()
+            if name not in self.programs:
+                continue
+            link = l.bpf_program__attach(p)
+            if not link:
+                raise ProgramRefused(name, f"attach failed: {os.strerror(libbpf.last_errno())}")
+            self._links.append(link)
+        events = l.bpf_object__find_map_by_name(self._obj, b"events")
+        counters = l.bpf_object__find_map_by_name(self._obj, b"counters")
+        self._counters_fd = l.bpf_map__fd(counters)
+        self._ncpus = l.libbpf_num_possible_cpus()
+        self.ringbuf = RingBuffer(l.bpf_map__fd(events), self._ringbuf_bytes)
+
+    def map_fd(self, name: str) -> int:
+        return self._l.bpf_map__fd(self._l.bpf_object__find_map_by_name(self._obj, name.encode()))
+
+    # ------------------------------------------------------------ read
+    def counters(self) -> List[int]:
+        """The per-CPU counter slots, summed over CPUs."""
+        slot_bytes = CNT_MAX * 8
+        buf = ctypes.create_string_buffer(slot_bytes * self._ncpus)
+        key = ctypes.c_uint32(0)
+        if self._l.bpf_map_lookup_elem(self._counters_fd, ctypes.byref(key), buf) != 0:
+            raise LoadError(f"reading counters: {os.strerror(libbpf.last_errno())}")
+        totals = [0] * CNT_MAX
+        raw = buf.raw
+        for cpu in range(self._ncpus):
+            vals = struct.unpack_from(f"<{CNT_MAX}Q", raw, cpu * slot_bytes)
+            totals = [a + b for a, b in zip(totals, vals)]
+        return totals
+
+    # ------------------------------------------------------------ stop
+    def close(self) -> None:
+        for link in self._links:
+            self._l.bpf_link__destroy(link)
+        self._links = []
+        if self.ringbuf:
+            self.ringbuf.close()
+            self.ringbuf = None
+        if self._obj:
+            self._l.bpf_object__close(self._obj)
+            self._obj = None
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def start(facts: KernelFacts, plan: Plan, filters: Filters,
+          ringbuf_bytes: int = DEFAULT_RINGBUF, synthetic_pid: int = 0,
+          early: Optional[Session] = None) -> Session:
+    """Start a session; a program the kernel refuses demotes its family to the
+    next method of the plan, so the best method that really loads is used.
+    `early`: a session loaded ahead (preload.py), taken if it is the one asked
+    for and closed otherwise."""
+    session = (_preloaded(early, plan, filters, ringbuf_bytes, synthetic_pid)
+               or _load(facts, plan, filters, ringbuf_bytes, synthetic_pid))
+    btfcache.make_in_background(session._path)     # for the next start
+    return session
+
+
+def _preloaded(early: Optional[Session], plan: Plan, filters: Filters, ringbuf_bytes: int,
+               synthetic_pid: int) -> Optional[Session]:
+    """The session preload.py loaded, attached, if it is the one asked for."""
+    if early is None:
+        return None
+    if early.matches(plan, filters, ringbuf_bytes, synthetic_pid):
+        try:
+            return early.attach()
+        except ProgramRefused:
+            pass        # _load demotes, with the refusal explained
+    early.close()
+    return None
+
+
+def _load(facts: KernelFacts, plan: Plan, filters: Filters, ringbuf_bytes: int,
+          synthetic_pid: int) -> Session:
+    for _ in range(12):
+        try:
+            return Session(plan, filters, ringbuf_bytes, synthetic_pid=synthetic_pid).start()
+        except ProgramRefused as e:
+            demoted = plan.demote_owner(e.program, e.detail, facts)
+            if demoted is None:
+                raise
+            plan = demoted
+    raise LoadError("no combination of attach methods loads on this kernel")

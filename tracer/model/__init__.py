@@ -1,0 +1,1 @@
+"""The records: event layout, the trace file, playback, and the aggregation every view shares."""

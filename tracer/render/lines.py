@@ -1,0 +1,101 @@
+"""One event as one text line or one JSON object (`tcpoom trace`, `replay`)."""
+from __future__ import annotations
+
+from typing import Dict
+
+from tracer.model import events as ev
+from tracer.model.events import Event
+from tracer.model.samples import Clock, Sampled
+
+PAGE = 4096
+
+
+def _pct(num: int, den: int) -> str:
+    return f"{100.0 * num / den:.0f}%" if den > 0 else "?"
+
+
+def _orphans(e: Event, s: Sampled) -> str:
+    so, sm = s.at(e.ts_ns)
+    o = e.orphans if e.orphans >= 0 else so
+    m = e.max_orphans if e.max_orphans >= 0 else sm
+    mark = "" if e.orphans >= 0 else "~"     # ~: sampled from /proc, not read at the decision
+    return f"orphans={mark}{o if o is not None else '?'}/{m if m is not None else '?'}"
+
+
+def text(e: Event, clock: Clock, sampled: Sampled) -> str:
+    head = f"{clock.hms(e.ts_ns)} {e.family_name:<11}"
+    tail = f"{e.local} > {e.remote} {e.state_name} pid={e.pid} {e.comm_str}"
+    if e.family == ev.OOM_CHECK:
+        shift = f"shift={'>=' if e.verdict & ev.VERDICT_SHIFT_MIN else ''}{e.shift}"
+        why = ",".join(e.verdict_names()) or "?"
+        mem = f"mem={e.memory_allocated}/{e.tcp_mem2}p"
+        body = (f"{why} {e.caller_name} {shift} {_orphans(e, sampled)} {mem} "
+                f"wq={e.wmem_queued}{' rst' if e.verdict & ev.VERDICT_RESET else ''}")
+    elif e.family == ev.TW_OVERFLOW:
+        body = f"tw={e.tw_count}/{e.max_tw_buckets} netns={e.netns}"
+    elif e.family == ev.MEM_EXCEED:
+        side = "recv" if e.verdict & ev.VERDICT_RECV else "send"
+        # refused at the hard limit, or under pressure below it: a socket above
+        # its fair share (tcp_mem[2] / sockets) is refused there too
+        over = ">" if e.memory_allocated > e.tcp_mem2 else "<="
+        why = "" if over == ">" else " under pressure, over its share"
+        body = (f"{side} alloc={e.memory_allocated}p {over} tcp_mem[2]={e.tcp_mem2}p "
+                f"({_pct(e.memory_allocated, e.tcp_mem2)}){why} rmem={e.rmem_alloc}/{e.rcvbuf} "
+                f"wq={e.wmem_queued}/{e.sndbuf}")
+    else:
+        side = "enter" if e.verdict & ev.VERDICT_ENTER else "leave"
+        mem = f"mem={e.memory_allocated}p" if e.memory_allocated >= 0 else "mem=?"
+        body = f"{side} {mem} tcp_mem={e.tcp_mem0}/{e.tcp_mem1}/{e.tcp_mem2}p ({e.method_name})"
+        if e.method == ev.SAMPLED:
+            return f"{head} {body}"
+    return f"{head} {body} {tail}"
+
+
+def as_json(e: Event, clock: Clock, sampled: Sampled) -> Dict:
+    d: Dict = {
+        "family": e.family_name,
+        "time": clock.iso(e.ts_ns),
+        "ts_ns": e.ts_ns,
+        "method": e.method_name,
+        "pid": e.pid, "tid": e.tid, "comm": e.comm_str, "cpu": e.cpu, "netns": e.netns,
+    }
+    if e.af:
+        d.update(local=e.local, remote=e.remote, state=e.state_name, sport=e.sport, dport=e.dport)
+    fidelity = {}
+
+    def put(name: str, value, field: str) -> None:
+        d[name] = value if value != -1 else None
+        fidelity[name] = e.fidelity(field)
+
+    if e.family in (ev.OOM_CHECK, ev.MEM_EXCEED, ev.PRESSURE):
+        put("memory_allocated", e.memory_allocated, "memory_allocated")
+        d["tcp_mem"] = list(e.tcp_mem) if e.tcp_mem0 >= 0 else None
+        fidelity["tcp_mem"] = e.fidelity("tcp_mem")
+    if e.family == ev.OOM_CHECK:
+        d["verdict"] = e.verdict_names()
+        d["caller"] = e.caller_name
+        put("shift", e.shift, "shift")
+        d["shift_is_lower_bound"] = bool(e.verdict & ev.VERDICT_SHIFT_MIN)
+        put("orphans", e.orphans, "orphans")
+        put("max_orphans", e.max_orphans, "max_orphans")
+        so, sm = sampled.at(e.ts_ns)
+        if e.orphans < 0 and so is not None:
+            d["orphans"] = so
+            fidelity["orphans"] = "sampled"
+        if e.max_orphans < 0 and sm is not None:
+            d["max_orphans"] = sm
+            fidelity["max_orphans"] = "sampled"
+        d["reset_sent"] = bool(e.verdict & ev.VERDICT_RESET)
+        d["reason"] = e.reason
+        d["wmem_queued"] = e.wmem_queued
+    elif e.family == ev.TW_OVERFLOW:
+        put("tw_count", e.tw_count, "tw_count")
+        put("max_tw_buckets", e.max_tw_buckets, "max_tw_buckets")
+    elif e.family == ev.MEM_EXCEED:
+        d["side"] = "recv" if e.verdict & ev.VERDICT_RECV else "send"
+        d.update(rmem_alloc=e.rmem_alloc, rcvbuf=e.rcvbuf, wmem_queued=e.wmem_queued, sndbuf=e.sndbuf)
+    elif e.family == ev.PRESSURE:
+        d["transition"] = "enter" if e.verdict & ev.VERDICT_ENTER else "leave"
+    fidelity["verdict"] = e.fidelity("verdict") if e.method != ev.SAMPLED else "sampled"
+    d["fidelity"] = fidelity
+    return d
