@@ -14,6 +14,7 @@ import time
 from typing import Callable, List, Optional
 
 from . import events as ev
+from . import outfile
 from . import tracefile as tf
 from .errors import TcpoomError
 
@@ -27,8 +28,10 @@ class RecordingStopped(TcpoomError):
 
 class Recorder:
     def __init__(self, path: str, header: dict, record_size: int, compress: bool = False,
-                 max_size: Optional[int] = None, rotate: Optional[int] = None, keep: int = 0):
+                 max_size: Optional[int] = None, rotate: Optional[int] = None, keep: int = 0,
+                 force: bool = False):
         self.base = path
+        self.force = force
         self.header = header
         self.record_size = record_size
         self.compress = compress
@@ -56,16 +59,30 @@ class Recorder:
     def _open_next(self) -> None:
         self._seq += 1
         path = self._name()
+        # an existing recording is replaced only when asked (--force), and
+        # never truncated in place: the new file starts as a temporary file
+        # beside it (0600: recordings name processes and peers of a
+        # production host) and takes the name once its header is written, so
+        # the name always holds a readable recording.
         try:
-            # 0600: recordings name processes and peers of a production host
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        except OSError as e:
-            raise RecordingStopped(f"cannot create {path}: {e.strerror}") from None
-        os.fchmod(self._fd, 0o600)
-        self.path = path
-        self.files.append(path)
+            outfile.check(path, (), self.force)
+        except outfile.OutputError as e:
+            raise RecordingStopped(str(e)) from None
+        try:
+            self._fd, tmp = outfile.temp_beside(path, 0o600)
+        except outfile.OutputError as e:
+            raise RecordingStopped(str(e)) from None
+        self.path = tmp
         self._good = 0
         self._write(tf.magic_bytes() + tf.encode_json(tf.HEADER, self.header, self.compress))
+        try:
+            outfile.rename_into_place(tmp, path)
+        except outfile.OutputError as e:
+            os.close(self._fd)
+            self._fd = -1
+            raise RecordingStopped(str(e)) from None
+        self.path = path
+        self.files.append(path)
         if self.rotate and self.keep:
             self._drop_old()
 

@@ -199,7 +199,8 @@ class TraceReader:
                 + (": upgrade tcpoom" if major > VERSION[0] else ""))
         first = next(self._blocks(), None)
         if first is None or first.type != HEADER:
-            raise TruncatedTrace(f"{path}: TruncatedTrace: {self.damage or 'no header block'}")
+            # the damage line names its own kind (TruncatedTrace:, CorruptBlock:)
+            raise TruncatedTrace(f"{path}: {self.damage or 'TruncatedTrace: no header block'}")
         try:
             self.header = first.json()
         except ValueError:

@@ -14,7 +14,9 @@ Exit codes (for scripts and monitoring, as a Nagios/Icinga plugin):
   2  critical: the kernel refuses memory or kills connections now
      (TCP memory above tcp_mem[2], orphans above tcp_max_orphans,
      TCPAbortOnMemory moved during the interval)
-  3  unknown: bad usage, or the figures could not be read at all
+  3  unknown: the figures could not be read at all
+  A usage error exits 2, as for every tcpoom command, with one line
+  on stderr and nothing on stdout.
   130 interrupted
 
 \b
@@ -56,7 +58,7 @@ import click
 from .. import doctor as rules
 from .. import kernel_facts, netns, procfs
 from .. import plan as plan_mod
-from ..errors import TcpoomError
+from ..errors import TcpoomError, UsageError
 
 EXIT_UNKNOWN = 3
 CAP_SYS_ADMIN, CAP_SYSLOG, CAP_PERFMON, CAP_BPF = 21, 34, 38, 39
@@ -87,15 +89,6 @@ class Verdict(click.ClickException):
         pass
 
 
-class DoctorCommand(click.Command):
-    """Usage errors exit 3 (UNKNOWN), so 1 and 2 always mean a verdict."""
-
-    def make_context(self, info_name, args, parent=None, **extra):
-        try:
-            return super().make_context(info_name, args, parent=parent, **extra)
-        except click.UsageError as exc:
-            exc.exit_code = EXIT_UNKNOWN
-            raise
 
 
 # --------------------------------------------------------------------------- reading
@@ -309,7 +302,7 @@ def _resolve_netns(ref: Optional[str]) -> Tuple[object, bool, str, Optional[int]
         path = netns.resolve(target)
         inode = netns.netns_inode(path)
     except netns.NetnsError as exc:
-        raise DoctorUnknown(str(exc)) from None
+        raise UsageError(str(exc)) from None       # as `trace --netns`: a usage error
     except PermissionError:
         raise DoctorUnknown(f"namespace {ref!r}: permission denied (needs root)") from None
     if inode == own_inode:
@@ -493,7 +486,7 @@ def render(r: dict, console) -> None:
              + [("  ·", f"not checked: {n}") for n in r["not_checked"]])
 
 
-@click.command(cls=DoctorCommand, help=__doc__)
+@click.command(help=__doc__)
 @click.option("--netns", "netns_ref", metavar="NAME|PATH|INODE",
               help="Network namespace whose per-namespace figures to read (TIME_WAIT, "
                    "tcp_max_tw_buckets, tcp_rmem/tcp_wmem, TcpExt counters); default the "

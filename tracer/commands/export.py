@@ -10,10 +10,11 @@ from typing import Optional
 import click
 
 from .. import events as ev
+from .. import outfile
 from .. import tracefile as tf
 from ..lines import Sampled, as_json
 from ..playback import clock_of, stream
-from .report import DamagedInput
+from ..errors import DamagedInput
 
 CSV_COLUMNS = ["time", "ts_ns", "family", "method", "pid", "tid", "comm", "cpu", "netns", "af",
                "local", "remote", "state", "caller", "verdict", "shift", "orphans", "max_orphans",
@@ -35,29 +36,35 @@ def _csv_row(e: ev.Event, clock) -> list:
 
 
 @click.command(help=__doc__)
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
-def export(file: str, fmt: str, output: Optional[str]) -> None:
+@click.option("-o", "--output", help="Write here instead of stdout (never over the input; an existing "
+                                      "recording only with --force).")
+@click.option("--force", is_flag=True, help="Replace an existing recording at --output.")
+def export(file: str, fmt: str, output: Optional[str], force: bool) -> None:
+    if output:
+        outfile.check(output, [file], force)
     reader = tf.TraceReader(file)
-    clock = clock_of(reader.header)
-    sampled = Sampled()
-    out = open(output, "w", newline="") if output else sys.stdout
-    try:
-        writer = csv.writer(out) if fmt == "csv" else None
-        if writer:
-            writer.writerow(CSV_COLUMNS)
-        for kind, item in stream(reader, sampled):
-            if kind != "events":
-                continue
-            if writer:
-                writer.writerows(_csv_row(e, clock) for e in item)
-            else:
-                out.write("".join(json.dumps(as_json(e, clock, sampled)) + "\n" for e in item))
-    finally:
-        if output:
-            out.close()
-        else:
-            out.flush()
+    if output:
+        with outfile.atomic_text(output, [file], force, newline="") as out:
+            _write(reader, fmt, out)
+    else:
+        _write(reader, fmt, sys.stdout)
+        sys.stdout.flush()
     if reader.damage:
         raise DamagedInput(f"{file}: {reader.damage}")
+
+
+def _write(reader: tf.TraceReader, fmt: str, out) -> None:
+    clock = clock_of(reader.header)
+    sampled = Sampled()
+    writer = csv.writer(out) if fmt == "csv" else None
+    if writer:
+        writer.writerow(CSV_COLUMNS)
+    for kind, item in stream(reader, sampled):
+        if kind != "events":
+            continue
+        if writer:
+            writer.writerows(_csv_row(e, clock) for e in item)
+        else:
+            out.write("".join(json.dumps(as_json(e, clock, sampled)) + "\n" for e in item))

@@ -9,11 +9,11 @@ import click
 
 from .. import events as ev
 from .. import tracefile as tf
-from .report import DamagedInput
+from ..errors import DamagedInput
 
 
 @click.command(help=__doc__)
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file")
 @click.option("--records", is_flag=True, help="Also print every event record, field by field.")
 def parse(file: str, records: bool) -> None:
     reader = tf.TraceReader(file)

@@ -17,6 +17,7 @@ import click
 
 from .. import events as ev
 from .. import procfs, snapshots
+from .. import outfile
 from .. import tracefile as tf
 from ..capture import Capture, Stop
 from ..events import EVENT_SIZE
@@ -87,8 +88,9 @@ def header(cap: Capture, argv) -> dict:
 
 
 @click.command(help=__doc__)
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, writable=True),
+@click.option("-o", "--output", required=True,
               help="The trace file (with --rotate: its prefix; files get .000001, .000002, ...).")
+@click.option("--force", is_flag=True, help="Replace an existing recording (or ring of them) at --output.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Stop after this many seconds.")
 @click.option("--count", type=click.IntRange(min=1), help="Stop after this many events.")
 @click.option("--max-size", type=Size(), help="Stop when the file reaches this size (e.g. 100M).")
@@ -100,9 +102,10 @@ def header(cap: Capture, argv) -> dict:
 def record(output: str, duration: Optional[float], count: Optional[int], max_size: Optional[int],
            rotate: Optional[int], keep: Optional[int], compress: bool, netns: Optional[str],
            pid: Optional[int], port: Optional[int], families: Tuple[str, ...], ringbuf_size: int,
-           engine: str, quiet: bool, synthetic_pid: int) -> None:
+           engine: str, quiet: bool, synthetic_pid: int, force: bool) -> None:
     if keep and not rotate:
         raise click.UsageError("--keep needs --rotate")
+    _check_output(output, rotate, force)    # before loading anything
     filters = filters_from(netns, pid, port, families, ringbuf_size)
     cap = Capture(filters, ringbuf_size, synthetic_pid=synthetic_pid, sample_orphans=False,
                   engine=engine)
@@ -153,7 +156,8 @@ def record(output: str, duration: Optional[float], count: Optional[int], max_siz
 
     try:
         cap.start()
-        rec = Recorder(output, header(cap, sys.argv), EVENT_SIZE, compress, max_size, rotate, keep or 0)
+        rec = Recorder(output, header(cap, sys.argv), EVENT_SIZE, compress, max_size, rotate, keep or 0,
+                       force=force)
         rec.on_rotate = snapshot_blocks
         rec.add_json(tf.SNAPSHOT, cap.first_snapshot)
         sample_at_events = "oom_check" in cap.families and \
@@ -178,6 +182,14 @@ def record(output: str, duration: Optional[float], count: Optional[int], max_siz
         files = rec.files[-1] if len(rec.files) == 1 else f"{len(rec.files)} files ({rec.files[-1]} last)"
         print(f"tcpoom: recorded {rec.events} events ({per}) in {totals.duration_s:.1f} s to {files}, "
               f"{rec.bytes / 1e6:.1f} MB; lost {lost}; stopped: {totals.stop_reason}", file=sys.stderr)
+
+
+def _check_output(output: str, rotate: Optional[int], force: bool) -> None:
+    """An existing recording, or ring of them, is kept unless --force."""
+    import glob
+    ring = sorted(glob.glob(glob.escape(output) + ".[0-9][0-9][0-9][0-9][0-9][0-9]")) if rotate else []
+    for path in (ring[:1] if rotate else [output]):
+        outfile.check(path, (), force)
 
 
 def _holders(rec: Recorder, netns: int, reason: str) -> None:

@@ -13,12 +13,12 @@ from ..lines import Sampled, as_json, text
 from ..playback import Pacer, clock_of, stream
 from ..plan import FAMILY_ORDER
 from ..totals import text_from_json
-from .report import DamagedInput
+from ..errors import DamagedInput
 from .trace import Output
 
 
 @click.command(help=__doc__)
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file")
 @click.option("--speed", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Pace factor: 2 plays twice as fast, 0 without waiting.")
 @click.option("--json", "as_jsonl", is_flag=True, help="JSON Lines, as `tcpoom trace --json`.")

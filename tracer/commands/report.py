@@ -9,17 +9,13 @@ from typing import Dict, List, Optional, Tuple
 
 import click
 
+from .. import outfile
 from .. import tracefile as tf
 from ..aggregate import Aggregate
-from ..errors import TcpoomError
+from ..errors import DamagedInput
 from ..fold import fold
 from ..report import build
 from ..reporters import FORMATS, render
-
-
-class DamagedInput(TcpoomError):
-    """Reported, but from a file cut short or damaged."""
-    exit_code = 5
 
 
 def read_recordings(paths: List[str], progress: bool = False) -> Tuple[List[dict], List[str]]:
@@ -70,11 +66,15 @@ class _Progress:
 
 
 @click.command(help=__doc__)
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="terminal", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
+@click.option("-o", "--output", help="Write here instead of stdout (never over an input; an existing "
+                                      "recording only with --force).")
+@click.option("--force", is_flag=True, help="Replace an existing recording at --output.")
 @click.option("--width", type=click.IntRange(min=60), default=None, help="Terminal report width.")
-def report(files: Tuple[str, ...], fmt: str, output: Optional[str], width: Optional[int]) -> None:
+def report(files: Tuple[str, ...], fmt: str, output: Optional[str], force: bool, width: Optional[int]) -> None:
+    if output:
+        outfile.check(output, files, force)     # before any work, and before anything is written
     models, damage = read_recordings(list(files), progress=sys.stderr.isatty())
     if fmt == "terminal" and not output and sys.stdout.isatty() and width is None:
         from ..reporters.terminal import print_to_terminal
@@ -82,7 +82,7 @@ def report(files: Tuple[str, ...], fmt: str, output: Optional[str], width: Optio
     else:
         text = render(fmt, models, width or 100)
         if output:
-            with open(output, "w") as f:
+            with outfile.atomic_text(output, files, force) as f:
                 f.write(text)
         else:
             sys.stdout.write(text)
