@@ -64,3 +64,32 @@ def test_hosts_side_by_side(models):
     assert "hosts side by side" in text and "db-2" in text
     md = render("markdown", [models[0], other])
     assert "| | vm | db-2 |" in md
+
+
+def test_the_same_recording_given_twice_is_counted_once(tmp_path):
+    # the same path, a copy and a copy cut short: one recording (issue 12)
+    import shutil
+    copy = tmp_path / "copy.tcpoom"
+    shutil.copy(os.path.join(ROOT, SAMPLE), copy)
+    cut = tmp_path / "cut.tcpoom"
+    cut.write_bytes(copy.read_bytes()[:9000])
+    sample = os.path.join(ROOT, SAMPLE)
+    once, _ = read_recordings([sample])
+    warnings = []
+    models, damage = read_recordings([sample, sample, str(copy), str(cut)], warnings=warnings)
+    assert len(models) == 1 and damage == []           # the longest copy was kept
+    assert models[0]["events"]["total"] == once[0]["events"]["total"] == 137
+    assert len(warnings) == 3 and all("same recording" in w for w in warnings)
+
+
+def test_files_of_one_rotate_ring_are_not_duplicates(tmp_path):
+    from tracer import events as ev
+    from tracer.recorder import Recorder
+    rec = Recorder(str(tmp_path / "ring"), {"hostname": "h"}, ev.EVENT_SIZE, rotate=40)
+    rec.on_rotate = lambda: []
+    for i in range(3):
+        rec.add_json(3, {"ts_ns": i, "limits": {}})
+    rec.close({"stop_reason": "test"})
+    warnings = []
+    read_recordings(rec.files, warnings=warnings)
+    assert len(rec.files) > 1 and warnings == []

@@ -207,6 +207,19 @@ class TraceReader:
             raise TruncatedTrace(f"{path}: TruncatedTrace: header block is not JSON") from None
         self._after_header = self._f.tell()
 
+    def identity(self) -> str:
+        """What makes two files the same recording, whatever their names: the
+        header (host, clock pair, command line) and the first block after it.
+        The files of one --rotate ring share a header but not a first block."""
+        import hashlib
+        h = hashlib.sha256(json.dumps(self.header, sort_keys=True).encode())
+        self._f.seek(self._after_header)
+        block, _ = read_block(self._f, 2)
+        if block is not None:
+            h.update(bytes([block.type]))
+            h.update(block.payload)
+        return h.hexdigest()
+
     def _blocks(self) -> Iterator[Block]:
         f = self._f
         while True:

@@ -18,9 +18,13 @@ from ..report import build
 from ..reporters import FORMATS, render
 
 
-def read_recordings(paths: List[str], progress: bool = False) -> Tuple[List[dict], List[str]]:
-    """Report models, one per host, and the damage found (one line each)."""
+def read_recordings(paths: List[str], progress: bool = False,
+                    warnings: Optional[List[str]] = None) -> Tuple[List[dict], List[str]]:
+    """Report models, one per host, and the damage found (one line each).
+    A recording given twice (the same path, a link or a copy) is read once;
+    `warnings` gets a line for each one left out."""
     readers = [tf.TraceReader(p) for p in paths]        # bad files fail here, before any work
+    readers = _once_each(readers, warnings if warnings is not None else [])
     groups: Dict[str, List[tf.TraceReader]] = {}
     for r in readers:
         groups.setdefault(r.header.get("hostname") or r.path, []).append(r)
@@ -42,6 +46,25 @@ def read_recordings(paths: List[str], progress: bool = False) -> Tuple[List[dict
     if bar:
         bar.close()
     return models, damage
+
+
+def _once_each(readers: List[tf.TraceReader], warnings: List[str]) -> List[tf.TraceReader]:
+    """One reader per recording: two files with the same identity (header and
+    first block, tracefile.identity) are the same recording, whatever their
+    names; the longest copy is kept (a copy taken mid-recording is shorter)."""
+    best: Dict[str, tf.TraceReader] = {}
+    order: List[str] = []
+    for r in readers:
+        key = r.identity()
+        if key not in best:
+            best[key] = r
+            order.append(key)
+            continue
+        keep, drop = (r, best[key]) if r.size > best[key].size else (best[key], r)
+        best[key] = keep
+        warnings.append(f"{drop.path} is the same recording as {keep.path}: counted once")
+        drop.close()
+    return [best[k] for k in order]
 
 
 class _Progress:
@@ -75,7 +98,10 @@ class _Progress:
 def report(files: Tuple[str, ...], fmt: str, output: Optional[str], force: bool, width: Optional[int]) -> None:
     if output:
         outfile.check(output, files, force)     # before any work, and before anything is written
-    models, damage = read_recordings(list(files), progress=sys.stderr.isatty())
+    warnings: List[str] = []
+    models, damage = read_recordings(list(files), progress=sys.stderr.isatty(), warnings=warnings)
+    for w in warnings:
+        print(f"tcpoom: warning: {w}", file=sys.stderr)
     if fmt == "terminal" and not output and sys.stdout.isatty() and width is None:
         from ..reporters.terminal import print_to_terminal
         print_to_terminal(models)
