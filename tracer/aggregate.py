@@ -57,6 +57,8 @@ class Aggregate:
                                           "tw", "tw_sampled")}
         self.snapshot_series: Dict[int, dict] = {}    # second -> figures
         self.snapshots = 0
+        self.snap_first_ns: Optional[int] = None    # the first and last /proc snapshot
+        self.snap_last_ns: Optional[int] = None
         self.tcpext_first: Optional[dict] = None
         self.tcpext_last: Optional[dict] = None
         self.first_snapshot: Optional[dict] = None
@@ -207,6 +209,9 @@ class Aggregate:
             self.first_snapshot = snap
         self.last_snapshot = snap
         ts = snap.get("ts_ns", 0)
+        if ts:
+            self.snap_first_ns = ts if self.snap_first_ns is None else min(self.snap_first_ns, ts)
+            self.snap_last_ns = ts if self.snap_last_ns is None else max(self.snap_last_ns, ts)
         tcp = snap.get("sockstat", {}).get("TCP", {})
         limits = snap.get("limits", {})
         sec = ts // 1_000_000_000

@@ -12,7 +12,7 @@ from .. import tracefile as tf
 from ..lines import Sampled, as_json, text
 from ..playback import Pacer, clock_of, stream
 from ..plan import FAMILY_ORDER
-from ..totals import text_from_json
+from ..totals import ended, text_from_json
 from ..errors import DamagedInput
 from .trace import Output
 
@@ -58,6 +58,11 @@ def replay(file: str, speed: float, as_jsonl: bool, families, dashboard: bool) -
             out.write("\n".join(lines) + "\n")
     totals = (trailer or {}).get("totals")
     if totals:
-        out.write((json.dumps(totals) if as_jsonl else text_from_json(totals)) + "\n")
+        out.write((json.dumps(totals) if as_jsonl else text_from_json(totals, recorded=True)) + "\n")
+    elif not as_jsonl:
+        # no trailer: the recorder never closed the file (SIGKILL, a crash, a full disk)
+        how = (f"the recorder stopped ({ended(trailer.get('stop_reason'))})" if trailer else
+               "no trailer: the recorder was killed or its disk filled; read up to the last complete block")
+        out.write(f"tcpoom: end of the recording: {how}\n")
     if reader.damage:
         raise DamagedInput(f"{file}: {reader.damage}")
