@@ -25,7 +25,8 @@ def models():
     return m
 
 
-@pytest.mark.parametrize("fmt,golden", [("terminal", "sample-report.txt"), ("markdown", "sample-report.md")])
+@pytest.mark.parametrize("fmt,golden", [("terminal", "sample-report.txt"), ("markdown", "sample-report.md"),
+                                        ("json", "sample-report.json"), ("html", "sample-report.html")])
 def test_golden(models, fmt, golden, request):
     text = render(fmt, models, width=100)
     path = os.path.join(DATA, golden)
@@ -47,6 +48,20 @@ def test_report_names_each_limit_and_the_counts_match(models):
     assert "net.ipv4.tcp_max_tw_buckets" not in m["sysctl_snippet"]
     assert m["limits_during_events"]["tcp_max_tw_buckets"] == 5
     assert m["limits_during_events"]["tcp_max_orphans"] == 0
+
+
+def test_every_peak_is_against_the_limit_in_force_in_every_format(models):
+    # in the sample tcp_max_orphans was 0 and tcp_mem[2] 40 pages at the
+    # moments of the peaks, 131072 and 575796 at the start (issue 12)
+    peaks = models[0]["peaks"]
+    assert peaks["orphans"]["limit"] == 0 and peaks["memory_pages"]["tcp_mem2"] == 40
+    for fmt in ("terminal", "markdown"):
+        text = " ".join(render(fmt, models, width=400).split())
+        assert "vs tcp_max_orphans 0 in force then (131072 at the start)" in text
+        assert "6480.0% of tcp_mem[2] 40 in force then (575796 at the start)" in text
+        assert "vs tcp_max_orphans 131072 at" not in text and "of tcp_mem[2] 575796 at" not in text
+    html = render("html", models)
+    assert "limit 0" in html and "tcp_mem2 40" in html
 
 
 def test_json_is_stable_and_complete(models):

@@ -182,7 +182,8 @@ class Aggregate:
             i = 0
         else:
             i = orphans[1].index(max(orphans[1]))
-        self.peaks["orphans"].offer(c.at("orphans", i), c.at("ts_ns", i), source="exact")
+        self.peaks["orphans"].offer(c.at("orphans", i), c.at("ts_ns", i), source="exact",
+                                    limit=c.at("max_orphans", i))
         if orphans[1] is None and shift[1] is None:
             v, i = _shifted(orphans[0], shift[0]), 0
         else:
@@ -241,7 +242,7 @@ class Aggregate:
             fig["pressure"] = fig["pressure"] or old["pressure"]
         self.snapshot_series[sec] = fig
         if tcp.get("orphan") is not None:
-            self.peaks["orphans"].offer(tcp["orphan"], ts, source="sampled")
+            self.peaks["orphans"].offer(tcp["orphan"], ts, source="sampled", limit=limits.get("tcp_max_orphans"))
         if tcp.get("mem") is not None:
             tm = limits.get("tcp_mem") or [None, None, -1]
             self.peaks["memory_pages"].offer(tcp["mem"], ts, tcp_mem2=tm[2], source="sampled")

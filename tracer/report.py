@@ -215,6 +215,14 @@ def build(agg: Aggregate, files: List[str]) -> dict:
             if high <= 0:           # the event could not read it: the limit at the start
                 high = (lim.get("tcp_mem") or [0, 0, 0])[2]
             d["pct_of_high"] = round(100.0 * p.value / high, 1) if high else None
+            d["tcp_mem2"] = high            # the one the percentage is of
+        elif k == "orphans":
+            # against tcp_max_orphans in force at that moment: read with the
+            # event, else sampled in the same second, else the one at the start
+            limit = p.extra.get("limit")
+            if limit is None or limit < 0:
+                limit = (series.get(p.ts_ns // 10 ** 9) or {}).get("max_orphans")
+            d["limit"] = limit if limit is not None else lim.get("tcp_max_orphans")
         peaks[k] = d
     model = {
         "schema": SCHEMA,

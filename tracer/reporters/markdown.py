@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import List
 
-from .common import crossed_line, host_label, peak_lines, sparkline
+from .common import crossed_line, host_label, peak_lines, sparkline, words
 
 
 def _esc(text) -> str:
@@ -39,7 +39,7 @@ def _host(m: dict) -> List[str]:
         out.append(f"| {fam} | {n} | {v} | {p.get('method', '')} {_esc(p.get('target', ''))} | "
                    f"{c.get('kernel_counter', '')} | {'' if c.get('kernel_delta') is None else c['kernel_delta']} |")
     if m["loss"]:
-        out.append(f"\nLost in the ring buffer: {m['loss']}")
+        out.append(f"\nLost in the ring buffer: {words(m['loss'])}")
     if m["crossed"]:
         out += ["", "### Limits crossed", ""] + [f"- {_esc(crossed_line(c))}" for c in m["crossed"]]
     peaks = peak_lines(m)

@@ -11,7 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .common import crossed_line, host_label, peak_lines, sparkline
+from .common import crossed_line, host_label, peak_lines, sparkline, words
 
 _STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan", "ok": "green"}
 
@@ -72,7 +72,7 @@ def _host(m: dict) -> Panel:
                           " — reported up to the last complete block", style="bold red"))
     parts += [Text(""), _diagnosis(m), Text(""), _events(m)]
     if m["loss"]:
-        parts.append(Text(f"lost in the ring buffer: {m['loss']}", style="yellow"))
+        parts.append(Text(f"lost in the ring buffer: {words(m['loss'])}", style="yellow"))
     if m["crossed"]:
         parts.append(Text("limits crossed", style="bold"))
         parts += [Text("  " + crossed_line(c)) for c in m["crossed"]]
