@@ -1,5 +1,6 @@
 """Export a recording's events for jq, pandas or DuckDB: JSON Lines (the same
-objects as `tcpoom trace --json`) or CSV (one column per record field)."""
+objects as `tcpoom trace --json`) or CSV (the same fields, one column each).
+docs/events.md describes every field."""
 from __future__ import annotations
 
 import csv
@@ -9,30 +10,14 @@ from typing import Optional
 
 import click
 
-from .. import events as ev
 from .. import outfile
 from .. import tracefile as tf
+from ..event_schema import NAMES, csv_row
 from ..lines import Sampled, as_json
 from ..playback import clock_of, stream
 from ..errors import DamagedInput
 
-CSV_COLUMNS = ["time", "ts_ns", "family", "method", "pid", "tid", "comm", "cpu", "netns", "af",
-               "local", "remote", "state", "caller", "verdict", "shift", "orphans", "max_orphans",
-               "memory_allocated", "tcp_mem_low", "tcp_mem_pressure", "tcp_mem_high",
-               "wmem_queued", "rmem_alloc", "sndbuf", "rcvbuf", "tw_count", "max_tw_buckets",
-               "pressure_since", "reason", "exact", "derived"]
-
-
-def _csv_row(e: ev.Event, clock) -> list:
-    def v(x):
-        return "" if x == -1 else x
-    return [clock.iso(e.ts_ns), e.ts_ns, e.family_name, e.method_name, e.pid, e.tid, e.comm_str,
-            e.cpu, e.netns, e.af, e.local, e.remote, e.state_name,
-            e.caller_name if e.family == ev.OOM_CHECK else "", "|".join(e.verdict_names()),
-            v(e.shift), v(e.orphans), v(e.max_orphans), v(e.memory_allocated), v(e.tcp_mem0),
-            v(e.tcp_mem1), v(e.tcp_mem2), v(e.wmem_queued), v(e.rmem_alloc), v(e.sndbuf),
-            v(e.rcvbuf), v(e.tw_count), v(e.max_tw_buckets), v(e.pressure_since), e.reason,
-            e.exact, e.derived]
+CSV_COLUMNS = NAMES         # one column per field of the event schema (docs/events.md)
 
 
 @click.command(help=__doc__)
@@ -65,6 +50,6 @@ def _write(reader: tf.TraceReader, fmt: str, out) -> None:
         if kind != "events":
             continue
         if writer:
-            writer.writerows(_csv_row(e, clock) for e in item)
+            writer.writerows(csv_row(as_json(e, clock, sampled)) for e in item)
         else:
             out.write("".join(json.dumps(as_json(e, clock, sampled)) + "\n" for e in item))
