@@ -31,7 +31,7 @@ class _LazyGroup(click.Group):
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="tcpoom")
+@click.version_option(None, "-V", "--version", package_name="tcpoom")
 def cli() -> None:
     """Trace every TCP socket-memory decision of the Linux kernel: orphan aborts,
     tcp_mem refusals, TIME_WAIT bucket overflows and memory pressure."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import List, Tuple
 
+SEVERITY_ORDER = ("critical", "warning", "info", "ok")
 ORPHAN_COST = 64 * 1024      # an orphan may pin up to ~64 KiB of unswappable memory
 
 
@@ -224,6 +225,8 @@ def diagnose(m: dict, header: dict) -> Tuple[List[dict], str]:
         findings.insert(0, {"id": "healthy", "severity": "ok",
                             "title": "No TCP socket-memory limit was hit while recording",
                             "evidence": [], "advice": [], "why": ""})
+    # the worst first, in every format (all of them render this order)
+    findings.sort(key=lambda f: SEVERITY_ORDER.index(f["severity"]))
     text = ""
     if snippet:
         text = ("# /etc/sysctl.d/90-tcpoom.conf - sized from this recording; apply with `sysctl --system`\n"

@@ -44,7 +44,12 @@ Exit codes (for scripts and monitoring, as a Nagios/Icinga plugin):
                     fields {FIELD: fidelity}, sampled [], blind_spot}}
   unavailable       [{what, why}]: figures that could not be read
   not_checked       [rule: what it needed]: rules skipped for that
-"""
+
+\b
+Examples:
+  tcpoom doctor
+  tcpoom doctor --json | jq .verdict
+  tcpoom doctor --netns lab --interval 5"""
 from __future__ import annotations
 
 import json
@@ -486,7 +491,7 @@ def render(r: dict, console) -> None:
              + [("  ·", f"not checked: {n}") for n in r["not_checked"]])
 
 
-@click.command(help=__doc__)
+@click.command(help=__doc__, short_help='Diagnose socket memory now from /proc; no BPF.')
 @click.option("--netns", "netns_ref", metavar="NAME|PATH|INODE",
               help="Network namespace whose per-namespace figures to read (TIME_WAIT, "
                    "tcp_max_tw_buckets, tcp_rmem/tcp_wmem, TcpExt counters); default the "

@@ -1,6 +1,13 @@
 """Export a recording's events for jq, pandas or DuckDB: JSON Lines (the same
 objects as `tcpoom trace --json`) or CSV (the same fields, one column each).
-docs/events.md describes every field."""
+docs/events.md describes every field.
+
+\b
+Examples:
+  tcpoom export incident.tcpoom | jq -r .time
+  tcpoom export incident.tcpoom --format csv -o events.csv
+  duckdb -c "select family, count(*) from 'events.csv' group by 1"
+"""
 from __future__ import annotations
 
 import csv
@@ -20,7 +27,7 @@ from ..errors import DamagedInput
 CSV_COLUMNS = NAMES         # one column per field of the event schema (docs/events.md)
 
 
-@click.command(help=__doc__)
+@click.command(help=__doc__, short_help='Export events as JSON Lines or CSV (docs/events.md).')
 @click.argument("file")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
 @click.option("-o", "--output", help="Write here instead of stdout (never over the input; an existing "

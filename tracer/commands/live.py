@@ -4,7 +4,13 @@ limit, per-family rates, the latest events, top processes and ports, the
 sockets holding the most memory during pressure, and what the kernel log
 printed against what really happened. Redrawn 4 times a second; q or Ctrl-C
 quits with a summary. Without a terminal (or with --no-screen) it prints a
-text summary every --interval seconds instead."""
+text summary every --interval seconds instead.
+
+\b
+Examples:
+  tcpoom live
+  tcpoom live --record /var/tmp/incident.tcpoom   # watch and record
+  tcpoom live --no-screen --interval 10           # text, for a log"""
 from __future__ import annotations
 
 import sys
@@ -31,7 +37,7 @@ def _kmsg_counts(messages):
     return {p: sum(p in m for m in messages) for p in TCP_PATTERNS}
 
 
-@click.command(help=__doc__)
+@click.command(help=__doc__, short_help='Full-screen live dashboard (q quits).')
 @click.option("--record", "record_to", type=click.Path(dir_okay=False), help="Also record to this file.")
 @click.option("--no-screen", is_flag=True, help="Periodic text summaries instead of the full screen.")
 @click.option("--interval", type=click.FloatRange(min=0.5), default=5.0, show_default=True,

@@ -2,7 +2,13 @@
 copied in batches, /proc snapshots every second, the sockets holding the most
 memory whenever pressure starts. Bounded by time, count or size, or kept as a
 ring of files (--rotate/--keep) to leave on as a flight recorder. The file is
-readable without root, on any machine: `tcpoom report FILE`."""
+readable without root, on any machine: `tcpoom report FILE`.
+
+\b
+Examples:
+  tcpoom record -o /var/tmp/incident.tcpoom --duration 600
+  tcpoom record -o /var/tmp/ring --rotate 64M --keep 8 --compress
+  tcpoom record -o old.tcpoom --force  # replace an existing recording"""
 from __future__ import annotations
 
 import dataclasses
@@ -87,7 +93,7 @@ def header(cap: Capture, argv) -> dict:
     }
 
 
-@click.command(help=__doc__)
+@click.command(help=__doc__, short_help='Record events to a file (or a ring of files).')
 @click.option("-o", "--output", required=True,
               help="The trace file (with --rotate: its prefix; files get .000001, .000002, ...).")
 @click.option("--force", is_flag=True, help="Replace an existing recording (or ring of them) at --output.")

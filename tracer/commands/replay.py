@@ -1,6 +1,12 @@
 """Play a recording back through the same pipeline as a live trace: the same
 event lines (or JSON Lines), at the recorded pace times --speed (0: as fast as
-possible), then the recording's totals. No root needed."""
+possible), then the recording's totals. No root needed.
+
+\b
+Examples:
+  tcpoom replay incident.tcpoom --speed 0        # all at once
+  tcpoom replay incident.tcpoom --json | jq -c 'select(.family=="oom_check")'
+  tcpoom replay incident.tcpoom --dashboard --speed 4"""
 from __future__ import annotations
 
 import json
@@ -17,7 +23,7 @@ from ..errors import DamagedInput
 from .trace import Output
 
 
-@click.command(help=__doc__)
+@click.command(help=__doc__, short_help='Play a recording back as event lines or the dashboard.')
 @click.argument("file")
 @click.option("--speed", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Pace factor: 2 plays twice as fast, 0 without waiting.")

@@ -1,7 +1,14 @@
 """Turn recordings into a report: what happened, when, which limit, how close,
 who, and what to change. Needs no root and no BPF: run it anywhere. Several
 files of one host (a --rotate ring) are read as one recording; files of
-several hosts are reported side by side."""
+several hosts are reported side by side.
+
+\b
+Examples:
+  tcpoom report incident.tcpoom
+  tcpoom report incident.tcpoom --format html -o incident.html
+  tcpoom report /var/tmp/ring.0000*   # a --rotate ring as one recording
+  tcpoom report web1.tcpoom web2.tcpoom --format markdown"""
 from __future__ import annotations
 
 import sys
@@ -88,7 +95,7 @@ class _Progress:
         self.p.stop()
 
 
-@click.command(help=__doc__)
+@click.command(help=__doc__, short_help='Report recordings: which limit, who, what to change.')
 @click.argument("files", nargs=-1, required=True)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="terminal", show_default=True)
 @click.option("-o", "--output", help="Write here instead of stdout (never over an input; an existing "

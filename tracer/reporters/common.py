@@ -65,3 +65,10 @@ def peak_lines(m: dict) -> List[str]:
 def words(d: dict) -> str:
     """A small mapping in prose: 'close 40, timer 2', never a Python dict."""
     return ", ".join(f"{k} {v}" for k, v in d.items())
+
+
+def top_finding(m: dict) -> str:
+    """The title of the worst finding (findings come worst first); a healthy
+    host's 'no limit was hit' rather than a note about fidelity."""
+    d = m["diagnosis"]
+    return next((f["title"] for f in d if f["severity"] != "info"), d[0]["title"] if d else "")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import List
 
-from .common import crossed_line, host_label, peak_lines, sparkline, words
+from .common import crossed_line, host_label, peak_lines, sparkline, top_finding, words
 
 
 def _esc(text) -> str:
@@ -74,7 +74,7 @@ def _host(m: dict) -> List[str]:
     if h["snapshots"]:
         out += ["", f"### Sockets holding the most memory ({h['snapshots']} snapshots during pressure)", ""]
         for p in h["processes"]:
-            out.append(f"- {_esc(p['comm'])} {p['pids']}: up to {p['max_bytes']} bytes")
+            out.append(f"- {_esc(p['comm'])} (pid {', '.join(map(str, p['pids'])) or '?'}): up to {p['max_bytes']} bytes")
     return out
 
 
@@ -86,7 +86,7 @@ def render(models: List[dict]) -> str:
         fams = sorted({f for m in models for f in m["events"]["by_family"]})
         for fam in fams:
             out.append(f"| {fam} | " + " | ".join(str(m["events"]["by_family"].get(fam, 0)) for m in models) + " |")
-        out.append("| top finding | " + " | ".join(_esc(m["diagnosis"][0]["title"]) for m in models) + " |")
+        out.append("| top finding | " + " | ".join(_esc(top_finding(m)) for m in models) + " |")
         out.append("")
     for m in models:
         out += _host(m) + [""]
