@@ -36,6 +36,7 @@ TYPES = dict(FIELDS)
 AF_NAMES = {2: "inet", 10: "inet6"}
 # the only sk_rst_reason tcpoom's tcp_send_reset program passes on (6.12+)
 ABORT_ON_MEMORY = "TCP_ABORT_ON_MEMORY"
+CALLER_NAMES = {ev.CALLER_CLOSE: "close", ev.CALLER_TIMER: "timer"}      # else "unknown"
 
 # which families carry which figures (the rest are null)
 _MEMORY = (ev.OOM_CHECK, ev.MEM_EXCEED, ev.PRESSURE)
@@ -63,7 +64,7 @@ def record(e: ev.Event, clock: Clock, sampled) -> Dict:
         d["tcp_mem"] = list(e.tcp_mem) if e.tcp_mem0 >= 0 else None
         fidelity["tcp_mem"] = e.fidelity("tcp_mem")
     if fam == ev.OOM_CHECK:
-        d["caller"] = {ev.CALLER_CLOSE: "close", ev.CALLER_TIMER: "timer"}.get(e.caller, "unknown")
+        d["caller"] = CALLER_NAMES.get(e.caller, "unknown")
         put("shift", e.shift, "shift")
         d["shift_is_lower_bound"] = bool(e.verdict & ev.VERDICT_SHIFT_MIN)
         put("orphans", e.orphans, "orphans")

@@ -14,6 +14,7 @@ from . import diagnosis
 from . import events as ev
 from .aggregate import Aggregate, comm_of, top_with_socket
 from .clock import Clock
+from .event_schema import CALLER_NAMES
 from .totals import KERNEL_COUNTER
 
 SCHEMA = "tcpoom-report/1"
@@ -238,7 +239,7 @@ def build(agg: Aggregate, files: List[str]) -> dict:
         "limits": lim,
         "limits_during_events": during,
         "events": {"total": agg.events, "by_family": by_family, "by_verdict": verdicts,
-                   "oom_callers": {ev.CALLERS.get(k, "?"): n for k, n in agg.oom_callers.items()}},
+                   "oom_callers": {CALLER_NAMES.get(k, "unknown"): n for k, n in agg.oom_callers.items()}},
         "kernel_counters": {"tcpext_delta": tcpext_delta, "comparison": comparison},
         "loss": dict(agg.loss),
         "crossed": _crossed(agg, clock),
