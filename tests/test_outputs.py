@@ -155,3 +155,13 @@ def test_usage_errors_are_one_line_exit_2(capsys):
     assert cli.main(["export", "x", "--format", "xml"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all("usage" in line and "--help" in line for line in err)
+
+
+def test_live_record_refuses_an_existing_recording_before_attaching(rec, capsys):
+    assert cli.main(["live", "--record", str(rec), "--no-screen", "--duration", "1"]) == 1
+    assert "--force" in capsys.readouterr().err and same_bytes(rec)
+
+
+def test_record_refuses_before_attaching(rec, capsys):
+    assert cli.main(["record", "-o", str(rec), "--duration", "1"]) == 1
+    assert "--force" in capsys.readouterr().err and same_bytes(rec)

@@ -28,6 +28,7 @@ from ..keys import Keys
 from ..kmsg import TCP_PATTERNS, KernelLog, suppressed_total
 from ..lines import Clock
 from ..loader import RINGBUF_DEFAULTS
+from .. import outfile
 from ..recorder import Recorder
 from .options import capture_options, filters_from
 from .record import HOLDERS_EVERY_S, header
@@ -38,7 +39,8 @@ def _kmsg_counts(messages):
 
 
 @click.command(help=__doc__, short_help='Full-screen live dashboard (q quits).')
-@click.option("--record", "record_to", type=click.Path(dir_okay=False), help="Also record to this file.")
+@click.option("--record", "record_to", help="Also record to this file.")
+@click.option("--force", is_flag=True, help="Replace an existing recording at --record.")
 @click.option("--no-screen", is_flag=True, help="Periodic text summaries instead of the full screen.")
 @click.option("--interval", type=click.FloatRange(min=0.5), default=5.0, show_default=True,
               help="Seconds between text summaries (--no-screen or no terminal).")
@@ -46,7 +48,9 @@ def _kmsg_counts(messages):
 @capture_options(ringbuf_default=RINGBUF_DEFAULTS["live"])
 def live(record_to: Optional[str], no_screen: bool, interval: float, duration: Optional[float],
          netns: Optional[str], pid: Optional[int], port: Optional[int], families: Tuple[str, ...],
-         ringbuf_size: int, engine: str, synthetic_pid: int) -> None:
+         ringbuf_size: int, engine: str, synthetic_pid: int, force: bool) -> None:
+    if record_to:
+        outfile.check(record_to, (), force)     # before attaching anything
     filters = filters_from(netns, pid, port, families, ringbuf_size)
     cap = Capture(filters, ringbuf_size, synthetic_pid=synthetic_pid, engine=engine)
     screen = sys.stdout.isatty() and not no_screen
@@ -64,7 +68,7 @@ def live(record_to: Optional[str], no_screen: bool, interval: float, duration: O
         st.kmsg_error = kmsg.error
         st.add_snapshot(cap.first_snapshot)
         if record_to:
-            rec = Recorder(record_to, hdr, EVENT_SIZE)
+            rec = Recorder(record_to, hdr, EVENT_SIZE, force=force)
             rec.add_json(tf.SNAPSHOT, cap.first_snapshot)
 
         def sink(payload: bytes, n: int) -> int:
