@@ -165,3 +165,17 @@ def test_live_record_refuses_an_existing_recording_before_attaching(rec, capsys)
 def test_record_refuses_before_attaching(rec, capsys):
     assert cli.main(["record", "-o", str(rec), "--duration", "1"]) == 1
     assert "--force" in capsys.readouterr().err and same_bytes(rec)
+
+
+def test_special_files_are_written_in_place_never_replaced(rec, tmp_path):
+    # `record -o /dev/null` (the bcc VM test) and `-o /dev/stdout` must not
+    # rename a regular file over a device
+    assert run("export", rec, "-o", "/dev/null").returncode == 0
+    assert run("report", rec, "-o", "/dev/null", "--force").returncode == 0
+    r = Recorder("/dev/null", {"hostname": "h"}, ev.EVENT_SIZE)
+    r.close({"stop_reason": "test"})
+    import stat
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert not outfile.is_recording(str(fifo)) and outfile.is_special(str(fifo))

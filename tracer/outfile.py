@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from typing import IO, Iterable, Iterator, Optional
 
@@ -34,7 +35,17 @@ def _stat(path: str) -> Optional[os.stat_result]:
         return None
 
 
+def is_special(path: str) -> bool:
+    """An existing path that is not a regular file (/dev/null, /dev/stdout, a
+    FIFO): written in place, never replaced by a rename."""
+    st = _stat(path)
+    return st is not None and not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode)
+
+
 def is_recording(path: str) -> bool:
+    st = _stat(path)
+    if st is None or not stat.S_ISREG(st.st_mode):     # never open a FIFO to peek
+        return False
     try:
         with open(path, "rb") as f:
             return f.read(len(MAGIC)) == MAGIC
@@ -93,6 +104,14 @@ def atomic_text(path: str, inputs: Iterable[str] = (), force: bool = False,
     Mode 0644 unless an existing file had another (a report is for sharing;
     a recording's 0600 is kept where one is replaced)."""
     check(path, inputs, force)
+    if is_special(path):
+        try:
+            f = open(path, "w", newline=newline)
+        except OSError as e:
+            raise OutputError(_describe(path, e)) from None
+        with f:
+            yield f
+        return
     st = _stat(path)
     fd, tmp = temp_beside(path, (st.st_mode & 0o777) if st else 0o644)
     try:

@@ -68,19 +68,27 @@ class Recorder:
             outfile.check(path, (), self.force)
         except outfile.OutputError as e:
             raise RecordingStopped(str(e)) from None
-        try:
-            self._fd, tmp = outfile.temp_beside(path, 0o600)
-        except outfile.OutputError as e:
-            raise RecordingStopped(str(e)) from None
-        self.path = tmp
         self._good = 0
-        self._write(tf.magic_bytes() + tf.encode_json(tf.HEADER, self.header, self.compress))
-        try:
-            outfile.rename_into_place(tmp, path)
-        except outfile.OutputError as e:
-            os.close(self._fd)
-            self._fd = -1
-            raise RecordingStopped(str(e)) from None
+        if outfile.is_special(path):        # /dev/null, a FIFO: written in place
+            try:
+                self._fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            except OSError as e:
+                raise RecordingStopped(f"cannot write {path}: {e.strerror}") from None
+            self.path = path
+            self._write(tf.magic_bytes() + tf.encode_json(tf.HEADER, self.header, self.compress))
+        else:
+            try:
+                self._fd, tmp = outfile.temp_beside(path, 0o600)
+            except outfile.OutputError as e:
+                raise RecordingStopped(str(e)) from None
+            self.path = tmp
+            self._write(tf.magic_bytes() + tf.encode_json(tf.HEADER, self.header, self.compress))
+            try:
+                outfile.rename_into_place(tmp, path)
+            except outfile.OutputError as e:
+                os.close(self._fd)
+                self._fd = -1
+                raise RecordingStopped(str(e)) from None
         self.path = path
         self.files.append(path)
         if self.rotate and self.keep:
