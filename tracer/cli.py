@@ -51,7 +51,7 @@ def main(argv=None) -> int:
         return e.exit_code
     except click.UsageError as e:
         where = e.ctx.command_path if e.ctx is not None else "tcpoom"
-        print(f"{where}: usage: {e.format_message()} (`{where} --help` has examples)", file=sys.stderr)
+        print(f"{where}: usage: {e.format_message()} (see `{where} --help`)", file=sys.stderr)
         return e.exit_code
     except click.ClickException as e:
         e.show()

@@ -69,7 +69,8 @@ def _once_each(readers: List[tf.TraceReader], warnings: List[str]) -> List[tf.Tr
             continue
         keep, drop = (r, best[key]) if r.size > best[key].size else (best[key], r)
         best[key] = keep
-        warnings.append(f"{drop.path} is the same recording as {keep.path}: counted once")
+        warnings.append(f"{drop.path} given twice: counted once" if drop.path == keep.path else
+                        f"{drop.path} is the same recording as {keep.path}: counted once")
         drop.close()
     return [best[k] for k in order]
 
