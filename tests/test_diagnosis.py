@@ -95,3 +95,13 @@ def test_rmem_wmem_are_never_advised():
     m = model({"mem_exceed": 40, "tw_overflow": 1}, peaks={"memory_pages": {"value": 900000, "at": "t"}})
     _, snippet = diagnosis.diagnose(m, {})
     assert not {"tcp_rmem", "tcp_wmem"} & set(snippet_values(snippet))
+
+
+def test_max_orphans_lowered_and_too_small_says_both():
+    m = model(by_verdict={"oom_check": {"too_many_orphans": 40}},
+              peaks={"orphans": {"value": 50000, "source": "exact", "at": "t"}}, during={"tcp_max_orphans": 0})
+    findings, snippet = diagnosis.diagnose(m, {})
+    assert snippet_values(snippet)["tcp_max_orphans"] == [200704]
+    text = prose(findings)
+    assert "was 0 when the sockets were killed but is 131072 outside that moment: find what lowered it" in text
+    assert "four times the peak to absorb the 4x penalty: 200704" in text

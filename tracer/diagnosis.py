@@ -119,6 +119,18 @@ def diagnose(m: dict, header: dict) -> Tuple[List[dict], str]:
         if mem_total:
             mem_note = (f" At {want} orphans x 64 KiB that is up to {_mib(want * ORPHAN_COST)} "
                         f"of this host's {_mib(mem_total)}.")
+        orphan_advice = []
+        if lowered(max_orphans, in_force):
+            orphan_advice.append(
+                f"net.ipv4.tcp_max_orphans was {in_force} when the sockets were killed but is {max_orphans} "
+                f"outside that moment" + (f", which covers four times the peak ({peak * 4})" if raised is None
+                                          else "") + ": find what lowered it.")
+        if raised is not None:
+            orphan_advice.append(f"Size net.ipv4.tcp_max_orphans at about four times the peak to absorb the "
+                                 f"4x penalty: {want}.{mem_note}")
+        elif not orphan_advice:
+            orphan_advice.append(f"net.ipv4.tcp_max_orphans {max_orphans} already covers four times the "
+                                 f"peak ({peak * 4}).")
         findings.append({
             "id": "orphans", "severity": "critical",
             "title": f"Too many orphaned sockets: {n} connections killed (TCPAbortOnMemory)",
@@ -133,13 +145,7 @@ def diagnose(m: dict, header: dict) -> Tuple[List[dict], str]:
                    if ps else ""),
                 "callers: " + (", ".join(f"{k} {v}" for k, v in m["events"]["oom_callers"].items()) or "?"),
             ],
-            "advice": [
-                (f"net.ipv4.tcp_max_orphans was {in_force} when the sockets were killed but is {max_orphans} "
-                 f"outside that moment, which covers four times the peak ({peak * 4}): find what lowered it."
-                 if lowered(max_orphans, in_force) and raised is None else
-                 f"Size net.ipv4.tcp_max_orphans at about four times the peak to absorb the 4x penalty: "
-                 f"{want}.{mem_note}" if raised is not None else
-                 f"net.ipv4.tcp_max_orphans {max_orphans} already covers four times the peak ({peak * 4})."),
+            "advice": orphan_advice + [
                 "Orphans are sockets the application closed with data still unsent or unacknowledged: "
                 "look for peers that stop reading (see the holders) and for applications closing "
                 "busy connections; a lower net.ipv4.tcp_orphan_retries ends them sooner.",
