@@ -179,3 +179,17 @@ def test_special_files_are_written_in_place_never_replaced(rec, tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     assert not outfile.is_recording(str(fifo)) and outfile.is_special(str(fifo))
+
+
+def test_force_replaces_an_old_ring_whole(tmp_path):
+    base = str(tmp_path / "ring")
+    for seq in (7, 8, 9):
+        shutil.copy(SAMPLE, f"{base}.{seq:06d}")
+    from tracer.commands.record import _check_output
+    with pytest.raises(outfile.OutputError):
+        _check_output(base, 40, False)
+    r = Recorder(base, {"hostname": "h"}, ev.EVENT_SIZE, rotate=40, keep=2, force=True)
+    for i in range(4):
+        r.add_json(3, {"ts_ns": i})
+    r.close({"stop_reason": "test"})
+    assert sorted(os.listdir(tmp_path)) == [os.path.basename(p) for p in r.files[-2:]]

@@ -50,6 +50,13 @@ class Recorder:
         self._fd = -1
         self._good = 0                  # offset after the last complete block
         self.on_rotate: Optional[Callable[[], List[bytes]]] = None
+        if rotate and force:
+            # --force replaces an old ring whole: left in place, its files
+            # would read as part of this recording, and --keep would delete
+            # the new files (they sort first) rather than the old ones
+            for old in self._ring():
+                if outfile.is_recording(old):
+                    os.unlink(old)
         self._open_next()
 
     # ------------------------------------------------------------ files
@@ -94,9 +101,11 @@ class Recorder:
         if self.rotate and self.keep:
             self._drop_old()
 
+    def _ring(self) -> List[str]:
+        return sorted(glob.glob(glob.escape(self.base) + ".[0-9][0-9][0-9][0-9][0-9][0-9]"))
+
     def _drop_old(self) -> None:
-        ring = sorted(glob.glob(glob.escape(self.base) + ".[0-9][0-9][0-9][0-9][0-9][0-9]"))
-        for old in ring[:-self.keep]:
+        for old in self._ring()[:-self.keep]:
             try:
                 os.unlink(old)
             except OSError:
