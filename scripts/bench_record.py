@@ -28,7 +28,7 @@ BATCH = 1000
 
 
 def _start(path: str, extra=()) -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, "-m", "tracer", "record", "-o", path, "--family", "oom_check",
+    p = subprocess.Popen([sys.executable, "-m", "tracer", "record", "-o", path, "--force", "--family", "oom_check",
                           "--synthetic-pid", str(os.getpid()), *extra],
                          cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     while True:

@@ -21,7 +21,7 @@ OUT = os.path.join(ROOT, "tests", "data", "sample.tcpoom")
 
 def main() -> int:
     with Lab(allow_global_sysctls=True) as lab:
-        rec = subprocess.Popen([sys.executable, "-m", "tracer", "record", "-o", OUT, "--compress",
+        rec = subprocess.Popen([sys.executable, "-m", "tracer", "record", "-o", OUT, "--force", "--compress",
                                 "--netns", lab.netns_name], cwd=ROOT)
         time.sleep(1.5)
         for scenario, count in (("tw_overflow", 60), ("orphans_close", 40), ("tcp_mem_recv", 10)):

@@ -47,7 +47,7 @@ def reference(records: list) -> dict:
             shift_by_sec[sec] = max(shift_by_sec.get(sec, -1), e.shift)
             if e.orphans >= 0:
                 out["orphans"][_bucket(e.orphans)] += 1
-                offer("orphans", e.orphans, e.ts_ns, source="exact")
+                offer("orphans", e.orphans, e.ts_ns, source="exact", limit=e.max_orphans)
                 if e.shift >= 0:
                     offer("orphans_shifted", e.orphans << e.shift, e.ts_ns, shift=e.shift,
                           orphans=e.orphans, max_orphans=e.max_orphans)

@@ -2,7 +2,8 @@
 from tracer.model import events as ev
 from tracer.model.events import Event
 from tracer.kernel.facts import KernelFacts
-from tracer.model.samples import Clock, Sampled
+from tracer.model.clock import Clock
+from tracer.model.samples import Sampled
 from tracer.render.lines import as_json, text
 from tracer.kernel.plan import build
 from tracer.capture.totals import Totals

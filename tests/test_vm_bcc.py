@@ -188,9 +188,9 @@ def test_refusals_and_pressure_entry_seen(guest, matrix):
     s = scenario(guest, "tcp_mem_send")
     assert s["seen"] > 0 and s["lost"] == 0 and s["printed"] == s["seen"]
     # the unread receivers are refused too (kind SK_MEM_RECV)
-    assert {e["side"] for e in s["events"]} >= {"send"}
+    assert {e["verdict"][0] for e in s["events"]} >= {"send"}
     for e in s["events"]:
-        assert e["method"] == "raw_tp" and e["side"] in ("send", "recv")
+        assert e["method"] == "raw_tp" and e["verdict"][0] in ("send", "recv")
         # refused at the hard limit, or above its share under pressure: the
         # figures are present either way
         assert e["memory_allocated"] > 0 and len(e["tcp_mem"]) == 3

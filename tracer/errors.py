@@ -6,10 +6,12 @@ class TcpoomError(Exception):
     """An error with a message fit for one line on the terminal."""
 
     exit_code = 1
+    kind = "error"          # the word after "tcpoom:" on its line
 
 
 class UsageError(TcpoomError):
     exit_code = 2
+    kind = "usage"
 
 
 class PermissionNeeded(TcpoomError):
@@ -31,6 +33,8 @@ class LoadError(TcpoomError):
 
 
 class DamagedInput(TcpoomError):
-    """Reported, but from a file cut short or damaged."""
+    """Reported, but from a file cut short or damaged: read up to its last
+    complete block."""
 
     exit_code = 5
+    kind = "warning"        # a result was produced all the same

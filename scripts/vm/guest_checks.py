@@ -29,7 +29,7 @@ BCC_START_TIMEOUT_S = 400.0
 TRACER_STARTS: list = []
 EVENT_KEYS = ("method", "caller", "shift", "shift_is_lower_bound", "orphans", "max_orphans",
               "memory_allocated", "tcp_mem", "verdict", "reset_sent", "reason", "state",
-              "tw_count", "max_tw_buckets", "side", "transition", "fidelity")
+              "tw_count", "max_tw_buckets", "fidelity")
 
 
 def _adapt(adaptations: list) -> None:

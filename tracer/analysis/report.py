@@ -6,29 +6,46 @@ else; its keys are the documented, stable `--format json` output
 """
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import struct
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from . import diagnosis
 from tracer.model import events as ev
 from tracer.model.aggregate import Aggregate, comm_of, top_with_socket
+from tracer.model.clock import Clock
+from tracer.model.event_schema import CALLER_NAMES
 from tracer.model.families import KERNEL_COUNTER
 
 SCHEMA = "tcpoom-report/1"
 
 
 class WallClock:
-    def __init__(self, header: dict):
-        clock = header.get("clock") or {}
-        self.offset = clock.get("realtime_ns", 0) - clock.get("monotonic_ns", 0)
+    """The report's times: the one clock model (clock.py) to the millisecond,
+    every time clamped into the recording (a per-second bucket or an episode
+    is whole seconds of CLOCK_MONOTONIC, which start before the first record
+    and end after the last)."""
+
+    def __init__(self, header: dict, start_ns: Optional[int] = None, end_ns: Optional[int] = None):
+        self.clock = Clock.of(header)
+        self.start_ns, self.end_ns = start_ns, end_ns
 
     def iso(self, ts_ns: Optional[int]) -> Optional[str]:
         if ts_ns is None:
             return None
-        return datetime.datetime.fromtimestamp((ts_ns + self.offset) / 1e9,
-                                               datetime.timezone.utc).isoformat(timespec="milliseconds")
+        if self.start_ns is not None:
+            ts_ns = max(ts_ns, self.start_ns)
+        if self.end_ns is not None:
+            ts_ns = min(ts_ns, self.end_ns)
+        return self.clock.iso(ts_ns, "milliseconds")
+
+
+def recording_span(agg: Aggregate) -> Tuple[Optional[int], Optional[int]]:
+    """(first, last) CLOCK_MONOTONIC ns of what the recording holds: events,
+    /proc snapshots and the trailer's stop time."""
+    starts = [t for t in (agg.first_ns, agg.snap_first_ns) if t is not None]
+    ends = [t for t in (agg.last_ns, agg.snap_last_ns, (agg.trailer or {}).get("ts_ns")) if t]
+    return (min(starts) if starts else None), (max(ends) if ends else None)
 
 
 def _peer(af: int, raw: bytes) -> str:
@@ -123,7 +140,8 @@ def _limits_during(agg: Aggregate) -> dict:
 
 def build(agg: Aggregate, files: List[str]) -> dict:
     h = agg.header
-    clock = WallClock(h)
+    start_ns, end_ns = recording_span(agg)
+    clock = WallClock(h, start_ns, end_ns)
     lim = _limits(agg)
     page = lim.get("page_size", 4096)
     fam_name = ev.FAMILIES
@@ -198,17 +216,22 @@ def build(agg: Aggregate, files: List[str]) -> dict:
             if high <= 0:           # the event could not read it: the limit at the start
                 high = (lim.get("tcp_mem") or [0, 0, 0])[2]
             d["pct_of_high"] = round(100.0 * p.value / high, 1) if high else None
+            d["tcp_mem2"] = high            # the one the percentage is of
+        elif k == "orphans":
+            # against tcp_max_orphans in force at that moment: read with the
+            # event, else sampled in the same second, else the one at the start
+            limit = p.extra.get("limit")
+            if limit is None or limit < 0:
+                limit = (series.get(p.ts_ns // 10 ** 9) or {}).get("max_orphans")
+            d["limit"] = limit if limit is not None else lim.get("tcp_max_orphans")
         peaks[k] = d
     model = {
         "schema": SCHEMA,
         "source": {"files": files, "hostname": h.get("hostname"), "kernel": h.get("kernel"),
                    "engine": h.get("engine"), "cmdline": h.get("cmdline"),
                    "damage": agg.damage, "complete": agg.trailer is not None and not agg.damage},
-        "span": {"start": clock.iso(agg.first_ns if agg.first_ns is not None else
-                                    (min(series) * 10 ** 9 if series else None)),
-                 "end": clock.iso(agg.last_ns if agg.last_ns is not None else
-                                  (max(series) * 10 ** 9 if series else None)),
-                 "seconds": span_s},
+        "span": {"start": clock.iso(start_ns), "end": clock.iso(end_ns),
+                 "seconds": round((end_ns - start_ns) / 1e9, 1) if start_ns is not None else 0},
         "plan": {f: {"method": p["method"], "target": p["target"],
                      "fields": {k: v["fidelity"] for k, v in p["fields"].items()},
                      "blind_spot": p.get("blind_spot", "")}
@@ -216,7 +239,7 @@ def build(agg: Aggregate, files: List[str]) -> dict:
         "limits": lim,
         "limits_during_events": during,
         "events": {"total": agg.events, "by_family": by_family, "by_verdict": verdicts,
-                   "oom_callers": {ev.CALLERS.get(k, "?"): n for k, n in agg.oom_callers.items()}},
+                   "oom_callers": {CALLER_NAMES.get(k, "unknown"): n for k, n in agg.oom_callers.items()}},
         "kernel_counters": {"tcpext_delta": tcpext_delta, "comparison": comparison},
         "loss": dict(agg.loss),
         "crossed": _crossed(agg, clock),

@@ -14,6 +14,7 @@ import time
 from typing import Callable, List, Optional
 
 from tracer.model import events as ev
+from tracer import outfile
 from tracer.model import tracefile as tf
 from tracer.errors import TcpoomError
 
@@ -27,8 +28,10 @@ class RecordingStopped(TcpoomError):
 
 class Recorder:
     def __init__(self, path: str, header: dict, record_size: int, compress: bool = False,
-                 max_size: Optional[int] = None, rotate: Optional[int] = None, keep: int = 0):
+                 max_size: Optional[int] = None, rotate: Optional[int] = None, keep: int = 0,
+                 force: bool = False):
         self.base = path
+        self.force = force
         self.header = header
         self.record_size = record_size
         self.compress = compress
@@ -47,6 +50,13 @@ class Recorder:
         self._fd = -1
         self._good = 0                  # offset after the last complete block
         self.on_rotate: Optional[Callable[[], List[bytes]]] = None
+        if rotate and force:
+            # --force replaces an old ring whole: left in place, its files
+            # would read as part of this recording, and --keep would delete
+            # the new files (they sort first) rather than the old ones
+            for old in self._ring():
+                if outfile.is_recording(old):
+                    os.unlink(old)
         self._open_next()
 
     # ------------------------------------------------------------ files
@@ -56,22 +66,46 @@ class Recorder:
     def _open_next(self) -> None:
         self._seq += 1
         path = self._name()
+        # an existing recording is replaced only when asked (--force), and
+        # never truncated in place: the new file starts as a temporary file
+        # beside it (0600: recordings name processes and peers of a
+        # production host) and takes the name once its header is written, so
+        # the name always holds a readable recording.
         try:
-            # 0600: recordings name processes and peers of a production host
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        except OSError as e:
-            raise RecordingStopped(f"cannot create {path}: {e.strerror}") from None
-        os.fchmod(self._fd, 0o600)
+            outfile.check(path, (), self.force)
+        except outfile.OutputError as e:
+            raise RecordingStopped(str(e)) from None
+        self._good = 0
+        if outfile.is_special(path):        # /dev/null, a FIFO: written in place
+            try:
+                self._fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            except OSError as e:
+                raise RecordingStopped(f"cannot write {path}: {e.strerror}") from None
+            self.path = path
+            self._write(tf.magic_bytes() + tf.encode_json(tf.HEADER, self.header, self.compress))
+        else:
+            try:
+                self._fd, tmp = outfile.temp_beside(path, 0o600)
+            except outfile.OutputError as e:
+                raise RecordingStopped(str(e)) from None
+            self.path = tmp
+            self._write(tf.magic_bytes() + tf.encode_json(tf.HEADER, self.header, self.compress))
+            try:
+                outfile.rename_into_place(tmp, path)
+            except outfile.OutputError as e:
+                os.close(self._fd)
+                self._fd = -1
+                raise RecordingStopped(str(e)) from None
         self.path = path
         self.files.append(path)
-        self._good = 0
-        self._write(tf.magic_bytes() + tf.encode_json(tf.HEADER, self.header, self.compress))
         if self.rotate and self.keep:
             self._drop_old()
 
+    def _ring(self) -> List[str]:
+        return sorted(glob.glob(glob.escape(self.base) + ".[0-9][0-9][0-9][0-9][0-9][0-9]"))
+
     def _drop_old(self) -> None:
-        ring = sorted(glob.glob(glob.escape(self.base) + ".[0-9][0-9][0-9][0-9][0-9][0-9]"))
-        for old in ring[:-self.keep]:
+        for old in self._ring()[:-self.keep]:
             try:
                 os.unlink(old)
             except OSError:

@@ -87,10 +87,23 @@ class Totals:
         return text_from_json(self.to_json())
 
 
-def text_from_json(t: dict) -> str:
-    """The totals as lines, from their JSON form (live captures and recordings' trailers)."""
-    lines = [f"tcpoom: stopped ({t.get('stop_reason')}) after {t.get('duration_s', 0):.1f} s; "
-             f"TcpExt of netns {t.get('netns')}"]
+STOP_REASONS = {"SIGINT": "SIGINT: Ctrl-C", "SIGTERM": "SIGTERM", "duration": "--duration reached",
+                "count": "--count reached", "max-size": "--max-size reached", "error": "on an error"}
+
+
+def ended(reason) -> str:
+    return STOP_REASONS.get(reason, str(reason))
+
+
+def text_from_json(t: dict, recorded: bool = False) -> str:
+    """The totals as lines, from their JSON form (live captures and recordings'
+    trailers). `recorded`: a replay says how the recording ended, not that
+    it was itself stopped."""
+    took = f"after {t.get('duration_s', 0):.1f} s; TcpExt of netns {t.get('netns')}"
+    if recorded:
+        lines = [f"tcpoom: end of the recording: the recorder stopped ({ended(t.get('stop_reason'))}) {took}"]
+    else:
+        lines = [f"tcpoom: stopped ({t.get('stop_reason')}) {took}"]
     lines.append(f"  {'family':<12} {'seen':>7} {'lost':>5}  {'kernel counter':<22} {'delta':>7}  method")
     for r in t.get("families", []):
         kc = r["kernel_counter"] or "(none)"

@@ -31,15 +31,17 @@ class _LazyGroup(click.Group):
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="tcpoom")
+@click.version_option(None, "-V", "--version", package_name="tcpoom")
 def cli() -> None:
     """Trace every TCP socket-memory decision of the Linux kernel: orphan aborts,
     tcp_mem refusals, TIME_WAIT bucket overflows and memory pressure."""
 
 
 def main(argv=None) -> int:
-    """Entry point. Exit codes are decided here only: 0 ok, 1 error, 2 usage,
-    3 kernel unsupported, 4 BPF load refused, 77 permission needed, 130 SIGINT."""
+    """Entry point. Exit codes are decided here only (README "Exit codes"): 0 ok,
+    1 error, 2 usage, 3 kernel unsupported, 4 BPF load refused, 5 reported from a
+    damaged file (a warning: what could be read was), 77 permission needed,
+    130 SIGINT. Every error is one line on stderr."""
     try:
         cli.main(args=argv, prog_name="tcpoom", standalone_mode=False)
         return 0
@@ -47,16 +49,24 @@ def main(argv=None) -> int:
         return 130
     except click.exceptions.Exit as e:
         return e.exit_code
+    except click.UsageError as e:
+        where = e.ctx.command_path if e.ctx is not None else "tcpoom"
+        print(f"{where}: usage: {e.format_message()} (see `{where} --help`)", file=sys.stderr)
+        return e.exit_code
     except click.ClickException as e:
         e.show()
         return e.exit_code
     except TcpoomError as e:
-        print(f"tcpoom: error: {e}", file=sys.stderr)
+        print(f"tcpoom: {e.kind}: {e}", file=sys.stderr)
         return e.exit_code
     except BrokenPipeError:
         return 0
     except KeyboardInterrupt:
         return 130
+    except OSError as e:        # an input or output the checks above could not foresee
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"tcpoom: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

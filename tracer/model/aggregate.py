@@ -57,6 +57,8 @@ class Aggregate:
                                           "tw", "tw_sampled")}
         self.snapshot_series: Dict[int, dict] = {}    # second -> figures
         self.snapshots = 0
+        self.snap_first_ns: Optional[int] = None    # the first and last /proc snapshot
+        self.snap_last_ns: Optional[int] = None
         self.tcpext_first: Optional[dict] = None
         self.tcpext_last: Optional[dict] = None
         self.first_snapshot: Optional[dict] = None
@@ -180,7 +182,8 @@ class Aggregate:
             i = 0
         else:
             i = orphans[1].index(max(orphans[1]))
-        self.peaks["orphans"].offer(c.at("orphans", i), c.at("ts_ns", i), source="exact")
+        self.peaks["orphans"].offer(c.at("orphans", i), c.at("ts_ns", i), source="exact",
+                                    limit=c.at("max_orphans", i))
         if orphans[1] is None and shift[1] is None:
             v, i = _shifted(orphans[0], shift[0]), 0
         else:
@@ -207,6 +210,9 @@ class Aggregate:
             self.first_snapshot = snap
         self.last_snapshot = snap
         ts = snap.get("ts_ns", 0)
+        if ts:
+            self.snap_first_ns = ts if self.snap_first_ns is None else min(self.snap_first_ns, ts)
+            self.snap_last_ns = ts if self.snap_last_ns is None else max(self.snap_last_ns, ts)
         tcp = snap.get("sockstat", {}).get("TCP", {})
         limits = snap.get("limits", {})
         sec = ts // 1_000_000_000
@@ -236,7 +242,7 @@ class Aggregate:
             fig["pressure"] = fig["pressure"] or old["pressure"]
         self.snapshot_series[sec] = fig
         if tcp.get("orphan") is not None:
-            self.peaks["orphans"].offer(tcp["orphan"], ts, source="sampled")
+            self.peaks["orphans"].offer(tcp["orphan"], ts, source="sampled", limit=limits.get("tcp_max_orphans"))
         if tcp.get("mem") is not None:
             tm = limits.get("tcp_mem") or [None, None, -1]
             self.peaks["memory_pages"].offer(tcp["mem"], ts, tcp_mem2=tm[2], source="sampled")

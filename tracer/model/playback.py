@@ -7,12 +7,12 @@ from typing import Callable, Iterator, Optional, Tuple
 
 from . import tracefile as tf
 from .events import EVENT_SIZE, Event
-from .samples import Clock, Sampled
+from .clock import Clock
+from .samples import Sampled
 
 
 def clock_of(header: dict) -> Clock:
-    c = header.get("clock") or {}
-    return Clock(c.get("realtime_ns", 0) - c.get("monotonic_ns", 0))
+    return Clock.of(header)
 
 
 def stream(reader: tf.TraceReader, sampled: Sampled) -> Iterator[Tuple[str, object]]:

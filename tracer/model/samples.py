@@ -1,31 +1,9 @@
-"""What user space adds to the kernel's records: the wall clock of their
-monotonic timestamps, and the figures sampled from /proc near their time."""
+"""What user space adds to the kernel's records: the figures sampled from /proc
+near their time (their wall clock is model/clock.py)."""
 from __future__ import annotations
 
 import bisect
-import datetime
 from typing import List, Optional, Tuple
-
-
-class Clock:
-    """Turns the kernel's CLOCK_MONOTONIC nanoseconds into wall time."""
-
-    def __init__(self, wall_minus_mono_ns: int):
-        self.offset_ns = wall_minus_mono_ns
-
-    @classmethod
-    def now(cls) -> "Clock":
-        import time
-        return cls(time.time_ns() - time.monotonic_ns())
-
-    def wall(self, ts_ns: int) -> datetime.datetime:
-        return datetime.datetime.fromtimestamp((ts_ns + self.offset_ns) / 1e9)
-
-    def iso(self, ts_ns: int) -> str:
-        return self.wall(ts_ns).isoformat(timespec="microseconds")
-
-    def hms(self, ts_ns: int) -> str:
-        return self.wall(ts_ns).strftime("%H:%M:%S.%f")
 
 
 class Sampled:

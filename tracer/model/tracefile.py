@@ -199,12 +199,26 @@ class TraceReader:
                 + (": upgrade tcpoom" if major > VERSION[0] else ""))
         first = next(self._blocks(), None)
         if first is None or first.type != HEADER:
-            raise TruncatedTrace(f"{path}: TruncatedTrace: {self.damage or 'no header block'}")
+            # the damage line names its own kind (TruncatedTrace:, CorruptBlock:)
+            raise TruncatedTrace(f"{path}: {self.damage or 'TruncatedTrace: no header block'}")
         try:
             self.header = first.json()
         except ValueError:
             raise TruncatedTrace(f"{path}: TruncatedTrace: header block is not JSON") from None
         self._after_header = self._f.tell()
+
+    def identity(self) -> str:
+        """What makes two files the same recording, whatever their names: the
+        header (host, clock pair, command line) and the first block after it.
+        The files of one --rotate ring share a header but not a first block."""
+        import hashlib
+        h = hashlib.sha256(json.dumps(self.header, sort_keys=True).encode())
+        self._f.seek(self._after_header)
+        block, _ = read_block(self._f, 2)
+        if block is not None:
+            h.update(bytes([block.type]))
+            h.update(block.payload)
+        return h.hexdigest()
 
     def _blocks(self) -> Iterator[Block]:
         f = self._f

@@ -19,7 +19,8 @@ from rich.text import Text
 from tracer.model import events as ev
 from tracer.model.aggregate import Aggregate, comm_of, top_with_socket
 from tracer.model.events import Event
-from tracer.model.samples import Clock, Sampled
+from tracer.model.clock import Clock
+from tracer.model.samples import Sampled
 from .sparkline import sparkline
 from tracer.model.families import FAMILY_ORDER as _FAM_ORDER, FAMILY_SLOT, KERNEL_COUNTER
 

@@ -1,11 +1,13 @@
 """One event as one text line or one JSON object (`tcpoom trace`, `replay`)."""
 from __future__ import annotations
 
-from typing import Dict
+import bisect
+from typing import Dict, List, Optional, Tuple
 
 from tracer.model import events as ev
+from tracer.model.clock import Clock  # noqa: F401  (one clock model: clock.py)
+from tracer.model.event_schema import record
 from tracer.model.events import Event
-from tracer.model.samples import Clock, Sampled
 
 PAGE = 4096
 
@@ -52,50 +54,5 @@ def text(e: Event, clock: Clock, sampled: Sampled) -> str:
 
 
 def as_json(e: Event, clock: Clock, sampled: Sampled) -> Dict:
-    d: Dict = {
-        "family": e.family_name,
-        "time": clock.iso(e.ts_ns),
-        "ts_ns": e.ts_ns,
-        "method": e.method_name,
-        "pid": e.pid, "tid": e.tid, "comm": e.comm_str, "cpu": e.cpu, "netns": e.netns,
-    }
-    if e.af:
-        d.update(local=e.local, remote=e.remote, state=e.state_name, sport=e.sport, dport=e.dport)
-    fidelity = {}
-
-    def put(name: str, value, field: str) -> None:
-        d[name] = value if value != -1 else None
-        fidelity[name] = e.fidelity(field)
-
-    if e.family in (ev.OOM_CHECK, ev.MEM_EXCEED, ev.PRESSURE):
-        put("memory_allocated", e.memory_allocated, "memory_allocated")
-        d["tcp_mem"] = list(e.tcp_mem) if e.tcp_mem0 >= 0 else None
-        fidelity["tcp_mem"] = e.fidelity("tcp_mem")
-    if e.family == ev.OOM_CHECK:
-        d["verdict"] = e.verdict_names()
-        d["caller"] = e.caller_name
-        put("shift", e.shift, "shift")
-        d["shift_is_lower_bound"] = bool(e.verdict & ev.VERDICT_SHIFT_MIN)
-        put("orphans", e.orphans, "orphans")
-        put("max_orphans", e.max_orphans, "max_orphans")
-        so, sm = sampled.at(e.ts_ns)
-        if e.orphans < 0 and so is not None:
-            d["orphans"] = so
-            fidelity["orphans"] = "sampled"
-        if e.max_orphans < 0 and sm is not None:
-            d["max_orphans"] = sm
-            fidelity["max_orphans"] = "sampled"
-        d["reset_sent"] = bool(e.verdict & ev.VERDICT_RESET)
-        d["reason"] = e.reason
-        d["wmem_queued"] = e.wmem_queued
-    elif e.family == ev.TW_OVERFLOW:
-        put("tw_count", e.tw_count, "tw_count")
-        put("max_tw_buckets", e.max_tw_buckets, "max_tw_buckets")
-    elif e.family == ev.MEM_EXCEED:
-        d["side"] = "recv" if e.verdict & ev.VERDICT_RECV else "send"
-        d.update(rmem_alloc=e.rmem_alloc, rcvbuf=e.rcvbuf, wmem_queued=e.wmem_queued, sndbuf=e.sndbuf)
-    elif e.family == ev.PRESSURE:
-        d["transition"] = "enter" if e.verdict & ev.VERDICT_ENTER else "leave"
-    fidelity["verdict"] = e.fidelity("verdict") if e.method != ev.SAMPLED else "sampled"
-    d["fidelity"] = fidelity
-    return d
+    """The event in the one documented schema (event_schema.py, docs/events.md)."""
+    return record(e, clock, sampled)

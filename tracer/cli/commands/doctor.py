@@ -14,7 +14,9 @@ Exit codes (for scripts and monitoring, as a Nagios/Icinga plugin):
   2  critical: the kernel refuses memory or kills connections now
      (TCP memory above tcp_mem[2], orphans above tcp_max_orphans,
      TCPAbortOnMemory moved during the interval)
-  3  unknown: bad usage, or the figures could not be read at all
+  3  unknown: bad usage (one line on stderr, nothing on stdout), or
+     the figures could not be read at all; never 1 or 2, so a typo in
+     a monitoring check never reads as a warning or critical
   130 interrupted
 
 \b
@@ -42,7 +44,12 @@ Exit codes (for scripts and monitoring, as a Nagios/Icinga plugin):
                     fields {FIELD: fidelity}, sampled [], blind_spot}}
   unavailable       [{what, why}]: figures that could not be read
   not_checked       [rule: what it needed]: rules skipped for that
-"""
+
+\b
+Examples:
+  tcpoom doctor
+  tcpoom doctor --json | jq .verdict
+  tcpoom doctor --netns lab --interval 5"""
 from __future__ import annotations
 
 import json
@@ -57,8 +64,8 @@ from tracer.analysis import doctor as rules
 from tracer.kernel import facts as kernel_facts
 from tracer.host import netns, procfs
 from tracer.kernel import plan as plan_mod
+from tracer.errors import TcpoomError, UsageError
 from tracer.model.families import FAMILY_ORDER
-from tracer.errors import TcpoomError
 
 EXIT_UNKNOWN = 3
 CAP_SYS_ADMIN, CAP_SYSLOG, CAP_PERFMON, CAP_BPF = 21, 34, 38, 39
@@ -69,6 +76,23 @@ class DoctorUnknown(TcpoomError):
     """Nothing could be diagnosed: the Nagios "UNKNOWN" state, never 1 or 2."""
 
     exit_code = EXIT_UNKNOWN
+
+
+class DoctorUsage(UsageError):
+    """A usage error of doctor's: UNKNOWN too, so 1 and 2 always mean a verdict."""
+
+    exit_code = EXIT_UNKNOWN
+
+
+class DoctorCommand(click.Command):
+    """Usage errors exit 3 (UNKNOWN), so 1 and 2 always mean a verdict."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            exc.exit_code = EXIT_UNKNOWN
+            raise
 
 
 class Verdict(click.ClickException):
@@ -89,15 +113,6 @@ class Verdict(click.ClickException):
         pass
 
 
-class DoctorCommand(click.Command):
-    """Usage errors exit 3 (UNKNOWN), so 1 and 2 always mean a verdict."""
-
-    def make_context(self, info_name, args, parent=None, **extra):
-        try:
-            return super().make_context(info_name, args, parent=parent, **extra)
-        except click.UsageError as exc:
-            exc.exit_code = EXIT_UNKNOWN
-            raise
 
 
 # --------------------------------------------------------------------------- reading
@@ -318,7 +333,7 @@ def _resolve_netns(ref: Optional[str]) -> Tuple[object, bool, str, Optional[int]
         path = netns.resolve(target)
         inode = netns.netns_inode(path)
     except netns.NetnsError as exc:
-        raise DoctorUnknown(str(exc)) from None
+        raise DoctorUsage(str(exc)) from None       # as `trace --netns`, but UNKNOWN
     except PermissionError:
         raise DoctorUnknown(f"namespace {ref!r}: permission denied (needs root)") from None
     if inode == own_inode:
@@ -502,7 +517,7 @@ def render(r: dict, console) -> None:
              + [("  ·", f"not checked: {n}") for n in r["not_checked"]])
 
 
-@click.command(cls=DoctorCommand, help=__doc__)
+@click.command(cls=DoctorCommand, help=__doc__, short_help='Diagnose socket memory now from /proc; no BPF.')
 @click.option("--netns", "netns_ref", metavar="NAME|PATH|INODE",
               help="Network namespace whose per-namespace figures to read (TIME_WAIT, "
                    "tcp_max_tw_buckets, tcp_rmem/tcp_wmem, TcpExt counters); default the "

@@ -4,7 +4,13 @@ limit, per-family rates, the latest events, top processes and ports, the
 sockets holding the most memory during pressure, and what the kernel log
 printed against what really happened. Redrawn 4 times a second; q or Ctrl-C
 quits with a summary. Without a terminal (or with --no-screen) it prints a
-text summary every --interval seconds instead."""
+text summary every --interval seconds instead.
+
+\b
+Examples:
+  tcpoom live
+  tcpoom live --record /var/tmp/incident.tcpoom   # watch and record
+  tcpoom live --no-screen --interval 10           # text, for a log"""
 from __future__ import annotations
 
 import sys
@@ -14,16 +20,15 @@ from typing import Optional, Tuple
 import click
 
 from tracer.host import snapshots
-from tracer.host.snapshots import HOLDERS_EVERY_S
 from tracer.model import tracefile as tf
 from tracer.capture.capture import Capture, Stop
 from tracer.render.dashboard import DashboardState, render, summary_text
 from tracer.model.events import EVENT_SIZE
 from tracer.render.keys import Keys
 from tracer.host.kmsg import TCP_PATTERNS, KernelLog, suppressed_total
-from tracer.model.samples import Clock
+from tracer.model.clock import Clock
 from tracer.kernel.loader import RINGBUF_DEFAULTS
-from tracer.capture.header import header
+from tracer import outfile
 from tracer.capture.recorder import Recorder
 from .options import capture_options, filters_from
 
@@ -32,8 +37,9 @@ def _kmsg_counts(messages):
     return {p: sum(p in m for m in messages) for p in TCP_PATTERNS}
 
 
-@click.command(help=__doc__)
-@click.option("--record", "record_to", type=click.Path(dir_okay=False), help="Also record to this file.")
+@click.command(help=__doc__, short_help='Full-screen live dashboard (q quits).')
+@click.option("--record", "record_to", help="Also record to this file.")
+@click.option("--force", is_flag=True, help="Replace an existing recording at --record.")
 @click.option("--no-screen", is_flag=True, help="Periodic text summaries instead of the full screen.")
 @click.option("--interval", type=click.FloatRange(min=0.5), default=5.0, show_default=True,
               help="Seconds between text summaries (--no-screen or no terminal).")
@@ -41,7 +47,9 @@ def _kmsg_counts(messages):
 @capture_options(ringbuf_default=RINGBUF_DEFAULTS["live"])
 def live(record_to: Optional[str], no_screen: bool, interval: float, duration: Optional[float],
          netns: Optional[str], pid: Optional[int], port: Optional[int], families: Tuple[str, ...],
-         ringbuf_size: int, engine: str, synthetic_pid: int) -> None:
+         ringbuf_size: int, engine: str, synthetic_pid: int, force: bool) -> None:
+    if record_to:
+        outfile.check(record_to, (), force)     # before attaching anything
     filters = filters_from(netns, pid, port, families, ringbuf_size)
     cap = Capture(filters, ringbuf_size, synthetic_pid=synthetic_pid, engine=engine)
     screen = sys.stdout.isatty() and not no_screen
@@ -59,7 +67,7 @@ def live(record_to: Optional[str], no_screen: bool, interval: float, duration: O
         st.kmsg_error = kmsg.error
         st.add_snapshot(cap.first_snapshot)
         if record_to:
-            rec = Recorder(record_to, hdr, EVENT_SIZE)
+            rec = Recorder(record_to, hdr, EVENT_SIZE, force=force)
             rec.add_json(tf.SNAPSHOT, cap.first_snapshot)
 
         def sink(payload: bytes, n: int) -> int:

@@ -1,6 +1,11 @@
 """Dump a trace file block by block, for debugging: offsets, types, sizes, the
 header and snapshots as JSON, and with --records every event record's raw
-fields."""
+fields.
+
+\b
+Examples:
+  tcpoom parse incident.tcpoom
+  tcpoom parse incident.tcpoom --records | less"""
 from __future__ import annotations
 
 import json
@@ -12,8 +17,8 @@ from tracer.model import tracefile as tf
 from tracer.errors import DamagedInput
 
 
-@click.command(help=__doc__)
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.command(help=__doc__, short_help='Dump a recording block by block (debugging).')
+@click.argument("file")
 @click.option("--records", is_flag=True, help="Also print every event record, field by field.")
 def parse(file: str, records: bool) -> None:
     reader = tf.TraceReader(file)

@@ -1,6 +1,11 @@
 """Show the probe plan: per event family, the attach method this kernel allows,
 the fidelity of every field, and why each better method was rejected.
-Attaches nothing."""
+Attaches nothing.
+
+\b
+Examples:
+  tcpoom probes                        # this kernel's plan
+  tcpoom probes --engine bcc --json    # as JSON, for the bcc engine"""
 from __future__ import annotations
 
 import json
@@ -29,7 +34,7 @@ def render(p: plan_mod.Plan) -> str:
     return "\n".join(out)
 
 
-@click.command(help=__doc__)
+@click.command(help=__doc__, short_help='The probe plan for this kernel; attaches nothing.')
 @click.option("--json", "as_json", is_flag=True, help="Print the plan and the kernel facts as JSON.")
 @click.option("--facts", type=click.Path(exists=True, dir_okay=False),
               help="Plan from recorded kernel facts (JSON) instead of this kernel.")

@@ -2,7 +2,13 @@
 copied in batches, /proc snapshots every second, the sockets holding the most
 memory whenever pressure starts. Bounded by time, count or size, or kept as a
 ring of files (--rotate/--keep) to leave on as a flight recorder. The file is
-readable without root, on any machine: `tcpoom report FILE`."""
+readable without root, on any machine: `tcpoom report FILE`.
+
+\b
+Examples:
+  tcpoom record -o /var/tmp/incident.tcpoom --duration 600
+  tcpoom record -o /var/tmp/ring --rotate 64M --keep 8 --compress
+  tcpoom record -o old.tcpoom --force  # replace an existing recording"""
 from __future__ import annotations
 
 import re
@@ -13,11 +19,10 @@ from typing import Optional, Tuple
 import click
 
 from tracer.model import events as ev
-from tracer.host import snapshots
-from tracer.host.snapshots import HOLDERS_EVERY_S
+from tracer.host import procfs, snapshots
+from tracer import outfile
 from tracer.model import tracefile as tf
 from tracer.capture.capture import Capture, Stop
-from tracer.capture.header import header
 from tracer.model.events import EVENT_SIZE
 from tracer.kernel.loader import RINGBUF_DEFAULTS
 from tracer.capture.recorder import Recorder, RecordingStopped
@@ -50,9 +55,10 @@ class Size(click.ParamType):
             self.fail(e.message, param, ctx)
 
 
-@click.command(help=__doc__)
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, writable=True),
+@click.command(help=__doc__, short_help='Record events to a file (or a ring of files).')
+@click.option("-o", "--output", required=True,
               help="The trace file (with --rotate: its prefix; files get .000001, .000002, ...).")
+@click.option("--force", is_flag=True, help="Replace an existing recording (or ring of them) at --output.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Stop after this many seconds.")
 @click.option("--count", type=click.IntRange(min=1), help="Stop after this many events.")
 @click.option("--max-size", type=Size(), help="Stop when the file reaches this size (e.g. 100M).")
@@ -64,9 +70,10 @@ class Size(click.ParamType):
 def record(output: str, duration: Optional[float], count: Optional[int], max_size: Optional[int],
            rotate: Optional[int], keep: Optional[int], compress: bool, netns: Optional[str],
            pid: Optional[int], port: Optional[int], families: Tuple[str, ...], ringbuf_size: int,
-           engine: str, quiet: bool, synthetic_pid: int) -> None:
+           engine: str, quiet: bool, synthetic_pid: int, force: bool) -> None:
     if keep and not rotate:
         raise click.UsageError("--keep needs --rotate")
+    _check_output(output, rotate, force)    # before loading anything
     filters = filters_from(netns, pid, port, families, ringbuf_size)
     cap = Capture(filters, ringbuf_size, synthetic_pid=synthetic_pid, sample_orphans=False,
                   engine=engine)
@@ -117,7 +124,8 @@ def record(output: str, duration: Optional[float], count: Optional[int], max_siz
 
     try:
         cap.start()
-        rec = Recorder(output, header(cap, sys.argv), EVENT_SIZE, compress, max_size, rotate, keep or 0)
+        rec = Recorder(output, header(cap, sys.argv), EVENT_SIZE, compress, max_size, rotate, keep or 0,
+                       force=force)
         rec.on_rotate = snapshot_blocks
         rec.add_json(tf.SNAPSHOT, cap.first_snapshot)
         sample_at_events = "oom_check" in cap.families and \
@@ -142,6 +150,14 @@ def record(output: str, duration: Optional[float], count: Optional[int], max_siz
         files = rec.files[-1] if len(rec.files) == 1 else f"{len(rec.files)} files ({rec.files[-1]} last)"
         print(f"tcpoom: recorded {rec.events} events ({per}) in {totals.duration_s:.1f} s to {files}, "
               f"{rec.bytes / 1e6:.1f} MB; lost {lost}; stopped: {totals.stop_reason}", file=sys.stderr)
+
+
+def _check_output(output: str, rotate: Optional[int], force: bool) -> None:
+    """An existing recording, or ring of them, is kept unless --force."""
+    import glob
+    ring = sorted(glob.glob(glob.escape(output) + ".[0-9][0-9][0-9][0-9][0-9][0-9]")) if rotate else []
+    for path in (ring[:1] if rotate else [output]):
+        outfile.check(path, (), force)
 
 
 def _holders(rec: Recorder, netns: int, reason: str) -> None:

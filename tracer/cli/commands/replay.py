@@ -1,6 +1,12 @@
 """Play a recording back through the same pipeline as a live trace: the same
 event lines (or JSON Lines), at the recorded pace times --speed (0: as fast as
-possible), then the recording's totals. No root needed."""
+possible), then the recording's totals. No root needed.
+
+\b
+Examples:
+  tcpoom replay incident.tcpoom --speed 0        # all at once
+  tcpoom replay incident.tcpoom --json | jq -c 'select(.family=="oom_check")'
+  tcpoom replay incident.tcpoom --dashboard --speed 4"""
 from __future__ import annotations
 
 import json
@@ -13,13 +19,13 @@ from tracer.model.samples import Sampled
 from tracer.render.lines import as_json, text
 from tracer.model.playback import Pacer, clock_of, stream
 from tracer.model.families import FAMILY_ORDER
-from tracer.capture.totals import text_from_json
+from tracer.capture.totals import ended, text_from_json
 from tracer.errors import DamagedInput
 from tracer.render.output import Output
 
 
-@click.command(help=__doc__)
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.command(help=__doc__, short_help='Play a recording back as event lines or the dashboard.')
+@click.argument("file")
 @click.option("--speed", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Pace factor: 2 plays twice as fast, 0 without waiting.")
 @click.option("--json", "as_jsonl", is_flag=True, help="JSON Lines, as `tcpoom trace --json`.")
@@ -59,6 +65,11 @@ def replay(file: str, speed: float, as_jsonl: bool, families, dashboard: bool) -
             out.write("\n".join(lines) + "\n")
     totals = (trailer or {}).get("totals")
     if totals:
-        out.write((json.dumps(totals) if as_jsonl else text_from_json(totals)) + "\n")
+        out.write((json.dumps(totals) if as_jsonl else text_from_json(totals, recorded=True)) + "\n")
+    elif not as_jsonl:
+        # no trailer: the recorder never closed the file (SIGKILL, a crash, a full disk)
+        how = (f"the recorder stopped ({ended(trailer.get('stop_reason'))})" if trailer else
+               "no trailer: the recorder was killed or its disk filled; read up to the last complete block")
+        out.write(f"tcpoom: end of the recording: {how}\n")
     if reader.damage:
         raise DamagedInput(f"{file}: {reader.damage}")

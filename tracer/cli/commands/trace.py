@@ -1,7 +1,13 @@
 """Attach and print every TCP socket-memory event as it happens, one line each,
 unrate-limited. On exit (Ctrl-C, SIGTERM, --duration, --count) print the
 in-kernel totals next to the kernel's own TcpExt counters over the same
-interval, and the loss counters."""
+interval, and the loss counters.
+
+\b
+Examples:
+  tcpoom trace                         # every event, until Ctrl-C
+  tcpoom trace --duration 60 --family oom_check
+  tcpoom trace --netns lab --port 443 --json | jq .verdict"""
 from __future__ import annotations
 
 import json
@@ -12,7 +18,7 @@ import click
 
 from tracer.capture.capture import Capture, Stop
 from tracer.model.events import Event, at
-from tracer.model.samples import Clock
+from tracer.model.clock import Clock
 from tracer.render.lines import as_json, text
 from tracer.render.output import Output
 from tracer.kernel.loader import RINGBUF_DEFAULTS
@@ -28,7 +34,7 @@ def _start_line(cap: Capture) -> str:
     return f"tcpoom: tracing {', '.join(parts)}{where}. Ctrl-C to stop."
 
 
-@click.command(help=__doc__)
+@click.command(help=__doc__, short_help='Print every event as it happens, then totals.')
 @click.option("--json", "as_jsonl", is_flag=True, help="JSON Lines: one object per event, then one totals object.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Stop after this many seconds.")
 @click.option("--count", type=click.IntRange(min=1), help="Stop after this many events.")

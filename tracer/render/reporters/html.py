@@ -484,7 +484,8 @@ def _gauges(m: dict) -> str:
     notes.append(f"tcp_max_tw_buckets {_num(limit)}"
                  + (" in that namespace" if tw.get("limit") is not None else ""))
     if tw.get("limit") is not None and lim.get("tcp_max_tw_buckets") not in (None, limit):
-        notes.append(f"{_num(lim.get('tcp_max_tw_buckets'))} in the recorder's namespace")
+        start = lim.get("tcp_max_tw_buckets")
+        notes.append(f"<b>{_num(start)} at the start{_moved(limit, start)}</b>")
     cards.append(("TIME_WAIT vs tcp_max_tw_buckets", _gauge(tw.get("value"), limit), notes))
 
     return '<div class="gauges">' + "".join(

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import List
 
-from .common import crossed_line, host_label, peak_lines
+from .common import crossed_line, host_label, peak_lines, top_finding, words
 from tracer.render.sparkline import sparkline
 
 
@@ -40,7 +40,7 @@ def _host(m: dict) -> List[str]:
         out.append(f"| {fam} | {n} | {v} | {p.get('method', '')} {_esc(p.get('target', ''))} | "
                    f"{c.get('kernel_counter', '')} | {'' if c.get('kernel_delta') is None else c['kernel_delta']} |")
     if m["loss"]:
-        out.append(f"\nLost in the ring buffer: {m['loss']}")
+        out.append(f"\nLost in the ring buffer: {words(m['loss'])}")
     if m["crossed"]:
         out += ["", "### Limits crossed", ""] + [f"- {_esc(crossed_line(c))}" for c in m["crossed"]]
     peaks = peak_lines(m)
@@ -75,7 +75,7 @@ def _host(m: dict) -> List[str]:
     if h["snapshots"]:
         out += ["", f"### Sockets holding the most memory ({h['snapshots']} snapshots during pressure)", ""]
         for p in h["processes"]:
-            out.append(f"- {_esc(p['comm'])} {p['pids']}: up to {p['max_bytes']} bytes")
+            out.append(f"- {_esc(p['comm'])} (pid {', '.join(map(str, p['pids'])) or '?'}): up to {p['max_bytes']} bytes")
     return out
 
 
@@ -87,7 +87,7 @@ def render(models: List[dict]) -> str:
         fams = sorted({f for m in models for f in m["events"]["by_family"]})
         for fam in fams:
             out.append(f"| {fam} | " + " | ".join(str(m["events"]["by_family"].get(fam, 0)) for m in models) + " |")
-        out.append("| top finding | " + " | ".join(_esc(m["diagnosis"][0]["title"]) for m in models) + " |")
+        out.append("| top finding | " + " | ".join(_esc(top_finding(m)) for m in models) + " |")
         out.append("")
     for m in models:
         out += _host(m) + [""]

@@ -11,7 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .common import crossed_line, host_label, peak_lines
+from .common import crossed_line, host_label, peak_lines, top_finding, words
 from tracer.render.sparkline import sparkline
 
 _STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan", "ok": "green"}
@@ -34,18 +34,21 @@ def _diagnosis(m: dict) -> Group:
     return Group(*parts)
 
 
-def _events(m: dict) -> Table:
+def _events(m: dict) -> Group:
+    """The family table, then how each family was caught: at 80 columns
+    nothing is cut (the attach methods are long, so they go below)."""
     t = Table(box=box.SIMPLE_HEAD, expand=False)
-    for col in ("family", "events", "verdicts", "method", "kernel counter", "delta"):
-        t.add_column(col, justify="right" if col in ("events", "delta") else "left")
+    for col in ("family", "events", "verdicts", "kernel counter", "delta"):
+        t.add_column(col, justify="right" if col in ("events", "delta") else "left", no_wrap=True)
     comp = m["kernel_counters"]["comparison"]
     for fam, n in m["events"]["by_family"].items():
-        v = ", ".join(f"{k} {c}" for k, c in m["events"]["by_verdict"].get(fam, {}).items())
-        p = m["plan"].get(fam, {})
+        v = "\n".join(f"{k} {c}" for k, c in m["events"]["by_verdict"].get(fam, {}).items())
         c = comp.get(fam, {})
-        t.add_row(fam, str(n), v, f"{p.get('method', '')} {p.get('target', '')}",
-                  c.get("kernel_counter", ""), "" if c.get("kernel_delta") is None else str(c["kernel_delta"]))
-    return t
+        t.add_row(fam, str(n), v, c.get("kernel_counter", ""),
+                  "" if c.get("kernel_delta") is None else str(c["kernel_delta"]))
+    how = [Text(f"  {fam}: caught by {p.get('method', '')} {p.get('target', '')}")
+           for fam, p in m["plan"].items() if fam in m["events"]["by_family"]]
+    return Group(t, *how)
 
 
 def _top(m: dict) -> Table:
@@ -73,7 +76,7 @@ def _host(m: dict) -> Panel:
                           " — reported up to the last complete block", style="bold red"))
     parts += [Text(""), _diagnosis(m), Text(""), _events(m)]
     if m["loss"]:
-        parts.append(Text(f"lost in the ring buffer: {m['loss']}", style="yellow"))
+        parts.append(Text(f"lost in the ring buffer: {words(m['loss'])}", style="yellow"))
     if m["crossed"]:
         parts.append(Text("limits crossed", style="bold"))
         parts += [Text("  " + crossed_line(c)) for c in m["crossed"]]
@@ -96,7 +99,8 @@ def _host(m: dict) -> Panel:
         parts.append(Text(f"sockets holding the most memory ({h['snapshots']} snapshots during pressure)",
                           style="bold"))
         for p in h["processes"][:5]:
-            parts.append(Text(f"  {p['comm']} {p['pids']}: up to {p['max_bytes']:,} bytes"))
+            pids = ", ".join(map(str, p["pids"])) or "?"
+            parts.append(Text(f"  {p['comm']} (pid {pids}): up to {p['max_bytes']:,} bytes"))
     return Panel(Group(*parts), title=f"tcpoom report: {escape(host_label(m))}", title_align="left")
 
 
@@ -108,7 +112,7 @@ def _side_by_side(models: List[dict]) -> Table:
     fams = sorted({f for m in models for f in m["events"]["by_family"]})
     for fam in fams:
         t.add_row(fam, *[str(m["events"]["by_family"].get(fam, 0)) for m in models])
-    t.add_row("top finding", *[m["diagnosis"][0]["title"] for m in models])
+    t.add_row("top finding", *[top_finding(m) for m in models])
     return t
 
 
