@@ -1,13 +1,13 @@
 """One event as one text line or one JSON object (`tcpoom trace`, `replay`)."""
 from __future__ import annotations
 
-import bisect
 from typing import Dict, List, Optional, Tuple
 
 from tracer.model import events as ev
 from tracer.model.clock import Clock  # noqa: F401  (one clock model: clock.py)
 from tracer.model.event_schema import record
 from tracer.model.events import Event
+from tracer.model.samples import Sampled
 
 PAGE = 4096
 

@@ -30,6 +30,8 @@ from tracer.model.clock import Clock
 from tracer.kernel.loader import RINGBUF_DEFAULTS
 from tracer import outfile
 from tracer.capture.recorder import Recorder
+from tracer.capture.header import header
+from tracer.host.snapshots import HOLDERS_EVERY_S
 from .options import capture_options, filters_from
 
 

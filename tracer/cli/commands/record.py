@@ -26,6 +26,8 @@ from tracer.capture.capture import Capture, Stop
 from tracer.model.events import EVENT_SIZE
 from tracer.kernel.loader import RINGBUF_DEFAULTS
 from tracer.capture.recorder import Recorder, RecordingStopped
+from tracer.capture.header import header
+from tracer.host.snapshots import HOLDERS_EVERY_S
 from .options import capture_options, filters_from
 
 LIGHT_EVERY_S = 0.05
