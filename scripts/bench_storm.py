@@ -40,7 +40,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -58,10 +58,12 @@ READY = {"record": "tcpoom: recording", "trace": "tcpoom: tracing", "live": "tcp
 DRAIN_S = 0.5    # after the storm: the consumer's poll period, several times over
 
 
-def cpu_s(pid: int) -> float:
+def cpu_times(pid: int) -> Tuple[float, float]:
+    """(user, system) CPU seconds of a process: utime and stime of /proc/<pid>/stat."""
     with open(f"/proc/{pid}/stat") as f:
         parts = f.read().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(parts[11]) / tick, int(parts[12]) / tick
 
 
 # ------------------------------------------------------------------ storms
@@ -189,12 +191,13 @@ def one_run(lab: Lab, storm: str, command: str, seconds: float, tmp: str,
     try:
         time.sleep(0.3)
         before = ctx.counters()
-        cpu0 = cpu_s(p.pid)
+        user0, sys0 = cpu_times(p.pid)
         t0 = time.monotonic()
         STORM_FN[storm](ctx, seconds)
         storm_s = time.monotonic() - t0
         time.sleep(DRAIN_S)
-        cpu = cpu_s(p.pid) - cpu0
+        user1, sys1 = cpu_times(p.pid)
+        cpu = user1 - user0 + sys1 - sys0
         wall = time.monotonic() - t0
         after = ctx.counters()
     finally:
@@ -209,7 +212,7 @@ def one_run(lab: Lab, storm: str, command: str, seconds: float, tmp: str,
            "events": events, "events_per_s": round(events / storm_s),
            "kernel_counter": name, "kernel_delta": kernel, "seen": got["seen"], "lost": got["lost"],
            "counts_match": None if kernel is None else got["seen"] == kernel,
-           "cpu_s": round(cpu, 3), "cpu_us_per_event": round(cpu / max(events, 1) * 1e6, 2),
+           "cpu_s": round(cpu, 3), "user_s": round(user1 - user0, 3), "sys_s": round(sys1 - sys0, 3), "cpu_us_per_event": round(cpu / max(events, 1) * 1e6, 2),
            "core_pct": round(cpu / wall * 100, 1), "wall_s": round(wall, 3)}
     if "lines" in got:
         row["lines"] = got["lines"]
@@ -254,7 +257,7 @@ def run(storms: List[str], commands: List[str], seconds: float, global_seconds: 
                         row = one_run(lab, storm, command, secs, tmp, allow_global)
                         results["rows"].append(row)
                         print(f"  {storm:8} {command:6} {row['events_per_s']:>8,}/s  {row['events']:>8,} events  "
-                              f"CPU {row['cpu_s']:.2f} s = {row['cpu_us_per_event']:.1f} us/event, "
+                              f"CPU {row['cpu_s']:.2f} s (sys {row['sys_s']:.2f}) = {row['cpu_us_per_event']:.1f} us/event, "
                               f"{row['core_pct']:.1f}% of a core  lost {row['lost']}  "
                               f"seen {row['seen']} vs kernel {row['kernel_delta']}", flush=True)
     finally:

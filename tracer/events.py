@@ -6,6 +6,7 @@ object's BTF, and every constant against the header's text.
 from __future__ import annotations
 
 import struct
+from _socket import inet_ntop as _inet_ntop  # the C module: socket.py costs ~10 ms at start-up
 from typing import Dict, List, Optional, Tuple
 
 # family
@@ -148,9 +149,9 @@ class Event:
 
     __slots__ = tuple(_FLAT)
 
-    def __init__(self, values: tuple):
-        for name, v in zip(_FLAT, values):
-            object.__setattr__(self, name, v)
+    # __init__(self, values) is made below: one tuple unpacking into every
+    # slot, four times faster than a loop of setattr (the display paths,
+    # `trace` above all, decode every record of a storm)
 
     @classmethod
     def decode(cls, buf, offset: int = 0) -> "Event":
@@ -201,9 +202,9 @@ class Event:
         return CALLERS.get(self.caller, "?")
 
     def _addr(self, raw: bytes) -> Optional[str]:
+        if self.af == 2:      # AF_INET: inet_ntop writes what ipaddress does, 5x faster
+            return _inet_ntop(2, raw[:4])
         import ipaddress        # for display only: kept off the start-up path
-        if self.af == 2:      # AF_INET
-            return str(ipaddress.IPv4Address(raw[:4]))
         if self.af == 10:     # AF_INET6
             return str(ipaddress.IPv6Address(raw))
         return None
@@ -245,3 +246,16 @@ class Event:
         elif self.family == TW_OVERFLOW:
             out.append("overflow")
         return out
+
+
+def _unpacking_init():
+    # the same technique as collections.namedtuple: code generated once from
+    # the layout's own names, never from data
+    src = ("def __init__(self, values):\n    " +
+           ", ".join("self." + n for n in _FLAT) + ", = values\n")
+    scope: Dict = {}
+    exec(src, scope)
+    return scope["__init__"]
+
+
+Event.__init__ = _unpacking_init()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import bisect
 import datetime
+import math
 from typing import Dict, List, Optional, Tuple
 
 from . import events as ev
@@ -16,6 +17,8 @@ class Clock:
 
     def __init__(self, wall_minus_mono_ns: int):
         self.offset_ns = wall_minus_mono_ns
+        self._second = None      # the whole second last formatted, and its text
+        self._iso = self._hms = ""
 
     @classmethod
     def now(cls) -> "Clock":
@@ -25,11 +28,32 @@ class Clock:
     def wall(self, ts_ns: int) -> datetime.datetime:
         return datetime.datetime.fromtimestamp((ts_ns + self.offset_ns) / 1e9)
 
+    def _split(self, ts_ns: int) -> Tuple[int, int]:
+        """(whole second, microseconds) exactly as datetime.fromtimestamp
+        splits the same float (round half even), so the text is the same;
+        the date and time of day are formatted once a second, not per event
+        (a storm prints tens of thousands of lines a second)."""
+        frac, whole = math.modf((ts_ns + self.offset_ns) / 1e9)
+        us = round(frac * 1e6)
+        if us >= 1_000_000:
+            whole += 1
+            us -= 1_000_000
+        elif us < 0:
+            whole -= 1
+            us += 1_000_000
+        second = int(whole)
+        if second != self._second:
+            at = datetime.datetime.fromtimestamp(second)
+            self._second, self._iso, self._hms = second, at.isoformat(), at.strftime("%H:%M:%S")
+        return second, us
+
     def iso(self, ts_ns: int) -> str:
-        return self.wall(ts_ns).isoformat(timespec="microseconds")
+        us = self._split(ts_ns)[1]
+        return f"{self._iso}.{us:06d}"
 
     def hms(self, ts_ns: int) -> str:
-        return self.wall(ts_ns).strftime("%H:%M:%S.%f")
+        us = self._split(ts_ns)[1]
+        return f"{self._hms}.{us:06d}"
 
 
 class Sampled:
