@@ -209,19 +209,21 @@ class Event:
             return str(ipaddress.IPv6Address(raw))
         return None
 
-    @property
-    def local(self) -> str:
-        a = self._addr(self.saddr)
+    def _endpoint(self, raw: bytes, port: int) -> str:
+        if self.af == 2:      # the common case first: one call, no checks
+            return f"{_inet_ntop(2, raw[:4])}:{port}"
+        a = self._addr(raw)
         if a is None:
             return "-"
-        return f"[{a}]:{self.sport}" if ":" in a else f"{a}:{self.sport}"
+        return f"[{a}]:{port}" if ":" in a else f"{a}:{port}"
+
+    @property
+    def local(self) -> str:
+        return self._endpoint(self.saddr, self.sport)
 
     @property
     def remote(self) -> str:
-        a = self._addr(self.daddr)
-        if a is None:
-            return "-"
-        return f"[{a}]:{self.dport}" if ":" in a else f"{a}:{self.dport}"
+        return self._endpoint(self.daddr, self.dport)
 
     def fidelity(self, field: str) -> str:
         """exact, derived or unavailable, as the kernel side marked it."""
