@@ -16,8 +16,9 @@ runs in a lab namespace (scripts/lab) with one command attached to it:
   and one lingering orphan in the orphan cache, then connect-and-close.
   Host-wide, so it needs --allow-global-sysctls and lasts --global-seconds.
 - refusals: sock_exceed_buf_limit at tcp_mem[2]: tcp_mem "10 20 40"
-  host-wide while 50 clients keep offering data to servers that do not read.
-  Needs --allow-global-sysctls; at most the lab's cap (2 s).
+  host-wide while new connections each offer 64 KiB once and are reset
+  (a refused socket shrinks its send buffer and stops asking). Needs
+  --allow-global-sysctls; at most the lab's cap (2 s).
 
 Per command and storm: events/s (the kernel's counter, or the in-kernel count
 where the kernel keeps none), the tracer's CPU from /proc/<pid>/stat
@@ -35,6 +36,7 @@ import platform
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -86,19 +88,21 @@ def _connect_close(server: socket.socket, deadline: float) -> None:
             accepted.close()
 
 
-def storm_tw(ctx: Context, seconds: float) -> None:
+def storm_tw(ctx: Context, seconds: float) -> float:
     ctx.set_sysctl("net.ipv4.tcp_max_tw_buckets", 1)
 
-    def work() -> None:
+    def work() -> float:
         server = sockets.listener(backlog=128)
         try:
-            _connect_close(server, time.monotonic() + seconds)
+            t0 = time.monotonic()
+            _connect_close(server, t0 + seconds)
+            return time.monotonic() - t0
         finally:
             server.close()
-    ctx.inside(work)
+    return ctx.inside(work)
 
 
-def storm_orphans(ctx: Context, seconds: float) -> None:
+def storm_orphans(ctx: Context, seconds: float) -> float:
     server = ctx.inside(lambda: sockets.listener(backlog=128))
     try:
         # one orphan that lingers in FIN_WAIT2 keeps tcp_orphan_cache above 0,
@@ -109,7 +113,9 @@ def storm_orphans(ctx: Context, seconds: float) -> None:
         time.sleep(0.25)     # two refreshes of the 100 ms orphan cache
         ctx.set_global_sysctl("net.ipv4.tcp_max_orphans", 0)
         try:
-            ctx.inside(_connect_close, server, time.monotonic() + seconds)
+            t0 = time.monotonic()
+            ctx.inside(_connect_close, server, t0 + seconds)
+            return time.monotonic() - t0
         finally:
             ctx.sysctls.restore("net.ipv4.tcp_max_orphans")
             seed_peer.close()
@@ -117,26 +123,45 @@ def storm_orphans(ctx: Context, seconds: float) -> None:
         server.close()
 
 
-def storm_refusals(ctx: Context, seconds: float) -> None:
-    server, pairs = ctx.inside(lambda: sockets.open_pairs(50, rcvbuf=4096))
-    clients = [c for c, _ in pairs]
+_LINGER_RESET = struct.pack("ii", 1, 0)     # SO_LINGER on, 0 s: close with a reset, no orphan
+
+
+def _connect_send_reset(server: socket.socket, deadline: float) -> None:
+    # A socket refused at tcp_mem[2] moderates its send buffer down to what it
+    # holds, and then sends fail without asking for memory again: a storm of
+    # refusals needs new sockets, each refused on its first send.
+    addr, payload = server.getsockname(), b"x" * 65536
+    while time.monotonic() < deadline:
+        for _ in range(50):
+            client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            client.connect(addr)
+            accepted, _ = server.accept()
+            client.setblocking(False)
+            try:
+                client.send(payload)
+            except OSError:
+                pass
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            client.close()
+            accepted.close()
+
+
+def storm_refusals(ctx: Context, seconds: float) -> float:
+    server = ctx.inside(lambda: sockets.listener(backlog=128))
     seconds = min(seconds, TCP_MEM_CAP_S)
     try:
         ctx.set_global_sysctl("net.ipv4.tcp_mem", TINY_TCP_MEM, at_most_s=TCP_MEM_CAP_S + 0.5)
         try:
-            deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline:
-                for c in clients:
-                    # each refused charge is one sock_exceed_buf_limit
-                    sockets.send_until_full(c, 1 << 20)
+            t0 = time.monotonic()
+            ctx.inside(_connect_send_reset, server, t0 + seconds)
+            return time.monotonic() - t0
         finally:
             ctx.sysctls.restore("net.ipv4.tcp_mem")
     finally:
-        sockets.close_all(pairs)
         server.close()
 
 
-STORM_FN: Dict[str, Callable[[Context, float], None]] = {
+STORM_FN: Dict[str, Callable[[Context, float], float]] = {
     "tw": storm_tw, "orphans": storm_orphans, "refusals": storm_refusals}
 
 
@@ -193,8 +218,7 @@ def one_run(lab: Lab, storm: str, command: str, seconds: float, tmp: str,
         before = ctx.counters()
         user0, sys0 = cpu_times(p.pid)
         t0 = time.monotonic()
-        STORM_FN[storm](ctx, seconds)
-        storm_s = time.monotonic() - t0
+        storm_s = STORM_FN[storm](ctx, seconds)     # the storm proper, without its set-up
         time.sleep(DRAIN_S)
         user1, sys1 = cpu_times(p.pid)
         cpu = user1 - user0 + sys1 - sys0
