@@ -102,3 +102,15 @@ def test_a_burst_far_above_the_wakeup_mark_loses_nothing():
     assert sum(received) == burst * 1000
     # read in batches of many records, not one wakeup per record
     assert len(received) < burst * 10
+
+
+def test_trace_count_stops_inside_a_batch():
+    # a batch is now a poll period of a storm: --count must not print all of it
+    p = subprocess.Popen([sys.executable, "-m", "tracer", "trace", "--json", "--count", "5",
+                          "--family", "oom_check", "--synthetic-pid", str(os.getpid())],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stderr.readline().startswith("tcpoom: tracing"), p.stderr.read()
+    os.getpid()                           # 1000 records in one go
+    out, err = p.communicate(timeout=30)
+    lines = out.strip().splitlines()
+    assert len(lines) == 6 and '"stop_reason": "count"' in lines[-1], err

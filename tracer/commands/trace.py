@@ -73,10 +73,16 @@ def trace(as_jsonl: bool, duration: Optional[float], count: Optional[int], netns
     wanted = set(cap.families)
     dumps = _json_encoder()
 
-    def sink(payload: bytes, count: int) -> int:
+    printed = [0]
+
+    def sink(payload: bytes, n: int) -> int:
         lines = []
         decode, sampled = Event.decode, cap.sampled
-        for i in range(count):
+        # a batch holds up to a poll period of a storm: --count stops inside it
+        room = count - printed[0] if count is not None else n
+        for i in range(n):
+            if len(lines) >= room:
+                break
             e = decode(payload, at(i))
             if e.family_name not in wanted:
                 continue
@@ -86,6 +92,7 @@ def trace(as_jsonl: bool, duration: Optional[float], count: Optional[int], netns
                 lines.append(text(e, clock, sampled))
         if lines:
             out.write("\n".join(lines) + "\n")
+        printed[0] += len(lines)
         return len(lines)
 
     try:
