@@ -3,6 +3,7 @@
     python3 -m scripts.bench_storm [--seconds 10] [--storms tw,orphans,refusals]
                                    [--commands record,trace,live] [--allow-global-sysctls]
                                    [--json out.json]
+    python3 -m scripts.bench_storm --markdown BEFORE.json AFTER.json
 
 The synthetic source (scripts/bench_record.py) offers huge batches of
 identical records; a real storm offers events one at a time, as the kernel
@@ -292,6 +293,22 @@ def run(storms: List[str], commands: List[str], seconds: float, global_seconds: 
     return results
 
 
+def markdown(before: dict, after: dict) -> str:
+    """The docs/performance.md table from two result files (before, after)."""
+    def key(r):
+        return r["storm"], r["command"]
+    old = {key(r): r for r in before["rows"]}
+    out = ["| storm | command | events/s | before: CPU per event, % of a core | after: CPU per event, "
+           "% of a core | lost | seen = kernel |", "|---|---|---|---|---|---|---|"]
+    for r in after["rows"]:
+        b = old.get(key(r))
+        was = f"{b['cpu_us_per_event']:.1f} µs, {b['core_pct']:.0f}%" if b else "-"
+        match = {True: "yes", False: "**no**", None: "(no counter)"}[r["counts_match"]]
+        out.append(f"| {r['storm']} | `{r['command']}` | {r['events_per_s']:,} | {was} | "
+                   f"**{r['cpu_us_per_event']:.1f} µs, {r['core_pct']:.1f}%** | {r['lost']} | {match} |")
+    return "\n".join(out)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="length of the TIME_WAIT storm")
@@ -302,7 +319,13 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--allow-global-sysctls", action="store_true")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--markdown", nargs=2, metavar=("BEFORE", "AFTER"),
+                    help="print the docs table from two result files and exit")
     args = ap.parse_args()
+    if args.markdown:
+        with open(args.markdown[0]) as f, open(args.markdown[1]) as g:
+            print(markdown(json.load(f), json.load(g)))
+        return 0
     if os.geteuid() != 0:
         print("bench_storm: needs root (it loads BPF programs)", file=sys.stderr)
         return 77
