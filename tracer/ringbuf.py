@@ -77,10 +77,11 @@ class RingBuffer:
 
     def wait(self, timeout: float) -> bool:
         """Sleep `timeout` seconds, or less if the ring fills to the wakeup
-        mark: True then (read it at once). A wakeup below the mark (a
-        producer that wakes for every record: the bcc engine on some
-        kernels) does not end the sleep, so a slow trickle is read in one
-        batch per period whatever the producer does."""
+        mark: True then (read it at once). A wakeup below the mark (the bcc
+        engine forces one every so many records per CPU, whatever the fill;
+        an object built before this policy wakes for every record) does not
+        end the sleep, so a slow trickle is one batch per period whatever
+        the producer does."""
         if self.pending() >= self.wake_bytes:
             return True
         deadline = time.monotonic() + timeout
