@@ -167,9 +167,23 @@ static __always_inline void init_event(struct tcpoom_event *e, __u8 family, __u8
 	e->tw_count = e->max_tw_buckets = -1;
 }
 
+/* Wakeups. With flags 0 the kernel wakes a consumer that has caught up for
+ * every record (an irq_work, then a poll return and a read in user space): in
+ * a storm of single events that is a wakeup per handful of records, and the
+ * consumer's fixed cost per wakeup and per batch dominates. The consumer reads
+ * on a short timer instead (tracer/ringbuf.py POLL_PERIOD_S), so records go in
+ * silently while the ring is less than a quarter full; above that each record
+ * forces a wakeup (the consumer ignores wakeups below the same mark), so a
+ * burst is drained long before the ring fills. bpf_ringbuf_query: 5.8, as the
+ * ring buffer itself. */
 static __always_inline void emit(struct tcpoom_event *e)
 {
-	if (bpf_ringbuf_output(&events, e, sizeof(*e), 0))
+	__u64 flags = BPF_RB_NO_WAKEUP;
+
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >=
+	    bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) / WAKEUP_FILL_DIVISOR)
+		flags = BPF_RB_FORCE_WAKEUP;
+	if (bpf_ringbuf_output(&events, e, sizeof(*e), flags))
 		count(CNT_LOST_BASE + e->family);
 }
 

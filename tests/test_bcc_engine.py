@@ -42,6 +42,15 @@ def test_defines_carry_filters_layout_and_addresses():
     assert s.programs == ["twsk_alloc_kprobe", "twsk_alloc_kretprobe"]
 
 
+def test_forced_wakeups_share_a_quarter_of_the_ring_among_the_cpus(monkeypatch):
+    from tracer.model.events import STRIDE
+    assert bcc_engine.wakeup_every(4 << 20, 2) == (1 << 20) // STRIDE // 2
+    assert bcc_engine.wakeup_every(1 << 16, 4096) == 1       # never 0: a wakeup per record
+    monkeypatch.setattr(bcc_engine.os, "cpu_count", lambda: 4)
+    flags = bcc_engine.BccSession(bcc_plan(), Filters(), 1 << 20).cflags()
+    assert f"-DWAKEUP_EVERY={(1 << 18) // STRIDE // 4}" in flags
+
+
 def test_a_co_re_plan_is_not_for_the_bcc_engine():
     f = KernelFacts.load(os.path.join(DATA, "facts-6.1-debian-vm.json"))
     with pytest.raises(ValueError):

@@ -18,6 +18,7 @@ from tracer.errors import KernelUnsupported, PermissionNeeded, UsageError
 from tracer.model.events import EVENT_SIZE, FRAME, STRIDE, Event, frame
 from tracer.model.samples import Sampled
 from tracer.kernel.plan import Plan, build, choose_engine
+from tracer.kernel.ringbuf import POLL_PERIOD_S
 from .totals import Totals
 
 SAMPLE_PERIOD_S = 0.1
@@ -173,11 +174,17 @@ class Capture:
         rb = self.session.ringbuf
         taken = 0
         next_sample = next_fill = 0.0
+        backlog = False
         stop.install()
         try:
             while not stop.check(taken):
-                rb.wait(SAMPLE_PERIOD_S)
+                # one batch per poll period (or at once when the ring is
+                # filling, and again while a full batch leaves more behind):
+                # each batch has a fixed cost in every sink
+                if not backlog:
+                    rb.wait(POLL_PERIOD_S)
                 payload, count = rb.read_raw(EVENT_SIZE, self.batch_records)
+                backlog = count >= self.batch_records
                 now = time.monotonic()
                 if count and self._fill_orphans and now >= next_fill:
                     # the orphan count and limit the kernel side could not

@@ -22,11 +22,11 @@ from typing import Dict, List, Optional
 
 from . import libbpf
 from tracer.errors import KernelUnsupported, LoadError, UsageError
-from tracer.model.events import CNT_MAX, EVENT_SIZE
+from tracer.model.events import CNT_MAX, EVENT_SIZE, STRIDE
 from .facts import KernelFacts
 from .loader import DEFAULT_RINGBUF, Filters
 from .plan import BCC_ATTACH, Plan
-from .ringbuf import RingBuffer
+from .ringbuf import WAKEUP_FILL_DIVISOR, RingBuffer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: the C text and the layout header, copied next to the CO-RE objects by
@@ -68,6 +68,13 @@ def _first_error(text: str) -> str:
     return lines[-1] if lines else "no compiler output"
 
 
+def wakeup_every(ringbuf_bytes: int, cpus: int) -> int:
+    """Records a CPU writes between two forced wakeups (bpf/tcpoom_bcc.c):
+    a quarter of the ring shared among the CPUs, so a burst spread over all
+    of them still wakes the consumer by the time the ring is a quarter full."""
+    return max(1, ringbuf_bytes // WAKEUP_FILL_DIVISOR // STRIDE // cpus)
+
+
 class BccSession:
     """The compiled program, its attachments, ring buffer and counters."""
 
@@ -91,6 +98,7 @@ class BccSession:
         defines = {
             "FILTER_NETNS": self.filters.netns, "FILTER_PID": self.filters.pid,
             "FILTER_PORT": self.filters.port, "RINGBUF_PAGES": self._ringbuf_bytes // PAGE,
+            "WAKEUP_EVERY": wakeup_every(self._ringbuf_bytes, os.cpu_count() or 1),
             "TCPOOM_EVENT_SIZE": EVENT_SIZE,
             "ORPHAN_CACHE_ADDR": f"{c.get('orphan_cache_addr', 0):#x}ULL",
             "MAX_ORPHANS_ADDR": f"{c.get('max_orphans_addr', 0):#x}ULL",

@@ -7,12 +7,19 @@ reads contiguously; this consumer maps them once and copies a wrapping span in
 two pieces, because every mapped page counts in the tracer's RSS (a 16 MiB
 ring mapped twice is 32 MB of it). Each record has an 8-byte header: length
 with a BUSY bit (not yet committed) and a DISCARD bit.
+
+Wakeups: the programs write silently (BPF_RB_NO_WAKEUP) while the ring is
+less than 1/WAKEUP_FILL_DIVISOR full and force a wakeup above that
+(bpf/tcpoom.h). The consumer reads every POLL_PERIOD_S, or at once when the
+ring reaches that mark: at real event rates (tens of thousands a second, one
+at a time) a wakeup per record would cost more than the records themselves.
 """
 from __future__ import annotations
 
 import mmap
 import select
 import struct
+import time
 from typing import List, Tuple
 
 _BUSY = 1 << 31
@@ -27,6 +34,12 @@ _HDR = 8
 _U64 = struct.Struct("Q")
 _U32 = struct.Struct("I")
 
+#: how often the consumer reads a ring that is filling slowly: the latency from
+#: an event to a line on screen, and the number of batches a second
+POLL_PERIOD_S = 0.1
+#: mirrors bpf/tcpoom.h: wake the consumer at 1/4 full
+WAKEUP_FILL_DIVISOR = 4
+
 
 class RingBuffer:
     def __init__(self, map_fd: int, size: int):
@@ -39,8 +52,12 @@ class RingBuffer:
                                mmap.PROT_READ, offset=page)
         self._data = page    # data starts one page into the producer mapping
         self._size = size
+        self.wake_bytes = size // WAKEUP_FILL_DIVISOR
         self._ep = select.epoll()
-        self._ep.register(map_fd, select.EPOLLIN)
+        # edge-triggered: a wakeup is reported once. Level-triggered, epoll
+        # would report the ring ready as long as it held a record, and the
+        # timed wait below would spin on a ring that is filling slowly.
+        self._ep.register(map_fd, select.EPOLLIN | select.EPOLLET)
 
     def _copy(self, pos: int, length: int) -> bytes:
         """`length` bytes of the ring from position `pos`, across the wrap."""
@@ -59,10 +76,22 @@ class RingBuffer:
         self._cons[0:8] = _U64.pack(cons)
 
     def wait(self, timeout: float) -> bool:
-        """Block until the kernel signals data (or timeout seconds pass)."""
-        if self.pending():
+        """Sleep `timeout` seconds, or less if the ring fills to the wakeup
+        mark: True then (read it at once). A wakeup below the mark (the bcc
+        engine forces one every so many records per CPU, whatever the fill;
+        an object built before this policy wakes for every record) does not
+        end the sleep, so a slow trickle is one batch per period whatever
+        the producer does."""
+        if self.pending() >= self.wake_bytes:
             return True
-        return bool(self._ep.poll(timeout))
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._ep.poll(left)
+            if self.pending() >= self.wake_bytes:
+                return True
 
     def pending(self) -> int:
         return _U64.unpack_from(self._prod, 0)[0] - _U64.unpack_from(self._cons, 0)[0]

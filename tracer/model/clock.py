@@ -18,6 +18,8 @@ class Clock:
 
     def __init__(self, wall_minus_mono_ns: int):
         self.offset_ns = wall_minus_mono_ns
+        self._second = None      # the whole second last formatted, and its text
+        self._date_time = self._hms = ""
 
     @classmethod
     def now(cls) -> "Clock":
@@ -40,8 +42,23 @@ class Clock:
         """RFC 3339: 2026-11-21T23:51:49.087123+00:00."""
         if ts_ns is None:
             return None
-        return self.wall(ts_ns).isoformat(timespec=timespec)
+        if timespec != "microseconds":
+            return self.wall(ts_ns).isoformat(timespec=timespec)
+        us = self._micros(ts_ns)
+        return f"{self._date_time}.{us:06d}+00:00"
 
     def hms(self, ts_ns: int) -> str:
         """23:51:49.087123 (UTC): the time of day of a terminal line."""
-        return self.wall(ts_ns).strftime("%H:%M:%S.%f")
+        us = self._micros(ts_ns)
+        return f"{self._hms}.{us:06d}"
+
+    def _micros(self, ts_ns: int) -> int:
+        """The microseconds of ts_ns; the date and time of day of its second are
+        formatted once a second, not per event (a storm prints tens of thousands
+        of lines a second)."""
+        sec, ns = divmod(ts_ns + self.offset_ns, _NS)
+        if sec != self._second:
+            at = datetime.datetime.fromtimestamp(sec, UTC)
+            self._second = sec
+            self._date_time, self._hms = at.strftime("%Y-%m-%dT%H:%M:%S"), at.strftime("%H:%M:%S")
+        return ns // 1000

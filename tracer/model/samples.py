@@ -23,9 +23,15 @@ class Sampled:
 
     def at(self, ts_ns: int) -> Tuple[Optional[int], Optional[int]]:
         """(orphans, max_orphans) sampled nearest to ts_ns."""
-        if not self._history:
+        h = self._history
+        if not h:
             return None, None
-        i = bisect.bisect_left(self._history, (ts_ns,))
-        near = [self._history[j] for j in (i - 1, i) if 0 <= j < len(self._history)]
-        _, orphans, max_orphans = min(near, key=lambda h: abs(h[0] - ts_ns))
-        return orphans, max_orphans
+        i = bisect.bisect_left(h, (ts_ns,))
+        if i == len(h):
+            near = h[-1]
+        elif i == 0:
+            near = h[0]
+        else:       # the earlier one on a tie; once per event in a storm, so no lambdas
+            before, after = h[i - 1], h[i]
+            near = before if ts_ns - before[0] <= after[0] - ts_ns else after
+        return near[1], near[2]

@@ -11,6 +11,11 @@
 
 #define TCPOOM_COMM_LEN 16
 
+/* The ring buffer wakes its consumer only once it is 1/WAKEUP_FILL_DIVISOR
+ * full; below that the consumer reads on its timer (tracer/ringbuf.py, which
+ * mirrors this value: a test checks the two agree). */
+#define WAKEUP_FILL_DIVISOR 4
+
 /* Event families (docs/design.md "Event families"). */
 enum tcpoom_family {
 	FAMILY_OOM_CHECK = 1,	/* tcp_check_oom said yes: the socket is killed */

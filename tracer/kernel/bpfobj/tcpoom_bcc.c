@@ -22,7 +22,7 @@
  *   pressure     kprobes tcp_enter_memory_pressure, tcp_leave_memory_pressure
  *
  * Set with -D by tracer/bcc_engine.py: FILTER_NETNS, FILTER_PID, FILTER_PORT,
- * RINGBUF_PAGES, TCPOOM_EVENT_SIZE, and, where /proc/kallsyms lists them (CONFIG_KALLSYMS_ALL),
+ * RINGBUF_PAGES, WAKEUP_EVERY, TCPOOM_EVENT_SIZE, and, where /proc/kallsyms lists them (CONFIG_KALLSYMS_ALL),
  * ORPHAN_CACHE_ADDR and MAX_ORPHANS_ADDR (0 where it does not).
  * Only the functions user space attaches are loaded.
  */
@@ -146,10 +146,26 @@ static __always_inline void init_event(struct tcpoom_event *e, u8 family)
 	e->tw_count = e->max_tw_buckets = -1;
 }
 
+/* Wakeups, as in tcpoom.bpf.c's emit(): no wakeup per record, the consumer
+ * reads on a timer and is woken early only when the ring fills. bcc 0.26's
+ * ring buffer table has no ringbuf_query method, so the fill is approximated:
+ * every WAKEUP_EVERY-th record a CPU writes forces a wakeup (a quarter of the
+ * ring shared among the CPUs, set by tracer/bcc_engine.py) and the others go
+ * in silently; the consumer ignores a wakeup while the ring is below the mark. */
+BPF_PERCPU_ARRAY(wake_count, u64, 1);
+
 /* Counters are bumped before this: a full ring buffer loses the detail only. */
 static __always_inline void emit(struct tcpoom_event *e)
 {
-	if (events.ringbuf_output(e, sizeof(*e), 0))
+	u32 zero = 0;
+	u64 flags = BPF_RB_NO_WAKEUP;
+	u64 *written = wake_count.lookup(&zero);
+
+	if (written && ++*written >= WAKEUP_EVERY) {
+		*written = 0;
+		flags = BPF_RB_FORCE_WAKEUP;
+	}
+	if (events.ringbuf_output(e, sizeof(*e), flags))
 		count(CNT_LOST_BASE + e->family);
 }
 
