@@ -31,3 +31,49 @@ def test_tw_overflow_count_equals_the_namespace_counter_20_of_20(scenario):
             bad.append((i, r["seen"], r["printed"], r["kernel_delta"], r["lab_delta"], r["lost"],
                         r["returncode"], r["stderr"][-300:]))
     assert not bad, f"{scenario}: {RUNS - len(bad)}/{RUNS} exact; seen/kernel {' '.join(figures)}; {bad[:3]}"
+
+
+def test_user_space_confirms_where_the_kernel_cannot_run_the_confirmation():
+    """Before 5.10 a raw_tp program cannot be test-run: the candidates no state
+    change confirmed are taken out of tw_pending by user space, sent as records
+    of their own and counted once, and the count still equals the kernel's."""
+    import threading
+    import time
+
+    from scripts.lab import Lab
+    from tracer.capture.capture import Capture, Stop
+    from tracer.kernel import loader
+    from tracer.model import events as ev
+
+    with Lab() as lab:
+        cap = Capture(loader.Filters(netns=lab.netns_inode, families=["tw_overflow"]),
+                      sample_orphans=False)
+        if cap.plan.families["tw_overflow"].method not in ("tp_btf", "raw_tp"):
+            pytest.skip("the tracepoint tier is not this kernel's best: "
+                        + cap.plan.families["tw_overflow"].method)
+        cap.start()
+        try:
+            cap.session.programs.remove("tw_settle_run")    # as on a kernel before 5.10
+            stop = Stop(None, None)
+            records = []
+            out = {}
+
+            def workload():
+                out["result"] = lab.run("tw_linger0")
+                time.sleep(0.3)
+                stop.request("duration")
+
+            t = threading.Thread(target=workload)
+            t.start()
+            totals = cap.run(lambda payload, n: records.append(bytes(payload)) or n, stop)
+            t.join()
+        finally:
+            cap.close()
+    want = out["result"].deltas["TCPTimeWaitOverflow"]
+    row = next(r for r in totals.rows() if r["family"] == "tw_overflow")
+    families = [ev.Event.decode(p, ev.at(i)).family for p in records
+                for i in range(len(p) // ev.STRIDE)]
+    assert row["seen"] == row["kernel_delta"] == want > 0
+    assert families.count(ev.TW_OVERFLOW) == want
+    assert row["inference"]["confirmed_in_user_space"] > 0
+    assert row["inference"]["cancelled"] > 0 and row["inference"]["undecided"] == 0

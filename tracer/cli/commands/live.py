@@ -84,7 +84,7 @@ def live(record_to: Optional[str], no_screen: bool, interval: float, duration: O
                 state["snap_at"] = now
                 snap = snapshots.take(filters.netns or None)
                 st.add_snapshot(snap)
-                st.counters = cap.session.counters()
+                st.counters = cap.counters()
                 msgs = kmsg.read_new()
                 st.add_kmsg(_kmsg_counts(msgs), suppressed_total(msgs))
                 pressure = bool(snap.get("pressure"))

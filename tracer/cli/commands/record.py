@@ -95,10 +95,10 @@ def record(output: str, duration: Optional[float], count: Optional[int], max_siz
             state["snap_at"] = now
             snap = snapshots.take(filters.netns or None)
             rec.add_json(tf.SNAPSHOT, snap)
-            counters = cap.session.counters()
+            counters = cap.counters()
             rec.add_json(tf.COUNTERS, {"ts_ns": time.monotonic_ns(), "counters": counters})
             lost = {ev.FAMILIES[i - ev.CNT_LOST_BASE]: counters[i] - state["lost"][i]
-                    for i in range(ev.CNT_LOST_BASE, ev.CNT_MAX)
+                    for i in range(ev.CNT_LOST_BASE, ev.CNT_LOST_END)
                     if i - ev.CNT_LOST_BASE in ev.FAMILIES and counters[i] > state["lost"][i]}
             if lost:
                 rec.add_json(tf.LOSS, {"ts_ns": time.monotonic_ns(), "lost": lost})
