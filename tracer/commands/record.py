@@ -15,6 +15,7 @@ from typing import Optional, Tuple
 
 import click
 
+from .. import __version__
 from .. import events as ev
 from .. import procfs, snapshots
 from .. import tracefile as tf
@@ -60,7 +61,7 @@ def _mem_total_kb() -> int:
 def header(cap: Capture, argv) -> dict:
     return {
         "format": "tcpoom-trace",
-        "tcpoom_version": "0.1.0",
+        "tcpoom_version": __version__,
         "hostname": socket.gethostname(),
         "kernel": os.uname().release,
         "machine": os.uname().machine,
