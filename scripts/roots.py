@@ -196,9 +196,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python3 -m scripts.roots", description=__doc__.splitlines()[0])
     ap.add_argument("suite", choices=["bookworm", "bullseye"])
     ap.add_argument("--src", action="store_true", help="copy this source tree to /src in the root")
-    ap.add_argument("--shell", action="store_true", help="an interactive shell in the root")
-    ap.add_argument("command", nargs="*", help="a command to run in the root (after --)")
-    args = ap.parse_args(argv)
+    ap.add_argument("--shell", action="store_true", help="an interactive shell in the root; "
+                    "or a command after --")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     if os.geteuid() != 0:
         print("roots: needs root (debootstrap, mount, chroot)", file=sys.stderr)
         return 77
@@ -207,8 +209,8 @@ def main(argv=None) -> int:
         with Root(args.suite, src) as root:
             if args.shell:
                 return subprocess.call(["chroot", root.path, "/bin/bash"], env=ROOT_ENV)
-            if args.command:
-                return subprocess.call(["chroot", root.path, *args.command], env=ROOT_ENV)
+            if command:
+                return subprocess.call(["chroot", root.path, *command], env=ROOT_ENV)
     except RootError as exc:
         print(f"roots: {exc}", file=sys.stderr)
         return 1
