@@ -88,7 +88,8 @@ def _gzip(path: str, data: bytes) -> None:
 
 def completion() -> str:
     """click's own bash completion script for `tcpoom` (click 8: bash_source)."""
-    env = dict(os.environ, _TCPOOM_COMPLETE="bash_source", PYTHONPATH=ROOT)
+    path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, _TCPOOM_COMPLETE="bash_source", PYTHONPATH=path)
     r = subprocess.run([sys.executable, "-c", "from tracer.cli import cli; cli(prog_name='tcpoom')"],
                        env=env, capture_output=True, text=True, cwd=ROOT)
     if r.returncode != 0 or "complete" not in r.stdout:
