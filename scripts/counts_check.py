@@ -40,7 +40,9 @@ SCENARIO_FAMILY = {
 class Tracer:
     """`python3 -m tracer trace --json ...` (or `command trace ...`) in a subprocess."""
 
-    def __init__(self, args: List[str], timeout: float = 60.0, command: Optional[List[str]] = None):
+    # command is keyword-only: scripts/vm/guest_checks.py raises the last
+    # positional default (the start timeout) for slow guests
+    def __init__(self, args: List[str], timeout: float = 60.0, *, command: Optional[List[str]] = None):
         command = command or [sys.executable, "-m", "tracer"]
         self.proc = subprocess.Popen(
             [*command, "trace", "--json", *args], cwd=ROOT,
