@@ -25,6 +25,9 @@ def test_the_installed_package_has_every_module_and_its_report_runs(tmp_path):
     installed = {os.path.relpath(os.path.join(d, f), target)
                  for d, _, files in os.walk(target / "tracer") for f in files}
     assert source - installed == set()
+    # the metadata's version is tracer.__version__ (pyproject.toml: dynamic)
+    from tracer import __version__
+    assert (target / f"tcpoom-{__version__}.dist-info").is_dir()
     # run from elsewhere, so the source tree is not on the path
     out = subprocess.run([sys.executable, "-m", "tracer", "report", "--format", "json",
                           os.path.join(ROOT, "tests", "data", "sample.tcpoom")],

@@ -8,6 +8,7 @@ import os
 import socket
 import time
 
+from tracer import __version__
 from tracer.host import procfs
 from tracer.model import events as ev
 from tracer.model.events import EVENT_SIZE
@@ -22,7 +23,7 @@ def _mem_total_kb() -> int:
 def header(cap: Capture, argv) -> dict:
     return {
         "format": "tcpoom-trace",
-        "tcpoom_version": "0.1.0",
+        "tcpoom_version": __version__,
         "hostname": socket.gethostname(),
         "kernel": os.uname().release,
         "machine": os.uname().machine,
