@@ -21,7 +21,7 @@ import dataclasses
 from typing import Dict, List, Optional
 
 from . import doctor_counters
-from .host_figures import (COUNTERS, SLOW_CONSUMERS, Figures, counter_table, finding,
+from .doctor_figures import (COUNTERS, SLOW_CONSUMERS, Figures, counter_table, finding,
                            kernel_default_tcp_mem, pages, pct, size, worst_cases)
 from .sizing import (ORPHAN_COST, ORPHANS_CAUSE, TW_ADVICE, TW_SILENT, TW_WHO, TW_WHY,
                      max_orphans_for, orphans_raise, raise_only, sysctl_line, tcp_mem_for,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Dict, List
 
-from .host_figures import DROPS, HISTORY, SLOW_CONSUMERS, Figures, finding, pct, size
+from .doctor_figures import DROPS, HISTORY, SLOW_CONSUMERS, Figures, finding, pct, size
 
 
 def buffers(fig: Figures, worst: dict) -> List[dict]:

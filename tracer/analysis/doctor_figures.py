@@ -1,11 +1,13 @@
-"""What the doctor judges: the figures /proc shows now (sockstat, the sysctls,
-TcpExt read twice), the worst cases an expert multiplies out, and the small
-vocabulary every doctor rule writes its findings in. Pure: nothing here reads
-the host (tracer/cli/commands/doctor.py fills the Figures)."""
+"""What the doctor works out from the figures /proc shows now
+(tracer/host/figures.py): the TcpExt counters' deltas, the worst cases an
+expert multiplies out, and the small vocabulary every doctor rule writes its
+findings in. Pure: nothing here reads the host."""
 from __future__ import annotations
 
-import dataclasses
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
+
+from tracer.host.figures import Figures, Triple
+from tracer.model.units import size
 
 from .sizing import ORPHAN_COST
 
@@ -26,47 +28,6 @@ COUNTERS = (
 DROPS = ("RcvPruned", "OfoPruned", "TCPRcvQDrop", "TCPOFODrop")
 # Counters whose history (total, not delta) is worth a line when they did not move now.
 HISTORY = ("TCPAbortOnMemory", "TCPTimeWaitOverflow", "TCPMemoryPressures") + DROPS
-
-Triple = Tuple[int, int, int]
-
-
-@dataclasses.dataclass
-class Figures:
-    """What the doctor judges. None means "could not be read" (the rule is then skipped).
-
-    From /proc/net/sockstat of the chosen namespace: `inuse` and `tw` are per namespace,
-    `orphans`, `alloc` and `mem_pages` host-wide; `inuse6` is from sockstat6.
-    """
-    page_size: int = 4096
-    inuse: Optional[int] = None
-    inuse6: Optional[int] = None
-    orphans: Optional[int] = None
-    tw: Optional[int] = None
-    alloc: Optional[int] = None
-    mem_pages: Optional[int] = None
-    pressure: Optional[bool] = None         # /proc/net/protocols TCP "press"
-    tcp_mem: Optional[Triple] = None        # pages, host-wide
-    tcp_max_orphans: Optional[int] = None   # host-wide
-    tcp_max_tw_buckets: Optional[int] = None  # per namespace (4.11+)
-    tcp_rmem: Optional[Triple] = None       # bytes, per namespace (4.15+)
-    tcp_wmem: Optional[Triple] = None
-    tcp_tw_reuse: Optional[int] = None      # per namespace
-    mem_total: Optional[int] = None         # bytes, /proc/meminfo MemTotal
-    counters_before: Optional[Dict[str, int]] = None
-    counters_after: Optional[Dict[str, int]] = None
-    interval_s: float = 1.0
-    own_netns: bool = True                  # the caller's namespace (sysctl.d reaches it?)
-    netns_label: str = ""                   # how the namespace was named, for advice
-
-
-def size(n_bytes: float) -> str:
-    """Bytes for people: 512 B, 64 KiB, 2.2 GiB."""
-    n = float(n_bytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" or n >= 100 else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def pct(value: float, limit: float) -> str:
