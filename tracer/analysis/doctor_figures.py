@@ -1,12 +1,12 @@
 """What the doctor works out from the figures /proc shows now
-(tracer/host/figures.py): the TcpExt counters' deltas, the worst cases an
+(tracer/model/host_figures.py): the TcpExt counters' deltas, the worst cases an
 expert multiplies out, and the small vocabulary every doctor rule writes its
 findings in. Pure: nothing here reads the host."""
 from __future__ import annotations
 
 from typing import Dict, Optional
 
-from tracer.host.figures import Figures, Triple
+from tracer.model.host_figures import Figures, Triple
 from tracer.model.units import size
 
 from .sizing import ORPHAN_COST
