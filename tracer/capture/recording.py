@@ -51,7 +51,8 @@ class Recording:
     def second(self, s: Second) -> None:
         rec = self.rec
         rec.add_json(tf.SNAPSHOT, s.snapshot)
-        rec.add_json(tf.COUNTERS, {"ts_ns": time.monotonic_ns(), "counters": s.counters})
+        if s.counters is not None:
+            rec.add_json(tf.COUNTERS, {"ts_ns": time.monotonic_ns(), "counters": s.counters})
         if s.lost:
             rec.add_json(tf.LOSS, {"ts_ns": time.monotonic_ns(), "lost": s.lost})
         if s.holders is not None:

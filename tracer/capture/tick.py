@@ -25,7 +25,7 @@ class Second:
     """What one tick of the clock saw."""
     now: float                      # time.monotonic() of the tick
     snapshot: dict                  # snapshots.take(): sockstat, TcpExt, limits, pressure
-    counters: List[int]             # the in-kernel counters (events.CNT_*)
+    counters: Optional[List[int]]   # the in-kernel counters (events.CNT_*); None without BPF
     lost: Dict[str, int]            # ring-buffer losses since the last second, by family
     # the sockets holding the most memory (with "reason"), or {"error", "reason"}:
     # when pressure starts and every HOLDERS_EVERY_S while it lasts
@@ -54,7 +54,8 @@ class Tick:
 
     def __init__(self, session, netns: Optional[int], period_s: float = SECOND_S,
                  holders_every_s: float = HOLDERS_EVERY_S):
-        self.session = session          # anything with counters()
+        # anything with counters(); None for a /proc-only capture (no BPF loaded)
+        self.session = session
         self.netns = netns or None
         self.period_s = period_s
         self.holders_every_s = holders_every_s
@@ -88,10 +89,11 @@ class Tick:
 
     def second(self, now: float) -> Second:
         snap = snapshots.take(self.netns)
-        counters = self.session.counters()
+        counters = self.session.counters() if self.session is not None else None
         lost = {ev.FAMILIES[i - ev.CNT_LOST_BASE]: counters[i] - self._lost[i]
                 for i in range(ev.CNT_LOST_BASE, ev.CNT_MAX)
-                if i - ev.CNT_LOST_BASE in ev.FAMILIES and counters[i] > self._lost[i]}
+                if i - ev.CNT_LOST_BASE in ev.FAMILIES and counters[i] > self._lost[i]} \
+            if counters is not None else {}
         if lost:
             self._lost = list(counters)
         pressure = bool(snap.get("pressure"))
