@@ -14,14 +14,14 @@ import struct
 import time
 from typing import List, Optional, Sequence, Tuple
 
-from . import btfcache, libbpf
+from . import btfcache, libbpf, objects
 from tracer.errors import LoadError, PermissionNeeded
 from tracer.model.events import CNT_MAX, EVENT_SIZE
 from .facts import KernelFacts
 from .plan import Plan
 from .ringbuf import RingBuffer
 
-OBJECT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bpfobj", "tcpoom.bpf.o")
+OBJECT = objects.path("tcpoom.bpf.o")
 DEFAULT_RINGBUF = 4 << 20
 #: programs loaded for user space to run (BPF_PROG_TEST_RUN), never attached
 RUN_ONLY = ("tw_settle_run",)
