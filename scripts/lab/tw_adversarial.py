@@ -180,7 +180,8 @@ def tw_two_cpus(ctx: Context, count: int) -> Expected:
     done: Dict[str, int] = {}
     for proc in procs:
         try:
-            out, err = proc.communicate(timeout=WORKLOAD_TIMEOUT_S)
+            # a Python start each: seconds in a TCG guest (scripts/vm)
+            out, err = proc.communicate(timeout=3 * WORKLOAD_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             for p in procs:
                 p.kill()
