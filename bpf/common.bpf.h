@@ -141,47 +141,20 @@ static __always_inline void fill_socket(struct tcpoom_event *e, const struct soc
 }
 
 /* memory_allocated against tcp_mem, through sk->sk_prot: robust on every
- * version (the tcp_memory_allocated symbol is gone by 6.18). From 6.0 the
- * global figure leaves out a per-CPU residue (per_cpu_fw_alloc), exactly as
- * the kernel's own comparison does. */
+ * version (the tcp_memory_allocated symbol is gone by 6.18). */
 static __always_inline void fill_memory(struct tcpoom_event *e, struct proto *prot)
 {
 	atomic_long_t *allocated = BPF_CORE_READ(prot, memory_allocated);
-	long *mem = BPF_CORE_READ(prot, sysctl_mem);
-	unsigned long *pressure = BPF_CORE_READ(prot, memory_pressure);
-	long v = 0;
 
-	if (allocated && !bpf_probe_read_kernel(&v, sizeof(v), &allocated->counter)) {
-		e->memory_allocated = v < 0 ? 0 : v;
-		e->exact |= FIELD_MEMORY;
-	}
-	if (mem && !bpf_probe_read_kernel(e->tcp_mem, sizeof(e->tcp_mem), mem))
-		e->exact |= FIELD_TCP_MEM;
-	/* 4.13+: jiffies when pressure began, 0 when not under pressure. */
-	if (pressure && !bpf_probe_read_kernel(&v, sizeof(v), pressure)) {
-		e->pressure_since = v;
-		e->exact |= FIELD_PRESSURE;
-	}
+	read_memory(e, allocated ? &allocated->counter : NULL, BPF_CORE_READ(prot, sysctl_mem),
+		    BPF_CORE_READ(prot, memory_pressure));
 }
 
 /* The orphan count and limit where the kernel lets us read them. */
 static __always_inline void fill_orphans(struct tcpoom_event *e, const struct sock *sk)
 {
-	int v;
-
-	if (max_orphans_addr &&
-	    !bpf_probe_read_kernel(&v, sizeof(v), (void *)max_orphans_addr)) {
-		e->max_orphans = v;
-		e->exact |= FIELD_MAX_ORPHANS;
-	}
-	/* 5.15.16+/6.0+: tcp_too_many_orphans() compares this 100 ms cache, so
-	 * it is the exact figure of the decision. */
-	if (orphan_cache_addr &&
-	    !bpf_probe_read_kernel(&v, sizeof(v), (void *)orphan_cache_addr)) {
-		e->orphans = v;
-		e->exact |= FIELD_ORPHANS;
+	if (read_orphans(e, max_orphans_addr, orphan_cache_addr))
 		return;
-	}
 	/* up to 5.15.0: a percpu_counter; the kernel reads its count first and
 	 * sums the per-CPU parts only when that is over the limit. */
 	struct proto___orphan_pcc *prot = (void *)BPF_CORE_READ(sk, __sk_common.skc_prot);
@@ -198,6 +171,14 @@ static __always_inline void fill_orphans(struct tcpoom_event *e, const struct so
 	}
 }
 
+/* A new event of a socket: who, where, and the memory figures of its proto. */
+static __always_inline void start_event(struct tcpoom_event *e, __u8 family, __u8 method,
+					const struct sock *sk, struct proto *prot)
+{
+	init_event(e, family, method);
+	fill_socket(e, sk);
+	fill_memory(e, prot);
+}
 
 /* SOCK_MIN_SNDBUF = 2 * (2048 + SKB_DATA_ALIGN(sizeof(struct sk_buff))). */
 static __always_inline int sock_min_sndbuf(void)

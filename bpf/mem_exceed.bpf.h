@@ -17,9 +17,7 @@ static __always_inline int on_exceed(struct sock *sk, struct proto *prot, long a
 	if (!pass_filters(sk))
 		return 0;
 	tally_exceed(cpu_counters(), kind);
-	init_event(e, FAMILY_MEM_EXCEED, method);
-	fill_socket(e, sk);
-	fill_memory(e, prot);
+	start_event(e, FAMILY_MEM_EXCEED, method, sk, prot);
 	mark_exceed(e, allocated, kind);
 	emit(e);
 	return 0;

@@ -72,9 +72,7 @@ static __always_inline int report_check_oom(const struct sock *sk, int shift, __
 
 	if (!pass_filters(sk))
 		goto out;
-	init_event(e, FAMILY_OOM_CHECK, method);
-	fill_socket(e, sk);
-	fill_memory(e, BPF_CORE_READ(sk, __sk_common.skc_prot));
+	start_event(e, FAMILY_OOM_CHECK, method, sk, BPF_CORE_READ(sk, __sk_common.skc_prot));
 	if (in && !inferred)
 		use_oom_inputs(e, in);
 	else
@@ -357,9 +355,7 @@ int BPF_KRETPROBE(out_of_resources_kretprobe, int ret)
 	count(CNT_OOM_CALLS);
 	if (!ret || !pass_filters(sk))
 		return 0;
-	init_event(e, FAMILY_OOM_CHECK, METHOD_KPROBE);
-	fill_socket(e, sk);
-	fill_memory(e, BPF_CORE_READ(sk, __sk_common.skc_prot));
+	start_event(e, FAMILY_OOM_CHECK, METHOD_KPROBE, sk, BPF_CORE_READ(sk, __sk_common.skc_prot));
 	fill_orphans(e, sk);
 	e->shift = timer_shift(sk, do_reset, &lower);
 	e->derived |= FIELD_SHIFT;
@@ -395,9 +391,7 @@ static __always_inline int on_send_reset(const struct sock *sk, int reason, __u8
 		return 0;
 	if (!pass_filters(sk))
 		return 0;
-	init_event(e, FAMILY_OOM_CHECK, method);
-	fill_socket(e, sk);
-	fill_memory(e, BPF_CORE_READ(sk, __sk_common.skc_prot));
+	start_event(e, FAMILY_OOM_CHECK, method, sk, BPF_CORE_READ(sk, __sk_common.skc_prot));
 	fill_orphans(e, sk);
 	e->reason = reason;
 	e->verdict |= VERDICT_RESET;

@@ -19,19 +19,15 @@
 static __always_inline int on_pressure(struct sock *sk, bool enter, __u8 method)
 {
 	unsigned long *flag = BPF_CORE_READ(sk, __sk_common.skc_prot, memory_pressure);
-	unsigned long since = 0;
+	unsigned long since;
 	struct tcpoom_event ev, *e = &ev;
 
-	if (!flag || bpf_probe_read_kernel(&since, sizeof(since), flag))
-		return 0;
-	if (!pressure_changes(since, enter))
+	if (!pressure_changes(flag, enter, &since))
 		return 0;
 	if (!pass_filters(sk))
 		return 0;
 	count(enter ? CNT_PRESSURE_ENTER : CNT_PRESSURE_LEAVE);
-	init_event(e, FAMILY_PRESSURE, method);
-	fill_socket(e, sk);
-	fill_memory(e, BPF_CORE_READ(sk, __sk_common.skc_prot));
+	start_event(e, FAMILY_PRESSURE, method, sk, BPF_CORE_READ(sk, __sk_common.skc_prot));
 	mark_pressure(e, since, enter);
 	emit(e);
 	return 0;

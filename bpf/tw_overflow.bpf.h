@@ -43,11 +43,9 @@ static __always_inline int report_tw_overflow(const struct sock *sk,
 	__s32 tw_count, max_tw;
 
 	count(CNT_TW_OVERFLOW);
-	init_event(e, FAMILY_TW_OVERFLOW, method);
-	fill_socket(e, sk);
+	start_event(e, FAMILY_TW_OVERFLOW, method, sk, BPF_CORE_READ(sk, __sk_common.skc_prot));
 	read_death_row(dr, &tw_count, &max_tw);
 	mark_tw_overflow(e, tw_count, max_tw, inferred);
-	fill_memory(e, BPF_CORE_READ(sk, __sk_common.skc_prot));
 	emit(e);
 	return 0;
 }

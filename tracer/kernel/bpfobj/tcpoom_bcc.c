@@ -162,47 +162,27 @@ static __always_inline void fill_socket(struct tcpoom_event *e, struct sock *sk)
 }
 
 /* memory_allocated against tcp_mem, through the socket's proto as the kernel
- * compares them (from 6.0 the global figure leaves a per-CPU residue out,
- * exactly as the kernel's own comparison does). */
+ * compares them. */
 static __always_inline void fill_memory(struct tcpoom_event *e, struct proto *prot)
 {
 	atomic_long_t *allocated = RD(atomic_long_t *, &prot->memory_allocated);
-	long *mem = RD(long *, &prot->sysctl_mem);
-	long v = 0;
 
-	if (allocated && !bpf_probe_read_kernel(&v, sizeof(v), &allocated->counter)) {
-		e->memory_allocated = v < 0 ? 0 : v;
-		e->exact |= FIELD_MEMORY;
-	}
-	if (mem && !bpf_probe_read_kernel(e->tcp_mem, sizeof(e->tcp_mem), mem))
-		e->exact |= FIELD_TCP_MEM;
-	/* jiffies when pressure began, 0 when not under pressure */
-	unsigned long *pressure = RD(unsigned long *, &prot->memory_pressure);
+	read_memory(e, allocated ? &allocated->counter : NULL, RD(long *, &prot->sysctl_mem),
+		    RD(unsigned long *, &prot->memory_pressure));
+}
 
-	if (pressure && !bpf_probe_read_kernel(&v, sizeof(v), pressure)) {
-		e->pressure_since = v;
-		e->exact |= FIELD_PRESSURE;
-	}
+/* A new event of a socket: who, where, and the memory figures of its proto. */
+static __always_inline void start_event(struct tcpoom_event *e, u8 family, u8 method,
+					struct sock *sk, struct proto *prot)
+{
+	start_event(e, family, method, sk, prot);
 }
 
 /* The orphan count and limit where the kernel lets us read them. */
 static __always_inline void fill_orphans(struct tcpoom_event *e, struct sock *sk)
 {
-	int v;
-
-	if (MAX_ORPHANS_ADDR &&
-	    !bpf_probe_read_kernel(&v, sizeof(v), (void *)MAX_ORPHANS_ADDR)) {
-		e->max_orphans = v;
-		e->exact |= FIELD_MAX_ORPHANS;
-	}
-	/* 5.15.16+/6.0+: tcp_too_many_orphans() compares this 100 ms cache of
-	 * the per-CPU tcp_orphan_count sums: the exact figure of the decision */
-	if (ORPHAN_CACHE_ADDR &&
-	    !bpf_probe_read_kernel(&v, sizeof(v), (void *)ORPHAN_CACHE_ADDR)) {
-		e->orphans = v;
-		e->exact |= FIELD_ORPHANS;
+	if (read_orphans(e, MAX_ORPHANS_ADDR, ORPHAN_CACHE_ADDR))
 		return;
-	}
 #if LINUX_VERSION_CODE < KERNEL_VERSION(5, 16, 0)
 	/* up to 5.15.0: a percpu_counter in tcp_prot; the kernel reads its
 	 * count first and sums the per-CPU parts only above the limit */
@@ -242,9 +222,7 @@ static __always_inline int report_check_oom(struct sock *sk, int shift, u8 calle
 
 	if (!pass_filters(sk))
 		goto out;
-	init_event(e, FAMILY_OOM_CHECK, METHOD_KPROBE);
-	fill_socket(e, sk);
-	fill_memory(e, RD(struct proto *, &sk->__sk_common.skc_prot));
+	start_event(e, FAMILY_OOM_CHECK, METHOD_KPROBE, sk, RD(struct proto *, &sk->__sk_common.skc_prot));
 	if (in && !inferred)
 		use_oom_inputs(e, in);
 	else
@@ -396,8 +374,8 @@ int twsk_alloc_kretprobe(struct pt_regs *ctx)
 	if (!is_tcp(sk) || !pass_filters(sk))
 		return 0;
 	count(CNT_TW_OVERFLOW);
-	init_event(e, FAMILY_TW_OVERFLOW, METHOD_KPROBE);
-	fill_socket(e, sk);
+	start_event(e, FAMILY_TW_OVERFLOW, METHOD_KPROBE, sk,
+		    RD(struct proto *, &sk->__sk_common.skc_prot));
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 19, 0)
 	/* refcount_t biased by one (5.19+) */
 	tw_count = RD(int, &dr->tw_refcount.refs.counter) - 1;
@@ -405,7 +383,6 @@ int twsk_alloc_kretprobe(struct pt_regs *ctx)
 	tw_count = RD(int, &dr->tw_count.counter);
 #endif
 	mark_tw_overflow(e, tw_count, RD(int, &dr->sysctl_max_tw_buckets), false);
-	fill_memory(e, RD(struct proto *, &sk->__sk_common.skc_prot));
 	emit(e);
 	return 0;
 }
@@ -428,9 +405,7 @@ int exceed_raw(struct bpf_raw_tracepoint_args *ctx)
 	if (!pass_filters(sk))
 		return 0;
 	tally_exceed(cpu_counters(), kind);
-	init_event(e, FAMILY_MEM_EXCEED, METHOD_RAW_TP);
-	fill_socket(e, sk);
-	fill_memory(e, prot);
+	start_event(e, FAMILY_MEM_EXCEED, METHOD_RAW_TP, sk, prot);
 	mark_exceed(e, allocated, kind);
 	emit(e);
 	return 0;
@@ -445,19 +420,15 @@ static __always_inline int on_pressure(struct sock *sk, bool enter)
 {
 	struct proto *prot = RD(struct proto *, &sk->__sk_common.skc_prot);
 	unsigned long *flag = RD(unsigned long *, &prot->memory_pressure);
-	unsigned long since = 0;
+	unsigned long since;
 	struct tcpoom_event ev = {}, *e = &ev;
 
-	if (!flag || bpf_probe_read_kernel(&since, sizeof(since), flag))
-		return 0;
-	if (!pressure_changes(since, enter))
+	if (!pressure_changes(flag, enter, &since))
 		return 0;
 	if (!pass_filters(sk))
 		return 0;
 	count(enter ? CNT_PRESSURE_ENTER : CNT_PRESSURE_LEAVE);
-	init_event(e, FAMILY_PRESSURE, METHOD_KPROBE);
-	fill_socket(e, sk);
-	fill_memory(e, prot);
+	start_event(e, FAMILY_PRESSURE, METHOD_KPROBE, sk, prot);
 	mark_pressure(e, since, enter);
 	emit(e);
 	return 0;

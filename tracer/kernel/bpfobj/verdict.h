@@ -68,6 +68,50 @@ static __always_inline void init_event(struct tcpoom_event *e, __u8 family, __u8
 	e->tw_count = e->max_tw_buckets = -1;
 }
 
+/* memory_allocated against tcp_mem, from the three pointers of the socket's
+ * struct proto (the engine reads them: CO-RE or the kernel's headers). From
+ * 6.0 the global figure leaves out a per-CPU residue (per_cpu_fw_alloc),
+ * exactly as the kernel's own comparison does. */
+static __always_inline void read_memory(struct tcpoom_event *e, const void *allocated,
+					const void *mem, const void *pressure)
+{
+	long v = 0;
+
+	if (allocated && !bpf_probe_read_kernel(&v, sizeof(v), allocated)) {
+		e->memory_allocated = v < 0 ? 0 : v;
+		e->exact |= FIELD_MEMORY;
+	}
+	if (mem && !bpf_probe_read_kernel(e->tcp_mem, sizeof(e->tcp_mem), mem))
+		e->exact |= FIELD_TCP_MEM;
+	/* 4.13+: jiffies when pressure began, 0 when not under pressure. */
+	if (pressure && !bpf_probe_read_kernel(&v, sizeof(v), pressure)) {
+		e->pressure_since = v;
+		e->exact |= FIELD_PRESSURE;
+	}
+}
+
+/* The orphan limit and count at the addresses /proc/kallsyms gave
+ * (CONFIG_KALLSYMS_ALL; 0: not listed). True when the count was read: from
+ * 5.15.16/6.0 tcp_too_many_orphans() compares this 100 ms cache of the
+ * per-CPU tcp_orphan_count sums, so it is the exact figure of the decision;
+ * before, the engine reads the percpu_counter itself. */
+static __always_inline bool read_orphans(struct tcpoom_event *e, __u64 max_orphans_at,
+					 __u64 orphan_cache_at)
+{
+	int v;
+
+	if (max_orphans_at && !bpf_probe_read_kernel(&v, sizeof(v), (void *)max_orphans_at)) {
+		e->max_orphans = v;
+		e->exact |= FIELD_MAX_ORPHANS;
+	}
+	if (orphan_cache_at && !bpf_probe_read_kernel(&v, sizeof(v), (void *)orphan_cache_at)) {
+		e->orphans = v;
+		e->exact |= FIELD_ORPHANS;
+		return true;
+	}
+	return false;
+}
+
 /* ---------------------------------------------------------------- oom_check */
 
 /* The orphan figures of an event (read by the engine's fill_orphans), kept
@@ -185,9 +229,13 @@ static __always_inline void mark_exceed(struct tcpoom_event *e, long allocated, 
 /* tcp_enter_memory_pressure() runs on every allocation above tcp_mem[1] but
  * only the first enters (cmpxchg 0 -> jiffies, 4.13+); likewise leave below
  * tcp_mem[0]. `since`: the flag as read at the call. */
-static __always_inline bool pressure_changes(unsigned long since, bool enter)
+static __always_inline bool pressure_changes(const unsigned long *flag, bool enter,
+					     unsigned long *since)
 {
-	return enter ? since == 0 : since != 0;
+	*since = 0;
+	if (!flag || bpf_probe_read_kernel(since, sizeof(*since), flag))
+		return false;
+	return enter ? *since == 0 : *since != 0;
 }
 
 static __always_inline void mark_pressure(struct tcpoom_event *e, unsigned long since, bool enter)
