@@ -146,7 +146,7 @@ static __always_inline void fill_memory(struct tcpoom_event *e, struct proto *pr
 {
 	atomic_long_t *allocated = BPF_CORE_READ(prot, memory_allocated);
 
-	read_memory(e, allocated ? &allocated->counter : NULL, BPF_CORE_READ(prot, sysctl_mem),
+	read_memory(e, allocated, BPF_CORE_READ(prot, sysctl_mem),
 		    BPF_CORE_READ(prot, memory_pressure));
 }
 

@@ -167,7 +167,7 @@ static __always_inline void fill_memory(struct tcpoom_event *e, struct proto *pr
 {
 	atomic_long_t *allocated = RD(atomic_long_t *, &prot->memory_allocated);
 
-	read_memory(e, allocated ? &allocated->counter : NULL, RD(long *, &prot->sysctl_mem),
+	read_memory(e, allocated, RD(long *, &prot->sysctl_mem),
 		    RD(unsigned long *, &prot->memory_pressure));
 }
 
@@ -175,7 +175,9 @@ static __always_inline void fill_memory(struct tcpoom_event *e, struct proto *pr
 static __always_inline void start_event(struct tcpoom_event *e, u8 family, u8 method,
 					struct sock *sk, struct proto *prot)
 {
-	start_event(e, family, method, sk, prot);
+	init_event(e, family, method);
+	fill_socket(e, sk);
+	fill_memory(e, prot);
 }
 
 /* The orphan count and limit where the kernel lets us read them. */

@@ -69,7 +69,9 @@ static __always_inline void init_event(struct tcpoom_event *e, __u8 family, __u8
 }
 
 /* memory_allocated against tcp_mem, from the three pointers of the socket's
- * struct proto (the engine reads them: CO-RE or the kernel's headers). From
+ * struct proto (the engine reads them: CO-RE or the kernel's headers).
+ * `allocated` is the atomic_long_t itself: its one member, the counter, is
+ * at its start. From
  * 6.0 the global figure leaves out a per-CPU residue (per_cpu_fw_alloc),
  * exactly as the kernel's own comparison does. */
 static __always_inline void read_memory(struct tcpoom_event *e, const void *allocated,
