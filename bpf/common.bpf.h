@@ -106,15 +106,27 @@ out:
  * forces a wakeup (the consumer ignores wakeups below the same mark), so a
  * burst is drained long before the ring fills. bpf_ringbuf_query: 5.8, as the
  * ring buffer itself. */
-static __always_inline void emit(struct tcpoom_event *e)
+static __always_inline __u64 wakeup_flags(void)
 {
-	__u64 flags = BPF_RB_NO_WAKEUP;
-
 	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >=
 	    bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) / WAKEUP_FILL_DIVISOR)
-		flags = BPF_RB_FORCE_WAKEUP;
-	if (bpf_ringbuf_output(&events, e, sizeof(*e), flags))
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline void emit(struct tcpoom_event *e)
+{
+	if (bpf_ringbuf_output(&events, e, sizeof(*e), wakeup_flags()))
 		count(CNT_LOST_BASE + e->family);
+}
+
+/* sk_protocol: an 8-bit bitfield up to 5.5, a u16 from 5.6. A plain CO-RE
+ * read of it on a bitfield kernel reads the bitfield's whole storage unit
+ * ((protocol << 8) | flag bits on little-endian: never IPPROTO_TCP), and
+ * libbpf does not refuse it: every read goes through here. */
+static __always_inline __u32 sk_protocol_of(const struct sock *sk)
+{
+	return BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
 }
 
 /* 4-tuple, state, queues. */

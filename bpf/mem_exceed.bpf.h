@@ -12,7 +12,7 @@ static __always_inline int on_exceed(struct sock *sk, struct proto *prot, long a
 {
 	struct tcpoom_event ev, *e = &ev;
 
-	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	if (!sk || sk_protocol_of(sk) != IPPROTO_TCP)
 		return 0;
 	if (!pass_filters(sk))
 		return 0;

@@ -54,7 +54,9 @@ def test_constants_match_header():
     assert c["METHOD_TP_BTF"] == ev.TP_BTF and c["METHOD_SAMPLED"] == ev.SAMPLED
     assert c["CALLER_CLOSE"] == ev.CALLER_CLOSE and c["CALLER_TIMER"] == ev.CALLER_TIMER
     for name in ("CNT_OOM_CHECK", "CNT_TW_OVERFLOW", "CNT_MEM_EXCEED", "CNT_FILTERED",
-                 "CNT_LOST_BASE", "CNT_MAX", "CNT_PRESSURE_LEAVE", "CNT_OOM_CALLS"):
+                 "CNT_LOST_BASE", "CNT_MAX", "CNT_PRESSURE_LEAVE", "CNT_OOM_CALLS",
+                 "CNT_TW_CANDIDATES", "CNT_TW_CANCELLED", "CNT_TW_UNCHECKED", "TW_SETTLE_MS",
+                 "FAMILY_MAX"):
         assert getattr(ev, name) == c[name], name
 
 

@@ -61,7 +61,39 @@ def test_debian_61_without_fentry_falls_back_to_kprobes():
     assert "3 needed" in reasons["tp_btf tcp:tcp_send_reset"]
     assert p.families["oom_check"].method == "sampled"
     assert p.families["tw_overflow"].method == "tp_btf"
-    assert "reset_note_btf" in p.families["tw_overflow"].programs
+    # the inference is confirmed or cancelled by what follows on the socket
+    assert p.families["tw_overflow"].programs == ["set_state_btf", "tw_reset_btf", "tw_destroy_btf",
+                                                  "tw_settle_run"]
+
+
+def test_tw_inference_without_destroy_tracepoint_says_what_it_misses():
+    f = facts("facts-6.18-tracepoints-only.json")
+    del f.tracepoints["tcp_destroy_sock"]
+    tw = build(f).families["tw_overflow"]
+    assert tw.programs == ["set_state_btf", "tw_reset_btf", "tw_settle_run"]
+    assert "TCPAbortFailed" in tw.blind_spot and "tcp_destroy_sock" in tw.blind_spot
+    # before 5.10 user space cannot run the confirmation program (raw_tp test runs)
+    f.release = "5.9.0"
+    assert "tw_settle_run" not in build(f).families["tw_overflow"].programs
+    # without tcp_send_reset nothing could cancel a candidate: no inference at all
+    del f.tracepoints["tcp_send_reset"]
+    assert build(f).families["tw_overflow"].method == "sampled"
+
+
+def test_btf_without_ring_buffer_is_counters_only_and_says_why():
+    # 5.4 with BTF (CONFIG_DEBUG_INFO_BTF from 5.2): the object's events map is a
+    # BPF ring buffer (5.8+), so nothing could load
+    f = facts("facts-6.18-tracepoints-only.json")
+    f.release, f.ringbuf = "5.4.0-generic", None
+    p = build(f)
+    assert p.engine == "none"
+    assert all(fp.method == "sampled" for fp in p.families.values())
+    assert any("ring buffer" in n and "counters only" in n for n in p.notes)
+    assert all("ring buffer" in why for fp in p.families.values() for _, why in fp.rejected
+               if not why.startswith("not needed"))
+    # a vendor kernel that backported it says so in its BTF
+    f.ringbuf = True
+    assert build(f).engine == "co-re"
 
 
 def test_old_kernel_without_btf_is_counters_only_and_says_so():

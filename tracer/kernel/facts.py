@@ -21,7 +21,7 @@ FUNCTIONS = ("tcp_check_oom", "__tcp_close", "tcp_close", "tcp_out_of_resources"
 DATA_SYMBOLS = ("tcp_orphan_cache", "sysctl_tcp_max_orphans")
 DENY_ENV = "TCPOOM_DENY_METHODS"
 METHODS = ("fentry", "kprobe", "tp_btf", "raw_tp")
-TRACEPOINTS = ("tcp_send_reset", "inet_sock_set_state", "sock_exceed_buf_limit")
+TRACEPOINTS = ("tcp_send_reset", "inet_sock_set_state", "sock_exceed_buf_limit", "tcp_destroy_sock")
 #: tracepoint -> its tracefs event directory, for kernels without BTF (the bcc engine)
 TRACEFS_EVENTS = {"tcp_send_reset": "tcp", "inet_sock_set_state": "sock",
                   "sock_exceed_buf_limit": "sock"}
@@ -40,6 +40,9 @@ class KernelFacts:
     tracepoints: Dict[str, int] = dataclasses.field(default_factory=dict)
     #: numeric SK_RST_REASON_TCP_ABORT_ON_MEMORY, None where the enum lacks it
     rst_reason_abort_on_memory: Optional[int] = None
+    #: BPF_MAP_TYPE_RINGBUF in the kernel's BTF (5.8+, or a vendor backport);
+    #: None where there is no BTF to tell (then judged by the version)
+    ringbuf: Optional[bool] = None
     #: errno of a test load of an fentry program; 0 = accepted, None = not tried
     fentry_errno: Optional[int] = None
     #: a kprobe PMU or kprobe_events exists (CONFIG_KPROBES)
@@ -193,6 +196,7 @@ def _gather_boot_stable(f: KernelFacts, test_load: bool = True) -> None:
                     f.tracepoints[tp] = n
             f.rst_reason_abort_on_memory = btf.enum_value(
                 "sk_rst_reason", "SK_RST_REASON_TCP_ABORT_ON_MEMORY")
+            f.ringbuf = btf.enum_value("bpf_map_type", "BPF_MAP_TYPE_RINGBUF") is not None
             fentry_target = f.btf_functions["tcp_check_oom"]
     f.btf_functions = {k: bool(v) for k, v in f.btf_functions.items()}
     if f.btf and f.root and fentry_target and test_load:
@@ -215,9 +219,9 @@ def _gather_boot_stable(f: KernelFacts, test_load: bool = True) -> None:
 # boot id, so a tracer started on a host in trouble skips the BTF and kallsyms
 # reads after the first run. TCPOOM_NO_FACTS_CACHE=1 turns it off.
 CACHE_DIR = "/run/tcpoom"
-_BOOT_STABLE = ("btf_functions", "tracepoints", "rst_reason_abort_on_memory", "fentry_errno",
+_BOOT_STABLE = ("btf_functions", "tracepoints", "rst_reason_abort_on_memory", "ringbuf", "fentry_errno",
                 "kallsyms_functions", "kallsyms_data", "kallsyms_read", "hz", "hz_source")
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 
 
 def _cache_key(f: KernelFacts) -> Optional[dict]:

@@ -11,6 +11,7 @@ import errno as errno_mod
 from typing import Callable, Dict, List, Optional, Tuple
 
 from tracer.errors import KernelUnsupported
+from tracer.model.events import TW_SETTLE_MS
 from .facts import KernelFacts
 
 EXACT, DERIVED, SAMPLED, UNAVAILABLE = "exact", "derived", "sampled", "unavailable"
@@ -80,9 +81,21 @@ def _errno_name(e: int) -> str:
     return errno_mod.errorcode.get(e, str(e))
 
 
+def has_ringbuf(f: KernelFacts) -> bool:
+    """BPF_MAP_TYPE_RINGBUF: 5.8+, or a vendor kernel that backported it (its BTF says)."""
+    return f.ringbuf if f.ringbuf is not None else f.version() >= (5, 8)
+
+
+NO_RINGBUF = ("no BPF ring buffer (5.8+): every tcpoom event goes through one, so on this "
+              "kernel counters only (TcpExt in /proc/net/netstat, /proc/net/sockstat)")
+
+
 def _need_btf(f: KernelFacts) -> Optional[str]:
     if not f.btf:
         return "no BTF (/sys/kernel/btf/vmlinux missing): CO-RE needs it"
+    if not has_ringbuf(f):
+        # the object's `events` map is a ring buffer: the whole load would fail
+        return NO_RINGBUF
     return None
 
 
@@ -252,11 +265,32 @@ def _tw_candidates(f: KernelFacts) -> List[Candidate]:
         ("fentry", "inet_twsk_alloc", ["twsk_alloc_fexit"], lambda f: _need_fentry(f, "inet_twsk_alloc")),
         ("kprobe", "inet_twsk_alloc", ["twsk_alloc_kprobe", "twsk_alloc_kretprobe"],
          lambda f: _need_kprobe(f, "inet_twsk_alloc")),
-        ("tp_btf", "sock:inet_sock_set_state", ["set_state_btf"],
-         lambda f: _need_tracepoint(f, "inet_sock_set_state", 3, raw=False)),
-        ("raw_tp", "sock:inet_sock_set_state", ["set_state_raw"],
-         lambda f: _need_tracepoint(f, "inet_sock_set_state", 3, raw=True)),
+        ("tp_btf", "sock:inet_sock_set_state", _tw_tp_programs(f, "btf"), _tw_tp_check(raw=False)),
+        ("raw_tp", "sock:inet_sock_set_state", _tw_tp_programs(f, "raw"), _tw_tp_check(raw=True)),
     ]
+
+
+# The tracepoint tier infers an overflow at the close and needs what follows on that
+# socket to confirm or cancel it: tcp_send_reset (4.15+) cancels the closes that reset
+# after TCP_CLOSE (tcp_disconnect, __tcp_close aborts, the FIN_WAIT1 abort of
+# tcp_rcv_state_process) and notes the resets sent before a timer's tcp_done();
+# tcp_destroy_sock cancels those whose reset could not be allocated (sk_err set).
+def _tw_tp_programs(f: KernelFacts, kind: str) -> List[str]:
+    progs = [f"set_state_{kind}", f"tw_reset_{kind}"]
+    if f.tracepoints.get("tcp_destroy_sock") is not None:
+        progs.append(f"tw_destroy_{kind}")
+    # run by user space where no socket changes state (BPF_PROG_TEST_RUN of
+    # raw_tp: 5.10+; before, user space confirms those itself)
+    if f.version() >= (5, 10):
+        progs.append("tw_settle_run")
+    return progs
+
+
+def _tw_tp_check(raw: bool) -> Callable[[KernelFacts], Optional[str]]:
+    def check(f: KernelFacts) -> Optional[str]:
+        return (_need_tracepoint(f, "inet_sock_set_state", 3, raw)
+                or _need_tracepoint(f, "tcp_send_reset", 2, raw))
+    return check
 
 
 def _tw_fields(method: str) -> Dict[str, Tuple[str, str]]:
@@ -265,8 +299,11 @@ def _tw_fields(method: str) -> Dict[str, Tuple[str, str]]:
     if method in ("fentry", "kprobe"):
         fields["verdict"] = (EXACT, "inet_twsk_alloc returned NULL")
     elif method in ("tp_btf", "raw_tp"):
-        fields["verdict"] = (DERIVED, "close from FIN_WAIT/CLOSING with the FIN acked, no error, no reset, "
-                                      "the death row at its limit and no TIME_WAIT entry in the ehash bucket")
+        fields["verdict"] = (DERIVED, "close from FIN_WAIT/CLOSING with the FIN acked, no error, no reset "
+                                      "just before, and no TIME_WAIT twin (netns, family, device, full "
+                                      "addresses, ports) in the ehash bucket; confirmed when no reset "
+                                      "or error follows on that socket within "
+                                      f"{TW_SETTLE_MS} ms, or when its address is reused")
     else:
         fields = {k: (SAMPLED, "/proc/net/sockstat tw, TcpExt TCPTimeWaitOverflow") for k in fields}
     return fields
@@ -343,14 +380,12 @@ def build(f: KernelFacts, banned: Optional[Dict[str, List[Tuple[str, str]]]] = N
     tw = _choose("tw_overflow", f, _tw_candidates(f), banned.get("tw_overflow", []))
     tw.fields = _tw_fields(tw.method)
     if tw.method in ("tp_btf", "raw_tp"):
-        # resets on a closing socket rule it out; the oom program notes them,
-        # or a small note-only program does where oom_check uses another method
-        if oom.method == "tp_btf":
-            pass
-        elif f.tracepoints.get("tcp_send_reset") is not None and f.version() >= (5, 5):
-            tw.programs = tw.programs + ["reset_note_btf"]
-        tw.blind_spot = ("inferred at the close: a close-path abort from FIN_WAIT2 with the table full "
-                         "would be counted as an overflow")
+        tw.blind_spot = ("inferred at the close: an abort from FIN_WAIT2 whose reset could not be "
+                         "allocated looks like an overflow (bounded by TcpExt TCPAbortFailed); "
+                         "closes while a namespace is dismantled are not told apart")
+        if not any(p.startswith("tw_destroy_") for p in tw.programs):
+            tw.blind_spot += ("; no tcp_destroy_sock tracepoint: a linger-0 abort whose reset "
+                              "failed is not cancelled either")
     elif tw.method == "kprobe":
         tw.blind_spot = _KPROBE_BLIND_SPOT
     fams["tw_overflow"] = tw
@@ -386,6 +421,8 @@ def build(f: KernelFacts, banned: Optional[Dict[str, List[Tuple[str, str]]]] = N
         "max_orphans_addr": f.kallsyms_data.get("sysctl_tcp_max_orphans", 0),
     }
     notes = []
+    if f.btf and not has_ringbuf(f):
+        notes.append(f"{NO_RINGBUF}; this is {f.release}")
     if not f.btf:
         notes.append("no BTF: the CO-RE engine cannot load; " +
                      ("kernel headers exist: the bcc engine can (--engine bcc)" if f.headers

@@ -70,7 +70,16 @@ CNT_PRESSURE_ENTER = 12
 CNT_PRESSURE_LEAVE = 13
 CNT_FILTERED = 14
 CNT_LOST_BASE = 16
-CNT_MAX = 24
+FAMILY_MAX = 5
+CNT_LOST_END = CNT_LOST_BASE + FAMILY_MAX    # lost slots: [CNT_LOST_BASE, CNT_LOST_END)
+# tracepoint tier of tw_overflow: closes that looked like overflows, those a later
+# reset or error cancelled, those confirmed at once because the pending table was full
+CNT_TW_CANDIDATES = 24
+CNT_TW_CANCELLED = 25
+CNT_TW_UNCHECKED = 26
+CNT_MAX = 32
+# a TIME_WAIT candidate with no reset or error on its socket for this long is an overflow
+TW_SETTLE_MS = 200
 COUNTER_NAMES = {
     CNT_OOM_CHECK: "oom_check", CNT_OOM_ORPHANS: "oom_check.orphans",
     CNT_OOM_MEMORY: "oom_check.memory", CNT_OOM_CLOSE: "oom_check.close",
@@ -80,6 +89,8 @@ COUNTER_NAMES = {
     CNT_MEM_SEND: "mem_exceed.send", CNT_MEM_RECV: "mem_exceed.recv",
     CNT_PRESSURE_ENTER: "pressure.enter", CNT_PRESSURE_LEAVE: "pressure.leave",
     CNT_FILTERED: "filtered",
+    CNT_TW_CANDIDATES: "tw_overflow.candidates", CNT_TW_CANCELLED: "tw_overflow.cancelled",
+    CNT_TW_UNCHECKED: "tw_overflow.unchecked",
 }
 for _fam, _name in FAMILIES.items():
     COUNTER_NAMES[CNT_LOST_BASE + _fam] = f"lost.{_name}"

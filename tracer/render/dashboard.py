@@ -123,7 +123,7 @@ class DashboardState:
     def lost(self) -> int:
         if not self.counters:
             return sum(self.agg.loss.values())
-        return sum(self.counters[ev.CNT_LOST_BASE:ev.CNT_MAX])
+        return sum(self.counters[ev.CNT_LOST_BASE:ev.CNT_LOST_END])
 
     def tcpext_delta(self, name: str) -> Optional[int]:
         if name not in self.tcpext_now or name not in self.tcpext_start:

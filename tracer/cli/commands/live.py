@@ -65,7 +65,7 @@ def live(record_to: Optional[str], no_screen: bool, interval: float, duration: O
         st.sampled = cap.sampled
         st.kmsg_error = kmsg.error
         st.add_snapshot(cap.first_snapshot)
-        tick = Tick(cap.session, filters.netns)
+        tick = Tick(cap if cap.session is not None else None, filters.netns)
         recording = None
         if record_to:
             recording = Recording(Recorder(record_to, hdr, EVENT_SIZE, force=force), cap, tick, stop)

@@ -116,7 +116,7 @@ enum tcpoom_counter {
 	CNT_OOM_TIMER,
 	CNT_OOM_RESET,
 	CNT_OOM_CALLS,		/* function tiers: every tcp_check_oom call, killed or not */
-	CNT_TW_OVERFLOW,
+	CNT_TW_OVERFLOW,	/* tracepoint tier: once confirmed */
 	CNT_TW_CLOSES,		/* tracepoint tier: closes from FIN_WAIT/CLOSING examined */
 	CNT_MEM_EXCEED,
 	CNT_MEM_SEND,
@@ -125,8 +125,19 @@ enum tcpoom_counter {
 	CNT_PRESSURE_LEAVE,
 	CNT_FILTERED,		/* events outside --netns/--pid/--port */
 	CNT_LOST_BASE = 16,	/* + family: ring buffer reservation failed */
-	CNT_MAX = 24,
+	/* tw_overflow, tracepoint tier: closes that looked like overflows, those a
+	 * reset or an error on the socket cancelled, those confirmed at once
+	 * because the pending table was full */
+	CNT_TW_CANDIDATES = 24,
+	CNT_TW_CANCELLED = 25,
+	CNT_TW_UNCHECKED = 26,
+	CNT_MAX = 32,
 };
+
+/* tw_overflow, tracepoint tier: a candidate with no reset or error on its
+ * socket for this long is an overflow (the cancels follow within the same
+ * softirq or system call). */
+#define TW_SETTLE_MS 200
 
 struct tcpoom_counters {
 	__u64 slot[CNT_MAX];
