@@ -62,7 +62,7 @@ import click
 
 from tracer.analysis import doctor as rules
 from tracer.kernel import facts as kernel_facts
-from tracer.host import netns, procfs
+from tracer.host import cgroups, netns, procfs
 from tracer.kernel import plan as plan_mod
 from tracer.errors import TcpoomError, UsageError
 from tracer.model.families import FAMILY_ORDER
@@ -269,6 +269,8 @@ def read_figures(ns, own: bool, label: str, interval: float,
     # The pressure flag is host-wide: read it from the caller's own namespace.
     fig.pressure = reader.get("/proc/net/protocols", procfs.tcp_memory_pressure)
     fig.mem_total = reader.get("/proc/meminfo", _mem_total)
+    fig.memcgs = reader.get("memory cgroups (socket memory)",
+                            lambda: [m.to_json() for m in cgroups.sock_memory_all()])
     if ns is not _BLOCKED:
         fig.counters_before = reader.get(f"/proc/net/netstat{where}", _tcp_ext, ns)
     if fig.counters_before is not None:
