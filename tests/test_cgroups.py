@@ -159,7 +159,7 @@ def test_table_round_trip(hybrid):
     assert here.name(cg.V2, ino) == "docker:" + CID[:12]
     block = here.drain()
     assert block["mode"] == "hybrid" and here.drain() is None
-    there = cg.Cgroups(table={})
+    there = cg.Names()
     assert there.name(cg.V2, ino) == "cgroup:%d" % ino
     there.learn(block)
     assert there.name(cg.V2, ino) == "docker:" + CID[:12]
@@ -174,7 +174,7 @@ def test_cgroup_filter_matches_subtree():
 
 
 def test_unreadable_hierarchy_never_raises(tmp_path):
-    c = cg.Cgroups(mounts=cg.Mounts(v2=str(tmp_path / "absent")))
+    c = cg.Cgroups(mounts=cg.Mounts(v2=str(tmp_path / "absent")), pods={})
     assert c.name(cg.V2, 12345) == "cgroup:12345"
     assert c.name(cg.V2, 0) == "-"
     assert cg.sock_memory_all(cg.Mounts()) == []

@@ -19,18 +19,16 @@ cannot place reads as None, and the caller shows the number.
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 MAX_ENTRIES = 8192           # paths kept per hierarchy; a host has rarely more cgroups
 RESCAN_EVERY_S = 2.0         # a miss rescans the tree at most this often
 MAX_WALK = 50000             # directories one walk visits, at most (a runaway tree)
 
-V2 = "v2"
-V1_MEMORY = "memory"
+from tracer.model.containers import V1_MEMORY, V2, Identity, Names, decode, matches_path  # noqa: F401
 
 
 # ---------------------------------------------------------------- mounts
@@ -146,96 +144,6 @@ class Resolver:
                 continue
         if found is not None:
             self._remember(want, found)       # last, so the bound never drops it
-
-
-# ---------------------------------------------------------------- path -> container
-
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_POD = re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})")
-# runtime prefixes of a container's scope (systemd driver) or directory (cgroupfs)
-_RUNTIMES = (("docker-", "docker"), ("cri-containerd-", "containerd"), ("crio-conmon-", "crio-conmon"),
-             ("crio-", "crio"), ("libpod-conmon-", "podman-conmon"), ("libpod-", "podman"))
-_RUNTIME_DIRS = {"docker": "docker", "containerd": "containerd", "crio": "crio", "libpod": "podman",
-                 "system.slice": None}
-
-
-@dataclass
-class Identity:
-    """What a cgroup path says about who runs there."""
-    path: str
-    unit: Optional[str] = None          # systemd unit (.service or .scope)
-    slice: Optional[str] = None         # innermost systemd slice
-    runtime: Optional[str] = None       # docker, containerd, crio, podman
-    container: Optional[str] = None     # the full container id (64 hex)
-    pod_uid: Optional[str] = None       # Kubernetes pod UID, with dashes
-    pod: Optional[str] = None           # namespace/name, where the host shows it
-    qos: Optional[str] = None           # Kubernetes QoS class: guaranteed, burstable, besteffort
-
-    @property
-    def label(self) -> str:
-        """The short name a report shows: pod/container, container, unit, or path."""
-        if self.pod_uid:
-            who = self.pod or f"pod {self.pod_uid}"
-            return f"{who}/{self.container[:12]}" if self.container else who
-        if self.container:
-            return f"{self.runtime or 'container'}:{self.container[:12]}"
-        if self.unit:
-            return self.unit
-        if self.slice:
-            return self.slice
-        return self.path
-
-    def matches(self, query: str) -> bool:
-        """--container ID: a container id prefix (12 hex is what docker ps shows), a
-        pod UID, a pod namespace/name or name, or a unit name."""
-        q = query.strip().lower()
-        if not q:
-            return False
-        if self.container and self.container.startswith(q):
-            return True
-        if self.pod_uid and q in (self.pod_uid, self.pod_uid.replace("-", "_")):
-            return True
-        if self.pod and (q == self.pod.lower() or q == self.pod.split("/", 1)[-1].lower()):
-            return True
-        return bool(self.unit and q in (self.unit.lower(), self.unit.lower().rsplit(".", 1)[0]))
-
-    def to_json(self) -> Dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-
-def decode(path: str, pods: Optional[Dict[str, str]] = None) -> Identity:
-    """Decode a cgroup path (relative to its hierarchy's root). `pods` maps a pod
-    UID to "namespace/name" (pod_names())."""
-    ident = Identity(path=path)
-    parts = [p for p in path.split("/") if p]
-    for i, p in enumerate(parts):
-        if p.endswith(".slice"):
-            ident.slice = p
-        elif p.endswith(".service") or p.endswith(".scope"):
-            ident.unit = p
-        m = _POD.search(p)
-        if m and (i > 0 and "kubepods" in "/".join(parts[:i + 1]) or p.startswith("pod")):
-            ident.pod_uid = m.group(1).replace("_", "-")
-        if "kubepods" in p or (i and "kubepods" in parts[i - 1]):
-            for q in ("burstable", "besteffort"):
-                if q in p:
-                    ident.qos = q
-        stem = p[:-len(".scope")] if p.endswith(".scope") else p
-        for prefix, runtime in _RUNTIMES:
-            if stem.startswith(prefix) and _HEX64.fullmatch(stem[len(prefix):]):
-                ident.runtime, ident.container = runtime, stem[len(prefix):]
-                break
-        else:
-            if _HEX64.fullmatch(stem):
-                # cgroupfs driver: /docker/<id>, /kubepods/burstable/pod<uid>/<id>, ...
-                ident.container = stem
-                parent = parts[i - 1] if i else ""
-                ident.runtime = _RUNTIME_DIRS.get(parent, ident.runtime)
-    if ident.pod_uid and ident.qos is None and any("kubepods" in p for p in parts):
-        ident.qos = "guaranteed"
-    if ident.pod_uid and pods:
-        ident.pod = pods.get(ident.pod_uid)
-    return ident
 
 
 def pod_names(log_dir: str = "/var/log/pods") -> Dict[str, str]:
@@ -359,23 +267,18 @@ def sock_memory_all(mounts: Optional[Mounts] = None, top: int = 20,
 
 # ---------------------------------------------------------------- one place for all of it
 
-class Cgroups:
-    """The ids of one capture, resolved: `name(kind, id)` for display, `table()` for
-    the trace file's cgroups block, and `from_table()` to read it back on another
-    machine. Kinds: "v2" (socket/task cgroup v2 id) and "memory" (memcg id)."""
+class Cgroups(Names):
+    """Names, resolved on the traced host as ids come: `name(kind, id)` for display,
+    `drain()` for the trace file's cgroups block (what a report on another machine
+    reads back with Names.learn())."""
 
-    def __init__(self, mounts: Optional[Mounts] = None, pods: Optional[Dict[str, str]] = None,
-                 table: Optional[Dict] = None):
-        self.mounts = mounts if mounts is not None else (Mounts() if table is not None else read_mounts())
+    def __init__(self, mounts: Optional[Mounts] = None, pods: Optional[Dict[str, str]] = None):
+        super().__init__()
+        self.mounts = mounts if mounts is not None else read_mounts()
         self._resolvers = {V2: Resolver(self.mounts.v2),
                            V1_MEMORY: Resolver(self.mounts.memory_root)}
         self._pods = pods
-        self._known: Dict[Tuple[str, int], Optional[Dict]] = {}
         self._unrecorded: Dict[str, Dict[str, Dict]] = {}
-        if table:
-            for kind, ids in table.items():
-                for k, v in ids.items():
-                    self._known[(kind, int(k))] = v
 
     def _pod_names(self) -> Dict[str, str]:
         if self._pods is None:
@@ -385,31 +288,19 @@ class Cgroups:
     def identity(self, kind: str, cgid: int) -> Optional[Dict]:
         if not cgid:
             return None
-        key = (kind, cgid)
-        if key in self._known:
-            return self._known[key]
+        known = super().identity(kind, cgid)
+        if known is not None:
+            return known
         res = self._resolvers.get(kind)
         path = res.path(cgid) if res else None
         if path is None:
-            return None               # not cached: a later rescan may find it
+            return None               # not remembered: a later rescan may find it
         found = decode(path, self._pod_names() if "pod" in path else None)
         ident = found.to_json()
         ident["label"] = found.label
-        self._known[key] = ident
+        self._store(kind, cgid, ident)
         self._unrecorded.setdefault(kind, {})[str(cgid)] = ident
-        if len(self._known) > 2 * MAX_ENTRIES:
-            self._known.pop(next(iter(self._known)))
         return ident
-
-    def name(self, kind: str, cgid: int) -> str:
-        ident = self.identity(kind, cgid)
-        if ident is None:
-            return f"cgroup:{cgid}" if cgid else "-"
-        return ident.get("label") or ident["path"]
-
-    def path(self, kind: str, cgid: int) -> Optional[str]:
-        ident = self.identity(kind, cgid)
-        return ident["path"] if ident else None
 
     def drain(self) -> Optional[Dict]:
         """Identities resolved since the last call, for a cgroups block; None if none."""
@@ -417,20 +308,6 @@ class Cgroups:
             return None
         out, self._unrecorded = self._unrecorded, {}
         return {"mode": self.mounts.mode, "ids": out}
-
-    def learn(self, block: Dict) -> None:
-        """Take in a cgroups block read from a trace file."""
-        for kind, ids in (block.get("ids") or {}).items():
-            for k, v in ids.items():
-                self._known[(kind, int(k))] = v
-
-
-def matches_path(path: Optional[str], query: str) -> bool:
-    """--cgroup PATH: the cgroup itself or any cgroup below it."""
-    if path is None:
-        return False
-    q = "/" + query.strip().strip("/")
-    return q == "/" or path == q or path.startswith(q + "/")
 
 
 def ids_for(query_path: str, mounts: Optional[Mounts] = None) -> Dict[str, List[int]]:
