@@ -17,6 +17,10 @@ def _mib(n_bytes: float) -> str:
     return f"{n_bytes / (1 << 20):,.0f} MiB"
 
 
+def _mib_exact(n_bytes: int) -> str:
+    return f"{n_bytes / (1 << 20):.1f} MiB"
+
+
 def _round_up(n: int, step: int) -> int:
     return ((n + step - 1) // step) * step
 
@@ -157,7 +161,32 @@ def diagnose(m: dict, header: dict) -> Tuple[List[dict], str]:
             snippet.append(_sysctl("tcp_max_orphans", raised))
 
     # ---- tcp_mem
-    hard = oom.get("out_of_memory", 0) + fam.get("mem_exceed", 0)
+    # ---- memory cgroups: refused before tcp_mem is even compared (issue 13, finding 4)
+    mex = m.get("mem_exceed") or {}
+    classes = mex.get("classes") or {}
+    by_memcg = classes.get("memcg", 0)
+    for row in mex.get("memcgs") or []:
+        where = row.get("memcg") or "an unresolved memory cgroup"
+        name = row.get("limit_name") or "memory.max"
+        limit = row.get("limit_bytes")
+        who = f" ({row['container']})" if row.get("container") and row["container"] != where else ""
+        findings.append({
+            "id": "mem_exceed.memcg", "severity": "critical",
+            "title": f"Memory cgroup {where}{who} refused socket memory: {row['refusals']} refusals",
+            "limit": f"{name} of {where}",
+            "evidence": [f"{row['refusals']} refusals classified memcg (the cgroup's charge failed)"
+                         + (f"; {name} = {_mib_exact(limit)}" if limit else ""),
+                         "refusals by class: " + ", ".join(f"{k} {v}" for k, v in sorted(classes.items()))],
+            "advice": [f"Raise {name} of {where}" + (f" (now {_mib_exact(limit)})" if limit else "")
+                       + ", or find what fills it: the sockets of that cgroup that do not drain "
+                         "(`tcpoom trace --cgroup " + where + "`).",
+                       "Do not raise net.ipv4.tcp_mem for these: the kernel refuses the cgroup's charge "
+                       "before it compares the host's TCP memory with tcp_mem."],
+            "why": "__sk_mem_raise_allocated charges the socket's memory cgroup first; when that charge "
+                   "fails the allocation is refused whatever tcp_mem says.",
+        })
+
+    hard = oom.get("out_of_memory", 0) + fam.get("mem_exceed", 0) - by_memcg
     pressure = fam.get("pressure", 0)
     if hard or pressure:
         tm = lim.get("tcp_mem") or [0, 0, 0]
@@ -199,6 +228,10 @@ def diagnose(m: dict, header: dict) -> Tuple[List[dict], str]:
                             f"against tcp_mem[2] = {over['tcp_mem2']} ({over['value']}%) at {over['at']}; "
                             f"a socket above its share (tcp_mem[2] / sockets) is refused there")
         evidence.append("sockstat 'mem' and tcp_mem are both in pages: compare pages with pages")
+        if set(classes) - {"unclassified"}:
+            evidence.append("refusals by class: " + ", ".join(f"{k} {v}" for k, v in sorted(classes.items()))
+                            + (" (memory-cgroup refusals are counted under their cgroup, not here)"
+                               if by_memcg else ""))
         findings.append({
             "id": "tcp_mem", "severity": "critical" if hard else "warning",
             "title": (f"TCP memory at the hard limit: {hard} refusals or aborts" if hard

@@ -32,6 +32,7 @@ from tracer import outfile
 from tracer.capture.recorder import Recorder
 from tracer.capture.header import header
 from tracer.host.snapshots import HOLDERS_EVERY_S
+from tracer.capture import cgroup_ids, who
 from .options import capture_options, filters_from
 
 
@@ -48,11 +49,12 @@ def _kmsg_counts(messages):
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Stop after this many seconds.")
 @capture_options(ringbuf_default=RINGBUF_DEFAULTS["live"])
 def live(record_to: Optional[str], no_screen: bool, interval: float, duration: Optional[float],
-         netns: Optional[str], pid: Optional[int], port: Optional[int], families: Tuple[str, ...],
+         netns: Optional[str], pid: Optional[int], cgroup_path: Optional[str],
+          container: Optional[str], port: Optional[int], families: Tuple[str, ...],
          ringbuf_size: int, engine: str, synthetic_pid: int, force: bool) -> None:
     if record_to:
         outfile.check(record_to, (), force)     # before attaching anything
-    filters = filters_from(netns, pid, port, families, ringbuf_size)
+    filters = filters_from(netns, pid, port, families, ringbuf_size, cgroup_path, container)
     cap = Capture(filters, ringbuf_size, synthetic_pid=synthetic_pid, engine=engine)
     screen = sys.stdout.isatty() and not no_screen
     stop = Stop(duration, None)
@@ -67,13 +69,21 @@ def live(record_to: Optional[str], no_screen: bool, interval: float, duration: O
         st = DashboardState(hdr, cap.plan.to_json()["families"], cap.families, Clock.now())
         st.sampled = cap.sampled
         st.kmsg_error = kmsg.error
+        ids = cgroup_ids.CgroupIds()
+        st.agg.names = ids.names           # resolved on this host as ids come
+        keep = who.predicate(filters, ids.names)
         st.add_snapshot(cap.first_snapshot)
         if record_to:
             rec = Recorder(record_to, hdr, EVENT_SIZE, force=force)
             rec.add_json(tf.SNAPSHOT, cap.first_snapshot)
 
         def sink(payload: bytes, n: int) -> int:
+            if keep is not None:
+                payload, n = who.only(payload, n, keep)
+                if not n:
+                    return 0
             st.add_events(payload, n)
+            ids.note(payload, n)
             if rec:
                 rec.add_events(payload, n)
             return n
@@ -98,7 +108,10 @@ def live(record_to: Optional[str], no_screen: bool, interval: float, duration: O
                     except Exception as e:         # a bonus: never stop the view for it
                         st.note = f"holders: {e}"
                 state["pressure"] = pressure
+                names = ids.block()
                 if rec:
+                    if names:
+                        rec.add_json(tf.CGROUPS, names)
                     rec.add_json(tf.SNAPSHOT, snap)
                     rec.add_json(tf.COUNTERS, {"ts_ns": time.monotonic_ns(), "counters": st.counters})
             st.now_ns = time.monotonic_ns()

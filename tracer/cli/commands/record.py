@@ -28,6 +28,7 @@ from tracer.kernel.loader import RINGBUF_DEFAULTS
 from tracer.capture.recorder import Recorder, RecordingStopped
 from tracer.capture.header import header
 from tracer.host.snapshots import HOLDERS_EVERY_S
+from tracer.capture import cgroup_ids, who
 from .options import capture_options, filters_from
 
 LIGHT_EVERY_S = 0.05
@@ -71,12 +72,13 @@ class Size(click.ParamType):
 @click.option("--quiet", is_flag=True, help="No start and summary lines.")
 def record(output: str, duration: Optional[float], count: Optional[int], max_size: Optional[int],
            rotate: Optional[int], keep: Optional[int], compress: bool, netns: Optional[str],
-           pid: Optional[int], port: Optional[int], families: Tuple[str, ...], ringbuf_size: int,
+           pid: Optional[int], cgroup_path: Optional[str],
+          container: Optional[str], port: Optional[int], families: Tuple[str, ...], ringbuf_size: int,
            engine: str, quiet: bool, synthetic_pid: int, force: bool) -> None:
     if keep and not rotate:
         raise click.UsageError("--keep needs --rotate")
     _check_output(output, rotate, force)    # before loading anything
-    filters = filters_from(netns, pid, port, families, ringbuf_size)
+    filters = filters_from(netns, pid, port, families, ringbuf_size, cgroup_path, container)
     cap = Capture(filters, ringbuf_size, synthetic_pid=synthetic_pid, sample_orphans=False,
                   engine=engine)
     # small batches keep the recorder's memory low; a batch costs ~20 us
@@ -89,10 +91,16 @@ def record(output: str, duration: Optional[float], count: Optional[int], max_siz
     def snapshot_blocks():
         return [tf.encode_json(tf.SNAPSHOT, snapshots.take(filters.netns or None), compress)]
 
+    ids = cgroup_ids.CgroupIds()
+    keep = who.predicate(filters, ids.names)
+
     def tick() -> None:
         now = time.monotonic()
         if now - state.get("snap_at", 0.0) >= 1.0:
             state["snap_at"] = now
+            names = ids.block()
+            if names:
+                rec.add_json(tf.CGROUPS, names)
             snap = snapshots.take(filters.netns or None)
             rec.add_json(tf.SNAPSHOT, snap)
             counters = cap.session.counters()
@@ -114,6 +122,11 @@ def record(output: str, duration: Optional[float], count: Optional[int], max_siz
             stop.request("max-size")
 
     def sink(payload: bytes, n: int) -> int:
+        if keep is not None:
+            payload, n = who.only(payload, n, keep)
+            if not n:
+                return 0
+        ids.note(payload, n)
         rec.add_events(payload, n)
         now = time.monotonic()
         if sample_at_events and now - state["light_at"] >= LIGHT_EVERY_S and \
@@ -136,6 +149,9 @@ def record(output: str, duration: Optional[float], count: Optional[int], max_siz
             print(f"tcpoom: recording {', '.join(cap.families)} to {output}. Ctrl-C to stop.",
                   file=sys.stderr, flush=True)
         totals = cap.run(sink, stop, tick)
+        names = ids.block()
+        if names:
+            rec.add_json(tf.CGROUPS, names)
         rec.close({"stop_reason": totals.stop_reason, "totals": totals.to_json()})
     except RecordingStopped:
         if rec is not None:
