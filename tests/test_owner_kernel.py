@@ -100,7 +100,7 @@ def test_the_report_names_the_memcg_and_its_limit_not_tcp_mem(cgs, tmp_path):
                         capture_output=True, text=True)
     assert md.returncode in (0, 1, 2), md.stderr
     import json
-    rep = json.loads(md.stdout)
+    rep = json.loads(md.stdout)["hosts"][0]
     memcg = [f for f in rep["diagnosis"] if f.get("id") == "mem_exceed.memcg"]
     assert memcg, [f.get("id") for f in rep["diagnosis"]]
     f = memcg[0]

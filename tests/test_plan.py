@@ -237,7 +237,7 @@ def _facts_at(release):
 
 @pytest.mark.parametrize("release,memcg,no_memcg", [
     ("4.19.1", True, False), ("6.6.9", True, False), ("6.8.1", True, True), ("6.12.0", True, True),
-    ("6.18.1", True, True), ("6.18.2", False, False), ("6.18.44-fc", False, False),
+    ("6.17.9", True, True), ("6.18.1", False, True), ("6.18.2", False, False), ("6.18.44-fc", False, False),
 ])
 def test_mem_exceed_receive_blind_spots_per_version(release, memcg, no_memcg):
     spot = plan_mod.mem_blind_spot(_facts_at(release))

@@ -95,10 +95,22 @@ def _crossed(agg: Aggregate, clock: WallClock) -> List[dict]:
         if tw is not None and mtw is not None and tw >= mtw:
             conds.setdefault("tcp_max_tw_buckets", []).append(sec)
     limit_of = {ev.MEM_EXCEED: "tcp_mem hard limit (tcp_mem[2])", ev.TW_OVERFLOW: "tcp_max_tw_buckets"}
+    # refusals a memory cgroup made are not tcp_mem's (per second the classes are
+    # not kept: the seconds of mem_exceed go to the limit that refused most)
+    memcg_n = sum(n for (cls, _, _, derived), n in agg.mem_classes.items()
+                  if derived & ev.FIELD_MEM_CLASS and cls == ev.MEM_CLASS_MEMCG)
+    mem_n = agg.by_family.get(ev.MEM_EXCEED, 0)
+    if memcg_n:
+        memcg_label = "memory cgroup limit (memory.kmem.tcp / memory.max)"
+        if memcg_n * 2 >= mem_n:
+            limit_of[ev.MEM_EXCEED] = memcg_label
+        events[memcg_label] = memcg_n
+        events["tcp_mem hard limit (tcp_mem[2])"] = -memcg_n if memcg_n * 2 < mem_n else 0
     for (fam, sec), n in agg.per_second.items():
         if fam in limit_of:
             conds.setdefault(limit_of[fam], []).append(sec)
-            events[limit_of[fam]] = events.get(limit_of[fam], 0) + n
+            if not (fam == ev.MEM_EXCEED and memcg_n and limit_of[fam] != "tcp_mem hard limit (tcp_mem[2])"):
+                events[limit_of[fam]] = events.get(limit_of[fam], 0) + n
     for (fam, verdict), n in agg.by_verdict.items():
         if fam == ev.OOM_CHECK:
             if verdict & ev.VERDICT_ORPHANS:

@@ -22,7 +22,7 @@ import os
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 MAX_ENTRIES = 8192           # paths kept per hierarchy; a host has rarely more cgroups
 RESCAN_EVERY_S = 2.0         # a miss rescans the tree at most this often
@@ -339,3 +339,25 @@ def human(n: Optional[int]) -> str:
         n /= 1024
     return str(n)
 
+
+
+def of_pid(pid: int, proc_root: str = "/proc") -> Tuple[Optional[str], Optional[str]]:
+    """(cgroup v2 path, memory cgroup path) of a process, from /proc/PID/cgroup."""
+    v2 = mem = None
+    try:
+        with open(f"{proc_root}/{pid}/cgroup") as f:
+            for line in f:
+                _, ctrls, path = line.rstrip("\n").split(":", 2)
+                if ctrls == "":
+                    v2 = path
+                elif "memory" in ctrls.split(","):
+                    mem = path
+    except (OSError, ValueError):
+        pass
+    return v2, mem or v2
+
+
+def label_of(v2: Optional[str], mem: Optional[str]) -> Optional[str]:
+    """The container or service of a process, from the more specific of its paths."""
+    best = v2 if v2 and v2 != "/" else (mem if mem and mem != "/" else None)
+    return decode(best).label if best else None

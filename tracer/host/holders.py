@@ -28,6 +28,7 @@ import sys
 import time
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
+from tracer.host import cgroups as _cgroups
 from tracer.host import netns as _netns
 from tracer.host.netns import NetnsRef
 
@@ -581,6 +582,11 @@ def _entry(sock: Sock, owners: Owners) -> dict:
         "comm": comm,
         "owner": _owner_kind(sock, pids),
     }
+    if pids:
+        # which service or container: the cgroups of the (first) holding process
+        v2, mem = _cgroups.of_pid(pids[0])
+        entry["cgroup"], entry["memcg"] = v2, mem
+        entry["container"] = _cgroups.label_of(v2, mem)
     if sock.skmem is not None:
         entry["skmem"] = dict(sock.skmem)
     if sock.accept_queue is not None:
@@ -635,6 +641,11 @@ def snapshot(top: int = 20, netns: NetnsRef = None, *,
     }
     if gathered.netlink_error:
         result["netlink_error"] = gathered.netlink_error
+    # socket memory per memory cgroup, against its limit (memory.stat sock / memory.kmem.tcp)
+    try:
+        result["memcgs"] = [m.to_json() for m in _cgroups.sock_memory_all(top=10)]
+    except OSError:
+        pass
     return result
 
 
@@ -661,7 +672,8 @@ def _process(entry: dict) -> str:
     owner = entry.get("owner")
     if entry.get("pids"):
         comm = entry.get("comm") or "?"
-        return "users:(" + ",".join(f'("{comm}",pid={p})' for p in entry["pids"]) + ")"
+        where = f" [{entry['container']}]" if entry.get("container") else ""
+        return "users:(" + ",".join(f'("{comm}",pid={p})' for p in entry["pids"]) + ")" + where
     return {"orphan": "orphan", "unaccepted": "in accept queue"}.get(owner, "-")
 
 
@@ -694,6 +706,12 @@ def format_holders(snap: dict, limit: int = 10) -> List[str]:
             figures = ",".join(f"{label}{skmem[name]}"
                                for name, label in zip(SKMEM_FIELDS, _SKMEM_SS) if name in skmem)
             lines.append(f"\t skmem:({figures})")
+    for m in snap.get("memcgs") or []:
+        if m.get("limit"):
+            pct = f" ({m['sock'] * 100 // m['limit']}% of {m['limit_name']} {_size(m['limit'])})" \
+                if m.get("version") == "v1" and m.get("sock") is not None else f" ({m['limit_name']} {_size(m['limit'])})"
+            lines.append(f"memory cgroup {m['path']}: sockets {_size(m.get('sock') or 0)}{pct}"
+                         + (f", {m['failcnt']} charges refused" if m.get("failcnt") else ""))
     return lines
 
 

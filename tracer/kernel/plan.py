@@ -424,12 +424,13 @@ def mem_blind_spot(f: KernelFacts) -> str:
     the tracepoint fires on receive only `if (charged)`, and `charged` is false
     after a failed memory-cgroup charge; from 6.7/6.8 (`charged` starts false and
     becomes true only after a successful charge) also for every socket without a
-    memory cgroup; 6.18.2 fires it unconditionally."""
+    memory cgroup. 6.18 traces receive refusals after a failed charge, and 6.18.2
+    every receive refusal (read in 6.18.2; the releases in between unread)."""
     v = _release3(f)
     spots = []
-    if v < (6, 18, 2):
+    if v < (6, 18, 0):
         spots.append("receive-side refusals after a failed memory-cgroup charge are not traced "
-                     "(4.19-6.18.1): watch memory.kmem.tcp.failcnt (v1) or memory.events max (v2)")
+                     "(4.19-6.17): watch memory.kmem.tcp.failcnt (v1) or memory.events max (v2)")
     if (6, 8, 0) <= v < (6, 18, 2):
         spots.append("receive-side refusals of sockets without a memory cgroup (socket accounting off, "
                      "the root cgroup, v1 without memory.kmem.tcp.limit_in_bytes) are not traced "
