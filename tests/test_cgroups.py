@@ -178,3 +178,48 @@ def test_unreadable_hierarchy_never_raises(tmp_path):
     assert c.name(cg.V2, 12345) == "cgroup:12345"
     assert c.name(cg.V2, 0) == "-"
     assert cg.sock_memory_all(cg.Mounts()) == []
+
+
+def _framed(*events):
+    from tracer.model import events as ev
+    return ev.frame_all([e.pack() for e in events]), len(events)
+
+
+def test_recorded_ids_are_the_ones_the_records_carry(hybrid):
+    """A capture notes the cgroup ids of raw records (no decoding) and writes the
+    names of the new ones into a cgroups block, once."""
+    from tracer.capture.cgroup_ids import CgroupIds
+    from tracer.model import events as ev
+    _, m = hybrid
+    svc = os.stat(os.path.join(m.v2, "system.slice/nginx.service")).st_ino
+    mem = os.stat(os.path.join(m.v1_memory, "system.slice/nginx.service")).st_ino
+    ids = CgroupIds(cg.Cgroups(mounts=m, pods={}))
+    payload, n = _framed(ev.Event.make(owner_cgroup=svc, memcg=mem, owner_fidelity=2),
+                         ev.Event.make(owner_cgroup=svc, owner_fidelity=2))
+    ids.note(payload, n)
+    block = ids.block()
+    assert block["ids"]["v2"][str(svc)]["label"] == "nginx.service"
+    assert block["ids"]["memory"][str(mem)]["path"] == "/system.slice/nginx.service"
+    ids.note(payload, n)
+    assert ids.block() is None
+
+
+def test_cgroup_and_container_filters_match_the_owner(hybrid):
+    from tracer.capture import who
+    from tracer.kernel.loader import Filters
+    from tracer.model import events as ev
+    _, m = hybrid
+    names = cg.Cgroups(mounts=m, pods={})
+    svc = os.stat(os.path.join(m.v2, "system.slice/nginx.service")).st_ino
+    dock = os.stat(os.path.join(m.v2, "system.slice/docker-%s.scope" % CID)).st_ino
+    e_svc = ev.Event.make(owner_cgroup=svc, owner_fidelity=2)
+    e_dock = ev.Event.make(owner_cgroup=dock, owner_fidelity=2)
+    assert who.predicate(Filters(), names) is None
+    by_path = who.predicate(Filters(cgroup="/system.slice/nginx.service"), names)
+    assert by_path(e_svc) and not by_path(e_dock)
+    assert who.predicate(Filters(cgroup="system.slice"), names)(e_dock)
+    by_id = who.predicate(Filters(container=CID[:12]), names)
+    assert by_id(e_dock) and not by_id(e_svc)
+    payload, n = _framed(e_svc, e_dock, e_dock)
+    kept, k = who.only(payload, n, by_id)
+    assert k == 2 and ev.Event.decode(kept, ev.at(1)).owner_cgroup == dock

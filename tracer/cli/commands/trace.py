@@ -3,16 +3,16 @@ unrate-limited. On exit (Ctrl-C, SIGTERM, --duration, --count) print the
 in-kernel totals next to the kernel's own TcpExt counters over the same
 interval, and the loss counters.
 
+`pid=` on a line is the socket's owner: the process that connected, listened,
+closed, or last sent or received on it; `ctx=` follows when the event ran in
+another task (a softirq or a timer interrupts whatever was running).
+
 \b
 Examples:
   tcpoom trace                         # every event, until Ctrl-C
   tcpoom trace --duration 60 --family oom_check
   tcpoom trace --netns lab --port 443 --json | jq .verdict
-  tcpoom trace --container 4f5c1a2b3c4d  # one container's sockets (--cgroup PATH, --pid)
-
-`pid=` on a line is the socket's owner: the process that connected, listened,
-closed, or last sent or received on it; `ctx=` follows when the event ran in
-another task (a softirq or a timer interrupts whatever was running)."""
+  tcpoom trace --container 4f5c1a2b3c4d  # one container's sockets (--cgroup PATH, --pid)"""
 from __future__ import annotations
 
 import json
