@@ -46,7 +46,7 @@ def _mem_class(e: Event, names=None) -> str:
     if e.mem_class == ev.MEM_CLASS_MEMCG:
         where = ""
         if names is not None and e.memcg:
-            where = " " + (names.path("memory", e.memcg) or f"cgroup:{e.memcg}")
+            where = " " + names.name("memory", e.memcg)
         lim = f" {e.memcg_usage}/{e.memcg_limit}p" if e.memcg_limit >= 0 else ""
         return f" class=memcg{where}{lim}"
     return f" class={e.mem_class_name}"
