@@ -6,7 +6,6 @@ with records; this module never formats anything.
 """
 from __future__ import annotations
 
-import os
 import signal
 import time
 from typing import Callable, Dict, Optional
@@ -14,6 +13,7 @@ from typing import Callable, Dict, Optional
 from tracer.model import events as ev
 from tracer.kernel import facts as kernel_facts, loader, preload
 from tracer.host import netns, procfs, snapshots
+from tracer.host.privileges import privileged
 from tracer.errors import KernelUnsupported, PermissionNeeded, UsageError
 from tracer.model.events import EVENT_SIZE, FRAME, STRIDE, Event, frame
 from tracer.model.samples import Sampled
@@ -80,26 +80,12 @@ class PressureSampler:
                           pid=0, comm=b"")
 
 
-def privileged() -> bool:
-    """CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON (5.8+), in the effective set:
-    uid 0 alone means nothing in a container that dropped them."""
-    try:
-        with open("/proc/self/status") as f:
-            caps = next(int(ln.split()[1], 16) for ln in f if ln.startswith("CapEff:"))
-    except (OSError, StopIteration, ValueError):
-        return os.geteuid() == 0
-    sys_admin, perfmon, bpf = 1 << 21, 1 << 38, 1 << 39
-    return bool(caps & sys_admin) or (caps & bpf and caps & perfmon) == (bpf | perfmon)
-
-
 def resolve_netns(ref: Optional[str]) -> int:
     if not ref:
         return 0
     try:
-        key = int(ref) if ref.isdigit() else ref
         # reachable, not just a number: its TcpExt counters are read from inside it
-        netns.resolve(key)
-        return netns.netns_inode(key)
+        return netns.lookup(ref)[1]
     except (netns.NetnsError, OSError) as e:
         raise UsageError(f"--netns {ref}: {e}") from None
 
