@@ -36,13 +36,15 @@ def cgs():
     assert labcg.leftover() is None
 
 
-def _slow_reader_under_a_memcg_limit(cgs, limit=2 * MiB, conns=2, seconds=1.5):
+def _slow_reader_under_a_memcg_limit(cgs, limit=2 * MiB, conns=2, seconds=1.5, by=None):
     reader_cg = cgs.make("service", name="reader")
     limit_file = reader_cg.limit_socket_memory(limit)
     sender_cg = cgs.make("docker")
     reader = _spawn(reader_cg, "reader", 8 * MiB, conns)
     port = int(reader.stdout.readline())
-    tracer = Tracer(["--port", str(port), "--family", "mem_exceed"])
+    args = {None: ["--port", str(port)], "pid": ["--pid", str(reader.pid)],
+            "cgroup": ["--cgroup", reader_cg.rel], "container": ["--container", "tcpoom-lab-reader.service"]}[by]
+    tracer = Tracer(args + ["--family", "mem_exceed"])
     try:
         sender = _spawn(sender_cg, "sender", port, seconds, conns)
         assert reader.stdout.readline().strip() == "accepted"
@@ -73,6 +75,15 @@ def test_receive_refusals_in_softirq_name_the_reader_and_its_memcg(cgs):
         assert e["mem_class"] == "memcg", e
         assert e["memcg_limit"] == 2 * MiB // 4096
     assert any(e["pid"] != reader.pid for e in recv), "every event ran in the reader itself"
+
+
+@pytest.mark.parametrize("by", ["pid", "cgroup", "container"])
+def test_pid_cgroup_and_container_filters_select_the_owner_not_the_interrupted_task(cgs, by):
+    got, reader, sender, reader_cg, _, _ = _slow_reader_under_a_memcg_limit(cgs, by=by)
+    assert got["returncode"] == 0, got["stderr"]
+    recv = [e for e in got["events"] if e["verdict"] == ["recv"]]
+    assert recv and all(e["owner_pid"] == reader.pid for e in recv)
+    assert any(e["pid"] != reader.pid for e in recv)     # --pid used to mean this one
 
 
 def test_the_report_names_the_memcg_and_its_limit_not_tcp_mem(cgs, tmp_path):
