@@ -648,6 +648,9 @@ def _build_bcc(f: KernelFacts, banned: Dict[str, List[Tuple[str, str]]]) -> Plan
     if f.hz_source != "kconfig":
         notes.append(f"HZ={f.hz} from {f.hz_source}")
     any_bpf = any(fp.programs for fp in fams.values())
-    plan = Plan(f.release, "bcc" if any_bpf else "none", fams, config, notes)
+    owner = {"store": "none", "programs": [], "fidelity": "context-only",
+             "how": "the bcc engine does not track the socket's owner: every event names the task it "
+                    "ran in (softirq and timer paths: whoever was interrupted)"} if any_bpf else {}
+    plan = Plan(f.release, "bcc" if any_bpf else "none", fams, config, notes, owner)
     plan._banned = banned
     return plan
