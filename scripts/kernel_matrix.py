@@ -75,7 +75,7 @@ have refused, `hard_limit` when allocated > tcp_mem[2], `fair_share` under
 pressure.
 
 The socket's owner (issue 14), per tier: **last-known** wherever
-`sock:inet_sock_set_state` exists (4.16+): the process of the connect, listen,
+`sock:inet_sock_set_state` exists (4.16+): the process of the listen,
 close or shutdown, and of every send and receive where
 `sock:sock_send_length`/`sock_recv_length` exist (6.3+), or every read
 (`tcp:tcp_rcv_space_adjust`) before; **exact** on an event that runs in that

@@ -447,8 +447,9 @@ def _owner_plan(f: KernelFacts, fams: Dict[str, "FamilyPlan"]) -> Dict:
     """Where the socket's owner is noted (bpf/owner.bpf.h) and how good it is.
 
     The owner is noted at hooks that run in the owner's process context, and read
-    at every event: the state changes only a system call makes (connect, listen,
-    close, shutdown; sock:inet_sock_set_state), every send and receive
+    at every event: the state changes only a system call makes (listen, close,
+    shutdown; sock:inet_sock_set_state; not connect: a connected socket is noted at its
+    first send or receive), every send and receive
     (sock:sock_send_length/sock_recv_length, 6.3+), or every read
     (tcp:tcp_rcv_space_adjust, 4.16+) where those do not exist. Store:
     bpf_sk_storage where every program that reads it gets BTF pointers (tp_btf,
@@ -468,7 +469,7 @@ def _owner_plan(f: KernelFacts, fams: Dict[str, "FamilyPlan"]) -> Dict:
     storage = btf and f.version() >= (5, 11) and all(fp.method in _BTF_METHODS for fp in users)
     kind = "btf" if btf else "raw"
     programs = [f"owner_state_{kind}"]
-    seen = ["connect", "listen", "close"]
+    seen = ["listen", "close", "shutdown"]
     io = btf and all(_need_tracepoint(f, tp, 3, raw=False) is None
                      for tp in ("sock_send_length", "sock_recv_length"))
     if io:

@@ -28,8 +28,8 @@ def capture_options(ringbuf_default: int):
             click.option("--netns", help="Only this network namespace: a name (ip netns), a path "
                                          "or an inode number."),
             click.option("--pid", type=click.IntRange(min=1),
-                         help="Only sockets owned by this process: the one that connected, listened, "
-                              "closed, or last sent or received on them (not the task a softirq "
+                         help="Only sockets owned by this process: the one that listened, closed, or last "
+                              "sent or received on them (not the task a softirq "
                               "interrupted); the context task where no owner was seen."),
             click.option("--cgroup", "cgroup_path", metavar="PATH",
                          help="Only sockets whose owner (or socket, or memory cgroup) is in this cgroup "

@@ -3,8 +3,8 @@ unrate-limited. On exit (Ctrl-C, SIGTERM, --duration, --count) print the
 in-kernel totals next to the kernel's own TcpExt counters over the same
 interval, and the loss counters.
 
-`pid=` on a line is the socket's owner: the process that connected, listened,
-closed, or last sent or received on it; `ctx=` follows when the event ran in
+`pid=` on a line is the socket's owner: the process that listened, closed, or
+last sent or received on it; `ctx=` follows when the event ran in
 another task (a softirq or a timer interrupts whatever was running).
 
 \b

@@ -127,7 +127,7 @@ def _top(m: dict) -> str:
     hint = ('The task running when the kernel decided: for timer and softirq paths this is whoever was on '
             'the CPU, not the socket\'s owner (see the holders for owners).'
             if t.get("processes_are", "contexts") == "contexts" else
-            'The sockets\' owners: the process that connected, listened, closed, or last sent or received on '
+            'The sockets\' owners: the process that listened, closed, or last sent or received on '
             'each socket, whatever task the kernel decided in (softirq, timer).')
     return ('<h3>Who: processes, ports, peers, namespaces</h3><p class="hint">' + hint + '</p><div class="cols4">'
             + block("Processes (comm, pid)", "processes", proc)
