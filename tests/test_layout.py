@@ -80,3 +80,27 @@ def test_owner_fields_round_trip():
     assert (d.who_pid, d.who_comm, d.who_cgroup) == (4242, "reader", 77)
     assert d.owner_fidelity_name == "last-known" and d.mem_class_name == "memcg"
     assert ev.Event.make(pid=9, comm=b"x").who_pid == 9       # no owner: the context
+
+
+def _object_contents(path):
+    """(program names, map names) of a compiled object, opened, not loaded."""
+    from tracer.kernel import libbpf
+    l = libbpf.lib()
+    obj = l.bpf_object__open_file(path.encode(), None)
+    assert obj, path
+    try:
+        progs = {l.bpf_program__name(p).decode() for p in libbpf.iter_programs(obj)}
+        maps = {l.bpf_map__name(m).decode() for m in libbpf.iter_maps(obj)}
+    finally:
+        l.bpf_object__close(obj)
+    return progs, maps
+
+
+def test_the_production_object_carries_no_benchmark_and_the_bench_object_shares_its_maps():
+    from tracer.kernel.loader import BENCH_OBJECT, BENCH_SHARED_MAPS
+    progs, maps = _object_contents(OBJECT)
+    assert not any(p.startswith("bench") for p in progs) and "bench_perf" not in maps
+    assert "check_oom_fexit" in progs and "exceed_raw" in progs
+    bench_progs, bench_maps = _object_contents(BENCH_OBJECT)
+    assert bench_progs == {"bench_sys_enter", "bench_perf_sys_enter"}
+    assert set(BENCH_SHARED_MAPS) <= bench_maps and set(BENCH_SHARED_MAPS) <= maps
