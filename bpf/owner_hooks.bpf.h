@@ -43,10 +43,17 @@ int BPF_PROG(owner_state_raw, const struct sock *sk, int oldstate, int newstate)
 /* sock_sendmsg()/sock_recvmsg() (6.3+): every send and receive, in the
  * caller's context, for every protocol. The same owner costs a lookup and a
  * compare. */
+/* sk is a BTF pointer here and sk_protocol a u16 on every kernel that has
+ * these tracepoints: a direct load, not a probe read, on this hot path. */
+static __always_inline bool owner_tcp_btf(const struct sock *sk)
+{
+	return sk && sk->sk_protocol == IPPROTO_TCP;
+}
+
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(owner_send_btf, struct sock *sk, int ret, int flags)
 {
-	if (owner_tcp(sk))
+	if (owner_tcp_btf(sk))
 		note_owner(sk, true);
 	return 0;
 }
@@ -54,7 +61,7 @@ int BPF_PROG(owner_send_btf, struct sock *sk, int ret, int flags)
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(owner_recv_btf, struct sock *sk, int ret, int flags)
 {
-	if (owner_tcp(sk))
+	if (owner_tcp_btf(sk))
 		note_owner(sk, true);
 	return 0;
 }
