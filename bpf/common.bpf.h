@@ -16,6 +16,7 @@
 #include "core_fixes.bpf.h"
 #include "tcpoom.h"
 #include "verdict.h"
+#include "owner.bpf.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -24,7 +25,7 @@
 
 /* Set by the loader before load (.rodata). */
 const volatile __u32 filter_netns = 0;	/* 0: every namespace */
-const volatile __u32 filter_pid = 0;	/* tgid of the context */
+const volatile __u32 filter_pid = 0;	/* tgid of the socket's owner (owner.bpf.h) */
 const volatile __u16 filter_port = 0;	/* local or remote port */
 const volatile __u32 hz = 250;		/* CONFIG_HZ, for jiffies arithmetic */
 const volatile __u8 oom_from_resets = 0; /* tcp_send_reset program reports oom_check */
@@ -82,7 +83,7 @@ static __always_inline bool pass_filters(const struct sock *sk)
 {
 	if (filter_netns && sk && sk_netns(sk) != filter_netns)
 		goto out;
-	if (filter_pid && (bpf_get_current_pid_tgid() >> 32) != filter_pid)
+	if (filter_pid && owner_tgid(sk) != filter_pid)	/* --pid: the socket's owner */
 		goto out;
 	if (filter_port && sk) {
 		__u16 sport = local_port(sk);
@@ -189,6 +190,7 @@ static __always_inline void start_event(struct tcpoom_event *e, __u8 family, __u
 {
 	init_event(e, family, method);
 	fill_socket(e, sk);
+	fill_owner(e, sk, METHOD_BTF(method));
 	fill_memory(e, prot);
 }
 

@@ -4,6 +4,7 @@
 #define __TCPOOM_MEM_EXCEED_BPF_H
 
 #include "common.bpf.h"
+#include "mem_class.bpf.h"
 
 /* __sk_mem_raise_allocated() refused memory at tcp_mem[2]: 3.1+; `kind`
  * (SK_MEM_SEND 0 / SK_MEM_RECV 1) since 4.19. Fires for every protocol. */
@@ -19,6 +20,7 @@ static __always_inline int on_exceed(struct sock *sk, struct proto *prot, long a
 	tally_exceed(cpu_counters(), kind);
 	start_event(e, FAMILY_MEM_EXCEED, method, sk, prot);
 	mark_exceed(e, allocated, kind);
+	classify_refusal(e, sk, prot, allocated);
 	emit(e);
 	return 0;
 }

@@ -8,6 +8,7 @@ from conftest import DATA, ROOT
 from tracer.cli.commands.probes import render
 from tracer.errors import KernelUnsupported
 from tracer.kernel.facts import KernelFacts
+from tracer.kernel import plan as plan_mod
 from tracer.kernel.plan import BCC_ATTACH, build, choose_engine
 from tracer.model.families import FAMILY_ORDER
 
@@ -256,3 +257,41 @@ def test_every_bcc_program_is_in_the_c_text_and_attaches_somewhere():
     f.headers = True
     for fixture in (f, facts("facts-4.19-no-btf.json")):
         assert set(build(fixture, engine="bcc").programs()) <= set(BCC_ATTACH)
+
+
+def _facts_at(release):
+    import json as _json
+    from tracer.kernel.facts import KernelFacts
+    f = KernelFacts.from_json(_json.load(open(os.path.join(DATA, "facts-6.18-tracepoints-only.json"))))
+    f.release = release
+    return f
+
+
+@pytest.mark.parametrize("release,memcg,no_memcg", [
+    ("4.19.1", True, False), ("6.6.9", True, False), ("6.8.1", True, True), ("6.12.0", True, True),
+    ("6.17.9", True, True), ("6.18.1", False, True), ("6.18.2", False, False), ("6.18.44-fc", False, False),
+])
+def test_mem_exceed_receive_blind_spots_per_version(release, memcg, no_memcg):
+    spot = plan_mod.mem_blind_spot(_facts_at(release))
+    assert ("failed memory-cgroup charge" in spot) == memcg
+    assert ("without a memory cgroup" in spot) == no_memcg
+
+
+def test_owner_plan_on_a_tracepoint_only_kernel():
+    f = _facts_at("6.18.44")
+    f.tracepoints.update(sock_send_length=3, sock_recv_length=3, tcp_destroy_sock=1, tcp_rcv_space_adjust=1)
+    p = plan_mod.build(f)
+    assert p.owner["store"] == "sk_storage" and p.config["owner_storage"] == 1
+    assert set(p.owner["programs"]) == {"owner_state_btf", "owner_send_btf", "owner_recv_btf"}
+    assert p.owner["fidelity"] == "last-known"
+    assert "owner_state_btf" in p.programs()
+    assert p.to_json()["owner"]["store"] == "sk_storage"
+
+
+def test_owner_plan_uses_the_hash_map_where_a_program_has_no_btf_pointer():
+    f = _facts_at("5.10.0")            # tp_btf, but no sk_storage from tracing programs
+    f.tracepoints.update(tcp_destroy_sock=1, tcp_rcv_space_adjust=1)
+    p = plan_mod.build(f)
+    assert p.owner["store"] == "hash" and p.config["owner_storage"] == 0
+    assert "owner_destroy_btf" in p.owner["programs"] and "owner_rcvspace_btf" in p.owner["programs"]
+    assert "accepted sockets" in p.owner["blind_spot"]

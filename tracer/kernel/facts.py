@@ -21,7 +21,9 @@ FUNCTIONS = ("tcp_check_oom", "__tcp_close", "tcp_close", "tcp_out_of_resources"
 DATA_SYMBOLS = ("tcp_orphan_cache", "sysctl_tcp_max_orphans")
 DENY_ENV = "TCPOOM_DENY_METHODS"
 METHODS = ("fentry", "kprobe", "tp_btf", "raw_tp")
-TRACEPOINTS = ("tcp_send_reset", "inet_sock_set_state", "sock_exceed_buf_limit", "tcp_destroy_sock")
+TRACEPOINTS = ("tcp_send_reset", "inet_sock_set_state", "sock_exceed_buf_limit",
+               # the socket owner's process-context hooks (bpf/owner.bpf.h)
+               "sock_send_length", "sock_recv_length", "tcp_rcv_space_adjust", "tcp_destroy_sock")
 #: tracepoint -> its tracefs event directory, for kernels without BTF (the bcc engine)
 TRACEFS_EVENTS = {"tcp_send_reset": "tcp", "inet_sock_set_state": "sock",
                   "sock_exceed_buf_limit": "sock"}
@@ -62,6 +64,9 @@ class KernelFacts:
     #: for a kernel whose fentry or kprobes misbehave, and to test the next tier
     #: on a kernel that has the better one
     denied_methods: List[str] = dataclasses.field(default_factory=list)
+    #: the memory controller is mounted as a cgroup v1 hierarchy (socket memory is then
+    #: charged to memcg->tcpmem, memory.kmem.tcp.*), not in the unified one
+    memcg_v1: bool = False
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -151,6 +156,20 @@ def _read_kallsyms(wanted_funcs, wanted_data) -> tuple:
     return funcs, data
 
 
+def _memcg_v1(mountinfo: str = "/proc/self/mountinfo") -> bool:
+    """Is the memory controller a v1 hierarchy (mount type cgroup with option memory)?"""
+    try:
+        with open(mountinfo) as f:
+            for line in f:
+                _, _, right = line.partition(" - ")
+                parts = right.split()
+                if len(parts) >= 3 and parts[0] == "cgroup" and "memory" in parts[2].split(","):
+                    return True
+    except OSError:
+        pass
+    return False
+
+
 def gather(test_load: bool = True) -> KernelFacts:
     """Read this kernel's facts. Loads one test program (never attaches) unless
     `test_load` is False (doctor: no BPF) or the per-boot cache has the answer;
@@ -165,6 +184,7 @@ def gather(test_load: bool = True) -> KernelFacts:
     if root:
         f.tracefs_events = {tp: os.path.isdir(os.path.join(root, "events", system, tp))
                             for tp, system in TRACEFS_EVENTS.items()}
+    f.memcg_v1 = _memcg_v1()
     f.kprobes = (os.path.exists("/sys/bus/event_source/devices/kprobe/type")
                  or os.path.exists("/sys/kernel/tracing/kprobe_events")
                  or os.path.exists("/sys/kernel/debug/tracing/kprobe_events"))

@@ -41,6 +41,9 @@ class Filters:
     pid: int = 0
     port: int = 0
     families: Optional[Sequence[str]] = None   # None: every family
+    # matched in user space (tracer/capture/who.py): the kernel side knows ids, not names
+    cgroup: Optional[str] = None
+    container: Optional[str] = None
 
     def wants(self, family: str) -> bool:
         return self.families is None or family in self.families
@@ -70,6 +73,9 @@ class Session:
         self._path = object_path
         self.programs: List[str] = [
             p for fam, fp in plan.families.items() if filters.wants(fam) for p in fp.programs]
+        if self.programs:
+            # the socket's owner is noted for the events' sake (bpf/owner.bpf.h)
+            self.programs += [p for p in plan.owner.get("programs", []) if p not in self.programs]
         # benchmarks: the synthetic source, driven by getpid() of that process,
         # into the ring buffer, or into a perf buffer for the reference pipeline
         self._synthetic_pid = synthetic_pid

@@ -35,11 +35,12 @@ class Plan:
     families: Dict[str, FamilyPlan]
     config: Dict[str, int]            # .rodata values for the loader
     notes: List[str]
+    owner: Dict = dataclasses.field(default_factory=dict)   # _owner_plan(): the socket's owner
 
     def to_json(self) -> dict:
         return {
             "kernel": self.kernel, "engine": self.engine, "notes": self.notes,
-            "config": self.config,
+            "config": self.config, "owner": self.owner,
             "families": {
                 name: {
                     "method": fp.method, "target": fp.target, "programs": fp.programs,
@@ -54,6 +55,8 @@ class Plan:
         out: List[str] = []
         for fp in self.families.values():
             out += [p for p in fp.programs if p not in out]
+        if out:     # owner programs only serve events
+            out += [p for p in self.owner.get("programs", []) if p not in out]
         return out
 
     def demote_owner(self, program: str, reason: str, facts: KernelFacts) -> Optional["Plan"]:
@@ -399,7 +402,12 @@ def build(f: KernelFacts, banned: Optional[Dict[str, List[Tuple[str, str]]]] = N
                       "tcp_mem": (EXACT, "prot->sysctl_mem (the tracepoint's own copy is a raw "
                                          "pointer before 5.19)"),
                       "verdict": (EXACT, "kind: send or receive side"),
-                      "socket": (EXACT, "4-tuple, queues, buffers")}
+                      "socket": (EXACT, "4-tuple, queues, buffers"),
+                      "mem_class": (DERIVED, "memcg when the socket's memory cgroup shows the failed "
+                                            "charge (v1 tcpmem_pressure, v2 a level at memory.max) or "
+                                            "nothing else can have refused; else hard_limit "
+                                            "(allocated > tcp_mem[2]); else fair_share (under pressure)")}
+        mem.blind_spot = mem_blind_spot(f)
     fams["mem_exceed"] = mem
 
     pr = _choose("pressure", f, _pressure_candidates(f), banned.get("pressure", []))
@@ -429,9 +437,106 @@ def build(f: KernelFacts, banned: Optional[Dict[str, List[Tuple[str, str]]]] = N
                       else "no kernel headers either: counters only"))
     if f.hz_source != "kconfig":
         notes.append(f"HZ={f.hz} from {f.hz_source}")
-    plan = Plan(f.release, "co-re" if any_bpf else "none", fams, config, notes)
+    owner = _owner_plan(f, fams)
+    config["owner_storage"] = 1 if owner.get("store") == "sk_storage" else 0
+    config["memcg_v1"] = 1 if f.memcg_v1 else 0
+    plan = Plan(f.release, "co-re" if any_bpf else "none", fams, config, notes, owner)
     plan._banned = banned
     return plan
+
+
+def _release3(f: KernelFacts) -> Tuple[int, int, int]:
+    nums = []
+    for p in f.release.split("-")[0].split(".")[:3]:
+        digits = "".join(ch for ch in p if ch.isdigit())
+        nums.append(int(digits or 0))
+    while len(nums) < 3:
+        nums.append(0)
+    return nums[0], nums[1], nums[2]
+
+
+def mem_blind_spot(f: KernelFacts) -> str:
+    """Receive-side refusals sock:sock_exceed_buf_limit does not show, per version
+    (docs/kernel-matrix.md; net/core/sock.c __sk_mem_raise_allocated): up to 6.17
+    the tracepoint fires on receive only `if (charged)`, and `charged` is false
+    after a failed memory-cgroup charge; from 6.7/6.8 (`charged` starts false and
+    becomes true only after a successful charge) also for every socket without a
+    memory cgroup. 6.18 traces receive refusals after a failed charge, and 6.18.2
+    every receive refusal (read in 6.18.2; the releases in between unread)."""
+    v = _release3(f)
+    spots = []
+    if v < (6, 18, 0):
+        spots.append("receive-side refusals after a failed memory-cgroup charge are not traced "
+                     "(4.19-6.17): watch memory.kmem.tcp.failcnt (v1) or memory.events max (v2)")
+    if (6, 8, 0) <= v < (6, 18, 2):
+        spots.append("receive-side refusals of sockets without a memory cgroup (socket accounting off, "
+                     "the root cgroup, v1 without memory.kmem.tcp.limit_in_bytes) are not traced "
+                     "either (6.8-6.18.1; 6.7 unread): TcpExt TCPRcvQDrop and TCPOFODrop count the drops")
+    return "; ".join(spots)
+
+
+# ------------------------------------------------------------------ the socket's owner
+
+_BTF_METHODS = ("fentry", "tp_btf")
+
+
+def _owner_plan(f: KernelFacts, fams: Dict[str, "FamilyPlan"]) -> Dict:
+    """Where the socket's owner is noted (bpf/owner.bpf.h) and how good it is.
+
+    The owner is noted at hooks that run in the owner's process context, and read
+    at every event: the state changes only a system call makes (listen, close,
+    shutdown; sock:inet_sock_set_state; not connect: a connected socket is noted at its
+    first send or receive), every send and receive
+    (sock:sock_send_length/sock_recv_length, 6.3+), or every read
+    (tcp:tcp_rcv_space_adjust, 4.16+) where those do not exist. Store:
+    bpf_sk_storage where every program that reads it gets BTF pointers (tp_btf,
+    fentry) and tracing programs may use it (5.11+); it goes with the socket and
+    is cloned to accepted sockets. Elsewhere a hash map keyed by the socket,
+    emptied at tcp:tcp_destroy_sock."""
+    users = [fp for fp in fams.values() if fp.programs]
+    if not users:
+        return {}
+    state_btf = _need_tracepoint(f, "inet_sock_set_state", 3, raw=False) is None
+    state_raw = _need_tracepoint(f, "inet_sock_set_state", 3, raw=True) is None
+    if not (state_btf or state_raw):
+        return {"store": "none", "programs": [], "fidelity": "context-only",
+                "how": "no process-context hook (sock:inet_sock_set_state is missing): "
+                       "every event names the task it ran in"}
+    btf = state_btf and "tp_btf" not in f.denied_methods
+    storage = btf and f.version() >= (5, 11) and all(fp.method in _BTF_METHODS for fp in users)
+    kind = "btf" if btf else "raw"
+    programs = [f"owner_state_{kind}"]
+    seen = ["listen", "close", "shutdown"]
+    io = btf and all(_need_tracepoint(f, tp, 3, raw=False) is None
+                     for tp in ("sock_send_length", "sock_recv_length"))
+    if io:
+        programs += ["owner_send_btf", "owner_recv_btf"]
+        seen.append("every send and receive")
+    elif _need_tracepoint(f, "tcp_rcv_space_adjust", 1, raw=not btf) is None:
+        programs.append(f"owner_rcvspace_{kind}")
+        seen.append("every read (sends are not seen)")
+    blind = []
+    if not storage:
+        if _need_tracepoint(f, "tcp_destroy_sock", 1, raw=not btf) is None:
+            programs.append(f"owner_destroy_{kind}")
+        else:
+            blind.append("no tcp:tcp_destroy_sock: a socket's entry is dropped only when the "
+                         "LRU map is full, so a reused socket address can name a former owner")
+    if not storage:
+        blind.append("accepted sockets are named from their first read or close, not from accept")
+    blind.append("sockets opened before tcpoom started and not used since are named by the context "
+                 "task (context-only)")
+    return {
+        "store": "sk_storage" if storage else "hash",
+        "programs": programs,
+        "fidelity": "last-known",
+        "how": ("the process that last used the socket in process context (" + ", ".join(seen) + "), "
+                "kept through orphaning; `exact` when the event runs in that process, "
+                "`context-only` where none was noted"),
+        "cgroups": "sk_uid, the socket's cgroup v2 id (sk_cgrp_data) and its memory cgroup (sk_memcg) "
+                   "on every event: exact",
+        "blind_spot": "; ".join(blind),
+    }
 
 
 # ------------------------------------------------------------------ engines
@@ -546,7 +651,12 @@ def _build_bcc(f: KernelFacts, banned: Dict[str, List[Tuple[str, str]]]) -> Plan
         mem.fields = {"memory_allocated": (EXACT, "the tracepoint's allocated argument"),
                       "tcp_mem": (EXACT, "prot->sysctl_mem"),
                       "verdict": (EXACT, "kind: send or receive side"),
-                      "socket": (EXACT, "4-tuple, queues, buffers")}
+                      "socket": (EXACT, "4-tuple, queues, buffers"),
+                      "mem_class": (DERIVED, "memcg when the socket's memory cgroup shows the failed "
+                                            "charge (v1 tcpmem_pressure, v2 a level at memory.max) or "
+                                            "nothing else can have refused; else hard_limit "
+                                            "(allocated > tcp_mem[2]); else fair_share (under pressure)")}
+        mem.blind_spot = mem_blind_spot(f)
     fams["mem_exceed"] = mem
 
     def both(f):
@@ -576,6 +686,9 @@ def _build_bcc(f: KernelFacts, banned: Dict[str, List[Tuple[str, str]]]) -> Plan
     if f.hz_source != "kconfig":
         notes.append(f"HZ={f.hz} from {f.hz_source}")
     any_bpf = any(fp.programs for fp in fams.values())
-    plan = Plan(f.release, "bcc" if any_bpf else "none", fams, config, notes)
+    owner = {"store": "none", "programs": [], "fidelity": "context-only",
+             "how": "the bcc engine does not track the socket's owner: every event names the task it "
+                    "ran in (softirq and timer paths: whoever was interrupted)"} if any_bpf else {}
+    plan = Plan(f.release, "bcc" if any_bpf else "none", fams, config, notes, owner)
     plan._banned = banned
     return plan
