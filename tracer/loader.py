@@ -187,6 +187,16 @@ class Session:
         self._ncpus = l.libbpf_num_possible_cpus()
         self.ringbuf = RingBuffer(l.bpf_map__fd(events), self._ringbuf_bytes)
 
+    def program_fds(self) -> dict:
+        """Name -> file descriptor of each attached program (serve reads their
+        run time and count from /proc/self/fdinfo)."""
+        l = self._l
+        if not self._obj:
+            return {}
+        return {l.bpf_program__name(p).decode(): l.bpf_program__fd(p)
+                for p in libbpf.iter_programs(self._obj)
+                if l.bpf_program__name(p).decode() in self.programs}
+
     def map_fd(self, name: str) -> int:
         return self._l.bpf_map__fd(self._l.bpf_object__find_map_by_name(self._obj, name.encode()))
 
