@@ -90,6 +90,8 @@ class Daemon:
         s = self.state
         s.directory = NetnsDirectory(self.opts.max_netns)
         ns = self.opts.filters.netns
+        if self.cap is not None:
+            s.netns_counts.register(ns or s.directory.own)
         if ns:
             try:
                 s.directory.add(ns, _netns.resolve(ns))

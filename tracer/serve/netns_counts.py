@@ -71,9 +71,18 @@ class NetnsCounts:
                     continue
                 self._counts[(self.label(inode), name)] += n
 
+    def register(self, inode: int) -> None:
+        """A namespace whose series start at 0 before its first event: an
+        increase() over its first events then counts them all."""
+        with self._lock:
+            self.label(inode)
+
     def snapshot(self) -> Dict[Tuple[str, str], int]:
         with self._lock:
-            return dict(self._counts)
+            out = {(lab, fam): 0 for lab in self._known.values() for fam in ev.FAMILIES.values()
+                   if fam != "pressure"}
+            out.update(self._counts)
+            return out
 
     def inodes(self) -> List[int]:
         with self._lock:
