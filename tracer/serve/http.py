@@ -37,6 +37,10 @@ class _Server(ThreadingHTTPServer):
     # bounded: a scraper that opens connections without end must not grow us
     request_queue_size = 16
 
+    def handle_error(self, request, client_address):
+        # a client that hangs up, or speaks plain HTTP to TLS: not worth a traceback
+        pass
+
 
 def _family(host: str):
     import socket
