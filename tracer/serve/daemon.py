@@ -100,15 +100,17 @@ class Daemon:
         registry = CollectorRegistry()
         registry.register(TcpoomCollector(s))
         ProcessCollector(registry=registry)
+        # bound first: a port in use stops us before anything is written
+        self.endpoint = Endpoint(self.opts.listen, registry, self.opts.web,
+                                 on_trigger=self.trigger, log=self.log)
         if self.opts.flight is not None:
             from .flight import FlightRecorder
             from .triggers import Triggers
             self.flight = FlightRecorder(self.opts.flight, self._header(), log=self.log)
-            self.triggers = Triggers(self.opts.flight.triggers, self.opts.flight.headroom)
+            self.triggers = Triggers(self.opts.flight.triggers, self.opts.flight.headroom,
+                                     rearm_s=self.opts.flight.before_s)
             s.flight = self.flight.stats()
             s.incidents = self.flight.incidents
-        self.endpoint = Endpoint(self.opts.listen, registry, self.opts.web,
-                                 on_trigger=self.trigger, log=self.log)
         self.endpoint.start()
         what = (f"BPF {', '.join(f'{f} ({m})' for f, m in s.plan_methods.items())}" if self.cap
                 else "/proc only")

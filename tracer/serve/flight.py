@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence
 from .. import events as ev
 from .. import procfs
 from .. import tracefile as tf
-from ..errors import TcpoomError
+from ..errors import TcpoomError, UsageError
 
 FLUSH_SECONDS = 1.0
 TRIGGERS = ("pressure", "orphan_kill", "tw_overflow", "refusal", "headroom", "sigusr1", "http")
@@ -148,6 +148,19 @@ class Incident:
         self.path, self.reasons, self.at, self.until, self.file = path, reasons, at, until, file
 
 
+def _lock(directory: str) -> int:
+    """One serve per state directory: two would trim each other's ring."""
+    import fcntl
+    try:
+        fd = os.open(os.path.join(directory, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise UsageError(f"--state-dir {directory} is in use by another tcpoom serve") from None
+    except OSError:
+        return -1       # a read-only directory: recording stops at the first write
+    return fd
+
+
 def _stamp(wall: float) -> str:
     return datetime.datetime.fromtimestamp(wall, datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
@@ -173,6 +186,11 @@ class FlightRecorder:
         try:
             for d in (opts.directory, self.ring_dir, self.incident_dir):
                 os.makedirs(d, mode=0o700, exist_ok=True)
+        except OSError as e:
+            self._stop(f"{opts.directory}: {e.strerror}")
+            return
+        self._lock_fd = _lock(opts.directory)
+        try:
             self._adopt()
             self._open_segment()
         except (OSError, RecorderStopped) as e:
@@ -261,7 +279,7 @@ class FlightRecorder:
             return
         pieces, count = self._pending, self._pending_count
         self._pending, self._pending_count = [], 0
-        self._write([tf.encode_events_parts(pieces, ev.EVENT_SIZE, count, ev.STRIDE, ev.FRAME)])
+        self._write(list(tf.encode_events_parts(pieces, ev.EVENT_SIZE, count, ev.STRIDE, ev.FRAME)))
 
     def add_snapshot(self, snap: dict, counters: Optional[List[int]]) -> None:
         self.flush()        # events before the figures that follow them
@@ -370,6 +388,8 @@ class FlightRecorder:
                 self._reports.append(subprocess.Popen(
                     [sys.executable, "-m", "tracer", "report", "--format", fmt, "-o", f"{base}.{ext}", path],
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    # 0600 like the trace: reports name processes and peers
+                    preexec_fn=lambda: os.umask(0o077),
                     cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
             except OSError as e:
                 self.log(f"report of {path}: {e.strerror}")
@@ -397,7 +417,10 @@ class FlightRecorder:
         active = self.incident.path if self.incident else None
         files = [f for f in files if f != active]
         total = sum(size(f) for f in files)
-        while files and (len(files) + extra > self.opts.keep_incidents or total > self.opts.incident_bytes):
+        # the newest incident stays, even alone over the byte budget
+        newest = files[-1] if files and not extra else None
+        while files and files[0] != newest and (
+                len(files) + extra > self.opts.keep_incidents or total > self.opts.incident_bytes):
             old = files.pop(0)
             total -= size(old)
             for x in group(old):
@@ -425,3 +448,6 @@ class FlightRecorder:
                 p.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 p.kill()
+        if getattr(self, "_lock_fd", -1) >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
