@@ -140,3 +140,21 @@ def test_proc_only_when_bpf_cannot_load(tmp_path, prom_and_serve):
     assert sample(text, "tcpoom_orphan_sockets") is not None
     assert sample(text, "tcpoom_tw_overflows_total") is None      # no in-kernel counts: not faked
     assert code == 0
+
+
+def test_every_dashboard_query_returns_data_after_a_lab_run(tmp_path, prom_and_serve):
+    """The Grafana dashboard's queries against a real Prometheus that scraped
+    serve (unfiltered, flight recorder on) through a lab run and an incident."""
+    import urllib.request
+    from test_deploy import dashboard_queries
+    with Lab(allow_global_sysctls=True) as lab:
+        prom, serve = prom_and_serve("--state-dir", str(tmp_path / "state"), "--after", "1",
+                                     "--trigger", "http", "--no-reports")
+        prom.wait_for("tcpoom_bpf_up")
+        lab.run("tw_overflow")
+        req = urllib.request.Request(serve.url.replace("/metrics", "/-/trigger"), method="POST")
+        assert urllib.request.urlopen(req, timeout=10).status == 202
+        time.sleep(4 * SCRAPE_S)
+        empty = [(title, q) for title, q in dashboard_queries() if not prom.query(q)]
+        assert prom.value(f'sum(tcpoom_tw_buckets{{netns="{lab.netns_inode}"}})') is not None
+    assert not empty, empty

@@ -15,6 +15,7 @@ from typing import Optional, Tuple
 
 import click
 
+from ..errors import TcpoomError
 from ..loader import RINGBUF_DEFAULTS
 from .options import capture_options, filters_from
 
@@ -62,6 +63,11 @@ def serve(listen: str, web_config: Optional[str], max_netns: int, no_bpf: bool, 
           duration: Optional[float], segment_seconds: float, netns: Optional[str], pid: Optional[int],
           port: Optional[int], families: Tuple[str, ...], ringbuf_size: int, engine: str,
           synthetic_pid: int) -> None:
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise TcpoomError("serve needs the prometheus_client module (Debian: python3-prometheus-client; "
+                          "pip: tcpoom[serve])") from None
     from ..serve import daemon, http, webconfig
     from ..serve.flight import FlightOptions
     try:
