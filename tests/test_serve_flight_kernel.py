@@ -89,11 +89,15 @@ def test_sigkill_mid_incident_leaves_a_readable_file(tmp_path):
 
 @pytest.fixture
 def small_fs(tmp_path):
+    # no lab of another test run shrinks the host-wide tcp_mem while we scrape
+    from scripts.lab import hostlock
+    hostlock.acquire()
     mnt = tmp_path / "small"
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k,mode=0700", "tcpoom-test", str(mnt)], check=True)
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], check=True)
+    hostlock.release()
 
 
 def test_a_full_filesystem_stops_recording_and_metrics_go_on(small_fs):

@@ -45,6 +45,16 @@ def _bracketed(read_proc, scrape):
 
 
 @pytest.fixture
+def quiet_host():
+    """No lab of another test run shrinks the host-wide tcp_mem meanwhile (a
+    loopback scrape would be refused with a reset): hold the labs' host lock."""
+    from scripts.lab import hostlock
+    hostlock.acquire()
+    yield
+    hostlock.release()
+
+
+@pytest.fixture
 def prom_and_serve(tmp_path):
     made = {}
 
@@ -117,7 +127,7 @@ def test_prometheus_increase_equals_the_kernel(tmp_path, prom_and_serve, scenari
     assert gone(loaded), "serve left BPF programs loaded"
 
 
-def test_proc_only_when_bpf_cannot_load(tmp_path, prom_and_serve):
+def test_proc_only_when_bpf_cannot_load(tmp_path, quiet_host):
     """Without the capabilities BPF needs (root with an empty capability
     bounding set, as in a container that dropped them), serve says so in the
     log and in tcpoom_bpf_up, and keeps exporting the headroom."""

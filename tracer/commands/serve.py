@@ -83,4 +83,4 @@ def serve(listen: str, web_config: Optional[str], max_netns: int, no_bpf: bool, 
         triggers=triggers or TRIGGERS, headroom=headroom, reports=not no_reports)
     daemon.serve(daemon.ServeOptions(listen=listen, web=web, filters=filters, ringbuf_size=ringbuf_size,
                                      engine=engine, max_netns=max_netns, no_bpf=no_bpf,
-                                     duration=duration, flight=flight))
+                                     duration=duration, flight=flight, synthetic_pid=synthetic_pid))

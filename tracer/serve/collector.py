@@ -16,7 +16,7 @@ from typing import Callable, Dict, Iterator, List, Optional
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 
 from .. import events as ev
-from .headroom import NetnsDirectory, read_host, read_netns
+from .headroom import NetnsDirectory, read_host, read_many
 from .netns_counts import NetnsCounts
 
 PREFIX = "tcpoom"
@@ -213,10 +213,8 @@ class TcpoomCollector:
                                    labels=["netns"])
         ext = CounterMetricFamily(f"{PREFIX}_tcpext", "The kernel's own TcpExt counters (/proc/net/netstat) "
                                   "of the namespace, beside tcpoom's counts", labels=["netns", "counter"])
-        for inode, path in s.directory.items():
-            try:
-                fig = read_netns(path, inode)
-            except (OSError, TimeoutError, ValueError, Exception):
+        for inode, fig in sorted(read_many(s.directory.items()).items()):
+            if fig is None:
                 # a namespace gone since it was listed: forget it
                 s.directory.forget(inode)
                 continue

@@ -37,6 +37,7 @@ class ServeOptions:
     max_netns: int = 32
     no_bpf: bool = False
     duration: Optional[float] = None
+    synthetic_pid: int = 0                  # benchmarks: scripts/bench_serve.py
     flight: Optional[object] = None         # a flight.FlightOptions, or None: no recorder
 
 
@@ -63,7 +64,7 @@ class Daemon:
             return
         try:
             cap = Capture(self.opts.filters, self.opts.ringbuf_size, sample_orphans=False,
-                          engine=self.opts.engine)
+                          engine=self.opts.engine, synthetic_pid=self.opts.synthetic_pid)
             cap.batch_records = 4096
             cap.start()
         except (TcpoomError, OSError) as e:

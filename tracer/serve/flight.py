@@ -103,7 +103,17 @@ class BlockFile:
         except OSError as e:
             raise RecorderStopped(f"cannot create {path}: {e.strerror}") from None
         os.fchmod(self.fd, 0o600)
-        self.write([tf.magic_bytes(), header_block])
+        try:
+            self.write([tf.magic_bytes(), header_block])
+        except RecorderStopped:
+            # not even the header fitted: leave no empty file behind
+            os.close(self.fd)
+            self.fd = -1
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            raise
 
     def write(self, parts: List[bytes]) -> None:
         if self.fd < 0:

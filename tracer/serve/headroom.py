@@ -17,6 +17,8 @@ from .. import procfs
 TCPEXT_COUNTERS = ("TCPAbortOnMemory", "TCPTimeWaitOverflow", "TCPMemoryPressures",
                    "TCPMemoryPressuresChrono", "PruneCalled", "RcvPruned", "OfoPruned",
                    "TCPRcvQDrop", "TCPOFODrop")
+#: our own namespace, opened before the helper thread moves
+_OWN = "/proc/self/ns/net"
 #: tcp_check_oom(sk, shift) kills when orphans << shift > tcp_max_orphans: the
 #: close path calls it with shift 0, tcp_out_of_resources (the timer path) with
 #: 1 or 2 (idle for 2*RTO_MAX or no reset allowed, plus sk_err_soft)
@@ -78,10 +80,31 @@ def _inside() -> Tuple[Optional[int], Optional[int], Dict[str, int]]:
     return tw, limit, {k: ext[k] for k in TCPEXT_COUNTERS if k in ext}
 
 
-def read_netns(path: Optional[str], inode: int) -> NetnsFigures:
-    """The per-namespace figures of the namespace at `path` (None: ours)."""
-    tw, limit, ext = _inside() if path is None else _netns.run_in_netns(path, _inside, timeout=2.0)
-    return NetnsFigures(inode, tw, limit, ext)
+def read_many(items: List[Tuple[int, Optional[str]]], timeout: float = 5.0
+              ) -> Dict[int, Optional[NetnsFigures]]:
+    """The figures of many namespaces on one helper thread that enters each in
+    turn: a thread per namespace costs about 1 ms, a setns() a few us. None
+    for a namespace that could not be entered (gone since it was listed)."""
+    import threading
+    out: Dict[int, Optional[NetnsFigures]] = {}
+
+    def hop() -> None:
+        for inode, path in items:
+            try:
+                fd = os.open(path or _OWN, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    _netns._setns(fd, _netns.CLONE_NEWNET)
+                finally:
+                    os.close(fd)
+                tw, limit, ext = _inside()
+                out[inode] = NetnsFigures(inode, tw, limit, ext)
+            except (OSError, ValueError):
+                out[inode] = None
+
+    worker = threading.Thread(target=hop, name="netns-figures", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return dict(out)
 
 
 class NetnsDirectory:

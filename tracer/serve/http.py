@@ -39,7 +39,9 @@ class _Server(ThreadingHTTPServer):
 
     def handle_error(self, request, client_address):
         # a client that hangs up, or speaks plain HTTP to TLS: not worth a traceback
-        pass
+        import os, traceback
+        if os.environ.get("TCPOOM_DEBUG_HTTP"):
+            traceback.print_exc()
 
 
 def _family(host: str):
