@@ -27,7 +27,7 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from scripts.bench_record import _cpu_seconds, offer  # noqa: E402
+from scripts.bench_record import BATCH, _cpu_seconds  # noqa: E402
 from tests.prometheus_server import free_port  # noqa: E402
 
 
@@ -50,6 +50,21 @@ def _start(state: str, *extra) -> tuple:
 
 
 FAILED = {"scrapes": 0}
+
+
+def offer(rate: int, seconds: float) -> int:
+    """getpid() calls making `rate` synthetic events/s (BATCH per call),
+    sleeping between ticks of 50 ms (bench_record busy-waits for precision;
+    a long storm should leave the core to others)."""
+    per_tick = max(1, int(rate * 0.05 / BATCH))
+    start, calls = time.monotonic(), 0
+    while time.monotonic() - start < seconds:
+        for _ in range(per_tick):
+            os.getpid()
+        calls += per_tick
+        due = start + calls * BATCH / rate
+        time.sleep(max(0.0, due - time.monotonic()))
+    return calls * BATCH
 
 
 def _scrape(url: str) -> float:
