@@ -116,6 +116,9 @@ class Capture:
         # fill orphan figures for display as events arrive (trace); a
         # recording writes its own snapshots instead
         self.sample_orphans = sample_orphans
+        # how often run() samples /proc and calls tick: serve, left running,
+        # takes 1 s (reading /proc/net/protocols costs ~0.6 ms of CPU)
+        self.sample_period = SAMPLE_PERIOD_S
         if not privileged():
             raise PermissionNeeded("tracing needs root (or CAP_BPF and CAP_PERFMON): run it as root")
         self.filters = filters
@@ -175,7 +178,7 @@ class Capture:
         stop.install()
         try:
             while not stop.check(taken):
-                rb.wait(SAMPLE_PERIOD_S)
+                rb.wait(self.sample_period)
                 payload, count = rb.read_raw(EVENT_SIZE, self.batch_records)
                 now = time.monotonic()
                 if count and self._fill_orphans and now >= next_fill:
@@ -184,7 +187,7 @@ class Capture:
                     next_fill = now + 0.01
                     self._refresh_sampled()
                 if now >= next_sample:
-                    next_sample = now + SAMPLE_PERIOD_S
+                    next_sample = now + self.sample_period
                     if self.sample_orphans:     # a recording samples with its own snapshots
                         self._refresh_sampled()
                     if self._pressure:
