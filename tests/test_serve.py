@@ -159,3 +159,14 @@ def test_tls_and_basic_auth(tls_endpoint):
     assert _get(trig, ctx, method="POST")[0] == 401
     assert _get(trig, ctx, "prom:s3cret", method="POST")[0] == 202
     assert fired == ["http"]
+
+
+def test_serve_is_a_command_with_help():
+    r = subprocess.run([sys.executable, "-m", "tracer", "serve", "--help"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0
+    for opt in ("--listen", "--web-config", "--state-dir", "--before", "--after", "--keep-incidents"):
+        assert opt in r.stdout
+    r = subprocess.run([sys.executable, "-m", "tracer", "serve", "--listen", "nowhere", "--no-bpf"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--listen nowhere" in r.stderr
