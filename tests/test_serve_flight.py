@@ -101,3 +101,38 @@ def test_one_serve_per_state_directory(tmp_path):
     with pytest.raises(UsageError, match="in use"):
         _recorder(tmp_path)
     fr.close()
+
+
+def test_sigusr1_freezes_an_incident_with_its_reports(tmp_path):
+    """The whole path through the command, /proc only (no root needed): a
+    SIGUSR1 gives an incident file and its markdown and HTML reports."""
+    import signal
+    import subprocess
+    import sys
+    from conftest import ROOT
+    from prometheus_server import free_port
+    from serve_process import Serve
+    state = tmp_path / "state"
+    serve = Serve(free_port(), "--no-bpf", "--state-dir", str(state), "--after", "1", "--segment-seconds", "1")
+    try:
+        time.sleep(1.5)
+        serve.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(
+                l.startswith("tcpoom: incident written") for l in serve.lines):
+            serve.lines.append(serve.proc.stderr.readline())
+    finally:
+        code, err = serve.stop()
+    assert code == 0, err
+    assert "incident (sigusr1)" in err and "incident written" in err, err
+    [path] = glob_incidents(state)
+    base = path[:-len(".tcpoom")]
+    assert os.path.getsize(base + ".md") > 0 and os.path.getsize(base + ".html") > 0
+    assert os.stat(base + ".html").st_mode & 0o777 == 0o600
+    r = subprocess.run([sys.executable, "-m", "tracer", "report", "--format", "json", path], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def glob_incidents(state):
+    return sorted(str(p) for p in (state / "incidents").glob("incident-*.tcpoom"))
