@@ -148,6 +148,8 @@ def test_proc_only_when_bpf_cannot_load(tmp_path, quiet_host):
     assert sample(text, "tcpoom_tcp_mem_threshold_bytes", threshold="max") == \
         procfs.tcp_limits().tcp_mem[2] * os.sysconf("SC_PAGE_SIZE")
     assert sample(text, "tcpoom_orphan_sockets") is not None
+    own = str(os.stat("/proc/self/ns/net").st_ino)
+    assert sample(text, "tcpoom_tw_buckets_limit", netns=own) == int(procfs.read_sysctl("net.ipv4.tcp_max_tw_buckets"))
     assert sample(text, "tcpoom_tw_overflows_total") is None      # no in-kernel counts: not faked
     assert code == 0
 

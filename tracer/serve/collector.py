@@ -9,7 +9,6 @@ docs/metrics.md lists every name.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from typing import Callable, Dict, Iterator, List, Optional
 

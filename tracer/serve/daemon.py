@@ -7,7 +7,7 @@ import dataclasses
 import signal
 import sys
 import time
-from typing import Callable, List, Optional
+from typing import Callable, Optional
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.process_collector import ProcessCollector

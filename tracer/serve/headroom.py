@@ -17,8 +17,6 @@ from .. import procfs
 TCPEXT_COUNTERS = ("TCPAbortOnMemory", "TCPTimeWaitOverflow", "TCPMemoryPressures",
                    "TCPMemoryPressuresChrono", "PruneCalled", "RcvPruned", "OfoPruned",
                    "TCPRcvQDrop", "TCPOFODrop")
-#: our own namespace, opened before the helper thread moves
-_OWN = "/proc/self/ns/net"
 #: tcp_check_oom(sk, shift) kills when orphans << shift > tcp_max_orphans: the
 #: close path calls it with shift 0, tcp_out_of_resources (the timer path) with
 #: 1 or 2 (idle for 2*RTO_MAX or no reset allowed, plus sk_err_soft)
@@ -89,13 +87,16 @@ def read_many(items: List[Tuple[int, Optional[str]]], timeout: float = 5.0
     out: Dict[int, Optional[NetnsFigures]] = {}
 
     def hop() -> None:
-        for inode, path in items:
+        # our own namespace first, read before the thread moves: without
+        # CAP_SYS_ADMIN (/proc-only mode) even a setns() into it is refused
+        for inode, path in sorted(items, key=lambda item: item[1] is not None):
             try:
-                fd = os.open(path or _OWN, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    _netns._setns(fd, _netns.CLONE_NEWNET)
-                finally:
-                    os.close(fd)
+                if path is not None:
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        _netns._setns(fd, _netns.CLONE_NEWNET)
+                    finally:
+                        os.close(fd)
                 tw, limit, ext = _inside()
                 out[inode] = NetnsFigures(inode, tw, limit, ext)
             except (OSError, ValueError):
