@@ -20,7 +20,7 @@ def free_port() -> int:
 
 
 class Prometheus:
-    def __init__(self, workdir, targets, rule_files=()):
+    def __init__(self, workdir, targets, rule_files=(), scrape_extra=""):
         self.dir = str(workdir)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -29,7 +29,7 @@ class Prometheus:
             f.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n")
             if rule_files:
                 f.write("rule_files:\n" + "".join(f"  - {r}\n" for r in rule_files))
-            f.write("scrape_configs:\n  - job_name: tcpoom\n    static_configs:\n"
+            f.write("scrape_configs:\n  - job_name: tcpoom\n" + scrape_extra + "    static_configs:\n"
                     f"      - targets: [{', '.join(repr(t) for t in targets)}]\n")
         self.log = open(os.path.join(self.dir, "prometheus.log"), "w")
         self.proc = subprocess.Popen(

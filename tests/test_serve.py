@@ -170,3 +170,20 @@ def test_serve_is_a_command_with_help():
     r = subprocess.run([sys.executable, "-m", "tracer", "serve", "--listen", "nowhere", "--no-bpf"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--listen nowhere" in r.stderr
+
+
+@pytest.mark.skipif(not __import__("shutil").which("prometheus"), reason="prometheus not installed")
+def test_a_real_prometheus_scrapes_through_tls_and_basic_auth(tmp_path, tls_endpoint):
+    """The exporters' web config, as Prometheus itself uses it: https with the
+    server's CA, basic auth with the password whose bcrypt hash serve holds."""
+    from prometheus_server import Prometheus
+    ep, _, _ = tls_endpoint
+    host, port = ep.address
+    extra = (f"    scheme: https\n    tls_config:\n      ca_file: {tmp_path / 'c.pem'}\n"
+             "    basic_auth:\n      username: prom\n      password: s3cret\n")
+    prom = Prometheus(tmp_path, [f"127.0.0.1:{port}"], scrape_extra=extra)
+    try:
+        prom.wait_for('up{job="tcpoom"} == 1')
+        assert prom.value("tcpoom_bpf_up") == 0
+    finally:
+        prom.stop()
