@@ -21,7 +21,7 @@ from tracer.kernel.plan import Plan, build, choose_engine
 from tracer.kernel.ringbuf import POLL_PERIOD_S
 from .totals import Totals
 
-SAMPLE_PERIOD_S = 0.1
+SAMPLE_PERIOD_S = POLL_PERIOD_S    # /proc samples and ring reads share one period (serve: 1 s)
 _FAMILY_OFFSET = ev.layout_offsets()["family"]
 
 
@@ -104,6 +104,9 @@ class Capture:
         # fill orphan figures for display as events arrive (trace); a
         # recording writes its own snapshots instead
         self.sample_orphans = sample_orphans
+        # how often run() samples /proc and calls tick: serve, left running,
+        # takes 1 s (reading /proc/net/protocols costs ~0.6 ms of CPU)
+        self.sample_period = SAMPLE_PERIOD_S
         if not privileged():
             raise PermissionNeeded("tracing needs root (or CAP_BPF and CAP_PERFMON): run it as root")
         self.filters = filters
@@ -170,7 +173,7 @@ class Capture:
                 # filling, and again while a full batch leaves more behind):
                 # each batch has a fixed cost in every sink
                 if not backlog:
-                    rb.wait(POLL_PERIOD_S)
+                    rb.wait(self.sample_period)
                 payload, count = rb.read_raw(EVENT_SIZE, self.batch_records)
                 backlog = count >= self.batch_records
                 now = time.monotonic()
@@ -180,7 +183,7 @@ class Capture:
                     next_fill = now + 0.01
                     self._refresh_sampled()
                 if now >= next_sample:
-                    next_sample = now + SAMPLE_PERIOD_S
+                    next_sample = now + self.sample_period
                     settled = self._settle_tw()
                     if settled:
                         payload += settled

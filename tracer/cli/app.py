@@ -10,7 +10,7 @@ from tracer import __version__
 from tracer.errors import TcpoomError
 
 # (module, command) pairs: the module's docstring is the command's help text
-COMMANDS = (("probes", "probes"), ("trace", "trace"), ("record", "record"), ("report", "report"), ("replay", "replay"), ("export", "export"), ("parse", "parse"), ("live", "live"), ("doctor", "doctor"))
+COMMANDS = (("probes", "probes"), ("trace", "trace"), ("record", "record"), ("report", "report"), ("replay", "replay"), ("export", "export"), ("parse", "parse"), ("live", "live"), ("doctor", "doctor"), ("serve", "serve"))
 
 
 class _LazyGroup(click.Group):

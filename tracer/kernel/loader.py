@@ -227,6 +227,16 @@ class Session:
                                 f"{os.strerror(libbpf.last_errno())}")
             self._links.append(link)
 
+    def program_fds(self) -> dict:
+        """Name -> file descriptor of each attached program (serve reads their
+        run time and count from /proc/self/fdinfo)."""
+        l = self._l
+        if not self._obj:
+            return {}
+        return {l.bpf_program__name(p).decode(): l.bpf_program__fd(p)
+                for p in libbpf.iter_programs(self._obj)
+                if l.bpf_program__name(p).decode() in self.programs}
+
     def map_fd(self, name: str) -> int:
         """A map of the production object, else of the bench object (bench_perf)."""
         l = self._l

@@ -1,0 +1,189 @@
+"""serve without the kernel: the web config (TLS, bcrypt basic auth) on a
+real endpoint, bounded per-netns labels, triggers, and the collector's names."""
+import base64
+import ssl
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import ROOT
+from tracer.model import events as ev
+from tracer.errors import UsageError
+from tracer.serve import webconfig
+from tracer.serve.collector import ServeState, TcpoomCollector
+from tracer.serve.headroom import HostFigures
+from tracer.serve.http import Endpoint, parse_listen
+from tracer.serve.netns_counts import OTHER, NetnsCounts
+from tracer.serve.triggers import Triggers, headroom_low
+
+bcrypt = pytest.importorskip("bcrypt")
+from prometheus_client import CollectorRegistry  # noqa: E402
+
+
+def _records(*rows):
+    return ev.frame_all([ev.Event.make(family=f, netns=n, verdict=v).pack() for f, n, v in rows])
+
+
+def test_netns_counts_are_bounded_with_an_other_bucket():
+    c = NetnsCounts(limit=2)
+    c.register(10)
+    payload = _records((ev.TW_OVERFLOW, 10, 0), (ev.TW_OVERFLOW, 11, 0), (ev.OOM_CHECK, 12, 0),
+                       (ev.OOM_CHECK, 13, 0), (ev.PRESSURE, 0, ev.VERDICT_ENTER))
+    c.add(payload, 5)
+    snap = c.snapshot()
+    assert snap[("10", "tw_overflow")] == 1 and snap[("10", "oom_check")] == 0
+    assert snap[("11", "tw_overflow")] == 1
+    assert snap[(OTHER, "oom_check")] == 2
+    assert {ns for ns, _ in snap} == {"10", "11", OTHER}
+    assert c.pressure_sampled == {"enter": 1, "leave": 0}
+
+
+def test_orphan_limit_per_shift():
+    h = HostFigures(4096, 10, (1, 2, 3), 5, 4096, 7, False)
+    assert h.orphan_limits() == {0: 4096, 1: 2048, 2: 1024}
+    assert h.tcp_mem_bytes() == {"min": 4096, "pressure": 8192, "max": 12288}
+
+
+def test_triggers_fire_on_the_first_event_after_a_quiet_spell():
+    t = Triggers(["orphan_kill", "tw_overflow", "refusal", "pressure", "headroom"], 0.1, rearm_s=60)
+    c = [0] * ev.CNT_MAX
+    snap = {"tcpext": {"TCPTimeWaitOverflow": 0}, "pressure": False}
+    assert t.check(c, snap, now=0) == []
+    c[ev.CNT_OOM_CHECK] = 3
+    assert t.check(c, snap, now=1) == ["orphan_kill"]
+    c[ev.CNT_OOM_CHECK] = 9
+    assert t.check(c, snap, now=2) == []            # the same burst
+    c[ev.CNT_OOM_CHECK] = 10
+    assert t.check(c, snap, now=100) == ["orphan_kill"]   # 98 s after the last move
+    assert t.check(None, {"tcpext": {"TCPTimeWaitOverflow": 4}, "pressure": True}, now=101) == \
+        ["tw_overflow", "pressure"]
+    low = {"sockstat": {"TCP": {"mem": 95, "orphan": 0, "tw": 0}},
+           "limits": {"tcp_mem": [10, 20, 100], "tcp_max_orphans": 10, "tcp_max_tw_buckets": 5}}
+    assert headroom_low(low, 0.1) == "tcp_mem[2]"
+    assert "headroom" in t.check(None, dict(low, pressure=True), now=102)
+    assert "headroom" not in t.check(None, dict(low, pressure=True), now=103)   # still low: once
+
+
+def test_collector_names_follow_prometheus_conventions():
+    counters = [0] * ev.CNT_MAX
+    counters[ev.CNT_OOM_CHECK], counters[ev.CNT_OOM_CLOSE], counters[ev.CNT_OOM_TIMER] = 7, 4, 2
+    state = ServeState(version="t", counters=lambda: counters, plan_methods={"pressure": "sampled"})
+    fams = {f.name: f for f in TcpoomCollector(state).collect()}
+    kills = {s.labels["path"]: s.value for s in fams["tcpoom_orphan_kills"].samples}
+    assert kills == {"close": 4, "timer": 2, "unknown": 1}      # sums to the exact total
+    for f in fams.values():
+        assert f.name.startswith("tcpoom_")
+        if f.type == "counter":
+            assert all(s.name.endswith("_total") for s in f.samples), f.name
+        assert "bytes" not in f.name or f.name.endswith("_bytes"), f.name
+
+
+def test_parse_listen():
+    assert parse_listen("127.0.0.1:9979") == ("127.0.0.1", 9979)
+    assert parse_listen("[::1]:1") == ("::1", 1)
+    assert parse_listen(":9979") == ("", 9979)
+    for bad in ("9979", "host:x", "example.com:80"):
+        with pytest.raises(UsageError):
+            parse_listen(bad)
+
+
+def test_web_config_refuses_what_it_cannot_use(tmp_path):
+    with pytest.raises(UsageError, match="not a bcrypt hash"):
+        webconfig.parse({"basic_auth_users": {"u": "plain"}})
+    with pytest.raises(UsageError, match="unknown key"):
+        webconfig.parse({"tls_config": {}})
+    with pytest.raises(UsageError, match="cert_file and key_file"):
+        webconfig.parse({"tls_server_config": {"cert_file": "x"}})
+    bad = tmp_path / "w.yml"
+    bad.write_text("a: [")
+    with pytest.raises(UsageError, match="not YAML"):
+        webconfig.load(str(bad))
+
+
+def test_serve_bad_web_config_is_one_line_and_exit_2(tmp_path):
+    bad = tmp_path / "w.yml"
+    bad.write_text("basic_auth_users:\n  u: plain\n")
+    r = subprocess.run([sys.executable, "-m", "tracer", "serve", "--web-config", str(bad), "--no-bpf"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "bcrypt" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.fixture
+def tls_endpoint(tmp_path):
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(tmp_path / "k.pem"), "-out", str(tmp_path / "c.pem")],
+                   check=True, capture_output=True)
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode().replace("$2b$", "$2y$")
+    (tmp_path / "web.yml").write_text(
+        f"tls_server_config:\n  cert_file: c.pem\n  key_file: k.pem\nbasic_auth_users:\n  prom: '{hashed}'\n")
+    web = webconfig.load(str(tmp_path / "web.yml"))
+    fired = []
+    reg = CollectorRegistry()
+    reg.register(TcpoomCollector(ServeState(version="t")))
+    ep = Endpoint("127.0.0.1:0", reg, web, on_trigger=lambda r: fired.append(r) or True)
+    ep.start()
+    ctx = ssl.create_default_context(cafile=str(tmp_path / "c.pem"))
+    yield ep, ctx, fired
+    ep.stop()
+
+
+def _get(url, ctx, user=None, method="GET"):
+    req = urllib.request.Request(url, method=method)
+    if user:
+        req.add_header("Authorization", "Basic " + base64.b64encode(user.encode()).decode())
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, ""
+
+
+def test_tls_and_basic_auth(tls_endpoint):
+    ep, ctx, fired = tls_endpoint
+    assert ep.url.startswith("https://127.0.0.1:")
+    assert _get(ep.url, ctx)[0] == 401
+    assert _get(ep.url, ctx, "prom:wrong")[0] == 401
+    code, body = _get(ep.url, ctx, "prom:s3cret")
+    assert code == 200 and "tcpoom_bpf_up 0.0" in body
+    assert _get(ep.url, ctx, "prom:s3cret")[0] == 200     # the remembered digest
+    assert _get(ep.url, ctx, "prom:wrong")[0] == 401
+    import http.client
+    with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+        urllib.request.urlopen(ep.url.replace("https", "http"), timeout=5).read()
+    trig = ep.url.replace("/metrics", "/-/trigger")
+    assert _get(trig, ctx, method="POST")[0] == 401
+    assert _get(trig, ctx, "prom:s3cret", method="POST")[0] == 202
+    assert fired == ["http"]
+
+
+def test_serve_is_a_command_with_help():
+    r = subprocess.run([sys.executable, "-m", "tracer", "serve", "--help"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0
+    for opt in ("--listen", "--web-config", "--state-dir", "--before", "--after", "--keep-incidents"):
+        assert opt in r.stdout
+    r = subprocess.run([sys.executable, "-m", "tracer", "serve", "--listen", "nowhere", "--no-bpf"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--listen nowhere" in r.stderr
+
+
+@pytest.mark.skipif(not __import__("shutil").which("prometheus"), reason="prometheus not installed")
+def test_a_real_prometheus_scrapes_through_tls_and_basic_auth(tmp_path, tls_endpoint):
+    """The exporters' web config, as Prometheus itself uses it: https with the
+    server's CA, basic auth with the password whose bcrypt hash serve holds."""
+    from prometheus_server import Prometheus
+    ep, _, _ = tls_endpoint
+    host, port = ep.address
+    extra = (f"    scheme: https\n    tls_config:\n      ca_file: {tmp_path / 'c.pem'}\n"
+             "    basic_auth:\n      username: prom\n      password: s3cret\n")
+    prom = Prometheus(tmp_path, [f"127.0.0.1:{port}"], scrape_extra=extra)
+    try:
+        prom.wait_for('up{job="tcpoom"} == 1')
+        assert prom.value("tcpoom_bpf_up") == 0
+    finally:
+        prom.stop()

@@ -1,0 +1,79 @@
+"""When to freeze an incident: the first orphan kill, TIME_WAIT overflow or
+refusal after a quiet spell, TCP entering memory pressure, or headroom
+falling under a threshold. Checked once a second from the in-kernel counters
+(when BPF is loaded) and the /proc snapshot (always: its TcpExt counters move
+even where the plan has a blind spot)."""
+from __future__ import annotations
+
+import time
+from typing import Dict, List, Optional, Sequence
+
+from tracer.model import events as ev
+
+#: trigger -> (in-kernel counter slot, TcpExt counter): either moving fires it
+COUNTED = {
+    "orphan_kill": (ev.CNT_OOM_CHECK, "TCPAbortOnMemory"),
+    "tw_overflow": (ev.CNT_TW_OVERFLOW, "TCPTimeWaitOverflow"),
+    "refusal": (ev.CNT_MEM_EXCEED, None),
+    "pressure": (ev.CNT_PRESSURE_ENTER, "TCPMemoryPressures"),
+}
+
+
+def headroom_low(snap: dict, fraction: float) -> Optional[str]:
+    """Which limit has less than `fraction` of it left, if any."""
+    tcp = (snap.get("sockstat") or {}).get("TCP", {})
+    lim = snap.get("limits") or {}
+    checks = (("tcp_mem[2]", tcp.get("mem"), (lim.get("tcp_mem") or [0, 0, 0])[2]),
+              ("tcp_max_orphans", tcp.get("orphan"), lim.get("tcp_max_orphans")),
+              ("tcp_max_tw_buckets", tcp.get("tw"), lim.get("tcp_max_tw_buckets")))
+    for name, value, limit in checks:
+        if value is not None and limit and value >= (1 - fraction) * limit:
+            return name
+    return None
+
+
+class Triggers:
+    def __init__(self, enabled: Sequence[str], headroom: float, rearm_s: float = 300.0):
+        self.enabled = set(enabled)
+        self.headroom = headroom
+        self.rearm_s = rearm_s
+        self._last: Dict[str, int] = {}
+        self._moved_at: Dict[str, float] = {}
+        self._pressure: Optional[bool] = None
+        self._low: Optional[str] = None
+        self.why: Dict[str, str] = {}
+
+    def _rose(self, key: str, value: Optional[int]) -> bool:
+        if value is None:
+            return False
+        before = self._last.get(key)
+        self._last[key] = value
+        return before is not None and value > before
+
+    def check(self, counters: Optional[List[int]], snap: dict, now: Optional[float] = None) -> List[str]:
+        now = time.monotonic() if now is None else now
+        fired = []
+        ext = snap.get("tcpext") or {}
+        for name, (slot, tcpext) in COUNTED.items():
+            rose = self._rose(f"bpf.{name}", counters[slot] if counters is not None else None)
+            rose = self._rose(f"ext.{name}", ext.get(tcpext) if tcpext else None) or rose
+            if not rose:
+                continue
+            quiet = now - self._moved_at.get(name, -1e18) >= self.rearm_s
+            self._moved_at[name] = now
+            if quiet and name in self.enabled:
+                fired.append(name)
+        # the flag itself: a pressure spell shorter than the counters' view still shows
+        press = snap.get("pressure")
+        if press and self._pressure is False and "pressure" in self.enabled and "pressure" not in fired:
+            if now - self._moved_at.get("pressure.flag", -1e18) >= self.rearm_s:
+                fired.append("pressure")
+            self._moved_at["pressure.flag"] = now
+        if press is not None:
+            self._pressure = bool(press)
+        low = headroom_low(snap, self.headroom) if "headroom" in self.enabled else None
+        if low and low != self._low:
+            fired.append("headroom")
+            self.why["headroom"] = low
+        self._low = low
+        return fired
