@@ -76,6 +76,13 @@ def _describe(path: str, e: OSError) -> str:
     return f"cannot write {path}: {what}"
 
 
+def _umask() -> int:
+    # mkstemp makes 0600 whatever the umask; read it (set and put back) to honour it
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def temp_beside(path: str, mode: int = 0o600) -> "tuple[int, str]":
     """(fd, name) of a new temporary file in path's directory, for a rename into place."""
     d = os.path.dirname(os.path.abspath(path))
@@ -101,8 +108,9 @@ def atomic_text(path: str, inputs: Iterable[str] = (), force: bool = False,
                 newline: Optional[str] = None) -> Iterator[IO[str]]:
     """A text file object for `path`: checked first (check()), written to a
     temporary file and renamed into place when the block ends without error.
-    Mode 0644 unless an existing file had another (a report is for sharing;
-    a recording's 0600 is kept where one is replaced)."""
+    Mode 0644 less the umask unless an existing file had another (a report is
+    for sharing; a recording's 0600 is kept where one is replaced; serve's
+    incident reports run under umask 077 because they name processes and peers)."""
     check(path, inputs, force)
     if is_special(path):
         try:
@@ -113,7 +121,7 @@ def atomic_text(path: str, inputs: Iterable[str] = (), force: bool = False,
             yield f
         return
     st = _stat(path)
-    fd, tmp = temp_beside(path, (st.st_mode & 0o777) if st else 0o644)
+    fd, tmp = temp_beside(path, (st.st_mode & 0o777) if st else 0o644 & ~_umask())
     try:
         with os.fdopen(fd, "w", newline=newline) as f:
             yield f

@@ -12,6 +12,7 @@ from typing import Callable, Optional
 from prometheus_client import CollectorRegistry
 from prometheus_client.process_collector import ProcessCollector
 
+from tracer import __version__
 from tracer.host import netns as _netns
 from tracer.host import snapshots
 from tracer.capture.capture import Capture, Stop
@@ -23,7 +24,6 @@ from .http import Endpoint
 from .netns_counts import NetnsCounts
 from .webconfig import WebConfig
 
-VERSION = "0.1.0"
 TICK_S = 1.0
 
 
@@ -49,7 +49,7 @@ class Daemon:
     def __init__(self, opts: ServeOptions, log: Callable[[str], None] = log):
         self.opts = opts
         self.log = log
-        self.state = ServeState(version=VERSION, netns_counts=NetnsCounts(opts.max_netns))
+        self.state = ServeState(version=__version__, netns_counts=NetnsCounts(opts.max_netns))
         self.cap: Optional[Capture] = None
         self.flight = None
         self.triggers = None

@@ -25,12 +25,15 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
+from tracer import __version__
 from tracer.model import events as ev
 from tracer.host import procfs
 from tracer.model import tracefile as tf
 from ..errors import TcpoomError, UsageError
 
 FLUSH_SECONDS = 1.0
+#: where `python3 -m tracer` finds this package: the report children run there
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRIGGERS = ("pressure", "orphan_kill", "tw_overflow", "refusal", "headroom", "sigusr1", "http")
 
 
@@ -60,7 +63,7 @@ def header(cap, filters) -> dict:
                                                         "config": {}, "families": {}}
     h = {
         "format": "tcpoom-trace",
-        "tcpoom_version": "0.1.0",
+        "tcpoom_version": __version__,
         "hostname": socket.gethostname(),
         "kernel": os.uname().release,
         "machine": os.uname().machine,
@@ -71,7 +74,8 @@ def header(cap, filters) -> dict:
         "plan": plan,
         "facts": cap.facts.to_json() if cap is not None else {},
         "families": list(cap.families) if cap is not None else [],
-        "filters": {"netns": filters.netns, "pid": filters.pid, "port": filters.port},
+        "filters": {"netns": filters.netns, "pid": filters.pid, "port": filters.port,
+                    "cgroup": filters.cgroup, "container": filters.container},
         "page_size": os.sysconf("SC_PAGE_SIZE"),
         "sysctls": dataclasses.asdict(procfs.tcp_limits(filters.netns or None)),
         "layout": {
@@ -400,7 +404,7 @@ class FlightRecorder:
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                     # 0600 like the trace: reports name processes and peers
                     preexec_fn=lambda: os.umask(0o077),
-                    cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+                    cwd=_ROOT))
             except OSError as e:
                 self.log(f"report of {path}: {e.strerror}")
 

@@ -60,7 +60,7 @@ def read_host() -> HostFigures:
     return HostFigures(
         page_size=os.sysconf("SC_PAGE_SIZE"),
         memory_pages=tcp.get("mem"),
-        tcp_mem_pages=procfs._triple(procfs.read_host_sysctl("net.ipv4.tcp_mem")),
+        tcp_mem_pages=procfs.triple(procfs.read_host_sysctl("net.ipv4.tcp_mem")),
         orphans=tcp.get("orphan"),
         max_orphans=int(procfs.read_host_sysctl("net.ipv4.tcp_max_orphans")),
         sockets_allocated=tcp.get("alloc"),

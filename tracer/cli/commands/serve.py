@@ -7,7 +7,14 @@ freezes them into incident-<host>-<time>.tcpoom, with markdown and HTML
 reports, when a trigger fires (pressure, the first orphan kill, TIME_WAIT
 overflow or refusal, low headroom, SIGUSR1, POST /-/trigger). If BPF cannot
 load, /proc figures are still served (tcpoom_bpf_up 0). docs/metrics.md lists
-every metric."""
+every metric.
+
+\b
+Examples:
+  tcpoom serve                          # 127.0.0.1:9979/metrics, flight recorder in /var/lib/tcpoom
+  tcpoom serve --listen :9979 --web-config /etc/tcpoom/web.yml
+  tcpoom serve --no-flight-recorder --netns lab
+  tcpoom serve --state-dir /var/tmp/tcpoom --before 600 --trigger orphan_kill"""
 from __future__ import annotations
 
 import os
@@ -30,7 +37,7 @@ def _size(text: str) -> int:
     return int(float(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2)])
 
 
-@click.command(help=__doc__)
+@click.command(help=__doc__, short_help='Serve Prometheus metrics; keep a flight recorder.')
 @click.option("--listen", default="127.0.0.1:9979", show_default=True, metavar="ADDR:PORT",
               help="Where to serve /metrics (:PORT for every address).")
 @click.option("--web-config", type=click.Path(dir_okay=False), help="TLS and basic auth, as Prometheus exporters take it.")
@@ -61,7 +68,7 @@ def serve(listen: str, web_config: Optional[str], max_netns: int, no_bpf: bool, 
           no_flight_recorder: bool, before_s: float, after_s: float, ring_size: str, keep_incidents: int,
           incidents_size: str, triggers: Tuple[str, ...], headroom: float, no_reports: bool,
           duration: Optional[float], segment_seconds: float, netns: Optional[str], pid: Optional[int],
-          port: Optional[int], families: Tuple[str, ...], ringbuf_size: int, engine: str,
+          cgroup_path: Optional[str], container: Optional[str], port: Optional[int], families: Tuple[str, ...], ringbuf_size: int, engine: str,
           synthetic_pid: int) -> None:
     try:
         import prometheus_client  # noqa: F401
@@ -76,7 +83,7 @@ def serve(listen: str, web_config: Optional[str], max_netns: int, no_bpf: bool, 
         raise click.UsageError(e.message)
     http.parse_listen(listen)
     web = webconfig.load(web_config) if web_config else webconfig.WebConfig()
-    filters = filters_from(netns, pid, port, families, ringbuf_size)
+    filters = filters_from(netns, pid, port, families, ringbuf_size, cgroup_path, container)
     flight = None if no_flight_recorder else FlightOptions(
         directory=state_dir, before_s=before_s, after_s=after_s, segment_s=min(segment_seconds, before_s),
         ring_bytes=ring_bytes, keep_incidents=keep_incidents, incident_bytes=incident_bytes,
