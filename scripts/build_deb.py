@@ -25,7 +25,9 @@ from tracer import __version__  # noqa: E402
 
 PREFIX = "/usr/share/tcpoom"
 DEPENDS = "python3 (>= 3.9), python3-click (>= 8.0), python3-rich (>= 12.0), libbpf1"
-RECOMMENDS = "bpftool"
+#: python3-prometheus-client, -yaml, -bcrypt: `tcpoom serve` only (the endpoint,
+#: --web-config and its basic auth); every other command runs without them
+RECOMMENDS = "bpftool, python3-prometheus-client, python3-yaml, python3-bcrypt"
 SUGGESTS = "python3-bpfcc"
 
 LAUNCHER = f"""#!/usr/bin/python3

@@ -4,7 +4,7 @@ scripts/build-pyz runs it.
 
 Inside: the tracer package with its BPF objects (tracer/kernel/objects.py writes
 them out to /run/tcpoom at the first load: libbpf opens objects by path), and
-click and rich with their pure-Python dependencies, as wheels for Python 3.9
+click, rich and prometheus_client (serve) with their pure-Python dependencies, as wheels for Python 3.9
 from PyPI (`pip download`, pip's cache after the first build), their
 licences kept in their .dist-info directories.
 """
@@ -25,7 +25,9 @@ from tracer import __version__  # noqa: E402
 
 #: the oldest Python the zipapp runs on, and what pip resolves the wheels for
 PYTHON = "3.9"
-REQUIREMENTS = ("click>=8.0,<9", "rich>=12.0")
+#: prometheus_client is pure Python too: `serve` works from the zipapp (its
+#: --web-config needs PyYAML and bcrypt, which are not: install them to use it)
+REQUIREMENTS = ("click>=8.0,<9", "rich>=12.0", "prometheus_client>=0.9")
 
 MAIN = f"""# tcpoom {__version__}, a zipapp (scripts/build-pyz)
 import sys
@@ -41,7 +43,7 @@ sys.exit(main())
 
 
 def vendor(into: str) -> list:
-    """click, rich and what they need, unpacked from Python 3.9 wheels."""
+    """click, rich, prometheus_client and what they need, unpacked from Python 3.9 wheels."""
     with tempfile.TemporaryDirectory(prefix="tcpoom-wheels-") as wheels:
         r = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
                             "--only-binary=:all:", "--python-version", PYTHON, "--dest", wheels,

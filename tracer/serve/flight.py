@@ -32,7 +32,7 @@ from tracer.model import tracefile as tf
 from ..errors import TcpoomError, UsageError
 
 FLUSH_SECONDS = 1.0
-#: where `python3 -m tracer` finds this package: the report children run there
+#: where `python3 -m tracer` finds this package (the report children's PYTHONPATH)
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRIGGERS = ("pressure", "orphan_kill", "tw_overflow", "refusal", "headroom", "sigusr1", "http")
 
@@ -404,7 +404,10 @@ class FlightRecorder:
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                     # 0600 like the trace: reports name processes and peers
                     preexec_fn=lambda: os.umask(0o077),
-                    cwd=_ROOT))
+                    # _ROOT is a directory, or the zipapp itself (scripts/build-pyz): a path entry
+                    env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                        [_ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])),
+                    cwd="/"))
             except OSError as e:
                 self.log(f"report of {path}: {e.strerror}")
 
