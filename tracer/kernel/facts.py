@@ -1,6 +1,6 @@
 """What the running kernel allows, gathered without attaching anything.
 
-The probe plan (plan.py) is a pure function of these facts, so its decisions
+The probe plan (plan/) is a pure function of these facts, so its decisions
 can be tested from facts recorded on other kernels (tests/data/facts-*.json).
 """
 from __future__ import annotations

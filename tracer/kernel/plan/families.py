@@ -1,0 +1,200 @@
+"""Per event family, what the chosen method can say: the fidelity of each field,
+the blind spot, and the loader's .rodata config. Written once for both
+engines: the bcc engine runs the CO-RE kprobe tier's programs, so a method
+means the same fields whichever engine compiled it."""
+from __future__ import annotations
+
+from typing import Dict, List, Tuple
+
+from ..facts import KernelFacts
+from .model import DERIVED, EXACT, SAMPLED, UNAVAILABLE, FamilyPlan, Fields
+
+FUNCTION_TIERS = ("fentry", "kprobe")
+TRACEPOINT_TIERS = ("tp_btf", "raw_tp")
+
+# Companions of the tcp_check_oom probe, each where its function exists:
+# tcp_close (sk_prot->close, never inlined) and __tcp_close (5.15+, also called
+# by MPTCP) say a call comes from the close path; tcp_send_active_reset sees the
+# close-path aborts whose tcp_check_oom call the compiler inlined into
+# __tcp_close (a reset after sock_orphan() that is not a linger abort).
+CLOSE_COMPANIONS = (
+    ("tcp_close", ("tcp_close_enter_fentry", "tcp_close_exit_fexit"),
+     ("tcp_close_enter_kprobe", "tcp_close_exit_kretprobe")),
+    ("__tcp_close", ("close_enter_fentry", "close_exit_fexit"),
+     ("close_enter_kprobe", "close_exit_kretprobe")),
+    ("tcp_send_active_reset", ("active_reset_fentry",), ("active_reset_kprobe",)),
+)
+
+
+def close_companions(present: Dict[str, bool], kind: int) -> List[str]:
+    """kind 0: fentry programs, 1: kprobe programs. Kprobes do not nest (see
+    KPROBE_BLIND_SPOT): every handler run in a task widens the window in which
+    a softirq's probed call is missed, so the kprobe tier hooks one close
+    function, tcp_close where it exists."""
+    out: List[str] = []
+    for func, *progs in CLOSE_COMPANIONS:
+        if kind == 1 and func == "__tcp_close" and present.get("tcp_close"):
+            continue
+        if present.get(func):
+            out += progs[kind]
+    return out
+
+
+# Measured on Debian 6.12 under qemu TCG (scripts/vm): with kprobes on both
+# tcp_close and __tcp_close, 3 runs in 4 of the tw_overflow lab scenario missed
+# 1 or 2 of 95 overflows (inet_twsk_alloc in a softirq that ran while one of
+# tcpoom's kprobe handlers was running on that CPU: neither its kprobe nor its
+# kretprobe ran); with tcp_close alone, 0 in 6 runs. Rarer on real hardware,
+# where a handler takes a microsecond, but possible.
+KPROBE_BLIND_SPOT = ("kprobes do not nest: a probed call made by an interrupt while one of tcpoom's "
+                     "kprobe handlers runs on that CPU is missed (the kernel's kprobe nmissed); "
+                     "the TcpExt counter still counts it")
+
+#: family -> (the counters-only target, its blind spot)
+SAMPLED_ONLY = {
+    "oom_check": ("TcpExt TCPAbortOnMemory", "memory aborts are counted, not seen one by one"),
+    "tw_overflow": ("TcpExt TCPTimeWaitOverflow", "overflows are counted, not seen one by one"),
+    "mem_exceed": ("none", "refusals at tcp_mem[2] are not counted by the kernel"),
+    "pressure": ("/proc/net/protocols press, TcpExt TCPMemoryPressures",
+                 "enter/leave seen at the sampling period (100 ms)"),
+}
+
+
+# ------------------------------------------------------------------ oom_check
+
+def orphan_fields(f: KernelFacts, bcc: bool = False) -> Fields:
+    fields: Fields = {}
+    if f.kallsyms_data.get("tcp_orphan_cache"):
+        fields["orphans"] = (EXACT, "tcp_orphan_cache, the 100 ms cache tcp_too_many_orphans compares")
+    elif f.version() < (5, 16) and (f.btf or bcc):
+        fields["orphans"] = (DERIVED, "proto.orphan_count percpu_counter quick read")
+    else:
+        fields["orphans"] = (SAMPLED, "tcp_orphan_cache not in kallsyms (CONFIG_KALLSYMS_ALL off): "
+                                      "/proc/net/sockstat orphan, read in user space")
+    if f.kallsyms_data.get("sysctl_tcp_max_orphans"):
+        fields["max_orphans"] = (EXACT, "sysctl_tcp_max_orphans read at the decision")
+    else:
+        fields["max_orphans"] = (SAMPLED, "/proc/sys/net/ipv4/tcp_max_orphans")
+    fields["memory_allocated"] = (EXACT, "sk->sk_prot->memory_allocated")
+    fields["tcp_mem"] = (EXACT, "sk->sk_prot->sysctl_mem")
+    return fields
+
+
+def oom_fields(f: KernelFacts, method: str, programs: List[str], bcc: bool = False) -> Fields:
+    fields = orphan_fields(f, bcc)
+    if method in FUNCTION_TIERS and "tcp_out_of_resources" not in "".join(programs):
+        has_close = any("close_enter" in p for p in programs)
+        has_reset = any(p.startswith("active_reset") for p in programs)
+        fields["shift"] = (EXACT, "argument of tcp_check_oom" +
+                           ("; 0 on a close-path abort seen at its reset (tcp_check_oom inlined into "
+                            "__tcp_close)" if has_reset and has_close else ""))
+        fields["caller"] = (EXACT, "tcp_close/__tcp_close in progress on this task, shift 0") if has_close \
+            else (UNAVAILABLE, "neither tcp_close nor __tcp_close hookable")
+        fields["verdict"] = (DERIVED, "return value exact; which test, recomputed from the exact fields")
+    elif method == "kprobe":
+        fields["shift"] = (DERIVED, "recomputed from do_reset, lsndtime and sk_err_soft as the kernel does")
+        fields["caller"] = (EXACT, "timer path only")
+        fields["verdict"] = (DERIVED, "recomputed")
+    elif method in TRACEPOINT_TIERS:
+        fields["shift"] = (DERIVED, "close path 0; timer path recomputed from lsndtime, sk_err_soft and "
+                                    "the backed-off RTO (a lower bound once the retry budget decides)")
+        fields["caller"] = (DERIVED, "TCP_CLOSE before the reset on the close path")
+        fields["verdict"] = (DERIVED, "memory test recomputed; orphans implied when it is false")
+    else:
+        for k in ("shift", "caller", "verdict", "memory_allocated", "tcp_mem"):
+            fields[k] = (UNAVAILABLE, "no per-event method")
+        fields["orphans"] = (SAMPLED, "/proc/net/sockstat")
+    return fields
+
+
+def oom_blind_spot(oom: FamilyPlan) -> str:
+    if oom.method in TRACEPOINT_TIERS:
+        return ("a timer-path memory abort that sends no reset (idle > 60 s, window open) "
+                "is counted by TCPAbortOnMemory only")
+    spots = []
+    if oom.method in FUNCTION_TIERS and oom.target == "tcp_check_oom" and \
+            not any(p.startswith("active_reset") for p in oom.programs):
+        spots.append("tcp_send_active_reset not hookable: close-path aborts are missed where "
+                     "tcp_check_oom is inlined into __tcp_close")
+    if oom.method == "kprobe":
+        spots.append(KPROBE_BLIND_SPOT)
+    return "; ".join(spots)
+
+
+# ---------------------------------------------------------------- tw_overflow
+
+def tw_fields(method: str) -> Fields:
+    fields = {"tw_count": (EXACT, "the namespace's death row (tw_refcount - 1 on 5.19+)"),
+              "max_tw_buckets": (EXACT, "death row sysctl_max_tw_buckets")}
+    if method in FUNCTION_TIERS:
+        fields["verdict"] = (EXACT, "inet_twsk_alloc returned NULL")
+    elif method in TRACEPOINT_TIERS:
+        fields["verdict"] = (DERIVED, "close from FIN_WAIT/CLOSING with the FIN acked, no error, no reset, "
+                                      "the death row at its limit and no TIME_WAIT entry in the ehash bucket")
+    else:
+        fields = {k: (SAMPLED, "/proc/net/sockstat tw, TcpExt TCPTimeWaitOverflow") for k in fields}
+    return fields
+
+
+def tw_blind_spot(tw: FamilyPlan) -> str:
+    if tw.method in TRACEPOINT_TIERS:
+        return ("inferred at the close: a close-path abort from FIN_WAIT2 with the table full "
+                "would be counted as an overflow")
+    if tw.method == "kprobe":
+        return KPROBE_BLIND_SPOT
+    return ""
+
+
+# ----------------------------------------------------------------- mem_exceed
+
+def mem_fields(method: str) -> Fields:
+    if method == "sampled":
+        return {"memory_allocated": (SAMPLED, "/proc/net/sockstat mem"),
+                "tcp_mem": (SAMPLED, "/proc/sys/net/ipv4/tcp_mem")}
+    return {"memory_allocated": (EXACT, "the tracepoint's allocated argument"),
+            "tcp_mem": (EXACT, "prot->sysctl_mem (the tracepoint's own copy is a raw "
+                               "pointer before 5.19)"),
+            "verdict": (EXACT, "kind: send or receive side"),
+            "socket": (EXACT, "4-tuple, queues, buffers")}
+
+
+# ------------------------------------------------------------------- pressure
+
+def pressure_fields(method: str) -> Fields:
+    if method == "sampled":
+        return {"verdict": (SAMPLED, "/proc/net/protocols press every 100 ms"),
+                "memory_allocated": (SAMPLED, "/proc/net/sockstat mem")}
+    return {"verdict": (EXACT, "the tcp_memory_pressure flag at the call"),
+            "memory_allocated": (EXACT, "sk->sk_prot->memory_allocated")}
+
+
+def pressure_blind_spot(pr: FamilyPlan) -> str:
+    return KPROBE_BLIND_SPOT if pr.method == "kprobe" else ""
+
+
+# -------------------------------------------------------------------- all four
+
+def describe(f: KernelFacts, fams: Dict[str, FamilyPlan], bcc: bool = False) -> None:
+    """Fill each chosen family's fields and blind spot."""
+    oom, tw, mem, pr = (fams[k] for k in ("oom_check", "tw_overflow", "mem_exceed", "pressure"))
+    oom.fields = oom_fields(f, oom.method, oom.programs, bcc)
+    oom.blind_spot = oom.blind_spot or oom_blind_spot(oom)
+    tw.fields = tw_fields(tw.method)
+    tw.blind_spot = tw.blind_spot or tw_blind_spot(tw)
+    mem.fields = mem_fields(mem.method)
+    pr.fields = pressure_fields(pr.method)
+    pr.blind_spot = pr.blind_spot or pressure_blind_spot(pr)
+
+
+def config(f: KernelFacts, oom: FamilyPlan) -> Dict[str, int]:
+    """The .rodata values the loader sets (both engines' programs read them)."""
+    return {
+        "hz": f.hz,
+        "oom_from_resets": 1 if oom.method in TRACEPOINT_TIERS else 0,
+        "orphan_cache_addr": f.kallsyms_data.get("tcp_orphan_cache", 0),
+        "max_orphans_addr": f.kallsyms_data.get("sysctl_tcp_max_orphans", 0),
+    }
+
+
+def hz_note(f: KernelFacts) -> List[str]:
+    return [f"HZ={f.hz} from {f.hz_source}"] if f.hz_source != "kconfig" else []
