@@ -218,6 +218,16 @@ def diagnose(m: dict, header: dict) -> Tuple[List[dict], str]:
                          "advice": ["Record again with a larger --ringbuf-size; the counts stay exact "
                                     "(in-kernel counters), only per-event detail was lost."],
                          "why": "The ring buffer was full when the kernel side wanted to write."})
+    missed = sum((m.get("missed") or {}).values())
+    if missed:
+        findings.append({"id": "missed", "severity": "warning",
+                         "title": f"{missed} calls the probes did not see (the kernel's own miss counts)",
+                         "evidence": ["per family: " + ", ".join(f"{k} {v}" for k, v in m["missed"].items())],
+                         "advice": ["These are neither counted nor detailed: compare the family's count "
+                                    "with its TcpExt counter; fentry/fexit (5.5+ with BTF) misses least."],
+                         "why": "A BPF program does not run while it (or, for kprobes, another kprobe "
+                                "program) is already running on that CPU, and kprobes do not nest; the "
+                                "kernel counts both (recursion_misses, kprobe missed)."})
     sampled = sorted({f"{fam}.{k}" for fam, p in m["plan"].items()
                       for k, v in p["fields"].items() if v == "sampled"})
     if sampled:

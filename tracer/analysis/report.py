@@ -242,6 +242,7 @@ def build(agg: Aggregate, files: List[str]) -> dict:
                    "oom_callers": {CALLER_NAMES.get(k, "unknown"): n for k, n in agg.oom_callers.items()}},
         "kernel_counters": {"tcpext_delta": tcpext_delta, "comparison": comparison},
         "loss": dict(agg.loss),
+        "missed": dict(agg.missed),
         "crossed": _crossed(agg, clock),
         "peaks": peaks,
         "series": {"t0": clock.iso(t0 * 10 ** 9) if secs else None, "interval_s": 1,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 from tracer.model import events as ev
 from tracer.kernel import facts as kernel_facts, loader, preload
@@ -147,6 +147,7 @@ class Capture:
             self.session = loader.start(self.facts, self.plan, self.filters, self._ringbuf_bytes,
                                         self.synthetic_pid, early=preload.take())
         self.plan = self.session.plan
+        self._misses_before = self._misses_now()
         # the baseline of every comparison, taken once everything is attached
         self.first_snapshot = snapshots.take(self.filters.netns or None)
         self.tcpext_before = self.first_snapshot.get("tcpext") or _tcpext(self.filters.netns)
@@ -224,13 +225,49 @@ class Capture:
         for fam in self.received:
             self.received[fam] += families.count(ev.FAMILY_IDS[fam])
 
+    def _misses_now(self) -> Dict[str, Optional[int]]:
+        m = getattr(self.session, "misses", None)
+        return m.read() if m is not None else {}
+
+    def missed(self) -> Dict[str, Optional[int]]:
+        """Per traced family, the calls the kernel recorded as missed by its
+        programs since the start (not counted in the counters either); None
+        where this kernel does not count them."""
+        now = self._misses_now()
+        return {f: (None if now.get(f) is None else now[f] - (self._misses_before.get(f) or 0))
+                for f in self.families if self.plan.families[f].programs}
+
+    def loss_block(self, counters: List[int], last: dict) -> Optional[dict]:
+        """A trace file's loss block for what was lost (ring buffer full) and
+        missed (the kernel's miss counts) since the previous one, or None;
+        `last` carries the previous figures between calls."""
+        lost = {ev.FAMILIES[i - ev.CNT_LOST_BASE]: counters[i] - last.get(i, 0)
+                for i in range(ev.CNT_LOST_BASE, ev.CNT_MAX)
+                if i - ev.CNT_LOST_BASE in ev.FAMILIES and counters[i] > last.get(i, 0)}
+        missed_now = self.missed()
+        missed = {f: n - last.get(f, 0) for f, n in missed_now.items() if n and n > last.get(f, 0)}
+        if not lost and not missed:
+            return None
+        last.update({i: counters[i] for i in range(ev.CNT_LOST_BASE, ev.CNT_MAX)})
+        last.update({f: n for f, n in missed_now.items() if n is not None})
+        block = {"ts_ns": time.monotonic_ns(), "lost": lost}
+        if missed:
+            block["missed"] = missed
+        return block
+
+    def missed_unmeasured(self) -> Dict[str, str]:
+        m = getattr(self.session, "misses", None)
+        return {f: why for f, why in (m.unmeasured() if m is not None else {}).items()
+                if f in self.families}
+
     def totals(self, reason: str) -> Totals:
         counters = self.session.counters()
         after = _tcpext(self.filters.netns)
         made_sampled = {f: n for f, n in self.made.items() if n}
         return Totals(self.plan, self.families, time.monotonic() - self.t0, counters,
                       self.received, made_sampled, self.tcpext_before, after,
-                      self.filters.netns or netns.netns_inode(), reason)
+                      self.filters.netns or netns.netns_inode(), reason,
+                      missed=self.missed(), missed_unmeasured=self.missed_unmeasured())
 
     def close(self) -> None:
         if self.session:

@@ -25,6 +25,11 @@ class Totals:
     tcpext_after: Dict[str, int]
     netns: Optional[int] = None              # whose TcpExt counters these are
     stop_reason: str = ""
+    #: calls the kernel recorded as missed by tcpoom's programs (recursion
+    #: misses, kprobe missed): uncounted, so they explain a count below the
+    #: kernel's; None where this kernel does not count them
+    missed: Dict[str, Optional[int]] = dataclasses.field(default_factory=dict)
+    missed_unmeasured: Dict[str, str] = dataclasses.field(default_factory=dict)
 
     def delta(self, name: str) -> Optional[int]:
         if name not in self.tcpext_after or name not in self.tcpext_before:
@@ -53,10 +58,16 @@ class Totals:
             row = {
                 "family": fam, "method": f"{fp.method} {fp.target}", "seen": seen,
                 "received": self.received.get(fam, 0),
-                "lost": self.lost(fam), "kernel_counter": name, "kernel_delta": delta,
+                "lost": self.lost(fam), "missed": self.missed.get(fam),
+                "kernel_counter": name, "kernel_delta": delta,
                 "match": None if delta is None else seen == delta,
                 "not_seen_individually": None,
             }
+            if fam in self.missed_unmeasured:
+                row["missed_unmeasured"] = self.missed_unmeasured[fam]
+            if delta is not None and delta > seen and row["missed"] and delta - seen <= row["missed"]:
+                # the probes missed them and the kernel said so: explained, not silent
+                row["explained_by_misses"] = True
             if delta is not None and delta > seen:
                 row["not_seen_individually"] = delta - seen
                 row["blind_spot"] = fp.blind_spot or "events the method did not see"
@@ -78,6 +89,7 @@ class Totals:
             "families": self.rows(),
             "counters": self.verdicts(),
             "lost": {f: self.lost(f) for f in self.families},
+            "missed": {f: self.missed.get(f) for f in self.families if f in self.missed},
             "filtered": self.counters[ev.CNT_FILTERED],
             "tcpext_delta": {k: self.delta(k) for k in
                              [v for v in KERNEL_COUNTER.values() if v] + list(context)},
@@ -104,13 +116,21 @@ def text_from_json(t: dict, recorded: bool = False) -> str:
         lines = [f"tcpoom: end of the recording: the recorder stopped ({ended(t.get('stop_reason'))}) {took}"]
     else:
         lines = [f"tcpoom: stopped ({t.get('stop_reason')}) {took}"]
-    lines.append(f"  {'family':<12} {'seen':>7} {'lost':>5}  {'kernel counter':<22} {'delta':>7}  method")
+    lines.append(f"  {'family':<12} {'seen':>7} {'lost':>5} {'missed':>6}  {'kernel counter':<22} "
+                 f"{'delta':>7}  method")
+    unmeasured = []
     for r in t.get("families", []):
         kc = r["kernel_counter"] or "(none)"
         d = "-" if r["kernel_delta"] is None else str(r["kernel_delta"])
-        mark = "" if r["match"] in (None, True) else "  <- differs"
-        lines.append(f"  {r['family']:<12} {r['seen']:>7} {r['lost']:>5}  {kc:<22} {d:>7}  "
+        mark = "" if r["match"] in (None, True) else \
+            ("  <- the probes missed these (kernel's own miss counts)" if r.get("explained_by_misses")
+             else "  <- differs")
+        missed = r.get("missed")
+        m = "-" if missed is None else str(missed)
+        lines.append(f"  {r['family']:<12} {r['seen']:>7} {r['lost']:>5} {m:>6}  {kc:<22} {d:>7}  "
                      f"{r['method']}{mark}")
+        if r.get("missed_unmeasured"):
+            unmeasured.append(f"{r['family']}: {r['missed_unmeasured']}")
         if r.get("not_seen_individually"):
             lines.append(f"    {r['not_seen_individually']} counted by the kernel but not seen one by one: "
                          f"{r['blind_spot']}")
@@ -126,4 +146,6 @@ def text_from_json(t: dict, recorded: bool = False) -> str:
     if ctx:
         lines.append("  other TcpExt: " + " ".join(ctx))
     lines.append(f"  filtered out: {t.get('filtered', 0)}")
+    if unmeasured:
+        lines.append("  missed, not counted by this kernel: " + "; ".join(unmeasured))
     return "\n".join(lines)

@@ -126,6 +126,7 @@ def lib() -> ctypes.CDLL:
             "bpf_program__attach": (vp, [vp]),
             "bpf_program__fd": (i, [vp]),
             "bpf_link__destroy": (i, [vp]),
+            "bpf_link__fd": (i, [vp]),
             "bpf_map__name": (cp, [vp]),
             "bpf_map__fd": (i, [vp]),
             "bpf_map__is_internal": (ctypes.c_bool, [vp]),

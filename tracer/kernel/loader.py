@@ -13,7 +13,7 @@ import re
 import struct
 from typing import List, Optional, Sequence
 
-from . import btfcache, libbpf
+from . import btfcache, libbpf, misses
 from tracer.errors import LoadError, PermissionNeeded
 from tracer.model.events import CNT_MAX
 from .facts import KernelFacts
@@ -55,6 +55,8 @@ class Session:
         self._l = libbpf.lib()
         self._obj = None
         self._links: List[int] = []
+        self._attached: List[tuple] = []     # (family, method, prog fd, link fd)
+        self.misses: Optional[misses.Misses] = None
         self.ringbuf: Optional[RingBuffer] = None
         self._counters_fd = -1
         self._ringbuf_bytes = ringbuf_bytes
@@ -181,11 +183,16 @@ class Session:
             if not link:
                 raise ProgramRefused(name, f"attach failed: {os.strerror(libbpf.last_errno())}")
             self._links.append(link)
+            family = next((f for f, fp in self.plan.families.items() if name in fp.programs), None)
+            if family:
+                self._attached.append((family, self.plan.families[family].method,
+                                       l.bpf_program__fd(p), l.bpf_link__fd(link)))
         events = l.bpf_object__find_map_by_name(self._obj, b"events")
         counters = l.bpf_object__find_map_by_name(self._obj, b"counters")
         self._counters_fd = l.bpf_map__fd(counters)
         self._ncpus = l.libbpf_num_possible_cpus()
         self.ringbuf = RingBuffer(l.bpf_map__fd(events), self._ringbuf_bytes)
+        self.misses = misses.Misses(self._attached, _version())
 
     def map_fd(self, name: str) -> int:
         return self._l.bpf_map__fd(self._l.bpf_object__find_map_by_name(self._obj, name.encode()))
@@ -222,6 +229,10 @@ class Session:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _version() -> tuple:
+    return KernelFacts(release=os.uname().release).version()
 
 
 def start(facts: KernelFacts, plan: Plan, filters: Filters,

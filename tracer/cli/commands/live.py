@@ -85,6 +85,7 @@ def live(record_to: Optional[str], no_screen: bool, interval: float, duration: O
                 snap = snapshots.take(filters.netns or None)
                 st.add_snapshot(snap)
                 st.counters = cap.session.counters()
+                st.missed = cap.missed()
                 msgs = kmsg.read_new()
                 st.add_kmsg(_kmsg_counts(msgs), suppressed_total(msgs))
                 pressure = bool(snap.get("pressure"))
@@ -101,6 +102,9 @@ def live(record_to: Optional[str], no_screen: bool, interval: float, duration: O
                 if rec:
                     rec.add_json(tf.SNAPSHOT, snap)
                     rec.add_json(tf.COUNTERS, {"ts_ns": time.monotonic_ns(), "counters": st.counters})
+                    loss = cap.loss_block(st.counters, state.setdefault("lost", {}))
+                    if loss:
+                        rec.add_json(tf.LOSS, loss)
             st.now_ns = time.monotonic_ns()
             if rec:
                 rec.tick()

@@ -83,7 +83,7 @@ def record(output: str, duration: Optional[float], count: Optional[int], max_siz
     cap.batch_records = 4096
     stop = Stop(duration, count)
     rec: Optional[Recorder] = None
-    state = {"pressure": None, "holders_at": 0.0, "lost": [0] * ev.CNT_MAX, "light_at": 0.0}
+    state = {"pressure": None, "holders_at": 0.0, "lost": {}, "light_at": 0.0}
     sample_at_events = False
 
     def snapshot_blocks():
@@ -97,12 +97,9 @@ def record(output: str, duration: Optional[float], count: Optional[int], max_siz
             rec.add_json(tf.SNAPSHOT, snap)
             counters = cap.session.counters()
             rec.add_json(tf.COUNTERS, {"ts_ns": time.monotonic_ns(), "counters": counters})
-            lost = {ev.FAMILIES[i - ev.CNT_LOST_BASE]: counters[i] - state["lost"][i]
-                    for i in range(ev.CNT_LOST_BASE, ev.CNT_MAX)
-                    if i - ev.CNT_LOST_BASE in ev.FAMILIES and counters[i] > state["lost"][i]}
-            if lost:
-                rec.add_json(tf.LOSS, {"ts_ns": time.monotonic_ns(), "lost": lost})
-                state["lost"] = counters
+            loss = cap.loss_block(counters, state["lost"])
+            if loss:
+                rec.add_json(tf.LOSS, loss)
             pressure = snap.get("pressure")
             starts = pressure and not state["pressure"]
             if pressure and (starts or now - state["holders_at"] >= HOLDERS_EVERY_S):

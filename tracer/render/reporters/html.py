@@ -677,6 +677,12 @@ def _events(m: dict) -> str:
                    + ". Counts above stay exact (in-kernel counters); only per-event detail was lost.</div>")
     else:
         out.append('<p class="good">No event lost: every event\'s detail was recorded.</p>')
+    missed = _dict(m.get("missed"))
+    if missed:
+        out.append('<div class="banner bad"><b>Calls the probes missed</b> (the kernel\'s own counts: '
+                   'recursion misses, kprobe missed): '
+                   + ", ".join(f"{_e(k)} {_num(v)}" for k, v in list(missed.items())[:MAX_ROWS])
+                   + ". These are in neither the counts nor the details.</div>")
     return "".join(out)
 
 
@@ -906,6 +912,7 @@ def _summary(models: List[dict]) -> str:
     for f in fams[:12]:
         rows.append(row(f"{_e(f)} events", lambda m, f=f: _num(_get(m, "events", "by_family", f, default=0))))
     rows += [row("lost events", lambda m: _num(sum(v for v in _dict(m.get("loss")).values() if _is_num(v)))),
+             row("missed calls", lambda m: _num(sum(v for v in _dict(m.get("missed")).values() if _is_num(v)))),
              row("TCP memory peak", _memory_cell),
              row("orphans peak / limit", peak("orphans", "tcp_max_orphans")),
              row("TIME_WAIT peak / limit", peak("tw", "tcp_max_tw_buckets")),
