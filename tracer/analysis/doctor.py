@@ -69,6 +69,8 @@ class Figures:
     tcp_wmem: Optional[Triple] = None
     tcp_tw_reuse: Optional[int] = None      # per namespace
     mem_total: Optional[int] = None         # bytes, /proc/meminfo MemTotal
+    #: 6.0+: pages each side of mem_pages that per-CPU reserves may hold (host/pcpu_margin.py)
+    mem_margin: Optional[dict] = None
     counters_before: Optional[Dict[str, int]] = None
     counters_after: Optional[Dict[str, int]] = None
     interval_s: float = 1.0
@@ -108,6 +110,15 @@ def _pct(value: float, limit: float) -> str:
     if not limit:
         return "limit 0"
     return f"{100.0 * value / limit:.0f}%"
+
+
+def margin_text(m: Optional[dict], page: int) -> str:
+    """The per-CPU margin of the global TCP memory figure (6.0+; tracer/host/pcpu_margin.py
+    reads it), in one line for doctor and reports."""
+    if not m:
+        return "exact (no per-CPU reserve before 6.0)"
+    return (f"± {m['pages']} pages ({size(m['pages'] * page)}): {m['cpus']} CPUs x {m['rsv_pages']} "
+            f"pages each may sit in per-CPU reserves, outside the global figure ({m['source']})")
 
 
 def _pages(n: int, page: int) -> str:
@@ -182,6 +193,9 @@ def _tcp_mem(fig: Figures, snippet: List[str]) -> List[dict]:
                 f"(low/pressure/high)",
                 "tcp_mem is in pages of {} bytes, not bytes, like sockstat 'mem': "
                 "compare pages with pages".format(page)]
+    if fig.mem_margin:
+        evidence.append("sockstat mem is the global figure: TCP really holds it "
+                        + margin_text(fig.mem_margin, page))
     if fig.pressure is not None:
         evidence.append(f"memory-pressure flag (/proc/net/protocols TCP press): "
                         f"{'yes' if fig.pressure else 'no'}")

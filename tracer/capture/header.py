@@ -8,7 +8,7 @@ import os
 import socket
 import time
 
-from tracer.host import procfs
+from tracer.host import pcpu_margin, procfs
 from tracer.model import events as ev
 from tracer.model.events import EVENT_SIZE
 from .capture import Capture
@@ -37,6 +37,8 @@ def header(cap: Capture, argv) -> dict:
         "filters": {"netns": cap.filters.netns, "pid": cap.filters.pid, "port": cap.filters.port},
         "page_size": os.sysconf("SC_PAGE_SIZE"),
         "mem_total_kb": _mem_total_kb(),
+        # 6.0+: how far sockstat mem and memory_allocated can be from the truth
+        "pcpu_margin": pcpu_margin.margin(),
         "sysctls": dataclasses.asdict(procfs.tcp_limits(cap.filters.netns or None)),
         "layout": {
             "record_size": EVENT_SIZE,

@@ -28,7 +28,8 @@ Exit codes (for scripts and monitoring, as a Nagios/Icinga plugin):
                     privileges {bpf, sys_admin, kallsyms_addresses}
   netns             requested, inode, own
   tcp               inuse, inuse6, orphan, tw, alloc, mem_pages,
-                    mem_bytes, memory_pressure
+                    mem_bytes, mem_margin_pages (6.0+: ± pages in per-CPU
+                    reserves, outside the global figure), memory_pressure
   limits            tcp_mem_pages [low, pressure, high], tcp_mem_bytes,
                     tcp_max_orphans, orphan_kill_above {shift0, shift1,
                     shift2}, tcp_max_tw_buckets, tcp_rmem, tcp_wmem,
@@ -62,7 +63,7 @@ import click
 
 from tracer.analysis import doctor as rules
 from tracer.kernel import facts as kernel_facts
-from tracer.host import netns, procfs
+from tracer.host import netns, pcpu_margin, procfs
 from tracer.kernel import plan as plan_mod
 from tracer.errors import TcpoomError, UsageError
 from tracer.model.families import FAMILY_ORDER
@@ -230,6 +231,7 @@ def read_figures(ns, own: bool, label: str, interval: float,
     tcp = tcp or {}
     fig.inuse, fig.orphans, fig.tw = tcp.get("inuse"), tcp.get("orphan"), tcp.get("tw")
     fig.alloc, fig.mem_pages = tcp.get("alloc"), tcp.get("mem")
+    fig.mem_margin = pcpu_margin.margin(page_size=fig.page_size)
     if ns is not _BLOCKED:
         v6 = reader.get(f"/proc/net/sockstat6{where}", _read_sockstat6, ns)
         fig.inuse6 = (v6 or {}).get("TCP6", {}).get("inuse")
@@ -364,6 +366,7 @@ def build_report(ns_ref: Optional[str], interval: float, with_plan: bool) -> dic
         "tcp": {"inuse": fig.inuse, "inuse6": fig.inuse6, "orphan": fig.orphans, "tw": fig.tw,
                 "alloc": fig.alloc, "mem_pages": fig.mem_pages,
                 "mem_bytes": None if fig.mem_pages is None else fig.mem_pages * page,
+                "mem_margin_pages": fig.mem_margin["pages"] if fig.mem_margin else 0,
                 "memory_pressure": fig.pressure},
         "limits": {
             "tcp_mem_pages": list(fig.tcp_mem) if fig.tcp_mem else None,
@@ -432,6 +435,10 @@ def render(r: dict, console) -> None:
     line = f"{_n(mem)} pages" + ("" if mem is None else f" = {size(mem * page)}")
     if tm and mem is not None:
         line += f", {100.0 * mem / max(tm[2], 1):.0f}% of tcp_mem[2]"
+    margin = tcp.get("mem_margin_pages")
+    if margin and mem is not None:
+        line += (f"; ± {margin} pages ({size(margin * page)}) held in per-CPU reserves "
+                 f"(6.0+: the figure is global)")
     rows.append(("memory (host)", line))
     rows.append(("tcp_mem", "?" if not tm else
                  f"{tm[0]} / {tm[1]} / {tm[2]} pages (low / pressure / high) = "

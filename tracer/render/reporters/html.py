@@ -870,7 +870,9 @@ def _memory_cell(m: dict) -> str:
     p = _dict(_get(m, "peaks", "memory_pages"))
     if not p:
         return "—"
-    return f"{_num(p.get('value'))} pages, {_num(p.get('pct_of_high'))}% of tcp_mem[2] in force then"
+    margin = _dict(m.get("memory_margin"))
+    return (f"{_num(p.get('value'))} pages, {_num(p.get('pct_of_high'))}% of tcp_mem[2] in force then"
+            + (f" (± {_num(margin.get('pages'))} pages in per-CPU reserves)" if margin else ""))
 
 
 def _summary(models: List[dict]) -> str:
