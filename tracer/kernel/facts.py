@@ -40,6 +40,10 @@ class KernelFacts:
     tracepoints: Dict[str, int] = dataclasses.field(default_factory=dict)
     #: numeric SK_RST_REASON_TCP_ABORT_ON_MEMORY, None where the enum lacks it
     rst_reason_abort_on_memory: Optional[int] = None
+    #: what struct proto's orphan_count points to, from BTF: "percpu_counter" (up to
+    #: 5.15.15: the quick read works), "int" (per-CPU unsigned int, 5.15.16+ and
+    #: 6.0-6.14: not readable without the symbol), "absent" (6.15+), None: no BTF
+    orphan_count: Optional[str] = None
     #: errno of a test load of an fentry program; 0 = accepted, None = not tried
     fentry_errno: Optional[int] = None
     #: a kprobe PMU or kprobe_events exists (CONFIG_KPROBES)
@@ -194,6 +198,10 @@ def _gather_boot_stable(f: KernelFacts, test_load: bool = True) -> None:
             f.rst_reason_abort_on_memory = btf.enum_value(
                 "sk_rst_reason", "SK_RST_REASON_TCP_ABORT_ON_MEMORY")
             fentry_target = f.btf_functions["tcp_check_oom"]
+            pointee = btf.member_pointee("proto", "orphan_count")
+            f.orphan_count = ("absent" if pointee is None else
+                              "percpu_counter" if pointee == ("struct", "percpu_counter") else
+                              "int" if pointee[0] == "int" else "other")
     f.btf_functions = {k: bool(v) for k, v in f.btf_functions.items()}
     if f.btf and f.root and fentry_target and test_load:
         f.fentry_errno = libbpf.try_load_fentry(fentry_target)
@@ -215,9 +223,9 @@ def _gather_boot_stable(f: KernelFacts, test_load: bool = True) -> None:
 # boot id, so a tracer started on a host in trouble skips the BTF and kallsyms
 # reads after the first run. TCPOOM_NO_FACTS_CACHE=1 turns it off.
 CACHE_DIR = "/run/tcpoom"
-_BOOT_STABLE = ("btf_functions", "tracepoints", "rst_reason_abort_on_memory", "fentry_errno",
+_BOOT_STABLE = ("btf_functions", "tracepoints", "rst_reason_abort_on_memory", "orphan_count", "fentry_errno",
                 "kallsyms_functions", "kallsyms_data", "kallsyms_read", "hz", "hz_source")
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 
 
 def _cache_key(f: KernelFacts) -> Optional[dict]:

@@ -62,15 +62,38 @@ SAMPLED_ONLY = {
 
 # ------------------------------------------------------------------ oom_check
 
+def orphan_pcc(f: KernelFacts, bcc: bool = False) -> bool:
+    """Whether the programs can take the percpu_counter quick read of
+    proto.orphan_count (tcp_too_many_orphans' first test up to 5.15.15).
+
+    Decided from the type the kernel's BTF gives the member, not from a CO-RE
+    field check: libbpf takes any two pointers as compatible, so the
+    percpu_counter flavour also "exists" where orphan_count is a per-CPU
+    unsigned int (5.15.16+ stable, 6.0-6.14), and reading it there fails (x86_64)
+    or returns unrelated bytes. Without BTF (bcc), 5.15 cannot be told apart by
+    version: bpf/tcpoom_bcc.c checks the headers' type at compile time."""
+    if f.orphan_count is not None:
+        return f.orphan_count == "percpu_counter"
+    if bcc:
+        return f.version() < (5, 16)
+    return f.btf and f.version() < (5, 15)
+
+
 def orphan_fields(f: KernelFacts, bcc: bool = False) -> Fields:
     fields: Fields = {}
     if f.kallsyms_data.get("tcp_orphan_cache"):
         fields["orphans"] = (EXACT, "tcp_orphan_cache, the 100 ms cache tcp_too_many_orphans compares")
-    elif f.version() < (5, 16) and (f.btf or bcc):
-        fields["orphans"] = (DERIVED, "proto.orphan_count percpu_counter quick read")
+    elif orphan_pcc(f, bcc):
+        how = "proto.orphan_count percpu_counter quick read"
+        if bcc and f.orphan_count is None and f.version() >= (5, 15):
+            how += " (where the headers' orphan_count is a percpu_counter: up to 5.15.15)"
+        fields["orphans"] = (DERIVED, how)
     else:
-        fields["orphans"] = (SAMPLED, "tcp_orphan_cache not in kallsyms (CONFIG_KALLSYMS_ALL off): "
-                                      "/proc/net/sockstat orphan, read in user space")
+        why = ("tcp_orphan_cache not in kallsyms (CONFIG_KALLSYMS_ALL off)"
+               if f.version() >= (5, 15) or f.orphan_count in ("int", "absent")
+               else "no proto.orphan_count percpu_counter")
+        fields["orphans"] = (SAMPLED, why + ": /proc/net/sockstat orphan (the exact sum, "
+                                            "not the kernel's 100 ms cache), read in user space")
     if f.kallsyms_data.get("sysctl_tcp_max_orphans"):
         fields["max_orphans"] = (EXACT, "sysctl_tcp_max_orphans read at the decision")
     else:
@@ -192,6 +215,8 @@ def config(f: KernelFacts, oom: FamilyPlan) -> Dict[str, int]:
         "hz": f.hz,
         "oom_from_resets": 1 if oom.method in TRACEPOINT_TIERS else 0,
         "orphan_cache_addr": f.kallsyms_data.get("tcp_orphan_cache", 0),
+        # 1: proto.orphan_count is a percpu_counter (BTF says so): read its count
+        "orphan_pcc": 1 if orphan_pcc(f) else 0,
         "max_orphans_addr": f.kallsyms_data.get("sysctl_tcp_max_orphans", 0),
     }
 
