@@ -174,16 +174,16 @@ def test_fentry_counts_equal_the_kernel_counters(guests, kernel, name, matrix):
 
 @pytest.mark.parametrize("name", CAPTURED)
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_kprobe_counts_equal_the_kernel_counters_but_for_missed_nesting(guests, kernel, name, matrix):
-    """Kprobes do not nest: a probed call in a softirq that runs while one of
-    tcpoom's kprobe handlers runs on that CPU is missed (the plan's blind
-    spot). Under TCG that happened to about 1 in 100 overflows before the
-    kprobe tier hooked tcp_close alone; it must stay rare and be explained."""
+def test_kprobe_counts_equal_the_kernel_counters(guests, kernel, name, matrix):
+    """Equality in a 2-CPU guest, or a residue the kernel's own miss counts
+    explain (kprobes do not nest: a probed call in a softirq that runs while
+    one of tcpoom's kprobe handlers runs on that CPU is missed; 6.12 counts it,
+    6.1 does not, so 6.1 must be equal)."""
     s = scenario(guests, kernel, "kprobe", name)
     row = check_kprobe_counts(s)
     matrix.check(plan_of(guests, kernel, "kprobe"), s["family"],
-                 f"{name}: count = TcpExt {COUNTER[name]} but for kprobe nesting misses "
-                 f"(at most 5%, each one reported), every event printed, none lost",
+                 f"{name}: count = TcpExt {COUNTER[name]} in an SMP guest, "
+                 f"a residue only where the kernel's own miss counts explain it; every event printed, none lost",
                  fields=["verdict"], used=row["method"], where=where(kernel),
                  figures=f"{s['seen']}/{s['kernel_delta']}, {s['kernel_delta'] - s['seen']} missed")
 
