@@ -28,6 +28,7 @@ SCENARIO_FAMILY = {
     "tw_overflow": ("tw_overflow", "TCPTimeWaitOverflow"),
     "orphans_close": ("oom_check", "TCPAbortOnMemory"),
     "orphans_timer": ("oom_check", "TCPAbortOnMemory"),
+    "orphans_timer_backoff": ("oom_check", "TCPAbortOnMemory"),
     "tcp_mem_send": ("mem_exceed", None),
     "tcp_mem_recv": ("mem_exceed", None),
 }
