@@ -5,6 +5,9 @@ Used by tests/test_trace_kernel.py (one run per scenario) and, for the
 "20 consecutive runs" figure, from the command line:
 
     python3 -m scripts.counts_check --runs 20 [SCENARIO ...]
+
+--tracer names another tcpoom to run, e.g. an installed one (`--tracer tcpoom`)
+or the zipapp (`--tracer "python3 dist/tcpoom.pyz"`): tests/test_install_kernel.py.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import argparse
 import json
 import os
 import select
+import shlex
 import signal
 import subprocess
 import sys
@@ -35,11 +39,14 @@ SCENARIO_FAMILY = {
 
 
 class Tracer:
-    """`python3 -m tracer trace --json ...` in a subprocess."""
+    """`python3 -m tracer trace --json ...` (or `command trace ...`) in a subprocess."""
 
-    def __init__(self, args: List[str], timeout: float = 60.0):
+    # command is keyword-only: scripts/vm/guest_checks.py raises the last
+    # positional default (the start timeout) for slow guests
+    def __init__(self, args: List[str], timeout: float = 60.0, *, command: Optional[List[str]] = None):
+        command = command or [sys.executable, "-m", "tracer"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tracer", "trace", "--json", *args], cwd=ROOT,
+            [*command, "trace", "--json", *args], cwd=ROOT,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + timeout
         self.start_line = ""
@@ -76,11 +83,11 @@ class Tracer:
         return {"events": events, "totals": totals, "returncode": self.proc.returncode, "stderr": err}
 
 
-def run_once(scenario: str, count: Optional[int] = None) -> Dict:
+def run_once(scenario: str, count: Optional[int] = None, command: Optional[List[str]] = None) -> Dict:
     """One scenario under the tracer, filtered on the lab's namespace."""
     family, counter = SCENARIO_FAMILY[scenario]
     with Lab(allow_global_sysctls=True) as lab:
-        tracer = Tracer(["--netns", lab.netns_name])
+        tracer = Tracer(["--netns", lab.netns_name], command=command)
         try:
             result = lab.run(scenario, count=count)
             time.sleep(0.3)      # let the last events reach the ring buffer
@@ -103,13 +110,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("scenarios", nargs="*", default=list(SCENARIO_FAMILY))
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--tracer", default=None, help="the tcpoom command to run (default: python3 -m tracer)")
     args = ap.parse_args()
+    command = shlex.split(args.tracer) if args.tracer else None
     bad = 0
     for scenario in args.scenarios:
         ok = 0
         figures = []
         for _ in range(args.runs):
-            r = run_once(scenario)
+            r = run_once(scenario, command=command)
             good = (r["returncode"] == 0 and r["lost"] == 0 and r["printed"] == r["seen"]
                     and (r["counter"] is None or r["seen"] == r["kernel_delta"] == r["lab_delta"])
                     and (r["counter"] is not None or r["seen"] > 0))
@@ -117,6 +126,8 @@ def main() -> int:
             figures.append(f"{r['seen']}/{r['kernel_delta']}")
         bad += ok != args.runs
         print(f"{scenario:<14} {ok}/{args.runs} runs exact   seen/kernel: {' '.join(figures)}", flush=True)
+        if ok != args.runs and r["returncode"] != 0:
+            print(r["stderr"].strip(), file=sys.stderr)
     return 1 if bad else 0
 
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tracer.host import holders, netns
+from tracer.host import holders, netns, owners
 
 HDR = struct.Struct("=IHHII")
 
@@ -250,7 +250,7 @@ def test_a_huge_fd_table_is_read_in_parts(tmp_path):
     wanted = {"socket:[42]": 42}
     done, found, finished, parts = 0, [], False, 0
     while not finished:
-        n, hits, finished = holders._scan_pid(str(tmp_path), 700, wanted, deadline=0, skip=done)
+        n, hits, finished = owners._scan_pid(str(tmp_path), 700, wanted, deadline=0, skip=done)
         assert n > done    # each call gets further, even with no time at all
         done, found, parts = n, found + hits, parts + 1
     assert found == [(42, "599")] and done == 600 and parts == 3

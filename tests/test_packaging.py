@@ -21,14 +21,23 @@ def test_the_installed_package_has_every_module_and_its_report_runs(tmp_path):
                    check=True, capture_output=True)
     source = {os.path.relpath(os.path.join(d, f), ROOT)
               for d, _, files in os.walk(os.path.join(ROOT, "tracer")) for f in files
-              if f.endswith(".py") or "/bpfobj" in d and not f.endswith(".pyc")}
+              if f.endswith((".py", ".css", ".js")) or "/bpfobj" in d and not f.endswith(".pyc")}
     installed = {os.path.relpath(os.path.join(d, f), target)
                  for d, _, files in os.walk(target / "tracer") for f in files}
     assert source - installed == set()
+    # the metadata's version is tracer.__version__ (pyproject.toml: dynamic)
+    from tracer import __version__
+    assert (target / f"tcpoom-{__version__}.dist-info").is_dir()
     # run from elsewhere, so the source tree is not on the path
-    out = subprocess.run([sys.executable, "-m", "tracer", "report", "--format", "json",
-                          os.path.join(ROOT, "tests", "data", "sample.tcpoom")],
-                         cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(target)),
-                         capture_output=True, text=True)
+    def report(fmt):
+        return subprocess.run([sys.executable, "-m", "tracer", "report", "--format", fmt,
+                               os.path.join(ROOT, "tests", "data", "sample.tcpoom")],
+                              cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(target)),
+                              capture_output=True, text=True)
+    out = report("json")
     assert out.returncode == 0, out.stderr
     assert '"families"' in out.stdout or '"hosts"' in out.stdout
+    # the HTML page reads its CSS and script from package files
+    out = report("html")
+    assert out.returncode == 0, out.stderr
+    assert "<style>" in out.stdout and "data-charts-hooked" in out.stdout

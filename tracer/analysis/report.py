@@ -11,7 +11,7 @@ import struct
 from typing import Dict, List, Optional, Tuple
 
 from . import diagnosis
-from .doctor import margin_text
+from tracer.model.units import margin_text
 from tracer.model import events as ev
 from tracer.model.aggregate import Aggregate, comm_of, top_with_socket
 from tracer.model.clock import Clock

@@ -6,7 +6,6 @@ with records; this module never formats anything.
 """
 from __future__ import annotations
 
-import os
 import signal
 import time
 from typing import Callable, Dict, List, Optional
@@ -14,6 +13,7 @@ from typing import Callable, Dict, List, Optional
 from tracer.model import events as ev
 from tracer.kernel import facts as kernel_facts, loader, preload
 from tracer.host import netns, procfs, snapshots
+from tracer.host.privileges import privileged
 from tracer.errors import KernelUnsupported, PermissionNeeded, UsageError
 from tracer.model.events import EVENT_SIZE, FRAME, STRIDE, Event, frame
 from tracer.model.samples import Sampled
@@ -80,26 +80,12 @@ class PressureSampler:
                           pid=0, comm=b"")
 
 
-def privileged() -> bool:
-    """CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON (5.8+), in the effective set:
-    uid 0 alone means nothing in a container that dropped them."""
-    try:
-        with open("/proc/self/status") as f:
-            caps = next(int(ln.split()[1], 16) for ln in f if ln.startswith("CapEff:"))
-    except (OSError, StopIteration, ValueError):
-        return os.geteuid() == 0
-    sys_admin, perfmon, bpf = 1 << 21, 1 << 38, 1 << 39
-    return bool(caps & sys_admin) or (caps & bpf and caps & perfmon) == (bpf | perfmon)
-
-
 def resolve_netns(ref: Optional[str]) -> int:
     if not ref:
         return 0
     try:
-        key = int(ref) if ref.isdigit() else ref
         # reachable, not just a number: its TcpExt counters are read from inside it
-        netns.resolve(key)
-        return netns.netns_inode(key)
+        return netns.lookup(ref)[1]
     except (netns.NetnsError, OSError) as e:
         raise UsageError(f"--netns {ref}: {e}") from None
 
@@ -236,24 +222,6 @@ class Capture:
         now = self._misses_now()
         return {f: (None if now.get(f) is None else now[f] - (self._misses_before.get(f) or 0))
                 for f in self.families if self.plan.families[f].programs}
-
-    def loss_block(self, counters: List[int], last: dict) -> Optional[dict]:
-        """A trace file's loss block for what was lost (ring buffer full) and
-        missed (the kernel's miss counts) since the previous one, or None;
-        `last` carries the previous figures between calls."""
-        lost = {ev.FAMILIES[i - ev.CNT_LOST_BASE]: counters[i] - last.get(i, 0)
-                for i in range(ev.CNT_LOST_BASE, ev.CNT_MAX)
-                if i - ev.CNT_LOST_BASE in ev.FAMILIES and counters[i] > last.get(i, 0)}
-        missed_now = self.missed()
-        missed = {f: n - last.get(f, 0) for f, n in missed_now.items() if n and n > last.get(f, 0)}
-        if not lost and not missed:
-            return None
-        last.update({i: counters[i] for i in range(ev.CNT_LOST_BASE, ev.CNT_MAX)})
-        last.update({f: n for f, n in missed_now.items() if n is not None})
-        block = {"ts_ns": time.monotonic_ns(), "lost": lost}
-        if missed:
-            block["missed"] = missed
-        return block
 
     def missed_unmeasured(self) -> Dict[str, str]:
         m = getattr(self.session, "misses", None)

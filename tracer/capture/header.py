@@ -8,21 +8,17 @@ import os
 import socket
 import time
 
+from tracer import __version__
 from tracer.host import pcpu_margin, procfs
 from tracer.model import events as ev
 from tracer.model.events import EVENT_SIZE
 from .capture import Capture
 
 
-def _mem_total_kb() -> int:
-    with open("/proc/meminfo") as f:
-        return int(next(ln for ln in f if ln.startswith("MemTotal:")).split()[1])
-
-
 def header(cap: Capture, argv) -> dict:
     return {
         "format": "tcpoom-trace",
-        "tcpoom_version": "0.1.0",
+        "tcpoom_version": __version__,
         "hostname": socket.gethostname(),
         "kernel": os.uname().release,
         "machine": os.uname().machine,
@@ -36,7 +32,7 @@ def header(cap: Capture, argv) -> dict:
         "families": cap.families,
         "filters": {"netns": cap.filters.netns, "pid": cap.filters.pid, "port": cap.filters.port},
         "page_size": os.sysconf("SC_PAGE_SIZE"),
-        "mem_total_kb": _mem_total_kb(),
+        "mem_total_kb": procfs.mem_total() // 1024,
         # 6.0+: how far sockstat mem and memory_allocated can be from the truth
         "pcpu_margin": pcpu_margin.margin(),
         "sysctls": dataclasses.asdict(procfs.tcp_limits(cap.filters.netns or None)),

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from tracer import __version__
 from tracer.errors import TcpoomError
 
 # (module, command) pairs: the module's docstring is the command's help text
@@ -31,7 +32,9 @@ class _LazyGroup(click.Group):
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(None, "-V", "--version", package_name="tcpoom")
+# the version from the source, not package metadata: a zipapp or a Debian
+# package has none that importlib.metadata finds
+@click.version_option(__version__, "-V", "--version", prog_name="tcpoom")
 def cli() -> None:
     """Trace every TCP socket-memory decision of the Linux kernel: orphan aborts,
     tcp_mem refusals, TIME_WAIT bucket overflows and memory pressure."""

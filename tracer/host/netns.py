@@ -19,7 +19,7 @@ import contextlib
 import ctypes
 import os
 import threading
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Tuple, Union
 
 from tracer.errors import TcpoomError
 
@@ -61,6 +61,14 @@ def resolve(ref: NetnsRef) -> str:
     if not os.path.exists(ref):
         raise NetnsError(f"no such namespace file: {ref}")
     return ref
+
+
+def lookup(ref: str) -> Tuple[str, int]:
+    """(path, inode) of the namespace a user named on the command line: a name
+    (ip netns), a path, or an inode number."""
+    key: NetnsRef = int(ref) if ref.isdigit() else ref
+    path = resolve(key)
+    return path, netns_inode(path)
 
 
 def _path_of_inode(inode: int) -> str:

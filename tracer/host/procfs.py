@@ -63,6 +63,20 @@ def read_sockstat(netns: NetnsRef = None) -> Dict[str, Dict[str, int]]:
     return parse_sockstat(_read_text(f"{_PROC_NET}/sockstat", netns))
 
 
+def read_sockstat6(netns: NetnsRef = None) -> Dict[str, Dict[str, int]]:
+    """TCP6 `inuse` (per namespace); missing on a kernel without IPv6."""
+    return parse_sockstat(_read_text(f"{_PROC_NET}/sockstat6", netns))
+
+
+def mem_total() -> int:
+    """MemTotal of /proc/meminfo, in bytes."""
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    raise ValueError("no MemTotal in /proc/meminfo")
+
+
 # ---------------------------------------------------------------------------------------
 # /proc/net/netstat (and /proc/net/snmp, which has the same layout)
 
@@ -161,7 +175,8 @@ def write_sysctl(name: str, value, netns: NetnsRef = None) -> None:
         _netns.run_in_netns(netns, write)
 
 
-def _triple(text: str) -> Tuple[int, int, int]:
+def triple(text: str) -> Tuple[int, int, int]:
+    """"4096 131072 6291456" -> (4096, 131072, 6291456)."""
     low, mid, high = (int(word) for word in text.split())
     return low, mid, high
 
@@ -203,11 +218,11 @@ def tcp_limits(netns: NetnsRef = None) -> TcpLimits:
     def per_netns() -> dict:
         return {
             "tcp_max_tw_buckets": int(read_sysctl("net.ipv4.tcp_max_tw_buckets")),
-            "tcp_rmem": _triple(read_sysctl("net.ipv4.tcp_rmem")),
-            "tcp_wmem": _triple(read_sysctl("net.ipv4.tcp_wmem")),
+            "tcp_rmem": triple(read_sysctl("net.ipv4.tcp_rmem")),
+            "tcp_wmem": triple(read_sysctl("net.ipv4.tcp_wmem")),
         }
     return TcpLimits(
-        tcp_mem=_triple(read_host_sysctl("net.ipv4.tcp_mem")),
+        tcp_mem=triple(read_host_sysctl("net.ipv4.tcp_mem")),
         tcp_max_orphans=int(read_host_sysctl("net.ipv4.tcp_max_orphans")),
         page_size=os.sysconf("SC_PAGE_SIZE"),
         **(per_netns() if netns is None else _netns.run_in_netns(netns, per_netns)),

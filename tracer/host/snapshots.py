@@ -24,7 +24,7 @@ def take(netns: Optional[int] = None) -> dict:
             "pressure": procfs.tcp_memory_pressure(),
         }
         try:
-            out["sockstat6"] = procfs.parse_sockstat(open("/proc/thread-self/net/sockstat6").read())
+            out["sockstat6"] = procfs.read_sockstat6()
         except OSError:
             out["sockstat6"] = {}
         return out

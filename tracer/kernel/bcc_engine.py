@@ -20,7 +20,7 @@ import sys
 import tempfile
 from typing import Dict, List, Optional
 
-from . import libbpf, misses
+from . import libbpf, misses, objects
 from tracer.errors import KernelUnsupported, LoadError, UsageError
 from tracer.model.events import CNT_MAX, EVENT_SIZE, STRIDE
 from .facts import KernelFacts
@@ -28,10 +28,9 @@ from .loader import DEFAULT_RINGBUF, Filters
 from .plan import BCC_ATTACH, Plan
 from .ringbuf import WAKEUP_FILL_DIVISOR, RingBuffer
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 #: the C text and the layout header, copied next to the CO-RE objects by
 #: scripts/build-bpf (checked in CI), so an installed tcpoom has them
-SOURCE_DIR = os.path.join(HERE, "bpfobj")
+SOURCE_DIR = objects.directory()
 SOURCE = os.path.join(SOURCE_DIR, "tcpoom_bcc.c")
 #: where Debian's and Ubuntu's python3-bpfcc put the module
 DIST_PACKAGES = ("/usr/lib/python3/dist-packages", "/usr/lib/python3/site-packages")

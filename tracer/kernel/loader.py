@@ -13,14 +13,14 @@ import re
 import struct
 from typing import List, Optional, Sequence
 
-from . import btfcache, libbpf, misses
+from . import btfcache, libbpf, misses, objects
 from tracer.errors import LoadError, PermissionNeeded
 from tracer.model.events import CNT_MAX
 from .facts import KernelFacts
 from .plan import Plan
 from .ringbuf import RingBuffer
 
-OBJECT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bpfobj", "tcpoom.bpf.o")
+OBJECT = objects.path("tcpoom.bpf.o")
 DEFAULT_RINGBUF = 4 << 20
 #: each attaching command's default ring buffer: record and live take storms
 #: whole; trace is read as it prints

@@ -11,10 +11,11 @@ from __future__ import annotations
 import operator
 import struct
 from collections import Counter
-from itertools import compress, repeat
+from itertools import repeat
 from typing import Dict, List, Optional, Tuple
 
 from . import events as ev
+from .columns import FAMILY_MASKS, Columns, count_keys
 
 _OFF = ev.layout_offsets()
 _SIZE = ev.EVENT_SIZE
@@ -88,7 +89,7 @@ class Aggregate:
             return
         # a buffer of whole strides (the last record's padding may be missing)
         records = bytes(records[:count * stride]).ljust(count * stride, b"\0")
-        cols = _Columns(records, count, stride, skip)
+        cols = Columns(records, count, stride, skip)
         ts = cols.col("ts_ns")
         lo, hi = min(ts), max(ts)
         self.first_ns = lo if self.first_ns is None else min(self.first_ns, lo)
@@ -100,35 +101,35 @@ class Aggregate:
         else:
             sec = (None, list(map(operator.floordiv, ts, repeat(_NS, count))))
         fam = cols.part("family")
-        _count(self.by_family, [fam], count)
-        _count(self.by_verdict, [fam, cols.part("verdict")], count)
-        _count(self.per_second, [fam, sec], count)
+        count_keys(self.by_family, [fam], count)
+        count_keys(self.by_verdict, [fam, cols.part("verdict")], count)
+        count_keys(self.per_second, [fam, sec], count)
         if detail_every > 1 and count > detail_every:
             # every detail_every-th record: the same buffer read with a longer
             # stride, no copy
             second = cols.second
-            cols = _Columns(records, -(-count // detail_every), stride * detail_every, skip)
+            cols = Columns(records, -(-count // detail_every), stride * detail_every, skip)
             cols.second = second
             self.detail_sampled = detail_every
         self._add_details(cols)
 
-    def _add_details(self, cols: "_Columns") -> None:
+    def _add_details(self, cols: "Columns") -> None:
         n = cols.n
-        _count(self.methods, [cols.part("family"), cols.part("method")], n)
-        _count(self.netns, [cols.part("netns")], n)
+        count_keys(self.methods, [cols.part("family"), cols.part("method")], n)
+        count_keys(self.netns, [cols.part("netns")], n)
         # comm as its two 8-byte words: decoded once per distinct process at the end
-        _count(self.processes, [cols.part("pid"), cols.part("comm"), cols.part("comm", 8)], n)
+        count_keys(self.processes, [cols.part("pid"), cols.part("comm"), cols.part("comm", 8)], n)
         af = cols.part("af")
-        _count(self.local_ports, [af, cols.part("sport")], n)
-        _count(self.remote_peers, [af, cols.part("daddr"), cols.part("daddr", 8)], n)
+        count_keys(self.local_ports, [af, cols.part("sport")], n)
+        count_keys(self.remote_peers, [af, cols.part("daddr"), cols.part("daddr", 8)], n)
         self._add_memory(cols)
         fam_bytes = cols.records[cols.skip + _OFF["family"]::cols.stride]
         for family, add in ((ev.OOM_CHECK, self._add_oom), (ev.TW_OVERFLOW, self._add_tw)):
             k = fam_bytes.count(family)
             if k:
-                add(cols if k == n else cols.only(fam_bytes.translate(_MASKS[family])))
+                add(cols if k == n else cols.only(fam_bytes.translate(FAMILY_MASKS[family])))
 
-    def _add_memory(self, c: "_Columns") -> None:
+    def _add_memory(self, c: "Columns") -> None:
         mem, high = c.part("memory_allocated"), c.part("tcp_mem", 16)
         if mem[1] is None:
             top, i = mem[0], 0
@@ -154,11 +155,11 @@ class Aggregate:
             self.peaks["memory_over"].offer(v, c.at("ts_ns", i), pages=c.at("memory_allocated", i),
                                             tcp_mem2=c.at("tcp_mem", i, 16))
 
-    def _add_oom(self, c: "_Columns") -> None:
+    def _add_oom(self, c: "Columns") -> None:
         n = c.n
         shift, orphans = c.part("shift"), c.part("orphans")
-        _count(self.oom_callers, [c.part("caller")], n)
-        _count(self.shift, [shift], n)
+        count_keys(self.oom_callers, [c.part("caller")], n)
+        count_keys(self.shift, [shift], n)
         # the highest shift decided in each second
         if c.second is not None:
             seconds = [(c.second, shift[0] if shift[1] is None else max(shift[1]))]
@@ -200,7 +201,7 @@ class Aggregate:
         self.peaks["orphans_shifted"].offer(v, c.at("ts_ns", i), shift=c.at("shift", i),
                                             orphans=c.at("orphans", i), max_orphans=c.at("max_orphans", i))
 
-    def _add_tw(self, c: "_Columns") -> None:
+    def _add_tw(self, c: "Columns") -> None:
         tw = c.part("tw_count")
         i = 0 if tw[1] is None else tw[1].index(max(tw[1]))
         self.peaks["tw"].offer(c.at("tw_count", i), c.at("ts_ns", i), limit=c.at("max_tw_buckets", i),
@@ -307,101 +308,6 @@ class Aggregate:
             self.last_ns = other.last_ns if self.last_ns is None else max(self.last_ns, other.last_ns)
         self.events += other.events
         self.detail_sampled = max(self.detail_sampled, other.detail_sampled)
-
-
-# ---------------------------------------------------------------- columns
-
-_FMT = {"Q": "Q", "q": "q", "I": "I", "i": "i", "H": "H", "B": "B", "3q": "q", "16s": "Q"}
-_CODE = {name: _FMT[code] for name, code in ev.LAYOUT}
-
-
-class _Columns:
-    """The columns of one buffer of whole strides. A column that holds one
-    value over the buffer (the usual case in a storm: one process, one
-    namespace, one peer) is recognised from strided byte slices, which cost a
-    few nanoseconds a record, and is then counted once instead of per record.
-    With a mask, only the records whose mask byte is 1 are seen."""
-
-    def __init__(self, records: bytes, count: int, stride: int, skip: int, mask: Optional[bytes] = None):
-        self.records, self.count, self.stride, self.skip = records, count, stride, skip
-        self.mask = mask
-        self.n = count if mask is None else mask.count(1)
-        self.second: Optional[int] = None     # the one second every record falls in, if so
-        self._mv = memoryview(records)
-        self._views: Dict[str, memoryview] = {}
-        self._masked: Dict[Tuple[str, int], list] = {}
-
-    def only(self, mask: bytes) -> "_Columns":
-        sub = _Columns(self.records, self.count, self.stride, self.skip, mask)
-        sub.second = self.second
-        return sub
-
-    def _off(self, name: str, extra: int) -> int:
-        return self.skip + _OFF[name] + extra
-
-    def col(self, name: str, extra: int = 0) -> list:
-        fmt = _CODE[name]
-        view = self._views.get(fmt)
-        if view is None:
-            view = self._views[fmt] = self._mv.cast(fmt)
-        width = view.itemsize
-        values = view[self._off(name, extra) // width::self.stride // width].tolist()
-        if self.mask is None:
-            return values
-        masked = self._masked[name, extra] = list(compress(values, self.mask))
-        return masked
-
-    def at(self, name: str, i: int, extra: int = 0) -> int:
-        """Field `name` of the i-th record seen."""
-        if self.mask is not None:
-            values = self._masked.get((name, extra))
-            return (values if values is not None else self.col(name, extra))[i]
-        return struct.unpack_from("<" + _CODE[name], self.records,
-                                  self._off(name, extra) + i * self.stride)[0]
-
-    def const(self, name: str, extra: int = 0) -> Optional[int]:
-        """The column's one value, or None when it varies."""
-        if self.mask is not None:
-            values = self.col(name, extra)
-            return values[0] if values.count(values[0]) == len(values) else None
-        off = self._off(name, extra)
-        fmt = _CODE[name]
-        for k in range(struct.calcsize(fmt)):
-            b = self.records[off + k::self.stride]
-            if b.count(b[0]) != self.count:
-                return None
-        return struct.unpack_from("<" + fmt, self.records, off)[0]
-
-    def part(self, name: str, extra: int = 0) -> Tuple[Optional[int], Optional[list]]:
-        """(value, None) for a constant column, (None, values) otherwise."""
-        v = self.const(name, extra)
-        return (v, None) if v is not None else (None, self.col(name, extra))
-
-
-def _count(counter: Counter, parts: List[Tuple[Optional[int], Optional[list]]], n: int) -> None:
-    """counter[key] += 1 per record, the key made of `parts` (a single part:
-    the value itself, several: a tuple), with the constant parts counted once."""
-    varying = [i for i, (_, values) in enumerate(parts) if values is not None]
-    key = [v for v, _ in parts]
-    if len(parts) == 1:
-        if varying:
-            counter.update(parts[0][1])
-        else:
-            counter[key[0]] += n
-    elif not varying:
-        counter[tuple(key)] += n
-    elif len(varying) == 1 and len(distinct := Counter(parts[varying[0]][1])) * 4 < n:
-        # few values (a handful of ports, say): one key built per value
-        j = varying[0]
-        for value, k in distinct.items():
-            key[j] = value
-            counter[tuple(key)] += k
-    else:
-        counter.update(zip(*(values if values is not None else repeat(v, n) for v, values in parts)))
-
-
-# bytes.translate tables: a record's family byte -> 1 for the wanted family, else 0
-_MASKS = {f: bytes(1 if i == f else 0 for i in range(256)) for f in ev.FAMILIES}
 
 
 def _percent(pages: int, high: int) -> int:

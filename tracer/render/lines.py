@@ -1,7 +1,7 @@
 """One event as one text line or one JSON object (`tcpoom trace`, `replay`)."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict
 
 from tracer.model import events as ev
 from tracer.model.clock import Clock  # noqa: F401  (one clock model: clock.py)

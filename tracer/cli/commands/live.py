@@ -19,8 +19,6 @@ from typing import Optional, Tuple
 
 import click
 
-from tracer.host import snapshots
-from tracer.model import tracefile as tf
 from tracer.capture.capture import Capture, Stop
 from tracer.render.dashboard import DashboardState, render, summary_text
 from tracer.model.events import EVENT_SIZE
@@ -31,7 +29,8 @@ from tracer.kernel.loader import RINGBUF_DEFAULTS
 from tracer import outfile
 from tracer.capture.recorder import Recorder
 from tracer.capture.header import header
-from tracer.host.snapshots import HOLDERS_EVERY_S
+from tracer.capture.recording import Recording
+from tracer.capture.tick import Second, Tick
 from .options import capture_options, filters_from
 
 
@@ -56,11 +55,9 @@ def live(record_to: Optional[str], no_screen: bool, interval: float, duration: O
     cap = Capture(filters, ringbuf_size, synthetic_pid=synthetic_pid, engine=engine)
     screen = sys.stdout.isatty() and not no_screen
     stop = Stop(duration, None)
-    rec: Optional[Recorder] = None
     kmsg = KernelLog()
     keys = Keys() if screen else None
-    state = {"snap_at": 0.0, "draw_at": 0.0, "print_at": time.monotonic() + interval,
-             "holders_at": 0.0, "pressure": False}
+    state = {"draw_at": 0.0, "print_at": time.monotonic() + interval}
     try:
         cap.start()
         hdr = header(cap, sys.argv)
@@ -68,46 +65,31 @@ def live(record_to: Optional[str], no_screen: bool, interval: float, duration: O
         st.sampled = cap.sampled
         st.kmsg_error = kmsg.error
         st.add_snapshot(cap.first_snapshot)
+        tick = Tick(cap.session, filters.netns, missed=cap.missed)
+        recording = None
         if record_to:
-            rec = Recorder(record_to, hdr, EVENT_SIZE, force=force)
-            rec.add_json(tf.SNAPSHOT, cap.first_snapshot)
+            recording = Recording(Recorder(record_to, hdr, EVENT_SIZE, force=force), cap, tick, stop)
 
         def sink(payload: bytes, n: int) -> int:
             st.add_events(payload, n)
-            if rec:
-                rec.add_events(payload, n)
+            if recording:
+                recording.events(payload, n)
             return n
 
-        def tick() -> None:
-            now = time.monotonic()
-            if now - state["snap_at"] >= 1.0:
-                state["snap_at"] = now
-                snap = snapshots.take(filters.netns or None)
-                st.add_snapshot(snap)
-                st.counters = cap.session.counters()
-                st.missed = cap.missed()
-                msgs = kmsg.read_new()
-                st.add_kmsg(_kmsg_counts(msgs), suppressed_total(msgs))
-                pressure = bool(snap.get("pressure"))
-                if pressure and (not state["pressure"] or now - state["holders_at"] >= HOLDERS_EVERY_S):
-                    state["holders_at"] = now
-                    try:
-                        from tracer.host import holders
-                        st.holders = holders.snapshot(netns=filters.netns or None)
-                        if rec:
-                            rec.add_json(tf.HOLDERS, dict(st.holders, reason="pressure"))
-                    except Exception as e:         # a bonus: never stop the view for it
-                        st.note = f"holders: {e}"
-                state["pressure"] = pressure
-                if rec:
-                    rec.add_json(tf.SNAPSHOT, snap)
-                    rec.add_json(tf.COUNTERS, {"ts_ns": time.monotonic_ns(), "counters": st.counters})
-                    loss = cap.loss_block(st.counters, state.setdefault("lost", {}))
-                    if loss:
-                        rec.add_json(tf.LOSS, loss)
+        def second(s: Second) -> None:
+            st.add_snapshot(s.snapshot)
+            st.counters = s.counters
+            st.missed = s.missed_total
+            msgs = kmsg.read_new()
+            st.add_kmsg(_kmsg_counts(msgs), suppressed_total(msgs))
+            if s.holders is not None:
+                if "error" in s.holders:
+                    st.note = f"holders: {s.holders['error']}"
+                else:
+                    st.holders = s.holders
+
+        def call(now: float) -> None:
             st.now_ns = time.monotonic_ns()
-            if rec:
-                rec.tick()
             if keys and "q" in keys.read().lower():
                 stop.request("q")
             if screen and now - state["draw_at"] >= 0.25:
@@ -116,6 +98,8 @@ def live(record_to: Optional[str], no_screen: bool, interval: float, duration: O
             elif not screen and now >= state["print_at"]:
                 state["print_at"] = now + interval
                 print(summary_text(st), flush=True)
+
+        tick.on_second(second).on_call(call)
 
         if screen:
             from rich.console import Console
@@ -128,8 +112,8 @@ def live(record_to: Optional[str], no_screen: bool, interval: float, duration: O
             view = console = None
             print(f"tcpoom: live summaries every {interval:g} s. Ctrl-C to stop.", file=sys.stderr, flush=True)
             totals = cap.run(sink, stop, tick)
-        if rec:
-            rec.close({"stop_reason": totals.stop_reason, "totals": totals.to_json()})
+        if recording:
+            recording.close(totals)
     finally:
         if keys:
             keys.close()

@@ -13,25 +13,19 @@ from __future__ import annotations
 
 import re
 import sys
-import time
 from typing import Optional, Tuple
 
 import click
 
-from tracer.model import events as ev
-from tracer.host import procfs, snapshots
 from tracer import outfile
-from tracer.model import tracefile as tf
 from tracer.capture.capture import Capture, Stop
-from tracer.model.events import EVENT_SIZE
-from tracer.kernel.loader import RINGBUF_DEFAULTS
-from tracer.capture.recorder import Recorder, RecordingStopped
 from tracer.capture.header import header
-from tracer.host.snapshots import HOLDERS_EVERY_S
+from tracer.capture.recorder import Recorder, RecordingStopped
+from tracer.capture.recording import Recording
+from tracer.capture.tick import Tick
+from tracer.kernel.loader import RINGBUF_DEFAULTS
+from tracer.model.events import EVENT_SIZE
 from .options import capture_options, filters_from
-
-LIGHT_EVERY_S = 0.05
-FAMILY_OFFSET = ev.layout_offsets()["family"]
 
 
 def parse_size(text: str) -> int:
@@ -83,57 +77,22 @@ def record(output: str, duration: Optional[float], count: Optional[int], max_siz
     cap.batch_records = 4096
     stop = Stop(duration, count)
     rec: Optional[Recorder] = None
-    state = {"pressure": None, "holders_at": 0.0, "lost": {}, "light_at": 0.0}
-    sample_at_events = False
-
-    def snapshot_blocks():
-        return [tf.encode_json(tf.SNAPSHOT, snapshots.take(filters.netns or None), compress)]
-
-    def tick() -> None:
-        now = time.monotonic()
-        if now - state.get("snap_at", 0.0) >= 1.0:
-            state["snap_at"] = now
-            snap = snapshots.take(filters.netns or None)
-            rec.add_json(tf.SNAPSHOT, snap)
-            counters = cap.session.counters()
-            rec.add_json(tf.COUNTERS, {"ts_ns": time.monotonic_ns(), "counters": counters})
-            loss = cap.loss_block(counters, state["lost"])
-            if loss:
-                rec.add_json(tf.LOSS, loss)
-            pressure = snap.get("pressure")
-            starts = pressure and not state["pressure"]
-            if pressure and (starts or now - state["holders_at"] >= HOLDERS_EVERY_S):
-                _holders(rec, filters.netns, "pressure started" if starts else "pressure continues")
-                state["holders_at"] = now
-            state["pressure"] = pressure
-        rec.tick()
-        if rec.full:
-            stop.request("max-size")
-
-    def sink(payload: bytes, n: int) -> int:
-        rec.add_events(payload, n)
-        now = time.monotonic()
-        if sample_at_events and now - state["light_at"] >= LIGHT_EVERY_S and \
-                payload[ev.FRAME + FAMILY_OFFSET::ev.STRIDE].count(ev.OOM_CHECK):
-            # this kernel cannot read the orphan count at the decision: sample
-            # it (and the limits) right after the events, not a second later
-            state["light_at"] = now
-            rec.add_json(tf.SNAPSHOT, snapshots.take_light(filters.netns or None))
-        return n
-
     try:
         cap.start()
         rec = Recorder(output, header(cap, sys.argv), EVENT_SIZE, compress, max_size, rotate, keep or 0,
                        force=force)
-        rec.on_rotate = snapshot_blocks
-        rec.add_json(tf.SNAPSHOT, cap.first_snapshot)
-        sample_at_events = "oom_check" in cap.families and \
-            cap.plan.families["oom_check"].fields.get("orphans", ("",))[0] == "sampled"
+        tick = Tick(cap.session, filters.netns, missed=cap.missed)
+        recording = Recording(rec, cap, tick, stop)
+
+        def sink(payload: bytes, n: int) -> int:
+            recording.events(payload, n)
+            return n
+
         if not quiet:
             print(f"tcpoom: recording {', '.join(cap.families)} to {output}. Ctrl-C to stop.",
                   file=sys.stderr, flush=True)
         totals = cap.run(sink, stop, tick)
-        rec.close({"stop_reason": totals.stop_reason, "totals": totals.to_json()})
+        recording.close(totals)
     except RecordingStopped:
         if rec is not None:
             try:
@@ -158,15 +117,3 @@ def _check_output(output: str, rotate: Optional[int], force: bool) -> None:
     for path in (ring[:1] if rotate else [output]):
         outfile.check(path, (), force)
 
-
-def _holders(rec: Recorder, netns: int, reason: str) -> None:
-    try:
-        from tracer.host import holders
-    except ImportError:
-        return
-    try:
-        snap = holders.snapshot(netns=netns or None)
-    except Exception as e:       # a snapshot is a bonus: never stop the recording for it
-        snap = {"error": str(e)}
-    snap["reason"] = reason
-    rec.add_json(tf.HOLDERS, snap)

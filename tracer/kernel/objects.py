@@ -1,0 +1,80 @@
+"""Where the committed BPF objects (tracer/kernel/bpfobj/) are on disk.
+
+libbpf opens the CO-RE object by path, bpftool minimises BTF against it
+(btfcache.py) and bcc compiles its C text with -I on that directory: all need
+real files. Installed or in the source tree they sit next to this module.
+Run from a zipapp (scripts/build-pyz) they are inside the zip: they are
+written once to a private directory named after their content, under
+/run/tcpoom (root only, a tmpfs gone at reboot) where this process may write
+there, else in a temporary directory removed at exit.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+import zlib
+from typing import Dict, Optional
+
+HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bpfobj")
+RUN_DIR = "/run/tcpoom"
+NAMES = ("tcpoom.bpf.o", "tcpoom.h", "tcpoom_bcc.c")
+
+_extracted: Optional[str] = None
+
+
+def directory() -> str:
+    """A directory holding NAMES as files."""
+    global _extracted
+    if os.path.isdir(HERE):
+        return HERE
+    if _extracted is None:
+        _extracted = _extract(_read_packaged())
+    return _extracted
+
+
+def path(name: str) -> str:
+    return os.path.join(directory(), name)
+
+
+def _read_packaged() -> Dict[str, bytes]:
+    # importlib.resources.files is 3.9+ and reads through the zip importer
+    from importlib.resources import files
+    base = files(__package__).joinpath("bpfobj")
+    return {name: base.joinpath(name).read_bytes() for name in NAMES}
+
+
+def _extract(contents: Dict[str, bytes]) -> str:
+    digest = 0
+    for name in NAMES:
+        digest = zlib.crc32(contents[name], digest)
+    target = os.path.join(RUN_DIR, f"bpfobj-{digest:08x}")
+    try:
+        os.makedirs(RUN_DIR, mode=0o700, exist_ok=True)
+        if os.stat(RUN_DIR).st_uid != os.geteuid():
+            raise PermissionError(f"{RUN_DIR} is not ours")
+        _write_all(target, contents)
+        return target
+    except OSError:
+        private = tempfile.mkdtemp(prefix="tcpoom-bpfobj-")
+        atexit.register(shutil.rmtree, private, True)
+        _write_all(private, contents)
+        return private
+
+
+def _write_all(target: str, contents: Dict[str, bytes]) -> None:
+    os.makedirs(target, mode=0o700, exist_ok=True)
+    for name, data in contents.items():
+        dest = os.path.join(target, name)
+        try:
+            with open(dest, "rb") as f:
+                if f.read() == data:
+                    continue
+        except OSError:
+            pass
+        # another tcpoom may be starting from the same zipapp: whole files only
+        fd, part = tempfile.mkstemp(prefix=f".{name}.", dir=target)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(part, dest)
