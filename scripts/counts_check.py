@@ -103,6 +103,8 @@ def run_once(scenario: str, count: Optional[int] = None, command: Optional[List[
         "printed": len(fam_events), "lost": row.get("lost"),
         "kmsg_lines": result.kmsg_lines, "events": fam_events, "totals": totals,
         "returncode": got["returncode"], "stderr": got["stderr"],
+        # pressure enters and leaves seen beside the scenario's own family
+        "pressure_verdicts": [e["verdict"] for e in got["events"] if e["family"] == "pressure"],
     }
 
 

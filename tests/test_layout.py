@@ -46,7 +46,7 @@ def test_constants_match_header():
     c = _header_constants()
     for name in ("VERDICT_ORPHANS", "VERDICT_MEMORY", "VERDICT_KILLED", "VERDICT_RESET",
                  "VERDICT_SHIFT_MIN", "VERDICT_SEND", "VERDICT_RECV", "VERDICT_ENTER",
-                 "VERDICT_LEAVE", "FIELD_SHIFT", "FIELD_ORPHANS", "FIELD_MAX_ORPHANS",
+                 "VERDICT_LEAVE", "VERDICT_CAUSE_LIMIT", "VERDICT_CAUSE_ALLOC", "FIELD_SHIFT", "FIELD_ORPHANS", "FIELD_MAX_ORPHANS",
                  "FIELD_MEMORY", "FIELD_TCP_MEM", "FIELD_TW_COUNT", "FIELD_MAX_TW",
                  "FIELD_VERDICT", "FIELD_CALLER", "FIELD_SOCKET", "FIELD_PRESSURE"):
         assert getattr(ev, name) == c[name], name
@@ -54,7 +54,7 @@ def test_constants_match_header():
     assert c["METHOD_TP_BTF"] == ev.TP_BTF and c["METHOD_SAMPLED"] == ev.SAMPLED
     assert c["CALLER_CLOSE"] == ev.CALLER_CLOSE and c["CALLER_TIMER"] == ev.CALLER_TIMER
     for name in ("CNT_OOM_CHECK", "CNT_TW_OVERFLOW", "CNT_MEM_EXCEED", "CNT_FILTERED",
-                 "CNT_LOST_BASE", "CNT_MAX", "CNT_PRESSURE_LEAVE", "CNT_OOM_CALLS"):
+                 "CNT_LOST_BASE", "CNT_UNPAIRED_BASE", "CNT_MAX", "CNT_PRESSURE_LEAVE", "CNT_OOM_CALLS"):
         assert getattr(ev, name) == c[name], name
 
 

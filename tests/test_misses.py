@@ -88,3 +88,17 @@ def test_attached_tracepoint_programs_report_a_count_here():
     assert traced and set(got) == traced
     if f.version() >= (6, 1):
         assert all(isinstance(n, int) and n >= 0 for n in got.values()), got
+
+
+def test_loss_blocks_carry_misses_to_the_report_and_diagnosis():
+    from tracer.analysis import diagnosis
+    from tracer.model.aggregate import Aggregate
+    agg = Aggregate({})
+    agg.add_loss({"ts_ns": 1, "lost": {"tw_overflow": 1}, "missed": {"tw_overflow": 2}})
+    agg.add_loss({"ts_ns": 2, "lost": {}, "missed": {"tw_overflow": 1, "pressure": 4}})
+    assert dict(agg.missed) == {"tw_overflow": 3, "pressure": 4}
+    m = {"missed": dict(agg.missed)}
+    rec = diagnosis._Recording.__new__(diagnosis._Recording)
+    rec.m = m
+    found, = diagnosis._missed(rec)
+    assert found["id"] == "missed" and found["title"].startswith("7 calls the probes did not see")

@@ -215,13 +215,21 @@ class Capture:
         m = getattr(self.session, "misses", None)
         return m.read() if m is not None else {}
 
-    def missed(self) -> Dict[str, Optional[int]]:
+    def missed(self, counters: Optional[List[int]] = None) -> Dict[str, Optional[int]]:
         """Per traced family, the calls the kernel recorded as missed by its
-        programs since the start (not counted in the counters either); None
-        where this kernel does not count them."""
+        programs since the start (not counted in the counters either), plus
+        the kprobe returns whose entry a nested call took (`counters` given);
+        None where this kernel counts neither."""
         now = self._misses_now()
-        return {f: (None if now.get(f) is None else now[f] - (self._misses_before.get(f) or 0))
-                for f in self.families if self.plan.families[f].programs}
+        out: Dict[str, Optional[int]] = {}
+        for f in self.families:
+            if not self.plan.families[f].programs:
+                continue
+            n = None if now.get(f) is None else now[f] - (self._misses_before.get(f) or 0)
+            slot = ev.CNT_UNPAIRED_BASE + ev.FAMILY_IDS[f]
+            unpaired = counters[slot] if counters and slot < len(counters) else 0
+            out[f] = n if not unpaired else (n or 0) + unpaired
+        return out
 
     def missed_unmeasured(self) -> Dict[str, str]:
         m = getattr(self.session, "misses", None)

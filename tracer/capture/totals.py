@@ -46,6 +46,20 @@ class Totals:
     def lost(self, family: str) -> int:
         return self.counters[ev.CNT_LOST_BASE + ev.FAMILY_IDS[family]]
 
+    def unpaired(self, family: str) -> int:
+        """kprobe tiers: an entry clobbered in its (task, CPU) slot, or a return
+        without its entry: a call whose event was lost, counted in the kernel."""
+        slot = ev.CNT_UNPAIRED_BASE + ev.FAMILY_IDS[family]
+        return self.counters[slot] if slot < len(self.counters) else 0
+
+    def missed_in_all(self, family: str) -> Optional[int]:
+        """The kernel's miss counts plus the unpaired entries; None where
+        neither is counted on this kernel."""
+        kernel, unpaired = self.missed.get(family), self.unpaired(family)
+        if kernel is None and not unpaired:
+            return None
+        return (kernel or 0) + unpaired
+
     def rows(self) -> List[dict]:
         out = []
         for fam in FAMILY_ORDER:
@@ -58,7 +72,7 @@ class Totals:
             row = {
                 "family": fam, "method": f"{fp.method} {fp.target}", "seen": seen,
                 "received": self.received.get(fam, 0),
-                "lost": self.lost(fam), "missed": self.missed.get(fam),
+                "lost": self.lost(fam), "missed": self.missed_in_all(fam),
                 "kernel_counter": name, "kernel_delta": delta,
                 "match": None if delta is None else seen == delta,
                 "not_seen_individually": None,
@@ -89,7 +103,8 @@ class Totals:
             "families": self.rows(),
             "counters": self.verdicts(),
             "lost": {f: self.lost(f) for f in self.families},
-            "missed": {f: self.missed.get(f) for f in self.families if f in self.missed},
+            "missed": {f: self.missed_in_all(f) for f in self.families
+                       if f in self.missed or self.unpaired(f)},
             "filtered": self.counters[ev.CNT_FILTERED],
             "tcpext_delta": {k: self.delta(k) for k in
                              [v for v in KERNEL_COUNTER.values() if v] + list(context)},

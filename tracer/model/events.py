@@ -30,6 +30,8 @@ VERDICT_SEND = 0x0100
 VERDICT_RECV = 0x0200
 VERDICT_ENTER = 0x1000
 VERDICT_LEAVE = 0x2000
+VERDICT_CAUSE_LIMIT = 0x4000     # pressure entered with memory_allocated above tcp_mem[1]
+VERDICT_CAUSE_ALLOC = 0x8000     # ... at or below it: a page or skb allocation failed
 
 # caller
 CALLER_UNKNOWN, CALLER_CLOSE, CALLER_TIMER = 0, 1, 2
@@ -70,7 +72,8 @@ CNT_PRESSURE_ENTER = 12
 CNT_PRESSURE_LEAVE = 13
 CNT_FILTERED = 14
 CNT_LOST_BASE = 16
-CNT_MAX = 24
+CNT_UNPAIRED_BASE = 24
+CNT_MAX = 32
 COUNTER_NAMES = {
     CNT_OOM_CHECK: "oom_check", CNT_OOM_ORPHANS: "oom_check.orphans",
     CNT_OOM_MEMORY: "oom_check.memory", CNT_OOM_CLOSE: "oom_check.close",
@@ -83,6 +86,7 @@ COUNTER_NAMES = {
 }
 for _fam, _name in FAMILIES.items():
     COUNTER_NAMES[CNT_LOST_BASE + _fam] = f"lost.{_name}"
+    COUNTER_NAMES[CNT_UNPAIRED_BASE + _fam] = f"unpaired.{_name}"
 
 TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1",
               5: "FIN_WAIT2", 6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT",
@@ -245,6 +249,10 @@ class Event:
             out.append("recv" if v & VERDICT_RECV else "send")
         elif self.family == PRESSURE:
             out.append("enter" if v & VERDICT_ENTER else "leave")
+            if v & VERDICT_CAUSE_LIMIT:
+                out.append("above_tcp_mem1")
+            elif v & VERDICT_CAUSE_ALLOC:
+                out.append("allocation_failure")
         elif self.family == TW_OVERFLOW:
             out.append("overflow")
         return out

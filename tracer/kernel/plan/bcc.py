@@ -23,6 +23,7 @@ BCC_ATTACH = {
     "twsk_alloc_kretprobe": ("kretprobe", "inet_twsk_alloc"),
     "exceed_raw": ("raw_tp", "sock_exceed_buf_limit"),
     "enter_pressure_kprobe": ("kprobe", "tcp_enter_memory_pressure"),
+    "enter_pressure_kretprobe": ("kretprobe", "tcp_enter_memory_pressure"),
     "leave_pressure_kprobe": ("kprobe", "tcp_leave_memory_pressure"),
 }
 
@@ -72,7 +73,8 @@ def _candidates(f: KernelFacts) -> dict:
         "mem_exceed": [("raw_tp", "sock:sock_exceed_buf_limit", ["exceed_raw"],
                         lambda f: _bcc_raw_tp(f, "sock_exceed_buf_limit", (4, 19)))],
         "pressure": [("kprobe", "tcp_enter/leave_memory_pressure",
-                      ["enter_pressure_kprobe", "leave_pressure_kprobe"], _both_pressure)],
+                      ["enter_pressure_kprobe", "enter_pressure_kretprobe", "leave_pressure_kprobe"],
+                      _both_pressure)],
     }
 
 

@@ -62,10 +62,10 @@ def _pressure_candidates(f: KernelFacts) -> List[Candidate]:
     def both(check):
         return lambda f: check(f, "tcp_enter_memory_pressure") or check(f, "tcp_leave_memory_pressure")
     return [
-        ("fentry", "tcp_enter/leave_memory_pressure", ["enter_pressure_fentry", "leave_pressure_fentry"],
-         both(need_fentry)),
-        ("kprobe", "tcp_enter/leave_memory_pressure", ["enter_pressure_kprobe", "leave_pressure_kprobe"],
-         both(need_kprobe)),
+        ("fentry", "tcp_enter/leave_memory_pressure",
+         ["enter_pressure_fentry", "enter_pressure_fexit", "leave_pressure_fentry"], both(need_fentry)),
+        ("kprobe", "tcp_enter/leave_memory_pressure",
+         ["enter_pressure_kprobe", "enter_pressure_kretprobe", "leave_pressure_kprobe"], both(need_kprobe)),
     ]
 
 

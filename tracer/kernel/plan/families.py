@@ -103,6 +103,16 @@ def orphan_fields(f: KernelFacts, bcc: bool = False) -> Fields:
     return fields
 
 
+def _memory_when(method: str, programs: List[str]) -> str:
+    """When the oom_check programs read memory_allocated (issue 13, finding 7)."""
+    if method in FUNCTION_TIERS and "tcp_out_of_resources" not in "".join(programs):
+        return ("sk->sk_prot->memory_allocated at tcp_check_oom's entry, next to the orphan count "
+                "(the figure tcp_out_of_memory compares)")
+    if method == "kprobe":
+        return "sk->sk_prot->memory_allocated at tcp_out_of_resources' return, after the decision"
+    return "sk->sk_prot->memory_allocated at the reset, after the decision"
+
+
 def oom_fields(f: KernelFacts, method: str, programs: List[str], bcc: bool = False) -> Fields:
     fields = orphan_fields(f, bcc)
     if method in FUNCTION_TIERS and "tcp_out_of_resources" not in "".join(programs):
@@ -119,14 +129,19 @@ def oom_fields(f: KernelFacts, method: str, programs: List[str], bcc: bool = Fal
         fields["caller"] = (EXACT, "timer path only")
         fields["verdict"] = (DERIVED, "recomputed")
     elif method in TRACEPOINT_TIERS:
-        fields["shift"] = (DERIVED, "close path 0; timer path recomputed from lsndtime, sk_err_soft and "
-                                    "the backed-off RTO (a lower bound once the retry budget decides)")
+        fields["shift"] = (DERIVED, "close path 0; timer path recomputed as tcp_out_of_resources does, "
+                                    "from lsndtime and sk_err_soft: do_reset is true on the probe timer "
+                                    "(nothing in flight) and on the retransmit timer while icsk_rto (already "
+                                    "backed off) is below rto_max, or when the reset came more than 60 s "
+                                    "after the last send; a lower bound only when none of these decides")
         fields["caller"] = (DERIVED, "TCP_CLOSE before the reset on the close path")
         fields["verdict"] = (DERIVED, "memory test recomputed; orphans implied when it is false")
     else:
         for k in ("shift", "caller", "verdict", "memory_allocated", "tcp_mem"):
             fields[k] = (UNAVAILABLE, "no per-event method")
         fields["orphans"] = (SAMPLED, "/proc/net/sockstat")
+        return fields
+    fields["memory_allocated"] = (EXACT, _memory_when(method, programs))
     return fields
 
 
@@ -187,8 +202,12 @@ def pressure_fields(method: str) -> Fields:
     if method == "sampled":
         return {"verdict": (SAMPLED, "/proc/net/protocols press every 100 ms"),
                 "memory_allocated": (SAMPLED, "/proc/net/sockstat mem")}
-    return {"verdict": (EXACT, "the tcp_memory_pressure flag at the call"),
-            "memory_allocated": (EXACT, "sk->sk_prot->memory_allocated")}
+    return {"verdict": (EXACT, "one enter and one leave per episode: the tcp_memory_pressure value "
+                               "a call set (enter, at its return) or cleared (leave), recorded once "
+                               "with an atomic map insert, so racing callers report it once"),
+            "cause": (DERIVED, "enter: memory_allocated above tcp_mem[1] at the call is the limit; at "
+                               "or below it, a page-fragment or skb allocation failed (or MPTCP)"),
+            "memory_allocated": (EXACT, "sk->sk_prot->memory_allocated at the call's entry")}
 
 
 def pressure_blind_spot(pr: FamilyPlan) -> str:
