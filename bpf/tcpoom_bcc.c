@@ -9,7 +9,8 @@
  *
  * It writes the same struct tcpoom_event (tcpoom.h, included as is) into a
  * BPF ring buffer and counts into the same per-CPU counter slots as
- * tcpoom.bpf.c, so everything after the ring buffer is shared. The methods are
+ * tcpoom.bpf.c, so everything after the ring buffer is shared; the verdicts
+ * and the counting are verdict.h, included by both. The methods are
  * those of the CO-RE kprobe tier:
  *
  *   oom_check    kprobe+kretprobe tcp_check_oom, kprobe+kretprobe tcp_close
@@ -32,7 +33,7 @@
 #include <linux/tcp.h>		/* struct tcp_sock; net/tcp.h would cost 15% more compile time */
 #include <net/tcp_states.h>
 #include <net/inet_timewait_sock.h>
-#include "tcpoom.h"
+#include "verdict.h"	/* the logic shared with tcpoom.bpf.c; includes tcpoom.h */
 
 /* Read one kernel value of `type` at `addr`; 0 when the read faults. bcc
  * rewrites plain dereferences of probe arguments only, and socket pointers
@@ -45,39 +46,25 @@ _Static_assert(sizeof(struct tcpoom_event) == TCPOOM_EVENT_SIZE, "struct tcpoom_
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(counters, struct tcpoom_counters, 1);
 
-/* tid -> the socket tcp_close() is closing: tells the close path's
- * tcp_check_oom(sk, 0) from the timer path's, and whether it was seen. */
-struct closing_sk {
-	u64 sk;
-	u32 oom_seen;
-	u32 pad;
-};
+/* The structs of these maps: verdict.h. tid -> the socket tcp_close() is
+ * closing; tid -> arguments saved at a kprobe for its kretprobe; tid -> the
+ * orphan figures as tcp_check_oom found them on entry. */
 BPF_HASH(closing, u64, struct closing_sk, 16384);
 
-/* tid -> arguments saved at a kprobe for its kretprobe. */
-struct entry_args {
-	u64 sk;
-	u64 arg;	/* tcp_check_oom: shift; inet_twsk_alloc: death row */
-};
 BPF_HASH(entry, u64, struct entry_args, 16384);
 
-/* tid -> the orphan figures as tcp_check_oom found them on entry: by its
- * return another CPU's 100 ms refresh may have replaced the cached count. */
-struct oom_inputs {
-	s32 orphans;
-	s32 max_orphans;
-	u32 exact;
-	u32 derived;
-};
 BPF_HASH(oom_inputs, u64, struct oom_inputs, 16384);
+
+static __always_inline struct tcpoom_counters *cpu_counters(void)
+{
+	u32 zero = 0;
+
+	return counters.lookup(&zero);
+}
 
 static __always_inline void count(u32 slot)
 {
-	u32 zero = 0;
-	struct tcpoom_counters *c = counters.lookup(&zero);
-
-	if (c && slot < CNT_MAX)
-		__sync_fetch_and_add(&c->slot[slot], 1);
+	tally(cpu_counters(), slot);
 }
 
 /* sk_protocol: a plain u16 from 5.6 (the engine needs 5.8+, for the ring
@@ -124,26 +111,6 @@ static __always_inline bool pass_filters(struct sock *sk)
 out:
 	count(CNT_FILTERED);
 	return false;
-}
-
-static __always_inline void init_event(struct tcpoom_event *e, u8 family)
-{
-	u64 id = bpf_get_current_pid_tgid();
-
-	__builtin_memset(e, 0, sizeof(*e));
-	e->ts_ns = bpf_ktime_get_ns();
-	e->pid = id >> 32;
-	e->tid = (u32)id;
-	e->cpu = bpf_get_smp_processor_id();
-	e->family = family;
-	e->method = family == FAMILY_MEM_EXCEED ? METHOD_RAW_TP : METHOD_KPROBE;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	e->memory_allocated = -1;
-	e->tcp_mem[0] = e->tcp_mem[1] = e->tcp_mem[2] = -1;
-	e->pressure_since = -1;
-	e->orphans = e->max_orphans = e->shift = -1;
-	e->wmem_queued = e->rmem_alloc = e->sndbuf = e->rcvbuf = -1;
-	e->tw_count = e->max_tw_buckets = -1;
 }
 
 /* Wakeups, as in tcpoom.bpf.c's emit(): no wakeup per record, the consumer
@@ -195,47 +162,29 @@ static __always_inline void fill_socket(struct tcpoom_event *e, struct sock *sk)
 }
 
 /* memory_allocated against tcp_mem, through the socket's proto as the kernel
- * compares them (from 6.0 the global figure leaves a per-CPU residue out,
- * exactly as the kernel's own comparison does). */
+ * compares them. */
 static __always_inline void fill_memory(struct tcpoom_event *e, struct proto *prot)
 {
 	atomic_long_t *allocated = RD(atomic_long_t *, &prot->memory_allocated);
-	long *mem = RD(long *, &prot->sysctl_mem);
-	long v = 0;
 
-	if (allocated && !bpf_probe_read_kernel(&v, sizeof(v), &allocated->counter)) {
-		e->memory_allocated = v < 0 ? 0 : v;
-		e->exact |= FIELD_MEMORY;
-	}
-	if (mem && !bpf_probe_read_kernel(e->tcp_mem, sizeof(e->tcp_mem), mem))
-		e->exact |= FIELD_TCP_MEM;
-	/* jiffies when pressure began, 0 when not under pressure */
-	unsigned long *pressure = RD(unsigned long *, &prot->memory_pressure);
+	read_memory(e, allocated, RD(long *, &prot->sysctl_mem),
+		    RD(unsigned long *, &prot->memory_pressure));
+}
 
-	if (pressure && !bpf_probe_read_kernel(&v, sizeof(v), pressure)) {
-		e->pressure_since = v;
-		e->exact |= FIELD_PRESSURE;
-	}
+/* A new event of a socket: who, where, and the memory figures of its proto. */
+static __always_inline void start_event(struct tcpoom_event *e, u8 family, u8 method,
+					struct sock *sk, struct proto *prot)
+{
+	init_event(e, family, method);
+	fill_socket(e, sk);
+	fill_memory(e, prot);
 }
 
 /* The orphan count and limit where the kernel lets us read them. */
 static __always_inline void fill_orphans(struct tcpoom_event *e, struct sock *sk)
 {
-	int v;
-
-	if (MAX_ORPHANS_ADDR &&
-	    !bpf_probe_read_kernel(&v, sizeof(v), (void *)MAX_ORPHANS_ADDR)) {
-		e->max_orphans = v;
-		e->exact |= FIELD_MAX_ORPHANS;
-	}
-	/* 5.15.16+/6.0+: tcp_too_many_orphans() compares this 100 ms cache of
-	 * the per-CPU tcp_orphan_count sums: the exact figure of the decision */
-	if (ORPHAN_CACHE_ADDR &&
-	    !bpf_probe_read_kernel(&v, sizeof(v), (void *)ORPHAN_CACHE_ADDR)) {
-		e->orphans = v;
-		e->exact |= FIELD_ORPHANS;
+	if (read_orphans(e, MAX_ORPHANS_ADDR, ORPHAN_CACHE_ADDR))
 		return;
-	}
 #if LINUX_VERSION_CODE < KERNEL_VERSION(5, 16, 0)
 	/* up to 5.15.0: a percpu_counter in tcp_prot; the kernel reads its
 	 * count first and sums the per-CPU parts only above the limit */
@@ -248,45 +197,6 @@ static __always_inline void fill_orphans(struct tcpoom_event *e, struct sock *sk
 		e->derived |= FIELD_ORPHANS;
 	}
 #endif
-}
-
-/* tcp_out_of_memory(): wmem_queued > SOCK_MIN_SNDBUF (from the headers) and
- * memory_allocated > tcp_mem[2]. */
-static __always_inline bool out_of_memory(const struct tcpoom_event *e)
-{
-	return e->wmem_queued > SOCK_MIN_SNDBUF && e->memory_allocated >= 0 &&
-	       e->tcp_mem[2] >= 0 && e->memory_allocated > e->tcp_mem[2];
-}
-
-/* The verdict of a kill decision: both halves recomputed where the orphan
- * figures are known; else orphans implied when the memory half is false. */
-static __always_inline void fill_verdict(struct tcpoom_event *e)
-{
-	e->verdict |= VERDICT_KILLED;
-	if (out_of_memory(e))
-		e->verdict |= VERDICT_MEMORY;
-	if (e->orphans >= 0 && e->max_orphans >= 0 && e->shift >= 0) {
-		if (((s64)e->orphans << e->shift) > e->max_orphans)
-			e->verdict |= VERDICT_ORPHANS;
-	} else if (!(e->verdict & VERDICT_MEMORY)) {
-		e->verdict |= VERDICT_ORPHANS;
-	}
-	e->derived |= FIELD_VERDICT;
-}
-
-static __always_inline void count_oom(const struct tcpoom_event *e)
-{
-	count(CNT_OOM_CHECK);
-	if (e->verdict & VERDICT_ORPHANS)
-		count(CNT_OOM_ORPHANS);
-	if (e->verdict & VERDICT_MEMORY)
-		count(CNT_OOM_MEMORY);
-	if (e->caller == CALLER_CLOSE)
-		count(CNT_OOM_CLOSE);
-	else if (e->caller == CALLER_TIMER)
-		count(CNT_OOM_TIMER);
-	if (e->verdict & VERDICT_RESET)
-		count(CNT_OOM_RESET);
 }
 
 /* ---------------------------------------------------------------- oom_check */
@@ -314,28 +224,14 @@ static __always_inline int report_check_oom(struct sock *sk, int shift, u8 calle
 
 	if (!pass_filters(sk))
 		goto out;
-	init_event(e, FAMILY_OOM_CHECK);
-	fill_socket(e, sk);
-	fill_memory(e, RD(struct proto *, &sk->__sk_common.skc_prot));
-	if (in && !inferred) {
-		e->orphans = in->orphans;
-		e->max_orphans = in->max_orphans;
-		e->exact |= in->exact & (FIELD_ORPHANS | FIELD_MAX_ORPHANS);
-		e->derived |= in->derived & (FIELD_ORPHANS | FIELD_MAX_ORPHANS);
-	} else {
+	start_event(e, FAMILY_OOM_CHECK, METHOD_KPROBE, sk, RD(struct proto *, &sk->__sk_common.skc_prot));
+	if (in && !inferred)
+		use_oom_inputs(e, in);
+	else
 		fill_orphans(e, sk);
-	}
-	e->shift = shift;
-	e->caller = caller;
-	if (inferred) {
-		e->verdict |= VERDICT_RESET;
-		e->derived |= FIELD_SHIFT;
-		e->exact |= FIELD_CALLER;
-	} else {
-		e->exact |= FIELD_SHIFT | FIELD_CALLER;
-	}
-	fill_verdict(e);
-	count_oom(e);
+	/* SOCK_MIN_SNDBUF: from the running kernel's headers */
+	decide_oom(e, shift, caller, inferred, SOCK_MIN_SNDBUF);
+	tally_oom(cpu_counters(), e);
 	emit(e);
 out:
 	if (in && !inferred)
@@ -397,10 +293,7 @@ int check_oom_kprobe(struct pt_regs *ctx, struct sock *sk, int shift)
 	entry.update(&tid, &a);
 	tmp.orphans = tmp.max_orphans = -1;
 	fill_orphans(&tmp, sk);
-	in.orphans = tmp.orphans;
-	in.max_orphans = tmp.max_orphans;
-	in.exact = tmp.exact;
-	in.derived = tmp.derived;
+	keep_oom_inputs(&in, &tmp);
 	oom_inputs.update(&tid, &in);
 	return 0;
 }
@@ -470,6 +363,7 @@ int twsk_alloc_kretprobe(struct pt_regs *ctx)
 	struct inet_timewait_death_row *dr;
 	struct tcpoom_event ev = {}, *e = &ev;
 	struct sock *sk;
+	int tw_count;
 
 	if (!a)
 		return 0;
@@ -482,17 +376,15 @@ int twsk_alloc_kretprobe(struct pt_regs *ctx)
 	if (!is_tcp(sk) || !pass_filters(sk))
 		return 0;
 	count(CNT_TW_OVERFLOW);
-	init_event(e, FAMILY_TW_OVERFLOW);
-	fill_socket(e, sk);
+	start_event(e, FAMILY_TW_OVERFLOW, METHOD_KPROBE, sk,
+		    RD(struct proto *, &sk->__sk_common.skc_prot));
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 19, 0)
 	/* refcount_t biased by one (5.19+) */
-	e->tw_count = RD(int, &dr->tw_refcount.refs.counter) - 1;
+	tw_count = RD(int, &dr->tw_refcount.refs.counter) - 1;
 #else
-	e->tw_count = RD(int, &dr->tw_count.counter);
+	tw_count = RD(int, &dr->tw_count.counter);
 #endif
-	e->max_tw_buckets = RD(int, &dr->sysctl_max_tw_buckets);
-	e->exact |= FIELD_TW_COUNT | FIELD_MAX_TW | FIELD_VERDICT;
-	fill_memory(e, RD(struct proto *, &sk->__sk_common.skc_prot));
+	mark_tw_overflow(e, tw_count, RD(int, &dr->sysctl_max_tw_buckets), false);
 	emit(e);
 	return 0;
 }
@@ -514,15 +406,9 @@ int exceed_raw(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	if (!pass_filters(sk))
 		return 0;
-	count(CNT_MEM_EXCEED);
-	count(kind ? CNT_MEM_RECV : CNT_MEM_SEND);
-	init_event(e, FAMILY_MEM_EXCEED);
-	fill_socket(e, sk);
-	fill_memory(e, prot);
-	/* the tracepoint's own figure: what the allocation would have made it */
-	e->memory_allocated = allocated;
-	e->verdict = kind ? VERDICT_RECV : VERDICT_SEND;
-	e->exact |= FIELD_MEMORY | FIELD_VERDICT;
+	tally_exceed(cpu_counters(), kind);
+	start_event(e, FAMILY_MEM_EXCEED, METHOD_RAW_TP, sk, prot);
+	mark_exceed(e, allocated, kind);
 	emit(e);
 	return 0;
 }
@@ -536,22 +422,16 @@ static __always_inline int on_pressure(struct sock *sk, bool enter)
 {
 	struct proto *prot = RD(struct proto *, &sk->__sk_common.skc_prot);
 	unsigned long *flag = RD(unsigned long *, &prot->memory_pressure);
-	unsigned long since = 0;
+	unsigned long since;
 	struct tcpoom_event ev = {}, *e = &ev;
 
-	if (!flag || bpf_probe_read_kernel(&since, sizeof(since), flag))
-		return 0;
-	if (enter ? since != 0 : since == 0)
+	if (!pressure_changes(flag, enter, &since))
 		return 0;
 	if (!pass_filters(sk))
 		return 0;
 	count(enter ? CNT_PRESSURE_ENTER : CNT_PRESSURE_LEAVE);
-	init_event(e, FAMILY_PRESSURE);
-	fill_socket(e, sk);
-	fill_memory(e, prot);
-	e->pressure_since = since;
-	e->verdict = enter ? VERDICT_ENTER : VERDICT_LEAVE;
-	e->exact |= FIELD_VERDICT;
+	start_event(e, FAMILY_PRESSURE, METHOD_KPROBE, sk, prot);
+	mark_pressure(e, since, enter);
 	emit(e);
 	return 0;
 }

@@ -3,7 +3,7 @@ a report over a million events costs.
 
     python3 -m scripts.bench_record [--rates 250000,500000,1000000,2000000] [--seconds 3] [--runs 3]
 
-The synthetic source (bench_sys_enter in bpf/tcpoom.bpf.c) makes BATCH records
+The synthetic source (bench_sys_enter in bpf/bench.bpf.c) makes BATCH records
 of the real layout in the kernel each time this process calls getpid(); this
 process paces its calls to offer a target rate, while `tcpoom record` (another
 process, the real command) writes them to a file. Loss is read from the

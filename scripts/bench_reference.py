@@ -3,7 +3,7 @@ way bcc's Python tools read theirs, so tcpoom's figures have a yardstick.
 
     python3 -m scripts.bench_reference --driver-pid PID [--pages N]
 
-The same synthetic source (bench_perf_sys_enter in bpf/tcpoom.bpf.c) sends
+The same synthetic source (bench_perf_sys_enter in bpf/bench.bpf.c) sends
 each record with bpf_perf_event_output() into a perf buffer per CPU; libbpf's
 perf buffer reader calls a Python function per event, which casts the record
 to a ctypes structure, reads its fields and keeps a copy, as a bcc tool

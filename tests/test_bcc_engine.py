@@ -3,11 +3,13 @@ thing runs in the 6.1 guest: tests/test_vm_bcc.py)."""
 import builtins
 import filecmp
 import os
+import re
 
 import pytest
 
 from conftest import DATA, ROOT
 from tracer.kernel import bcc_engine
+from tracer.kernel import objects as objects_mod
 from tracer.errors import LoadError, UsageError
 from tracer.model.events import EVENT_SIZE
 from tracer.kernel.facts import KernelFacts
@@ -21,11 +23,37 @@ def bcc_plan():
     return build(f, engine="bcc")
 
 
-@pytest.mark.parametrize("name", ["tcpoom_bcc.c", "tcpoom.h"])
+def bcc_text_files():
+    """tcpoom_bcc.c and every header it includes, followed to the end."""
+    names, todo = [], ["tcpoom_bcc.c"]
+    while todo:
+        name = todo.pop(0)
+        if name in names:
+            continue
+        names.append(name)
+        with open(os.path.join(ROOT, "bpf", name)) as f:
+            todo += re.findall(r'^#include "([^"]+)"', f.read(), re.M)
+    return names
+
+
+def test_the_bcc_text_shares_the_verdict_header_with_the_co_re_object():
+    assert bcc_text_files() == ["tcpoom_bcc.c", "verdict.h", "tcpoom.h"]
+    with open(os.path.join(ROOT, "bpf", "common.bpf.h")) as f:
+        assert '#include "verdict.h"' in f.read()
+
+
+@pytest.mark.parametrize("name", bcc_text_files())
 def test_the_shipped_text_is_the_source(name):
     # scripts/build-bpf copies them; an installed tcpoom compiles the copy
     assert filecmp.cmp(os.path.join(ROOT, "bpf", name), os.path.join(bcc_engine.SOURCE_DIR, name),
                        shallow=False)
+
+
+def test_the_package_directory_holds_only_what_build_bpf_makes():
+    objects = {f[:-2] + ".o" for f in os.listdir(os.path.join(ROOT, "bpf")) if f.endswith(".bpf.c")}
+    assert set(os.listdir(bcc_engine.SOURCE_DIR)) == objects | set(bcc_text_files())
+    # and a zipapp writes out exactly those files (tracer/kernel/objects.py)
+    assert set(objects_mod.NAMES) == objects | set(bcc_text_files())
 
 
 def test_defines_carry_filters_layout_and_addresses():

@@ -65,3 +65,27 @@ def test_pack_decode_round_trip():
     d = ev.Event.decode(e.pack())
     assert (d.shift, d.orphans, d.tcp_mem, d.comm_str) == (2, 7, (1, 2, 3), "nginx")
     assert d.local == "127.0.0.1:80" and d.remote == "10.0.0.2:5555"
+
+
+def _object_contents(path):
+    """(program names, map names) of a compiled object, opened, not loaded."""
+    from tracer.kernel import libbpf
+    l = libbpf.lib()
+    obj = l.bpf_object__open_file(path.encode(), None)
+    assert obj, path
+    try:
+        progs = {l.bpf_program__name(p).decode() for p in libbpf.iter_programs(obj)}
+        maps = {l.bpf_map__name(m).decode() for m in libbpf.iter_maps(obj)}
+    finally:
+        l.bpf_object__close(obj)
+    return progs, maps
+
+
+def test_the_production_object_carries_no_benchmark_and_the_bench_object_shares_its_maps():
+    from tracer.kernel.loader import BENCH_OBJECT, BENCH_SHARED_MAPS
+    progs, maps = _object_contents(OBJECT)
+    assert not any(p.startswith("bench") for p in progs) and "bench_perf" not in maps
+    assert "check_oom_fexit" in progs and "exceed_raw" in progs
+    bench_progs, bench_maps = _object_contents(BENCH_OBJECT)
+    assert bench_progs == {"bench_sys_enter", "bench_perf_sys_enter"}
+    assert set(BENCH_SHARED_MAPS) <= bench_maps and set(BENCH_SHARED_MAPS) <= maps

@@ -131,6 +131,7 @@ def lib() -> ctypes.CDLL:
             "bpf_map__fd": (i, [vp]),
             "bpf_map__is_internal": (ctypes.c_bool, [vp]),
             "bpf_map__set_max_entries": (i, [vp, u32]),
+            "bpf_map__reuse_fd": (i, [vp, i]),
             "bpf_map__initial_value": (vp, [vp, ctypes.POINTER(ctypes.c_size_t)]),
             "bpf_map__value_size": (u32, [vp]),
             "bpf_map_lookup_elem": (i, [i, vp, vp]),

@@ -21,6 +21,11 @@ from .plan import Plan
 from .ringbuf import RingBuffer
 
 OBJECT = objects.path("tcpoom.bpf.o")
+#: the synthetic event source of the benchmarks (bpf/bench.bpf.c), loaded only
+#: for --synthetic-pid: its events and counters are the production object's
+BENCH_OBJECT = objects.path("bench.bpf.o")
+#: the maps the bench object shares with the production object
+BENCH_SHARED_MAPS = ("events", "counters")
 DEFAULT_RINGBUF = 4 << 20
 #: each attaching command's default ring buffer: record and live take storms
 #: whole; trace is read as it prints
@@ -54,6 +59,7 @@ class Session:
         self.filters = filters
         self._l = libbpf.lib()
         self._obj = None
+        self._bench_obj = None
         self._links: List[int] = []
         self._attached: List[tuple] = []     # (family, method, prog fd, link fd)
         self.misses: Optional[misses.Misses] = None
@@ -67,8 +73,9 @@ class Session:
         # into the ring buffer, or into a perf buffer for the reference pipeline
         self._synthetic_pid = synthetic_pid
         self.preloaded = False      # loaded by preload.py while the CLI was imported
+        self._bench_program = ""
         if synthetic_pid:
-            self.programs.append("bench_sys_enter" if synthetic == "ringbuf" else "bench_perf_sys_enter")
+            self._bench_program = "bench_sys_enter" if synthetic == "ringbuf" else "bench_perf_sys_enter"
 
     # ------------------------------------------------------------ start
     def start(self) -> "Session":
@@ -101,6 +108,8 @@ class Session:
                 self._open(None)
                 self._configure()
                 self._load()
+            if self._bench_program:
+                self._load_bench()
         except BaseException:
             self.close()
             raise
@@ -138,26 +147,35 @@ class Session:
         l = self._l
         values = dict(self.plan.config)
         values.update(filter_netns=self.filters.netns, filter_pid=self.filters.pid,
-                      filter_port=self.filters.port, bench_tgid=self._synthetic_pid)
-        # the object's own BTF as libbpf fixed it up at open: the compiler
-        # leaves DATASEC offsets at 0 in the file
-        layout = libbpf.Btf(l.bpf_object__btf(self._obj), owned=False).datasec_vars(".rodata")
+                      filter_port=self.filters.port)
+        _set_rodata(self._obj, values)
         for m in libbpf.iter_maps(self._obj):
-            name = l.bpf_map__name(m).decode()
-            if name.endswith(".rodata"):
-                size = ctypes.c_size_t()
-                base = l.bpf_map__initial_value(m, ctypes.byref(size))
-                for var, value in values.items():
-                    if var not in layout:
-                        continue
-                    off, width = layout[var]
-                    fmt = {1: "<B", 2: "<H", 4: "<I", 8: "<Q"}[width]
-                    ctypes.memmove(base + off, struct.pack(fmt, value), width)
-            elif name == "events":
+            if l.bpf_map__name(m).decode() == "events":
                 l.bpf_map__set_max_entries(m, self._ringbuf_bytes)
-        wanted = set(self.programs)
-        for p in libbpf.iter_programs(self._obj):
-            l.bpf_program__set_autoload(p, l.bpf_program__name(p).decode() in wanted)
+        _autoload(self._obj, set(self.programs))
+
+    def _load_bench(self) -> None:
+        """The synthetic source's own object, after the production one: it
+        writes into the production ring buffer and counters (their fds reused),
+        so the pipeline reads its records as it reads real ones."""
+        l = self._l
+        if not os.path.exists(BENCH_OBJECT):
+            raise LoadError(f"BPF object {BENCH_OBJECT} missing: run scripts/build-bpf")
+        libbpf.clear_log()
+        self._bench_obj = l.bpf_object__open_file(BENCH_OBJECT.encode(), None)
+        if not self._bench_obj:
+            self._bench_obj = None
+            raise LoadError(f"libbpf could not open {BENCH_OBJECT}: {os.strerror(libbpf.last_errno())}")
+        _set_rodata(self._bench_obj, {"bench_tgid": self._synthetic_pid})
+        for m in libbpf.iter_maps(self._bench_obj):
+            name = l.bpf_map__name(m).decode()
+            if name in BENCH_SHARED_MAPS and l.bpf_map__reuse_fd(m, self.map_fd(name)) != 0:
+                raise LoadError(f"the bench object could not share map {name}: "
+                                f"{os.strerror(libbpf.last_errno())}")
+        _autoload(self._bench_obj, {self._bench_program})
+        if l.bpf_object__load(self._bench_obj) != 0:
+            raise LoadError(f"libbpf could not load {BENCH_OBJECT}: {os.strerror(libbpf.last_errno())}: "
+                            f"{libbpf.log_tail(1)}")
 
     def _load(self) -> None:
         if self._l.bpf_object__load(self._obj) == 0:
@@ -187,6 +205,8 @@ class Session:
             if family:
                 self._attached.append((family, self.plan.families[family].method,
                                        l.bpf_program__fd(p), l.bpf_link__fd(link)))
+        if self._bench_program:
+            self._attach_bench()
         events = l.bpf_object__find_map_by_name(self._obj, b"events")
         counters = l.bpf_object__find_map_by_name(self._obj, b"counters")
         self._counters_fd = l.bpf_map__fd(counters)
@@ -194,8 +214,25 @@ class Session:
         self.ringbuf = RingBuffer(l.bpf_map__fd(events), self._ringbuf_bytes)
         self.misses = misses.Misses(self._attached, _version())
 
+    def _attach_bench(self) -> None:
+        l = self._l
+        for p in libbpf.iter_programs(self._bench_obj):
+            if l.bpf_program__name(p).decode() != self._bench_program:
+                continue
+            link = l.bpf_program__attach(p)
+            if not link:
+                raise LoadError(f"could not attach {self._bench_program}: "
+                                f"{os.strerror(libbpf.last_errno())}")
+            self._links.append(link)
+
     def map_fd(self, name: str) -> int:
-        return self._l.bpf_map__fd(self._l.bpf_object__find_map_by_name(self._obj, name.encode()))
+        """A map of the production object, else of the bench object (bench_perf)."""
+        l = self._l
+        for obj in (self._obj, self._bench_obj):
+            m = l.bpf_object__find_map_by_name(obj, name.encode()) if obj else None
+            if m:
+                return l.bpf_map__fd(m)
+        return -1
 
     # ------------------------------------------------------------ read
     def counters(self) -> List[int]:
@@ -220,6 +257,9 @@ class Session:
         if self.ringbuf:
             self.ringbuf.close()
             self.ringbuf = None
+        if self._bench_obj:
+            self._l.bpf_object__close(self._bench_obj)
+            self._bench_obj = None
         if self._obj:
             self._l.bpf_object__close(self._obj)
             self._obj = None
@@ -233,6 +273,31 @@ class Session:
 
 def _version() -> tuple:
     return KernelFacts(release=os.uname().release).version()
+
+
+def _set_rodata(obj: int, values: dict) -> None:
+    """Write the .rodata config variables of an opened object (those it has)."""
+    l = libbpf.lib()
+    # the object's own BTF as libbpf fixed it up at open: the compiler
+    # leaves DATASEC offsets at 0 in the file
+    layout = libbpf.Btf(l.bpf_object__btf(obj), owned=False).datasec_vars(".rodata")
+    for m in libbpf.iter_maps(obj):
+        if not l.bpf_map__name(m).decode().endswith(".rodata"):
+            continue
+        size = ctypes.c_size_t()
+        base = l.bpf_map__initial_value(m, ctypes.byref(size))
+        for var, value in values.items():
+            if var not in layout:
+                continue
+            off, width = layout[var]
+            fmt = {1: "<B", 2: "<H", 4: "<I", 8: "<Q"}[width]
+            ctypes.memmove(base + off, struct.pack(fmt, value), width)
+
+
+def _autoload(obj: int, wanted: set) -> None:
+    l = libbpf.lib()
+    for p in libbpf.iter_programs(obj):
+        l.bpf_program__set_autoload(p, l.bpf_program__name(p).decode() in wanted)
 
 
 def start(facts: KernelFacts, plan: Plan, filters: Filters,

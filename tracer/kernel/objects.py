@@ -19,7 +19,9 @@ from typing import Dict, Optional
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bpfobj")
 RUN_DIR = "/run/tcpoom"
-NAMES = ("tcpoom.bpf.o", "tcpoom.h", "tcpoom_bcc.c")
+#: everything scripts/build-bpf puts in bpfobj/ (tests/test_bcc_engine.py
+#: checks the two lists agree)
+NAMES = ("tcpoom.bpf.o", "bench.bpf.o", "tcpoom.h", "verdict.h", "tcpoom_bcc.c")
 
 _extracted: Optional[str] = None
 

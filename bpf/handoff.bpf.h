@@ -1,0 +1,30 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Maps that hand a figure from one program to another across families:
+ * oom_check and tw_overflow both include this (the bench object does not).
+ */
+#ifndef __TCPOOM_HANDOFF_BPF_H
+#define __TCPOOM_HANDOFF_BPF_H
+
+#include "common.bpf.h"
+
+/* kprobe tiers of oom_check and tw_overflow: arguments saved at entry for
+ * the return probe (struct entry_args: verdict.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct entry_args);
+} entry SEC(".maps");
+
+/* Per CPU: the last socket a reset was sent on (oom_check's tcp_send_reset
+ * programs note it). A reset followed by tcp_done() on the same CPU is not a
+ * TIME_WAIT overflow (tw_overflow's inference). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} last_reset SEC(".maps");
+
+#endif /* __TCPOOM_HANDOFF_BPF_H */
