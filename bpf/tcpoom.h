@@ -46,6 +46,9 @@ enum tcpoom_method {
 /* pressure */
 #define VERDICT_ENTER		0x1000
 #define VERDICT_LEAVE		0x2000
+/* pressure enter: memory_allocated at the call against tcp_mem[1] (function tiers) */
+#define VERDICT_CAUSE_LIMIT	0x4000	/* above it: the limit */
+#define VERDICT_CAUSE_ALLOC	0x8000	/* at or below: a page or skb allocation failed */
 
 /* oom_check: which path asked */
 enum tcpoom_caller {
@@ -125,7 +128,9 @@ enum tcpoom_counter {
 	CNT_PRESSURE_LEAVE,
 	CNT_FILTERED,		/* events outside --netns/--pid/--port */
 	CNT_LOST_BASE = 16,	/* + family: ring buffer reservation failed */
-	CNT_MAX = 24,
+	CNT_UNPAIRED_BASE = 24,	/* + family: kprobe tiers: an event's return found no entry
+				 * (a nested call on the same task and CPU took it) */
+	CNT_MAX = 32,
 };
 
 struct tcpoom_counters {
