@@ -16,6 +16,7 @@
 #include "core_fixes.bpf.h"
 #include "tcpoom.h"
 #include "verdict.h"
+#include "owner.bpf.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -24,7 +25,7 @@
 
 /* Set by the loader before load (.rodata). */
 const volatile __u32 filter_netns = 0;	/* 0: every namespace */
-const volatile __u32 filter_pid = 0;	/* tgid of the context */
+const volatile __u32 filter_pid = 0;	/* tgid of the socket's owner (owner.bpf.h) */
 const volatile __u16 filter_port = 0;	/* local or remote port */
 const volatile __u32 hz = 250;		/* CONFIG_HZ, for jiffies arithmetic */
 const volatile __u8 oom_from_resets = 0; /* tcp_send_reset program reports oom_check */
@@ -87,7 +88,7 @@ static __always_inline bool pass_filters(const struct sock *sk)
 {
 	if (filter_netns && sk && sk_netns(sk) != filter_netns)
 		goto out;
-	if (filter_pid && (bpf_get_current_pid_tgid() >> 32) != filter_pid)
+	if (filter_pid && owner_tgid(sk) != filter_pid)	/* --pid: the socket's owner */
 		goto out;
 	if (filter_port && sk) {
 		__u16 sport = local_port(sk);
@@ -111,15 +112,27 @@ out:
  * forces a wakeup (the consumer ignores wakeups below the same mark), so a
  * burst is drained long before the ring fills. bpf_ringbuf_query: 5.8, as the
  * ring buffer itself. */
-static __always_inline void emit(struct tcpoom_event *e)
+static __always_inline __u64 wakeup_flags(void)
 {
-	__u64 flags = BPF_RB_NO_WAKEUP;
-
 	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >=
 	    bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) / WAKEUP_FILL_DIVISOR)
-		flags = BPF_RB_FORCE_WAKEUP;
-	if (bpf_ringbuf_output(&events, e, sizeof(*e), flags))
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline void emit(struct tcpoom_event *e)
+{
+	if (bpf_ringbuf_output(&events, e, sizeof(*e), wakeup_flags()))
 		count(CNT_LOST_BASE + e->family);
+}
+
+/* sk_protocol: an 8-bit bitfield up to 5.5, a u16 from 5.6. A plain CO-RE
+ * read of it on a bitfield kernel reads the bitfield's whole storage unit
+ * ((protocol << 8) | flag bits on little-endian: never IPPROTO_TCP), and
+ * libbpf does not refuse it: every read goes through here. */
+static __always_inline __u32 sk_protocol_of(const struct sock *sk)
+{
+	return BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
 }
 
 /* 4-tuple, state, queues. */
@@ -181,6 +194,7 @@ static __always_inline void start_event(struct tcpoom_event *e, __u8 family, __u
 {
 	init_event(e, family, method);
 	fill_socket(e, sk);
+	fill_owner(e, sk, METHOD_BTF(method));
 	fill_memory(e, prot);
 }
 

@@ -27,14 +27,4 @@ static __always_inline void keep_entry(const struct entry_key *k, const struct e
 		bpf_map_update_elem(&entry, k, a, BPF_ANY);
 }
 
-/* Per CPU: the last socket a reset was sent on (oom_check's tcp_send_reset
- * programs note it). A reset followed by tcp_done() on the same CPU is not a
- * TIME_WAIT overflow (tw_overflow's inference). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} last_reset SEC(".maps");
-
 #endif /* __TCPOOM_HANDOFF_BPF_H */

@@ -4,6 +4,7 @@
 #define __TCPOOM_MEM_EXCEED_BPF_H
 
 #include "common.bpf.h"
+#include "mem_class.bpf.h"
 
 /* __sk_mem_raise_allocated() refused memory at tcp_mem[2]: 3.1+; `kind`
  * (SK_MEM_SEND 0 / SK_MEM_RECV 1) since 4.19. Fires for every protocol. */
@@ -12,13 +13,14 @@ static __always_inline int on_exceed(struct sock *sk, struct proto *prot, long a
 {
 	struct tcpoom_event ev, *e = &ev;
 
-	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	if (!sk || sk_protocol_of(sk) != IPPROTO_TCP)
 		return 0;
 	if (!pass_filters(sk))
 		return 0;
 	tally_exceed(cpu_counters(), kind);
 	start_event(e, FAMILY_MEM_EXCEED, method, sk, prot);
 	mark_exceed(e, allocated, kind);
+	classify_refusal(e, sk, prot, allocated);
 	emit(e);
 	return 0;
 }

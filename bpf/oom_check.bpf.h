@@ -398,12 +398,8 @@ int BPF_KRETPROBE(out_of_resources_kretprobe, int ret)
 static __always_inline int on_send_reset(const struct sock *sk, int reason, __u8 method)
 {
 	struct tcpoom_event ev, *e = &ev;
-	__u32 zero = 0;
-	__u64 *note = bpf_map_lookup_elem(&last_reset, &zero);
 	bool lower = false;
 
-	if (note)
-		*note = (__u64)sk;
 	if (!oom_from_resets || !sk)
 		return 0;
 	if (!bpf_core_enum_value_exists(enum sk_rst_reason, SK_RST_REASON_TCP_ABORT_ON_MEMORY) ||
@@ -441,19 +437,6 @@ SEC("raw_tp/tcp_send_reset")
 int BPF_PROG(send_reset_raw, const struct sock *sk, const struct sk_buff *skb, int reason)
 {
 	return on_send_reset(sk, reason, METHOD_RAW_TP);
-}
-
-/* Before 6.10 the tracepoint has no reason: only the reset note is taken,
- * for the TIME_WAIT inference below. */
-SEC("tp_btf/tcp_send_reset")
-int BPF_PROG(reset_note_btf, const struct sock *sk)
-{
-	__u32 zero = 0;
-	__u64 *note = bpf_map_lookup_elem(&last_reset, &zero);
-
-	if (note)
-		*note = (__u64)sk;
-	return 0;
 }
 
 

@@ -30,3 +30,4 @@ struct tcpoom_event _event_type = {};
 #include "tw_overflow.bpf.h"
 #include "mem_exceed.bpf.h"
 #include "pressure.bpf.h"
+#include "owner_hooks.bpf.h"	/* notes the sockets' owners (issue 14) */

@@ -71,6 +71,24 @@ enum tcpoom_caller {
 #define FIELD_CALLER		(1u << 8)
 #define FIELD_SOCKET		(1u << 9)	/* 4-tuple, state, queues */
 #define FIELD_PRESSURE		(1u << 10)	/* pressure_since */
+#define FIELD_MEM_CLASS		(1u << 11)	/* mem_exceed: mem_class, memcg_usage/limit */
+#define FIELD_OWNER		(1u << 12)	/* owner_* (fidelity in owner_fidelity) */
+
+/* owner_fidelity: how the socket's owner was known (bpf/owner.bpf.h) */
+enum tcpoom_owner_fidelity {
+	OWNER_NONE = 0,
+	OWNER_EXACT = 1,	/* the noted owner is the task running the event */
+	OWNER_LAST_KNOWN = 2,	/* the task that last used the socket in process context */
+	OWNER_CONTEXT = 3,	/* nothing noted: the context task stands in */
+};
+
+/* mem_class: why __sk_mem_raise_allocated refused (bpf/mem_class.bpf.h) */
+enum tcpoom_mem_class {
+	MEM_CLASS_UNKNOWN = 0,
+	MEM_CLASS_MEMCG = 1,		/* the memory cgroup's charge failed */
+	MEM_CLASS_FAIR_SHARE = 2,	/* under pressure, above tcp_mem[2]/sockets */
+	MEM_CLASS_HARD = 3,		/* allocated > tcp_mem[2] */
+};
 
 struct tcpoom_event {
 	/* common to every family */
@@ -107,6 +125,21 @@ struct tcpoom_event {
 	__u16 reason;		/* tcp_send_reset reason (numeric, kernel's own enum), or 0 */
 	__u32 exact;		/* FIELD_* read in the kernel at the moment of the event */
 	__u32 derived;		/* FIELD_* inferred from exact fields */
+	/* who: the socket's owner and cgroups (issue 14); cgroup ids are the
+	 * inode numbers of cgroup directories, 0 where unknown */
+	__u64 sk_cgroup;	/* the socket's cgroup v2 id (sk_cgrp_data) */
+	__u64 memcg;		/* the socket's memory cgroup (sk_memcg); v1 memory hierarchy on hybrid hosts */
+	__u64 owner_cgroup;	/* cgroup v2 id of the owner when it was noted */
+	__u64 cgroup;		/* cgroup v2 id of the context task */
+	__s64 memcg_usage;	/* mem_exceed: pages charged at the memcg level nearest its limit, -1 */
+	__s64 memcg_limit;	/* its limit, pages; -1 for none */
+	__u32 owner_pid;	/* tgid of the owner (see owner_fidelity) */
+	__u32 owner_uid;
+	__u32 sk_uid;		/* the socket's uid (sk_uid) */
+	__u8 owner_fidelity;	/* enum tcpoom_owner_fidelity */
+	__u8 mem_class;		/* mem_exceed: enum tcpoom_mem_class */
+	__u16 spare;
+	char owner_comm[TCPOOM_COMM_LEN];
 };
 
 /* Per-CPU counters, one slot each; they count every event whatever the ring
@@ -119,7 +152,7 @@ enum tcpoom_counter {
 	CNT_OOM_TIMER,
 	CNT_OOM_RESET,
 	CNT_OOM_CALLS,		/* function tiers: every tcp_check_oom call, killed or not */
-	CNT_TW_OVERFLOW,
+	CNT_TW_OVERFLOW,	/* tracepoint tier: once confirmed */
 	CNT_TW_CLOSES,		/* tracepoint tier: closes from FIN_WAIT/CLOSING examined */
 	CNT_MEM_EXCEED,
 	CNT_MEM_SEND,
@@ -128,10 +161,22 @@ enum tcpoom_counter {
 	CNT_PRESSURE_LEAVE,
 	CNT_FILTERED,		/* events outside --netns/--pid/--port */
 	CNT_LOST_BASE = 16,	/* + family: ring buffer reservation failed */
-	CNT_UNPAIRED_BASE = 24,	/* + family: kprobe tiers: an event's return found no entry
-				 * (a nested call on the same task and CPU took it) */
+	/* tw_overflow, tracepoint tier: closes that looked like overflows, those a
+	 * reset or an error on the socket cancelled, those confirmed at once
+	 * because the pending table was full */
+	CNT_TW_CANDIDATES = 24,
+	CNT_TW_CANCELLED = 25,
+	CNT_TW_UNCHECKED = 26,
+	/* + family (1..4, so slots 28..31): kprobe tiers: an event's return found
+	 * no entry (a nested call on the same task and CPU took it) */
+	CNT_UNPAIRED_BASE = 27,
 	CNT_MAX = 32,
 };
+
+/* tw_overflow, tracepoint tier: a candidate with no reset or error on its
+ * socket for this long is an overflow (the cancels follow within the same
+ * softirq or system call). */
+#define TW_SETTLE_MS 200
 
 struct tcpoom_counters {
 	__u64 slot[CNT_MAX];

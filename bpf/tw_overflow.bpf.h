@@ -49,11 +49,6 @@ static __always_inline int report_tw_overflow(const struct sock *sk,
 	emit(e);
 	return 0;
 }
-/* sk_protocol: an 8-bit bitfield up to 5.5, a u16 from 5.6. */
-static __always_inline __u32 sk_protocol_of(const struct sock *sk)
-{
-	return BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
-}
 
 /* inet_twsk_alloc() returns NULL at the bucket limit (or on a slab failure):
  * tcp_time_wait() then bumps TCPTimeWaitOverflow and closes the socket. DCCP
@@ -98,14 +93,177 @@ int BPF_KRETPROBE(twsk_alloc_kretprobe, void *ret)
 				  (struct inet_timewait_death_row *)args.arg, METHOD_KPROBE, false);
 }
 
-/* Is a TIME_WAIT socket with this socket's 4-tuple in its ehash bucket?
- * After a successful inet_twsk_alloc() the hashdance put it at the head of
- * the bucket before tcp_done(); after an overflow there is none. */
-static __always_inline bool tw_hashed(const struct sock *sk, struct inet_timewait_death_row *dr)
+/*
+ * Tracepoint tier: the overflow is inferred at the close, then confirmed or
+ * cancelled by what follows on that socket (net/ipv4, 4.19 to 6.18).
+ *
+ * A genuine overflow (tcp_time_wait() without a bucket, then tcp_done()) is
+ * never followed by a reset or an error on its socket: after TCP_CLOSE,
+ * __tcp_close and tcp_disconnect skip their reset branches and the backlog
+ * discards. The closes that look the same at TCP_CLOSE (FIN acked, no error)
+ * are each followed by one:
+ *   - tcp_disconnect (SO_LINGER {1,0} close, connect(AF_UNSPEC)) and the
+ *     __tcp_close aborts from FIN_WAIT2 (unread data, linger2 < 0, memory) set
+ *     TCP_CLOSE first and send their reset after: tcp_send_reset with the
+ *     socket already in TCP_CLOSE, in process context, maybe on another CPU;
+ *   - the FIN_WAIT1 branch of tcp_rcv_state_process (linger2 < 0, data or an
+ *     out-of-order FIN after close) calls tcp_done() and its caller resets
+ *     (tcp_v4/v6_send_reset: the tracepoint has the socket, sk_fullsock);
+ *   - tcp_disconnect whose reset skb could not be allocated still sets
+ *     sk_err = ECONNRESET before the linger-0 close destroys the socket.
+ * So a candidate is kept per socket address in tw_pending; a reset on it in
+ * TCP_CLOSE or a destroy with sk_err cancels it; TW_SETTLE_MS without either,
+ * or any new state of that address (the object was freed and reused, or
+ * reconnected), confirms it, and only then is it counted and sent. The
+ * confirmation by age runs on every state change of any TCP socket
+ * (tw_settle), and where none comes (a quiet host, the stop) in
+ * tw_settle_run, which user space runs; before 5.10 user space takes them out
+ * of tw_pending itself (tracer/kernel/loader.py settle_tw).
+ * Resets sent before the close (a FIN_WAIT2 timeout, tcp_out_of_resources)
+ * are noted per CPU: reset and tcp_done() run back to back in one timer.
+ */
+#define TW_SETTLE_NS ((__u64)TW_SETTLE_MS * 1000000)
+#define TW_RESET_NOTE_NS 1000000ULL
+
+#define TW_PENDING_MAX 4096
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TW_PENDING_MAX);
+	__type(key, __u64);			/* socket address */
+	__type(value, struct tcpoom_event);	/* the event, sent once confirmed */
+} tw_pending SEC(".maps");
+
+struct tw_queued {
+	__u64 sk;
+	__u64 ts;	/* ts_ns of the candidate: a newer one at the address is not it */
+};
+
+/* Candidates in the order they were made, for the confirmation by age. */
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, TW_PENDING_MAX);
+	__type(value, struct tw_queued);
+} tw_fifo SEC(".maps");
+
+/* Entries in tw_fifo: every check costs one read while it is 0. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __s64);
+} tw_queued_n SEC(".maps");
+
+struct tw_reset_note {
+	__u64 sk;
+	__u64 ts;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tw_reset_note);
+} tw_reset_note SEC(".maps");
+
+static __always_inline __s64 *tw_open(void)
+{
+	__u32 zero = 0;
+	__s64 *n = bpf_map_lookup_elem(&tw_queued_n, &zero);
+
+	return n && *n > 0 ? n : NULL;
+}
+
+/* Confirm the candidate of `sk` made at `ts` (0: whichever it is). The delete
+ * decides, once, between this and a cancel on another CPU (or user space). */
+static __always_inline void tw_confirm(__u64 sk, __u64 ts)
+{
+	struct tcpoom_event *v = bpf_map_lookup_elem(&tw_pending, &sk);
+	struct tcpoom_event *e;
+
+	if (!v || (ts && v->ts_ns != ts))
+		return;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		if (!bpf_map_delete_elem(&tw_pending, &sk)) {
+			count(CNT_TW_OVERFLOW);
+			count(CNT_LOST_BASE + FAMILY_TW_OVERFLOW);
+		}
+		return;
+	}
+	__builtin_memcpy(e, v, sizeof(*e));
+	if (bpf_map_delete_elem(&tw_pending, &sk)) {
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+		return;
+	}
+	count(CNT_TW_OVERFLOW);
+	bpf_ringbuf_submit(e, wakeup_flags());
+}
+
+/* Confirm the candidates older than TW_SETTLE_NS, oldest first, a few a call. */
+static __always_inline void tw_settle(void)
+{
+	__s64 *n = tw_open();
+	__u64 now;
+
+	if (!n)
+		return;
+	now = bpf_ktime_get_ns();
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		struct tw_queued q;
+
+		if (bpf_map_pop_elem(&tw_fifo, &q))
+			break;
+		__sync_fetch_and_add(n, -1);
+		if ((__s64)(now - q.ts) < (__s64)TW_SETTLE_NS) {
+			/* the oldest is too young: back it goes, and so are the rest */
+			if (!bpf_map_push_elem(&tw_fifo, &q, 0))
+				__sync_fetch_and_add(n, 1);
+			else
+				tw_confirm(q.sk, q.ts);	/* cannot happen: we just took one */
+			break;
+		}
+		tw_confirm(q.sk, q.ts);
+	}
+}
+
+static __always_inline void tw_cancel(const struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+
+	if (tw_open() && !bpf_map_delete_elem(&tw_pending, &key))
+		count(CNT_TW_CANCELLED);
+}
+
+/* The socket's IPv6 addresses, where the kernel has them (CONFIG_IPV6). */
+struct tw_v6 {
+	__u64 d[2];
+	__u64 s[2];
+};
+
+static __always_inline void read_v6(const struct sock_common *sc, struct tw_v6 *a)
+{
+	if (bpf_core_field_exists(sc->skc_v6_daddr)) {
+		bpf_core_read(a->d, 16, &sc->skc_v6_daddr);
+		bpf_core_read(a->s, 16, &sc->skc_v6_rcv_saddr);
+	}
+}
+
+/* Is this socket's TIME_WAIT twin in its ehash bucket? After a successful
+ * inet_twsk_alloc() the hashdance put it at the head of the bucket before
+ * tcp_done(); after an overflow there is none. The bucket's index mixes in
+ * the namespace and the full v6 addresses, but other flows share buckets: a
+ * twin matches namespace, family, bound device, ports and full addresses. */
+static __always_inline bool tw_twin(const struct sock *sk, struct inet_timewait_death_row *dr)
 {
 	struct inet_hashinfo *hinfo = NULL;
 	struct inet_ehash_bucket *ehash;
 	struct hlist_nulls_node *node = NULL;
+	struct net *net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	int dev = BPF_CORE_READ(sk, __sk_common.skc_bound_dev_if);
+	struct tw_v6 mine = {}, theirs;
 	__u32 hash, mask;
 	/* skc_portpair is { __be16 skc_dport; __u16 skc_num; }, and skc_num is
 	 * already zero here (port released): rebuild it */
@@ -114,6 +272,8 @@ static __always_inline bool tw_hashed(const struct sock *sk, struct inet_timewai
 	__u64 addrs = BPF_CORE_READ(sk, __sk_common.skc_addrpair);
 	__u32 off = bpf_core_field_offset(struct sock_common, skc_nulls_node);
 
+	if (family == AF_INET6)
+		read_v6(&sk->__sk_common, &mine);
 	if (bpf_core_field_exists(dr->hashinfo))	/* 6.1+: per-netns ehash possible */
 		hinfo = BPF_CORE_READ(dr, hashinfo);
 	if (!hinfo)
@@ -132,56 +292,107 @@ static __always_inline bool tw_hashed(const struct sock *sk, struct inet_timewai
 			return false;
 		sc = (void *)node - off;
 		if (BPF_CORE_READ(sc, skc_state) == TCP_TIME_WAIT &&
+		    BPF_CORE_READ(sc, skc_net.net) == net &&
+		    BPF_CORE_READ(sc, skc_family) == family &&
 		    BPF_CORE_READ(sc, skc_portpair) == ports &&
-		    BPF_CORE_READ(sc, skc_addrpair) == addrs)
-			return true;
+		    BPF_CORE_READ(sc, skc_bound_dev_if) == dev) {
+			if (family != AF_INET6) {
+				if (BPF_CORE_READ(sc, skc_addrpair) == addrs)
+					return true;
+			} else {
+				theirs = (struct tw_v6){};
+				read_v6(sc, &theirs);
+				if (theirs.d[0] == mine.d[0] && theirs.d[1] == mine.d[1] &&
+				    theirs.s[0] == mine.s[0] && theirs.s[1] == mine.s[1])
+					return true;
+			}
+		}
 		node = BPF_CORE_READ(node, next);
 	}
 	return false;
 }
 
-/*
- * Tracepoint tier inference, on the transition to TCP_CLOSE (tcp_done() sets
- * it after tcp_time_wait() has tried for a bucket). An overflow is a close
- * from FIN_WAIT1/FIN_WAIT2/CLOSING where:
- *   - the namespace's TIME_WAIT count is at its limit,
- *   - no TIME_WAIT socket for the 4-tuple is in the ehash bucket,
- *   - our FIN was acked (snd_una == write_seq): not an abort with data or a
- *     FIN still in flight (close-path and timer-path memory aborts),
- *   - no error (resets received, timeouts set sk_err),
- *   - no reset just sent on it from this CPU (FIN_WAIT2 timeout, linger 0).
- */
+/* A reset sent just before, on this CPU, for this socket (timer paths). The
+ * note is cleared by every close, so it never outlives its tcp_done(). */
+static __always_inline bool tw_reset_before(const struct sock *sk)
+{
+	__u32 zero = 0;
+	struct tw_reset_note *note = bpf_map_lookup_elem(&tw_reset_note, &zero);
+	bool hit;
+
+	if (!note || !note->sk)
+		return false;
+	hit = note->sk == (__u64)sk && bpf_ktime_get_ns() - note->ts < TW_RESET_NOTE_NS;
+	note->sk = 0;
+	return hit;
+}
+
+/* A candidate: stored until confirmed. Where the tables are full it is
+ * confirmed at once (CNT_TW_UNCHECKED says how many were). */
+static __always_inline int tw_candidate(struct tcpoom_event *e)
+{
+	struct tw_queued q = { .sk = e->skaddr, .ts = e->ts_ns };
+	__u32 zero = 0;
+	__s64 *n;
+
+	count(CNT_TW_CANDIDATES);
+	if (bpf_map_update_elem(&tw_pending, &q.sk, e, BPF_ANY))
+		goto at_once;
+	if (bpf_map_push_elem(&tw_fifo, &q, 0)) {
+		if (bpf_map_delete_elem(&tw_pending, &q.sk))
+			return 0;	/* cancelled meanwhile */
+		goto at_once;
+	}
+	n = bpf_map_lookup_elem(&tw_queued_n, &zero);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+	return 0;
+at_once:
+	count(CNT_TW_UNCHECKED);
+	count(CNT_TW_OVERFLOW);
+	emit(e);
+	return 0;
+}
+
 static __always_inline int on_set_state(const struct sock *sk, int oldstate, int newstate, __u8 method)
 {
 	struct inet_timewait_death_row *dr;
 	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	struct tcpoom_event ev, *e = &ev;
 	__s32 tw_count, max_tw;
-	__u32 zero = 0;
-	__u64 *note;
+	bool reset_before;
 
-	if (newstate != TCP_CLOSE)
+	tw_settle();
+	if (newstate != TCP_CLOSE) {
+		/* a new life at this address: the last one can no longer be cancelled */
+		if (tw_open())
+			tw_confirm((__u64)sk, 0);
 		return 0;
+	}
+	reset_before = tw_reset_before(sk);
 	if (oldstate != TCP_FIN_WAIT1 && oldstate != TCP_FIN_WAIT2 && oldstate != TCP_CLOSING)
 		return 0;
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	if (sk_protocol_of(sk) != IPPROTO_TCP)
 		return 0;
 	count(CNT_TW_CLOSES);
-	if (BPF_CORE_READ(sk, sk_err))
-		return 0;
-	note = bpf_map_lookup_elem(&last_reset, &zero);
-	if (note && *note == (__u64)sk)
+	if (reset_before || BPF_CORE_READ(sk, sk_err))
 		return 0;
 	if (BPF_CORE_READ(tp, snd_una) != BPF_CORE_READ(tp, write_seq))
 		return 0;
+	/* no test of the death row's count: a slab failure overflows below the
+	 * limit, and another CPU's TIME_WAIT may expire before this tracepoint */
 	dr = death_row_of(sk);
-	read_death_row(dr, &tw_count, &max_tw);
-	if (tw_count < max_tw)
-		return 0;
-	if (tw_hashed(sk, dr))
+	if (tw_twin(sk, dr))
 		return 0;
 	if (!pass_filters(sk))
 		return 0;
-	return report_tw_overflow(sk, dr, method, true);
+	if (tw_open())
+		tw_confirm((__u64)sk, 0);	/* an older life at this address */
+	start_event(e, FAMILY_TW_OVERFLOW, method, sk, BPF_CORE_READ(sk, __sk_common.skc_prot));
+	e->state = oldstate;
+	read_death_row(dr, &tw_count, &max_tw);
+	mark_tw_overflow(e, tw_count, max_tw, true);
+	return tw_candidate(e);
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -194,6 +405,94 @@ SEC("raw_tp/inet_sock_set_state")
 int BPF_PROG(set_state_raw, const struct sock *sk, int oldstate, int newstate)
 {
 	return on_set_state(sk, oldstate, newstate, METHOD_RAW_TP);
+}
+
+/* tcp_send_reset: skb NULL for an active reset (tcp_send_active_reset), the
+ * segment answered otherwise. Up to 6.11 tcp_v4_send_reset fires it only for
+ * full sockets, from 6.12 also for none, timewait and request sockets. */
+static __always_inline int on_tw_reset(const struct sock *sk, const void *skb)
+{
+	__u32 zero = 0;
+	struct tw_reset_note *note;
+
+	if (!sk)
+		return 0;
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_CLOSE) {
+		tw_cancel(sk);
+		return 0;
+	}
+	/* a reset that answers a segment leaves sockets open (SYN_SENT): only
+	 * active resets are followed by tcp_done() */
+	if (skb)
+		return 0;
+	note = bpf_map_lookup_elem(&tw_reset_note, &zero);
+	if (note) {
+		note->sk = (__u64)sk;
+		note->ts = bpf_ktime_get_ns();
+	}
+	return 0;
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(tw_reset_btf, const struct sock *sk, const struct sk_buff *skb)
+{
+	return on_tw_reset(sk, skb);
+}
+
+SEC("raw_tp/tcp_send_reset")
+int BPF_PROG(tw_reset_raw, const struct sock *sk, const struct sk_buff *skb)
+{
+	return on_tw_reset(sk, skb);
+}
+
+/* tcp_destroy_sock: a linger-0 close whose reset could not be allocated
+ * still set sk_err = ECONNRESET; a genuine overflow never sets it. */
+static __always_inline int on_tw_destroy(const struct sock *sk)
+{
+	if (sk && tw_open() && BPF_CORE_READ(sk, sk_err))
+		tw_cancel(sk);
+	return 0;
+}
+
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(tw_destroy_btf, const struct sock *sk)
+{
+	return on_tw_destroy(sk);
+}
+
+SEC("raw_tp/tcp_destroy_sock")
+int BPF_PROG(tw_destroy_raw, const struct sock *sk)
+{
+	return on_tw_destroy(sk);
+}
+
+/* Run by user space (BPF_PROG_TEST_RUN of raw_tp: 5.10+), never attached (the
+ * loader's RUN_ONLY; the section only gives it a program type): the
+ * confirmation by age where no TCP socket changes state (a quiet host, the
+ * stop). Returns 1 when there may be more to confirm. */
+SEC("raw_tp/inet_sock_set_state")
+int BPF_PROG(tw_settle_run)
+{
+	__s64 *n;
+	__u64 now = bpf_ktime_get_ns();
+
+	for (int i = 0; i < 32; i++) {
+		struct tw_queued q;
+
+		n = tw_open();
+		if (!n || bpf_map_pop_elem(&tw_fifo, &q))
+			return 0;
+		__sync_fetch_and_add(n, -1);
+		if ((__s64)(now - q.ts) < (__s64)TW_SETTLE_NS) {
+			if (!bpf_map_push_elem(&tw_fifo, &q, 0))
+				__sync_fetch_and_add(n, 1);
+			else
+				tw_confirm(q.sk, q.ts);
+			return 0;
+		}
+		tw_confirm(q.sk, q.ts);
+	}
+	return 1;
 }
 
 #endif /* __TCPOOM_TW_OVERFLOW_BPF_H */

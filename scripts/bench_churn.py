@@ -25,6 +25,7 @@ import struct
 import subprocess
 import sys
 import time
+from typing import Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PORT = 7070
@@ -114,24 +115,41 @@ def start_tracer() -> subprocess.Popen:
             raise RuntimeError("tcpoom trace did not start")
 
 
-def bpf_run_time() -> tuple:
-    """(run_time_ns, run_count) summed over tcpoom's loaded programs, from the
-    kernel's own BPF statistics (kernel.bpf_stats_enabled), via bpftool."""
+def prog_ids() -> set:
+    """Ids of every BPF program loaded now: what our tracer added is the difference
+    (other tracers on a shared host load programs of the same names)."""
     import json
     out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True, check=True)
-    progs = [p for p in json.loads(out.stdout) if p.get("name", "").endswith(_OURS)]
-    return sum(p.get("run_time_ns", 0) for p in progs), sum(p.get("run_cnt", 0) for p in progs)
+    return {p["id"] for p in json.loads(out.stdout)}
+
+
+def bpf_run_time(per_program: bool = False, ids: Optional[set] = None) -> tuple:
+    """(run_time_ns, run_count) summed over tcpoom's loaded programs, from the
+    kernel's own BPF statistics (kernel.bpf_stats_enabled), via bpftool; with
+    per_program, a third item: {name: run_time_ns}."""
+    import json
+    out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True, check=True)
+    progs = [p for p in json.loads(out.stdout) if (p.get("name", "").endswith(_OURS)
+             or p.get("name", "").startswith(_OURS_PREFIX)) and (ids is None or p["id"] in ids)]
+    total = sum(p.get("run_time_ns", 0) for p in progs), sum(p.get("run_cnt", 0) for p in progs)
+    if per_program:
+        names: dict = {}
+        for p in progs:
+            names[p["name"]] = names.get(p["name"], 0) + p.get("run_time_ns", 0)
+        return total + (names,)
+    return total
 
 
 # the suffixes of tcpoom's program names (bpf/tcpoom.bpf.c)
 _OURS = ("_btf", "_raw", "_fentry", "_fexit", "_kprobe", "_kretprobe")
+_OURS_PREFIX = ("owner_",)     # bpftool shows 15 characters of a name ("owner_rcvspace_")
 _STATS = "/proc/sys/kernel/bpf_stats_enabled"
 
 
 def measure(runs: int, seconds: float, clients: int) -> dict:
     sys.path.insert(0, ROOT)
     from tracer.host import netns
-    without, with_, ns_per_conn = [], [], []
+    without, with_, ns_per_conn, per_prog = [], [], [], []
     with open(_STATS) as f:
         stats_before = f.read().strip()
     try:
@@ -151,15 +169,18 @@ def measure(runs: int, seconds: float, clients: int) -> dict:
             # own: the statistics cost two clock reads a program run, which
             # would weigh on the throughput above (and are counted in this)
             for _ in range(3):
+                before = prog_ids()
                 tracer = start_tracer()
+                ours = prog_ids() - before
                 time.sleep(0.3)
                 with open(_STATS, "w") as f:
                     f.write("1")
                 rate = churn(name, seconds, clients)
-                run_ns, _ = bpf_run_time()
+                run_ns, _, names = bpf_run_time(per_program=True, ids=ours)
                 with open(_STATS, "w") as f:
                     f.write(stats_before)
                 ns_per_conn.append(run_ns / (rate * seconds))
+                per_prog.append({k: v / (rate * seconds) for k, v in names.items()})
                 tracer.send_signal(signal.SIGINT)
                 tracer.communicate(timeout=30)
     finally:
@@ -169,7 +190,9 @@ def measure(runs: int, seconds: float, clients: int) -> dict:
     ns = statistics.median(ns_per_conn)
     return {"without": a, "with": b, "overhead_pct": (a - b) / a * 100,
             "runs_without": without, "runs_with": with_,
-            "bpf_ns_per_connection": ns, "bpf_share_pct": ns * a / 1e9 * 100}
+            "bpf_ns_per_connection": ns, "bpf_share_pct": ns * a / 1e9 * 100,
+            "bpf_ns_per_program": {k: statistics.median(d.get(k, 0) for d in per_prog)
+                                   for k in sorted({k for d in per_prog for k in d})}}
 
 
 def main() -> int:
@@ -187,6 +210,8 @@ def main() -> int:
           f"{r['overhead_pct']:+.2f}% fewer (medians of {args.runs})")
     print(f"  tcpoom's BPF programs: {r['bpf_ns_per_connection']:.0f} ns of kernel time per connection "
           f"(kernel.bpf_stats_enabled), {r['bpf_share_pct']:.2f}% of a connection's time at this rate")
+    print("  per program (ns per connection): " +
+          ", ".join(f"{k} {v:.0f}" for k, v in r["bpf_ns_per_program"].items()))
     print("  without:", " ".join(f"{x:,.0f}" for x in r["runs_without"]))
     print("  with:   ", " ".join(f"{x:,.0f}" for x in r["runs_with"]))
     return 0

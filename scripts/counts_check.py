@@ -30,6 +30,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: scenario -> (family, TcpExt counter that counts it, or None)
 SCENARIO_FAMILY = {
     "tw_overflow": ("tw_overflow", "TCPTimeWaitOverflow"),
+    "tw_linger0": ("tw_overflow", "TCPTimeWaitOverflow"),
+    "tw_late_data": ("tw_overflow", "TCPTimeWaitOverflow"),
+    "tw_ipv6": ("tw_overflow", "TCPTimeWaitOverflow"),
+    "tw_two_netns": ("tw_overflow", "TCPTimeWaitOverflow"),
+    "tw_two_cpus": ("tw_overflow", "TCPTimeWaitOverflow"),
     "orphans_close": ("oom_check", "TCPAbortOnMemory"),
     "orphans_timer": ("oom_check", "TCPAbortOnMemory"),
     "orphans_timer_backoff": ("oom_check", "TCPAbortOnMemory"),

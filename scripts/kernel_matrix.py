@@ -52,6 +52,39 @@ typed by hand. `scripts/test` fails when a full run gives a different table.
   value; **not exercised**: no test checked it on that kernel with that
   method (the claim stands on the plan alone). A family's count against the
   kernel's counter is recorded as a check of its `verdict`.
+""" + """
+## Blind spots per kernel version (what no method here sees one by one)
+
+These follow from the kernel sources (net/core/sock.c `__sk_mem_raise_allocated`,
+read for 4.19, 5.4, 5.15, 6.1, 6.6, 6.8, 6.12, 6.18), not from a test run; the
+plan (`tcpoom probes`) states the ones of the running kernel.
+
+| kernel | mem_exceed: receive-side refusals `sock:sock_exceed_buf_limit` does not show |
+|---|---|
+| 4.19 - 6.6 | after a failed memory-cgroup charge (the tracepoint fires on receive only `if (charged)`) |
+| 6.8 - 6.17 (6.7 unread) | after a failed memory-cgroup charge, and every refusal of a socket without a memory cgroup (socket accounting off, the root cgroup, v1 without `memory.kmem.tcp.limit_in_bytes`): `charged` now starts false. TcpExt TCPRcvQDrop/TCPOFODrop count the drops; a refusal on an empty receive queue is force-charged and leaves no trace |
+| 6.18.0 - 6.18.1 | every refusal of a socket without a memory cgroup (failed memcg charges on receive are traced from 6.18) |
+| 6.18.2 and later | none: the tracepoint fires on every refusal |
+
+Send-side refusals are traced on every version (a failed memcg charge on send
+is turned into success while the send queue is at its buffer size, as the
+kernel does, and is then no refusal at all). Each traced refusal is classified
+(`mem_class`, derived): `memcg` when the socket's memory cgroup shows the failed
+charge (v1 `tcpmem_pressure`, v2 a level at `memory.max`) or nothing else can
+have refused, `hard_limit` when allocated > tcp_mem[2], `fair_share` under
+pressure.
+
+The socket's owner (issue 14), per tier: **last-known** wherever
+`sock:inet_sock_set_state` exists (4.16+): the process of the listen,
+close or shutdown, and of every send and receive where
+`sock:sock_send_length`/`sock_recv_length` exist (6.3+), or every read
+(`tcp:tcp_rcv_space_adjust`) before; **exact** on an event that runs in that
+process; **context-only** for a socket not used in process context since
+tcpoom started. Stored in `bpf_sk_storage` where every program reading it has
+BTF pointers (tp_btf, fentry; 5.11+), which also copies a listener's owner to
+the sockets it accepts; elsewhere in a hash map emptied at
+`tcp:tcp_destroy_sock`. sk_uid and the socket's cgroup v2 id and memory cgroup
+are read on every version.
 """
 
 

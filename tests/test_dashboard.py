@@ -129,3 +129,21 @@ def test_real_terminal_during_a_lab_scenario():
             assert "stopped (q)" in _pane(session)
         finally:
             subprocess.run(["tmux", "kill-session", "-t", session])
+
+
+def test_top_tables_show_owners_and_their_containers(utc):
+    """A refusal in softirq names its socket's owner and container, not swapper."""
+    from tracer.model import events as ev
+    st = state_from_sample()
+    cid = "4f5c1a2b" * 8
+    st.agg.names.learn({"ids": {"v2": {"77": {"path": f"/system.slice/docker-{cid}.scope",
+                                              "label": "docker:" + cid[:12]}}}})
+    recs = [ev.Event.make(ts_ns=st.now_ns + i, family=ev.MEM_EXCEED, method=ev.TP_BTF, pid=0,
+                          comm=b"swapper/0", owner_pid=4242, owner_comm=b"reader",
+                          owner_fidelity=ev.OWNER_LAST_KNOWN, owner_cgroup=77, af=2,
+                          verdict=ev.VERDICT_RECV, memory_allocated=50, tcp_mem=(1, 2, 40))
+            for i in range(5000)]
+    st.add_events(ev.frame_all([e.pack() for e in recs]), len(recs))
+    text = draw(st, 120, 40)
+    assert "reader[4242]" in text and "docker:" + cid[:12] in text
+    assert "cgroup / container" in text

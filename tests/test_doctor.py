@@ -525,3 +525,23 @@ def test_without_capabilities_it_works_and_says_what_was_unavailable(host_left_a
                for u in report["unavailable"])
     assert any(n.startswith("time_wait") for n in report["not_checked"])
     assert "Not available" in text.stdout and "CAP_SYS_ADMIN" in text.stdout
+
+
+def test_memcg_at_its_tcp_limit_is_named_with_its_limit_and_not_tcp_mem():
+    memcg = {"path": "/system.slice/shop.service", "version": "v1", "sock": 1 * MiB,
+             "limit": 1 * MiB, "failcnt": 12, "peak": 1 * MiB, "high": None, "usage": None,
+             "limit_name": "memory.kmem.tcp.limit_in_bytes"}
+    d = rules.diagnose(healthy(memcgs=[memcg]))
+    f = by_id(d, "memcg")
+    assert f["severity"] == "critical" and d.exit_code == rules.EXIT_CODES["critical"]
+    assert f["limit"] == "memory.kmem.tcp.limit_in_bytes of /system.slice/shop.service"
+    assert any("failcnt 12" in e for e in f["evidence"])
+    assert "tcp_mem" not in d.snippet                 # host tcp_mem is not the lever
+    assert "does not help" in " ".join(f["advice"])
+
+
+def test_memcg_v2_well_below_memory_max_is_quiet():
+    memcg = {"path": "/app.slice", "version": "v2", "sock": 4096, "limit": 1 << 30,
+             "usage": 10 * MiB, "failcnt": None, "peak": None, "high": None,
+             "limit_name": "memory.max"}
+    assert ids(rules.diagnose(healthy(memcgs=[memcg]))) == ["healthy"]

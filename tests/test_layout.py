@@ -53,9 +53,28 @@ def test_constants_match_header():
     assert c["FAMILY_OOM_CHECK"] == ev.OOM_CHECK and c["FAMILY_PRESSURE"] == ev.PRESSURE
     assert c["METHOD_TP_BTF"] == ev.TP_BTF and c["METHOD_SAMPLED"] == ev.SAMPLED
     assert c["CALLER_CLOSE"] == ev.CALLER_CLOSE and c["CALLER_TIMER"] == ev.CALLER_TIMER
-    for name in ("CNT_OOM_CHECK", "CNT_TW_OVERFLOW", "CNT_MEM_EXCEED", "CNT_FILTERED",
-                 "CNT_LOST_BASE", "CNT_UNPAIRED_BASE", "CNT_MAX", "CNT_PRESSURE_LEAVE", "CNT_OOM_CALLS"):
+    for name in ("FIELD_MEM_CLASS", "FIELD_OWNER", "OWNER_NONE", "OWNER_EXACT", "OWNER_LAST_KNOWN",
+                 "OWNER_CONTEXT", "MEM_CLASS_UNKNOWN", "MEM_CLASS_MEMCG", "MEM_CLASS_FAIR_SHARE",
+                 "MEM_CLASS_HARD"):
         assert getattr(ev, name) == c[name], name
+    for name in ("CNT_OOM_CHECK", "CNT_TW_OVERFLOW", "CNT_MEM_EXCEED", "CNT_FILTERED",
+                 "CNT_LOST_BASE", "CNT_UNPAIRED_BASE", "CNT_MAX", "CNT_PRESSURE_LEAVE", "CNT_OOM_CALLS",
+                 "CNT_TW_CANDIDATES", "CNT_TW_CANCELLED", "CNT_TW_UNCHECKED", "TW_SETTLE_MS",
+                 "FAMILY_MAX"):
+        assert getattr(ev, name) == c[name], name
+
+
+def test_counter_slots_do_not_clash():
+    """lost (17..20), the TIME_WAIT inference's (24..26) and unpaired returns
+    (28..31) each have their own slots below CNT_MAX (issue 13 merge)."""
+    lost = {ev.CNT_LOST_BASE + f for f in ev.FAMILIES}
+    unpaired = {ev.CNT_UNPAIRED_BASE + f for f in ev.FAMILIES}
+    tw = {ev.CNT_TW_CANDIDATES, ev.CNT_TW_CANCELLED, ev.CNT_TW_UNCHECKED}
+    fixed = {i for i in ev.COUNTER_NAMES if i < ev.CNT_LOST_BASE}
+    assert unpaired == {28, 29, 30, 31} and tw == {24, 25, 26}
+    groups = [lost, unpaired, tw, fixed]
+    assert sum(len(g) for g in groups) == len(set().union(*groups))
+    assert max(set().union(*groups)) < ev.CNT_MAX
 
 
 def test_pack_decode_round_trip():
@@ -65,6 +84,17 @@ def test_pack_decode_round_trip():
     d = ev.Event.decode(e.pack())
     assert (d.shift, d.orphans, d.tcp_mem, d.comm_str) == (2, 7, (1, 2, 3), "nginx")
     assert d.local == "127.0.0.1:80" and d.remote == "10.0.0.2:5555"
+
+
+def test_owner_fields_round_trip():
+    e = ev.Event.make(family=ev.MEM_EXCEED, pid=0, comm=b"swapper/1", owner_pid=4242,
+                      owner_comm=b"reader", owner_fidelity=ev.OWNER_LAST_KNOWN, owner_cgroup=77,
+                      sk_cgroup=66, memcg=55, mem_class=ev.MEM_CLASS_MEMCG, memcg_usage=10,
+                      memcg_limit=12)
+    d = ev.Event.decode(e.pack())
+    assert (d.who_pid, d.who_comm, d.who_cgroup) == (4242, "reader", 77)
+    assert d.owner_fidelity_name == "last-known" and d.mem_class_name == "memcg"
+    assert ev.Event.make(pid=9, comm=b"x").who_pid == 9       # no owner: the context
 
 
 def _object_contents(path):

@@ -100,3 +100,41 @@ def test_totals_explain_a_shortfall_by_the_kernels_miss_counts():
     assert "the probes missed these (kernel's own miss counts)" in out
     assert "missed, not counted by this kernel: pressure: kprobe programs" in out
     assert t.to_json()["missed"] == {"tw_overflow": 2, "pressure": None}
+
+
+def _tw_totals(counters, tcpext_after, settled=0, undecided=0, filtered=True):
+    plan = build(KernelFacts.load(os.path.join(DATA, "facts-6.18-tracepoints-only.json")))
+    c = [0] * ev.CNT_MAX
+    for slot, n in counters.items():
+        c[slot] = n
+    before = {k: 0 for k in tcpext_after}
+    return Totals(plan, ["tw_overflow"], 2.0, c, {"tw_overflow": 0}, {}, before, tcpext_after,
+                  4026532177, "SIGINT", tw_settled=settled, tw_undecided=undecided,
+                  netns_filtered=filtered)
+
+
+def test_tw_inference_totals_count_what_was_confirmed_and_say_how():
+    # 60 closes looked like overflows, 20 were cancelled by the reset or error that
+    # followed them, 38 confirmed in the kernel and 2 by user space (a kernel before
+    # 5.10 cannot run the confirmation program for it)
+    t = _tw_totals({ev.CNT_TW_CANDIDATES: 60, ev.CNT_TW_CANCELLED: 20, ev.CNT_TW_OVERFLOW: 38},
+                   {"TCPTimeWaitOverflow": 40, "TCPAbortFailed": 0}, settled=2)
+    row = t.rows()[0]
+    assert row["seen"] == 40 and row["match"] is True and "surplus" not in row
+    assert row["inference"] == {"candidates": 60, "cancelled": 20, "confirmed": 40,
+                                "confirmed_in_user_space": 2, "confirmed_unchecked": 0, "undecided": 0}
+    assert "inferred at the close: 60 candidates, 20 cancelled by a reset or an error on the socket, " \
+           "40 confirmed (2 by user space, 0 at once: pending table full)" in t.text()
+
+
+def test_tw_surplus_is_explained_by_failed_resets_and_a_shortfall_by_the_blind_spot():
+    t = _tw_totals({ev.CNT_TW_CANDIDATES: 45, ev.CNT_TW_OVERFLOW: 45},
+                   {"TCPTimeWaitOverflow": 40, "TCPAbortFailed": 3})
+    row = t.rows()[0]
+    assert row["surplus"] == 5 and row["surplus_explained"] == 3
+    assert "5 more than the kernel counted: TCPAbortFailed +3" in t.text()
+    short = _tw_totals({ev.CNT_TW_OVERFLOW: 38}, {"TCPTimeWaitOverflow": 40, "TCPAbortFailed": 0})
+    assert short.rows()[0]["not_seen_individually"] == 2 and "surplus" not in short.rows()[0]
+    # without --netns the count covers every namespace, the counter one
+    wide = _tw_totals({ev.CNT_TW_OVERFLOW: 45}, {"TCPTimeWaitOverflow": 40}, filtered=False)
+    assert "trace with --netns" in wide.rows()[0]["surplus_why"]

@@ -8,6 +8,7 @@ from conftest import DATA, ROOT
 from tracer.cli.commands.probes import render
 from tracer.errors import KernelUnsupported
 from tracer.kernel.facts import KernelFacts
+from tracer.kernel import plan as plan_mod
 from tracer.kernel.plan import BCC_ATTACH, build, choose_engine
 from tracer.model.families import FAMILY_ORDER
 
@@ -61,7 +62,39 @@ def test_debian_61_without_fentry_falls_back_to_kprobes():
     assert "3 needed" in reasons["tp_btf tcp:tcp_send_reset"]
     assert p.families["oom_check"].method == "sampled"
     assert p.families["tw_overflow"].method == "tp_btf"
-    assert "reset_note_btf" in p.families["tw_overflow"].programs
+    # the inference is confirmed or cancelled by what follows on the socket
+    assert p.families["tw_overflow"].programs == ["set_state_btf", "tw_reset_btf", "tw_destroy_btf",
+                                                  "tw_settle_run"]
+
+
+def test_tw_inference_without_destroy_tracepoint_says_what_it_misses():
+    f = facts("facts-6.18-tracepoints-only.json")
+    del f.tracepoints["tcp_destroy_sock"]
+    tw = build(f).families["tw_overflow"]
+    assert tw.programs == ["set_state_btf", "tw_reset_btf", "tw_settle_run"]
+    assert "TCPAbortFailed" in tw.blind_spot and "tcp_destroy_sock" in tw.blind_spot
+    # before 5.10 user space cannot run the confirmation program (raw_tp test runs)
+    f.release = "5.9.0"
+    assert "tw_settle_run" not in build(f).families["tw_overflow"].programs
+    # without tcp_send_reset nothing could cancel a candidate: no inference at all
+    del f.tracepoints["tcp_send_reset"]
+    assert build(f).families["tw_overflow"].method == "sampled"
+
+
+def test_btf_without_ring_buffer_is_counters_only_and_says_why():
+    # 5.4 with BTF (CONFIG_DEBUG_INFO_BTF from 5.2): the object's events map is a
+    # BPF ring buffer (5.8+), so nothing could load
+    f = facts("facts-6.18-tracepoints-only.json")
+    f.release, f.ringbuf = "5.4.0-generic", None
+    p = build(f)
+    assert p.engine == "none"
+    assert all(fp.method == "sampled" for fp in p.families.values())
+    assert any("ring buffer" in n and "counters only" in n for n in p.notes)
+    assert all("ring buffer" in why for fp in p.families.values() for _, why in fp.rejected
+               if not why.startswith("not needed"))
+    # a vendor kernel that backported it says so in its BTF
+    f.ringbuf = True
+    assert build(f).engine == "co-re"
 
 
 def test_old_kernel_without_btf_is_counters_only_and_says_so():
@@ -242,3 +275,41 @@ def test_orphan_count_claim_follows_the_btf_type_not_the_version(release, pointe
     p = build(f)
     assert p.families["oom_check"].fields["orphans"][0] == fidelity
     assert p.config["orphan_pcc"] == pcc
+
+
+def _facts_at(release):
+    import json as _json
+    from tracer.kernel.facts import KernelFacts
+    f = KernelFacts.from_json(_json.load(open(os.path.join(DATA, "facts-6.18-tracepoints-only.json"))))
+    f.release = release
+    return f
+
+
+@pytest.mark.parametrize("release,memcg,no_memcg", [
+    ("4.19.1", True, False), ("6.6.9", True, False), ("6.8.1", True, True), ("6.12.0", True, True),
+    ("6.17.9", True, True), ("6.18.1", False, True), ("6.18.2", False, False), ("6.18.44-fc", False, False),
+])
+def test_mem_exceed_receive_blind_spots_per_version(release, memcg, no_memcg):
+    spot = plan_mod.mem_blind_spot(_facts_at(release))
+    assert ("failed memory-cgroup charge" in spot) == memcg
+    assert ("without a memory cgroup" in spot) == no_memcg
+
+
+def test_owner_plan_on_a_tracepoint_only_kernel():
+    f = _facts_at("6.18.44")
+    f.tracepoints.update(sock_send_length=3, sock_recv_length=3, tcp_destroy_sock=1, tcp_rcv_space_adjust=1)
+    p = plan_mod.build(f)
+    assert p.owner["store"] == "sk_storage" and p.config["owner_storage"] == 1
+    assert set(p.owner["programs"]) == {"owner_state_btf", "owner_send_btf", "owner_recv_btf"}
+    assert p.owner["fidelity"] == "last-known"
+    assert "owner_state_btf" in p.programs()
+    assert p.to_json()["owner"]["store"] == "sk_storage"
+
+
+def test_owner_plan_uses_the_hash_map_where_a_program_has_no_btf_pointer():
+    f = _facts_at("5.10.0")            # tp_btf, but no sk_storage from tracing programs
+    f.tracepoints.update(tcp_destroy_sock=1, tcp_rcv_space_adjust=1)
+    p = plan_mod.build(f)
+    assert p.owner["store"] == "hash" and p.config["owner_storage"] == 0
+    assert "owner_destroy_btf" in p.owner["programs"] and "owner_rcvspace_btf" in p.owner["programs"]
+    assert "accepted sockets" in p.owner["blind_spot"]

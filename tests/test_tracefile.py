@@ -185,3 +185,15 @@ def test_full_disk_keeps_what_was_recorded(tmp_path):
     finally:
         if subprocess.run(["umount", str(mnt)]).returncode:
             subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_records_of_the_1_0_layout_read_as_today_with_no_owner():
+    """sample.tcpoom was written with 176-byte records: they widen to today's
+    layout, the fields added since read zero (owner unknown)."""
+    from tracer.model import events as ev
+    with tf.TraceReader(os.path.join(os.path.dirname(__file__), "data", "sample.tcpoom")) as r:
+        blocks = [b for b in r.blocks() if b.type == tf.EVENTS]
+        size, count, records, stride, skip = blocks[0].events()
+    assert (size, stride, skip) == (ev.EVENT_SIZE, ev.STRIDE, ev.FRAME) and count
+    e = ev.Event.decode(records, skip)
+    assert e.owner_pid == 0 and e.owner_fidelity == ev.OWNER_NONE and e.who_pid == e.pid

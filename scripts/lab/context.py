@@ -11,7 +11,8 @@ from tracer.host import netns, procfs
 from .sysctls import SysctlGuard
 
 # The kernel counters every scenario reports (TcpExt, per network namespace). The first
-# seven are the ones the scenarios aim at; the last three explain where the rest went.
+# seven are the ones the scenarios aim at; the next three explain where the rest went; the
+# last three count the aborts that look like TIME_WAIT overflows at a tracepoint.
 COUNTERS = (
     "TCPAbortOnMemory",          # an orphan killed by tcp_check_oom (close path or timer)
     "TCPTimeWaitOverflow",       # no TIME_WAIT bucket: tcp_max_tw_buckets reached
@@ -23,6 +24,9 @@ COUNTERS = (
     "RcvPruned",                 # ... and collapsing did not free enough
     "TCPAbortOnTimeout",         # an orphan killed by its retry limit instead
     "TCPTimeouts",               # retransmission timer runs (which RTO did the killing)
+    "TCPAbortOnData",            # SO_LINGER {1,0} closes, data after close, TCP_LINGER2 -1
+    "TCPAbortOnClose",           # closed with unread data: reset at close
+    "TCPAbortFailed",            # a reset whose skb could not be allocated
 )
 
 # No step of a scenario may take longer than this (the whole lab stays under ~15 s).

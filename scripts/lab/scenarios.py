@@ -15,6 +15,7 @@ from .context import Context, Expected
 from .orphans import orphans_close, orphans_timer, orphans_timer_backoff
 from .tcp_mem import TCP_MEM_CAP_S, TINY_TCP_MEM, orphans_tcp_mem, tcp_mem_recv, tcp_mem_send
 from .time_wait import TW_BUCKETS, tw_overflow
+from .tw_adversarial import tw_ipv6, tw_late_data, tw_linger0, tw_two_cpus, tw_two_netns
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,26 @@ SCENARIOS: Dict[str, Scenario] = {s.name: s for s in (
              f"TIME_WAIT bucket overflow: tcp_max_tw_buckets={TW_BUCKETS} in the lab "
              f"namespace, connections closed by the client",
              False, 300, tw_overflow),
+    Scenario("tw_linger0",
+             f"TIME_WAIT table full ({TW_BUCKETS} buckets): overflows mixed with SO_LINGER "
+             f"{{1,0}} aborts and connect(AF_UNSPEC) from FIN_WAIT2, the socket then reused",
+             False, 60, tw_linger0),
+    Scenario("tw_late_data",
+             "TIME_WAIT table full: overflows mixed with FIN_WAIT1 aborts (TCP_LINGER2 -1, "
+             "data arriving after close)",
+             False, 60, tw_late_data),
+    Scenario("tw_ipv6",
+             "TIME_WAIT table full: IPv6 overflows, linger-0 and linger2 aborts and "
+             "disconnects, with IPv4 neighbours",
+             False, 60, tw_ipv6),
+    Scenario("tw_two_netns",
+             "TIME_WAIT table full here while a second namespace makes the same 4-tuples "
+             "into TIME_WAIT sockets at the same time",
+             False, 60, tw_two_netns),
+    Scenario("tw_two_cpus",
+             "TIME_WAIT table full: two processes pinned to two CPUs mix overflows with "
+             "aborts, disconnects and reuses",
+             False, 80, tw_two_cpus),
     Scenario("orphans_close",
              "orphans aborted on close: tcp_max_orphans=0, clients close with data unsent",
              True, 300, orphans_close),

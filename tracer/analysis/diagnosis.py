@@ -133,8 +133,48 @@ def _orphans(r: _Recording) -> List[dict]:
     }]
 
 
+def _mib_exact(n_bytes: int) -> str:
+    return f"{n_bytes / (1 << 20):.1f} MiB"
+
+
+def _classes(r: _Recording) -> dict:
+    return (r.m.get("mem_exceed") or {}).get("classes") or {}
+
+
+def _memcg(r: _Recording) -> List[dict]:
+    """Memory cgroups that refused socket memory (issue 13, finding 4): the kernel
+    charges the socket's memory cgroup before it compares anything with tcp_mem, so
+    the advice is that cgroup's limit, never tcp_mem."""
+    classes = _classes(r)
+    out = []
+    for row in (r.m.get("mem_exceed") or {}).get("memcgs") or []:
+        where = row.get("memcg") or "an unresolved memory cgroup"
+        name = row.get("limit_name") or "memory.max"
+        limit = row.get("limit_bytes")
+        who = f" ({row['container']})" if row.get("container") and row["container"] != where else ""
+        out.append({
+            "id": "mem_exceed.memcg", "severity": "critical",
+            "title": f"Memory cgroup {where}{who} refused socket memory: {row['refusals']} refusals",
+            "limit": f"{name} of {where}",
+            "evidence": [f"{row['refusals']} refusals classified memcg (the cgroup's charge failed)"
+                         + (f"; {name} = {_mib_exact(limit)}" if limit else ""),
+                         "refusals by class: " + ", ".join(f"{k} {v}" for k, v in sorted(classes.items()))],
+            "advice": [f"Raise {name} of {where}" + (f" (now {_mib_exact(limit)})" if limit else "")
+                       + ", or find what fills it: the sockets of that cgroup that do not drain "
+                         "(`tcpoom trace --cgroup " + where + "`).",
+                       "Do not raise net.ipv4.tcp_mem for these: the kernel refuses the cgroup's charge "
+                       "before it compares the host's TCP memory with tcp_mem."],
+            "why": "__sk_mem_raise_allocated charges the socket's memory cgroup first; when that charge "
+                   "fails the allocation is refused whatever tcp_mem says.",
+        })
+    return out
+
+
 def _tcp_mem(r: _Recording) -> List[dict]:
-    hard = r.oom.get("out_of_memory", 0) + r.fam.get("mem_exceed", 0)
+    classes = _classes(r)
+    by_memcg = classes.get("memcg", 0)
+    # memory-cgroup refusals are counted under their cgroup (_memcg), not here
+    hard = r.oom.get("out_of_memory", 0) + r.fam.get("mem_exceed", 0) - by_memcg
     pressure = r.fam.get("pressure", 0)
     if not (hard or pressure):
         return []
@@ -175,6 +215,10 @@ def _tcp_mem(r: _Recording) -> List[dict]:
                         f"against tcp_mem[2] = {over['tcp_mem2']} ({over['value']}%) at {over['at']}; "
                         f"a socket above its share (tcp_mem[2] / sockets) is refused there")
     evidence.append("sockstat 'mem' and tcp_mem are both in pages: compare pages with pages")
+    if set(classes) - {"unclassified"}:
+        evidence.append("refusals by class: " + ", ".join(f"{k} {v}" for k, v in sorted(classes.items()))
+                        + (" (memory-cgroup refusals are counted under their cgroup, not here)"
+                           if by_memcg else ""))
     return [{
         "id": "tcp_mem", "severity": "critical" if hard else "warning",
         "title": (f"TCP memory at the hard limit: {hard} refusals or aborts" if hard
@@ -228,7 +272,7 @@ def _fidelity(r: _Recording) -> List[dict]:
 
 
 #: one function a finding, in the order they are written down
-FINDINGS = (_tw_overflow, _orphans, _tcp_mem, _loss, _missed, _fidelity)
+FINDINGS = (_tw_overflow, _orphans, _memcg, _tcp_mem, _loss, _missed, _fidelity)
 
 
 def diagnose(m: dict, header: dict) -> Tuple[List[dict], str]:

@@ -216,6 +216,40 @@ def _time_wait(fig: Figures, snippet: List[str], deltas: Dict[str, Optional[int]
                      advice, TW_WHY)]
 
 
+def _memcg(fig: Figures) -> List[dict]:
+    """A memory cgroup at its limit refuses socket memory before tcp_mem is even looked at
+    (__sk_mem_raise_allocated charges the memcg first, 4.19-6.18): raising tcp_mem does not
+    help those sockets; the cgroup's own limit, or its memory user, is the lever."""
+    out = []
+    for m in fig.memcgs or []:
+        limit, sock = m.get("limit"), m.get("sock") or 0
+        if not limit:
+            continue
+        used = sock if m["version"] == "v1" else (m.get("usage") or 0)
+        pct = 100.0 * used / limit
+        failed = m.get("failcnt") or 0
+        if pct < 80 and not failed:
+            continue
+        severity = "critical" if pct >= 95 or failed else "warning"
+        what = "socket memory" if m["version"] == "v1" else "memory (sockets included)"
+        evidence = [f"{what} {size(used)} of {m['limit_name']} {size(limit)} ({pct:.0f}%)"
+                    + (f"; sockets {size(sock)}" if m["version"] == "v2" else "")]
+        if failed:
+            evidence.append(f"memory.kmem.tcp.failcnt {failed}: charges this cgroup refused")
+        if m.get("peak"):
+            evidence.append(f"peak {size(m['peak'])}")
+        out.append(finding(
+            "memcg", severity, f"Memory cgroup {m['path']} is at its socket-memory limit",
+            f"{m['limit_name']} of {m['path']}", evidence,
+            [f"Raise {m['limit_name']} of {m['path']} (or the container's memory limit), or find "
+             f"the socket user in that cgroup: `tcpoom trace --cgroup {m['path']}` names it.",
+             "Raising net.ipv4.tcp_mem does not help: the kernel refuses the charge in the "
+             "cgroup before it compares the host's TCP memory with tcp_mem."],
+            "The kernel charges socket memory to the socket's memory cgroup first; when that "
+            "charge fails the allocation is refused (send) or the data dropped (receive)."))
+    return out
+
+
 def diagnose(fig: Figures) -> Diagnosis:
     snippet: List[str] = []
     table = counter_table(fig)
@@ -223,7 +257,8 @@ def diagnose(fig: Figures) -> Diagnosis:
     worst = worst_cases(fig)
     findings = (_tcp_mem(fig, snippet) + _orphans(fig, snippet)
                 + _time_wait(fig, snippet, deltas) + doctor_counters.counters(fig, table)
-                + doctor_counters.buffers(fig, worst) + doctor_counters.orphan_memory(fig, worst))
+                + doctor_counters.buffers(fig, worst) + doctor_counters.orphan_memory(fig, worst)
+                + _memcg(fig))
     not_checked = []
     if fig.tcp_mem is None or fig.mem_pages is None:
         not_checked.append("tcp_mem: needs sockstat mem and net.ipv4.tcp_mem")

@@ -105,10 +105,22 @@ def _crossed(agg: Aggregate, clock: WallClock) -> List[dict]:
         if tw is not None and mtw is not None and tw >= mtw:
             conds.setdefault("tcp_max_tw_buckets", []).append(sec)
     limit_of = {ev.MEM_EXCEED: "tcp_mem hard limit (tcp_mem[2])", ev.TW_OVERFLOW: "tcp_max_tw_buckets"}
+    # refusals a memory cgroup made are not tcp_mem's (per second the classes are
+    # not kept: the seconds of mem_exceed go to the limit that refused most)
+    memcg_n = sum(n for (cls, _, _, derived), n in agg.mem_classes.items()
+                  if derived & ev.FIELD_MEM_CLASS and cls == ev.MEM_CLASS_MEMCG)
+    mem_n = agg.by_family.get(ev.MEM_EXCEED, 0)
+    if memcg_n:
+        memcg_label = "memory cgroup limit (memory.kmem.tcp / memory.max)"
+        if memcg_n * 2 >= mem_n:
+            limit_of[ev.MEM_EXCEED] = memcg_label
+        events[memcg_label] = memcg_n
+        events["tcp_mem hard limit (tcp_mem[2])"] = -memcg_n if memcg_n * 2 < mem_n else 0
     for (fam, sec), n in agg.per_second.items():
         if fam in limit_of:
             conds.setdefault(limit_of[fam], []).append(sec)
-            events[limit_of[fam]] = events.get(limit_of[fam], 0) + n
+            if not (fam == ev.MEM_EXCEED and memcg_n and limit_of[fam] != "tcp_mem hard limit (tcp_mem[2])"):
+                events[limit_of[fam]] = events.get(limit_of[fam], 0) + n
     for (fam, verdict), n in agg.by_verdict.items():
         if fam == ev.OOM_CHECK:
             if verdict & ev.VERDICT_ORPHANS:
@@ -146,6 +158,53 @@ def _limits_during(agg: Aggregate) -> dict:
             if val is not None and (key not in out or val < out[key]):
                 out[key] = val
     return out
+
+
+def _who(agg: Aggregate) -> Tuple[List[dict], List[dict]]:
+    """Top owners (processes) and top cgroups/containers, with counts per family."""
+    owners = [{"pid": pid, "comm": comm_of(c0, c1), "events": n}
+              for (pid, c0, c1), n in agg.owners.most_common(agg.TOP) if pid]
+    groups: Dict[Tuple, dict] = {}
+    for (fam, owner_cg, memcg), n in agg.who_cgroups.items():
+        if not owner_cg and not memcg:
+            continue
+        e = ev.Event.make(owner_cgroup=owner_cg, memcg=memcg, owner_fidelity=ev.OWNER_LAST_KNOWN)
+        cg, mem, label = agg.names.who(e)
+        if cg is None and owner_cg:
+            cg = f"cgroup:{owner_cg}"
+        key = (cg, mem)
+        row = groups.setdefault(key, {"cgroup": cg, "memcg": mem, "container": label, "events": 0,
+                                      "by_family": {}})
+        row["events"] += n
+        name = ev.FAMILIES.get(fam, str(fam))
+        row["by_family"][name] = row["by_family"].get(name, 0) + n
+    rows = sorted(groups.values(), key=lambda r: -r["events"])[:agg.TOP]
+    # the root cgroup alone says nothing: keep it only when it is all there is
+    if len(rows) > 1:
+        rows = [r for r in rows if r["container"]] or rows
+    return owners, rows
+
+
+def _mem_classes(agg: Aggregate, page: int) -> dict:
+    """mem_exceed by refusal class, and the memory cgroups that refused, with their limits."""
+    classes: Dict[str, int] = {}
+    memcgs: Dict[int, dict] = {}
+    v1 = (agg.header.get("plan") or {}).get("config", {}).get("memcg_v1")
+    for (cls, memcg, limit, derived), n in agg.mem_classes.items():
+        name = ev.MEM_CLASSES.get(cls, "unknown") if derived & ev.FIELD_MEM_CLASS else "unclassified"
+        classes[name] = classes.get(name, 0) + n
+        if name == "memcg":
+            row = memcgs.setdefault(memcg, {
+                "memcg": agg.names.path("memory", memcg) or (f"cgroup:{memcg}" if memcg else None),
+                "container": (agg.names.identity("memory", memcg) or {}).get("label"),
+                "refusals": 0, "limit_pages": None,
+                "limit_name": "memory.kmem.tcp.limit_in_bytes" if v1 else "memory.max"})
+            row["refusals"] += n
+            if limit is not None and limit >= 0:
+                row["limit_pages"] = limit if row["limit_pages"] is None else min(row["limit_pages"], limit)
+                row["limit_bytes"] = row["limit_pages"] * page
+    return {"classes": classes,
+            "memcgs": sorted(memcgs.values(), key=lambda r: -r["refusals"])}
 
 
 def build(agg: Aggregate, files: List[str]) -> dict:
@@ -206,6 +265,7 @@ def build(agg: Aggregate, files: List[str]) -> dict:
                                                    orphans=fig["orphan"], max_orphans=fig.get("max_orphans"),
                                                    source="sampled")
     during = _limits_during(agg)
+    owners, cgroup_rows = _who(agg)
     # TIME_WAIT: the figures read at the overflows themselves, else the samples
     tw_peak = agg.peaks.pop("tw_sampled")
     if agg.peaks["tw"].value is None:
@@ -262,9 +322,15 @@ def build(agg: Aggregate, files: List[str]) -> dict:
                    "events": fam_series, "proc": snap_series},
         "distributions": {"shift": {str(k): n for k, n in sorted(agg.shift.items()) if k >= 0},
                           "orphans_at_decision": {str(k): n for k, n in sorted(agg.orphans_at_decision.items())}},
+        "mem_exceed": _mem_classes(agg, page),
         "top": {
-            "processes": [{"pid": pid, "comm": comm_of(c0, c1), "events": n}
-                          for (pid, c0, c1), n in agg.processes.most_common(agg.TOP)],
+            # the sockets' owners; recordings made before owners were traced: the context
+            "processes": owners or [{"pid": pid, "comm": comm_of(c0, c1), "events": n}
+                                    for (pid, c0, c1), n in agg.processes.most_common(agg.TOP)],
+            "processes_are": "owners" if owners else "contexts",
+            "contexts": [{"pid": pid, "comm": comm_of(c0, c1), "events": n}
+                         for (pid, c0, c1), n in agg.processes.most_common(agg.TOP)],
+            "cgroups": cgroup_rows,
             "local_ports": [{"port": p, "events": n} for p, n in top_with_socket(agg.local_ports)],
             "remote_peers": [{"peer": _peer(af, struct.pack("<QQ", d0, d1)), "events": n}
                              for (af, d0, d1), n in top_with_socket(agg.remote_peers)],

@@ -30,7 +30,8 @@ def header(cap: Capture, argv) -> dict:
         "plan": cap.plan.to_json(),
         "facts": cap.facts.to_json(),
         "families": cap.families,
-        "filters": {"netns": cap.filters.netns, "pid": cap.filters.pid, "port": cap.filters.port},
+        "filters": {"netns": cap.filters.netns, "pid": cap.filters.pid, "port": cap.filters.port,
+                    "cgroup": cap.filters.cgroup, "container": cap.filters.container},
         "page_size": os.sysconf("SC_PAGE_SIZE"),
         "mem_total_kb": procfs.mem_total() // 1024,
         # 6.0+: how far sockstat mem and memory_allocated can be from the truth

@@ -9,6 +9,7 @@ from typing import Optional
 from tracer.model import events as ev
 from tracer.model import tracefile as tf
 from tracer.host import snapshots
+from . import cgroup_ids
 from .capture import Capture, Stop
 from .recorder import Recorder
 from .tick import Second, Tick
@@ -21,8 +22,11 @@ _FAMILY_OFFSET = ev.layout_offsets()["family"]
 class Recording:
     """Feeds one Recorder from a started capture and its tick."""
 
-    def __init__(self, rec: Recorder, cap: Capture, tick: Tick, stop: Optional[Stop] = None):
+    def __init__(self, rec: Recorder, cap: Capture, tick: Tick, stop: Optional[Stop] = None,
+                 ids: Optional[cgroup_ids.CgroupIds] = None):
         self.rec = rec
+        # the cgroup ids the records carry, named for a report on another machine
+        self.ids = ids if ids is not None else cgroup_ids.CgroupIds()
         self.netns = cap.filters.netns or None
         self.stop = stop
         # this kernel cannot read the orphan count at the decision: sample it
@@ -39,6 +43,9 @@ class Recording:
         return [tf.encode_json(tf.SNAPSHOT, snapshots.take(self.netns), self.rec.compress)]
 
     def events(self, payload: bytes, n: int) -> None:
+        if not n:
+            return
+        self.ids.note(payload, n)
         self.rec.add_events(payload, n)
         if not self.sample_at_events:
             return
@@ -48,8 +55,14 @@ class Recording:
             self._light_at = now
             self.rec.add_json(tf.SNAPSHOT, snapshots.take_light(self.netns))
 
+    def _names(self) -> None:
+        block = self.ids.block()
+        if block:
+            self.rec.add_json(tf.CGROUPS, block)
+
     def second(self, s: Second) -> None:
         rec = self.rec
+        self._names()
         rec.add_json(tf.SNAPSHOT, s.snapshot)
         if s.counters is not None:
             rec.add_json(tf.COUNTERS, {"ts_ns": time.monotonic_ns(), "counters": s.counters})
@@ -67,4 +80,5 @@ class Recording:
             self.stop.request("max-size")
 
     def close(self, totals) -> None:
+        self._names()
         self.rec.close({"stop_reason": totals.stop_reason, "totals": totals.to_json()})

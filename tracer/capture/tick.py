@@ -60,7 +60,8 @@ class Tick:
     def __init__(self, session, netns: Optional[int], period_s: float = SECOND_S,
                  holders_every_s: float = HOLDERS_EVERY_S,
                  missed: Optional[Callable[[Optional[List[int]]], Dict[str, Optional[int]]]] = None):
-        # anything with counters(); None for a /proc-only capture (no BPF loaded)
+        # anything with counters() (a started Capture: its TIME_WAIT overflows
+        # confirmed by user space included); None for a /proc-only capture
         self.session = session
         self.netns = netns or None
         self.period_s = period_s
@@ -100,7 +101,7 @@ class Tick:
         snap = snapshots.take(self.netns)
         counters = self.session.counters() if self.session is not None else None
         lost = {ev.FAMILIES[i - ev.CNT_LOST_BASE]: counters[i] - self._lost[i]
-                for i in range(ev.CNT_LOST_BASE, ev.CNT_MAX)
+                for i in range(ev.CNT_LOST_BASE, ev.CNT_LOST_END)
                 if i - ev.CNT_LOST_BASE in ev.FAMILIES and counters[i] > self._lost[i]} \
             if counters is not None else {}
         if lost:

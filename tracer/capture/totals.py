@@ -30,6 +30,9 @@ class Totals:
     #: kernel's; None where this kernel does not count them
     missed: Dict[str, Optional[int]] = dataclasses.field(default_factory=dict)
     missed_unmeasured: Dict[str, str] = dataclasses.field(default_factory=dict)
+    tw_settled: int = 0                      # TIME_WAIT candidates confirmed by user space (< 5.10)
+    tw_undecided: int = 0                    # ... still open at the stop: too young to decide
+    netns_filtered: bool = True              # --netns given: the counts are that namespace's
 
     def delta(self, name: str) -> Optional[int]:
         if name not in self.tcpext_after or name not in self.tcpext_before:
@@ -41,7 +44,36 @@ class Totals:
         fp = self.plan.families[family]
         if fp.method == "sampled":
             return self.sampled.get(family, 0)
+        if family == "tw_overflow":
+            return self.counters[FAMILY_SLOT[family]] + self.tw_settled
         return self.counters[FAMILY_SLOT[family]]
+
+    def tw_inference(self) -> Optional[dict]:
+        """How the tracepoint tier's TIME_WAIT candidates ended."""
+        if "tw_overflow" not in self.families or \
+                self.plan.families["tw_overflow"].method not in ("tp_btf", "raw_tp"):
+            return None
+        c = self.counters
+        return {"candidates": c[ev.CNT_TW_CANDIDATES], "cancelled": c[ev.CNT_TW_CANCELLED],
+                "confirmed": self.seen("tw_overflow"), "confirmed_in_user_space": self.tw_settled,
+                "confirmed_unchecked": c[ev.CNT_TW_UNCHECKED], "undecided": self.tw_undecided}
+
+    def _reconcile(self, fam: str, row: dict, seen: int, delta: int) -> None:
+        """Surplus or shortfall against the namespace's own counter, with what
+        the kernel's other counters explain of it."""
+        if seen > delta:
+            row["surplus"] = seen - delta
+            if not self.netns_filtered:
+                row["surplus_why"] = ("seen counts every namespace, the kernel counter only "
+                                      f"netns {self.netns}'s: trace with --netns to compare one")
+            elif fam == "tw_overflow" and fp_inferred(self.plan, fam):
+                failed = self.delta("TCPAbortFailed") or 0
+                row["surplus_explained"] = min(row["surplus"], failed)
+                row["surplus_why"] = (f"TCPAbortFailed +{failed}: an abort whose reset could not be "
+                                      "allocated looks like an overflow at the tracepoints"
+                                      if failed else "unexplained")
+            else:
+                row["surplus_why"] = "unexplained"
 
     def lost(self, family: str) -> int:
         return self.counters[ev.CNT_LOST_BASE + ev.FAMILY_IDS[family]]
@@ -85,13 +117,18 @@ class Totals:
             if delta is not None and delta > seen:
                 row["not_seen_individually"] = delta - seen
                 row["blind_spot"] = fp.blind_spot or "events the method did not see"
+            if delta is not None:
+                self._reconcile(fam, row, seen, delta)
+            if fam == "tw_overflow" and self.tw_inference() is not None:
+                row["inference"] = self.tw_inference()
             out.append(row)
         return out
 
     def verdicts(self) -> Dict[str, int]:
         c = self.counters
         return {ev.COUNTER_NAMES[i]: c[i] for i in range(ev.CNT_MAX)
-                if i in ev.COUNTER_NAMES and i < ev.CNT_LOST_BASE}
+                if i in ev.COUNTER_NAMES and not ev.CNT_LOST_BASE <= i < ev.CNT_LOST_END
+                and not ev.CNT_UNPAIRED_BASE <= i < ev.CNT_UNPAIRED_END}
 
     def to_json(self) -> dict:
         context = {k: self.delta(k) for k in CONTEXT_COUNTERS if self.delta(k)}
@@ -112,6 +149,10 @@ class Totals:
 
     def text(self) -> str:
         return text_from_json(self.to_json())
+
+
+def fp_inferred(plan: Plan, family: str) -> bool:
+    return plan.families[family].method in ("tp_btf", "raw_tp")
 
 
 STOP_REASONS = {"SIGINT": "SIGINT: Ctrl-C", "SIGTERM": "SIGTERM", "duration": "--duration reached",
@@ -149,6 +190,15 @@ def text_from_json(t: dict, recorded: bool = False) -> str:
         if r.get("not_seen_individually"):
             lines.append(f"    {r['not_seen_individually']} counted by the kernel but not seen one by one: "
                          f"{r['blind_spot']}")
+        if r.get("surplus"):
+            lines.append(f"    {r['surplus']} more than the kernel counted: {r.get('surplus_why', 'unexplained')}")
+        inf = r.get("inference")
+        if inf:
+            lines.append(f"    inferred at the close: {inf['candidates']} candidates, {inf['cancelled']} cancelled "
+                         f"by a reset or an error on the socket, {inf['confirmed']} confirmed "
+                         f"({inf['confirmed_in_user_space']} by user space, {inf['confirmed_unchecked']} "
+                         f"at once: pending table full)" +
+                         (f", {inf['undecided']} undecided at the stop" if inf["undecided"] else ""))
     v = t.get("counters", {})
     if v.get("oom_check"):
         lines.append(f"  oom_check verdicts: too_many_orphans={v['oom_check.orphans']} "

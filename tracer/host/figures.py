@@ -13,7 +13,7 @@ import time
 from typing import Callable, Dict, List
 
 from tracer.model.host_figures import Figures
-from . import netns, pcpu_margin, procfs
+from . import cgroups, netns, pcpu_margin, procfs
 
 NETNS_TIMEOUT_S = 5.0
 
@@ -124,6 +124,8 @@ def read_figures(ns, own: bool, label: str, interval: float,
     # The pressure flag is host-wide: read it from the caller's own namespace.
     fig.pressure = reader.get("/proc/net/protocols", procfs.tcp_memory_pressure)
     fig.mem_total = reader.get("/proc/meminfo", procfs.mem_total)
+    fig.memcgs = reader.get("memory cgroups (socket memory)",
+                            lambda: [m.to_json() for m in cgroups.sock_memory_all()])
     if ns is not _BLOCKED:
         fig.counters_before = reader.get(f"/proc/net/netstat{where}", tcp_ext, ns)
     if fig.counters_before is not None:

@@ -24,6 +24,7 @@ import heapq
 import time
 from typing import List, NamedTuple, Optional, Tuple
 
+from tracer.host import cgroups as _cgroups
 from tracer.host import netns as _netns
 from tracer.host.netns import NetnsRef
 from .holders_lines import format_holders
@@ -90,6 +91,11 @@ def _entry(sock: Sock, owners: Owners) -> dict:
         "comm": comm,
         "owner": _owner_kind(sock, pids),
     }
+    if pids:
+        # which service or container: the cgroups of the (first) holding process
+        v2, mem = _cgroups.of_pid(pids[0])
+        entry["cgroup"], entry["memcg"] = v2, mem
+        entry["container"] = _cgroups.label_of(v2, mem)
     if sock.skmem is not None:
         entry["skmem"] = dict(sock.skmem)
     if sock.accept_queue is not None:
@@ -144,6 +150,11 @@ def snapshot(top: int = 20, netns: NetnsRef = None, *,
     }
     if gathered.netlink_error:
         result["netlink_error"] = gathered.netlink_error
+    # socket memory per memory cgroup, against its limit (memory.stat sock / memory.kmem.tcp)
+    try:
+        result["memcgs"] = [m.to_json() for m in _cgroups.sock_memory_all(top=10)]
+    except OSError:
+        pass
     return result
 
 

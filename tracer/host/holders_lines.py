@@ -28,7 +28,8 @@ def _process(entry: dict) -> str:
     owner = entry.get("owner")
     if entry.get("pids"):
         comm = entry.get("comm") or "?"
-        return "users:(" + ",".join(f'("{comm}",pid={p})' for p in entry["pids"]) + ")"
+        where = f" [{entry['container']}]" if entry.get("container") else ""
+        return "users:(" + ",".join(f'("{comm}",pid={p})' for p in entry["pids"]) + ")" + where
     return {"orphan": "orphan", "unaccepted": "in accept queue"}.get(owner, "-")
 
 
@@ -61,4 +62,11 @@ def format_holders(snap: dict, limit: int = 10) -> List[str]:
             figures = ",".join(f"{label}{skmem[name]}"
                                for name, label in zip(SKMEM_FIELDS, _SKMEM_SS) if name in skmem)
             lines.append(f"\t skmem:({figures})")
+    for m in snap.get("memcgs") or []:
+        if m.get("limit"):
+            pct = (f" ({m['sock'] * 100 // m['limit']}% of {m['limit_name']} {_size(m['limit'])})"
+                   if m.get("version") == "v1" and m.get("sock") is not None
+                   else f" ({m['limit_name']} {_size(m['limit'])})")
+            lines.append(f"memory cgroup {m['path']}: sockets {_size(m.get('sock') or 0)}{pct}"
+                         + (f", {m['failcnt']} charges refused" if m.get("failcnt") else ""))
     return lines

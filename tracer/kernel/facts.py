@@ -21,7 +21,9 @@ FUNCTIONS = ("tcp_check_oom", "__tcp_close", "tcp_close", "tcp_out_of_resources"
 DATA_SYMBOLS = ("tcp_orphan_cache", "sysctl_tcp_max_orphans")
 DENY_ENV = "TCPOOM_DENY_METHODS"
 METHODS = ("fentry", "kprobe", "tp_btf", "raw_tp")
-TRACEPOINTS = ("tcp_send_reset", "inet_sock_set_state", "sock_exceed_buf_limit")
+TRACEPOINTS = ("tcp_send_reset", "inet_sock_set_state", "sock_exceed_buf_limit",
+               # the socket owner's process-context hooks (bpf/owner.bpf.h)
+               "sock_send_length", "sock_recv_length", "tcp_rcv_space_adjust", "tcp_destroy_sock")
 #: tracepoint -> its tracefs event directory, for kernels without BTF (the bcc engine)
 TRACEFS_EVENTS = {"tcp_send_reset": "tcp", "inet_sock_set_state": "sock",
                   "sock_exceed_buf_limit": "sock"}
@@ -44,6 +46,9 @@ class KernelFacts:
     #: 5.15.15: the quick read works), "int" (per-CPU unsigned int, 5.15.16+ and
     #: 6.0-6.14: not readable without the symbol), "absent" (6.15+), None: no BTF
     orphan_count: Optional[str] = None
+    #: BPF_MAP_TYPE_RINGBUF in the kernel's BTF (5.8+, or a vendor backport);
+    #: None where there is no BTF to tell (then judged by the version)
+    ringbuf: Optional[bool] = None
     #: errno of a test load of an fentry program; 0 = accepted, None = not tried
     fentry_errno: Optional[int] = None
     #: a kprobe PMU or kprobe_events exists (CONFIG_KPROBES)
@@ -63,6 +68,9 @@ class KernelFacts:
     #: for a kernel whose fentry or kprobes misbehave, and to test the next tier
     #: on a kernel that has the better one
     denied_methods: List[str] = dataclasses.field(default_factory=list)
+    #: the memory controller is mounted as a cgroup v1 hierarchy (socket memory is then
+    #: charged to memcg->tcpmem, memory.kmem.tcp.*), not in the unified one
+    memcg_v1: bool = False
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -152,6 +160,20 @@ def _read_kallsyms(wanted_funcs, wanted_data) -> tuple:
     return funcs, data
 
 
+def _memcg_v1(mountinfo: str = "/proc/self/mountinfo") -> bool:
+    """Is the memory controller a v1 hierarchy (mount type cgroup with option memory)?"""
+    try:
+        with open(mountinfo) as f:
+            for line in f:
+                _, _, right = line.partition(" - ")
+                parts = right.split()
+                if len(parts) >= 3 and parts[0] == "cgroup" and "memory" in parts[2].split(","):
+                    return True
+    except OSError:
+        pass
+    return False
+
+
 def gather(test_load: bool = True) -> KernelFacts:
     """Read this kernel's facts. Loads one test program (never attaches) unless
     `test_load` is False (doctor: no BPF) or the per-boot cache has the answer;
@@ -166,6 +188,7 @@ def gather(test_load: bool = True) -> KernelFacts:
     if root:
         f.tracefs_events = {tp: os.path.isdir(os.path.join(root, "events", system, tp))
                             for tp, system in TRACEFS_EVENTS.items()}
+    f.memcg_v1 = _memcg_v1()
     f.kprobes = (os.path.exists("/sys/bus/event_source/devices/kprobe/type")
                  or os.path.exists("/sys/kernel/tracing/kprobe_events")
                  or os.path.exists("/sys/kernel/debug/tracing/kprobe_events"))
@@ -197,6 +220,7 @@ def _gather_boot_stable(f: KernelFacts, test_load: bool = True) -> None:
                     f.tracepoints[tp] = n
             f.rst_reason_abort_on_memory = btf.enum_value(
                 "sk_rst_reason", "SK_RST_REASON_TCP_ABORT_ON_MEMORY")
+            f.ringbuf = btf.enum_value("bpf_map_type", "BPF_MAP_TYPE_RINGBUF") is not None
             fentry_target = f.btf_functions["tcp_check_oom"]
             pointee = btf.member_pointee("proto", "orphan_count")
             f.orphan_count = ("absent" if pointee is None else
@@ -223,9 +247,11 @@ def _gather_boot_stable(f: KernelFacts, test_load: bool = True) -> None:
 # boot id, so a tracer started on a host in trouble skips the BTF and kallsyms
 # reads after the first run. TCPOOM_NO_FACTS_CACHE=1 turns it off.
 CACHE_DIR = "/run/tcpoom"
-_BOOT_STABLE = ("btf_functions", "tracepoints", "rst_reason_abort_on_memory", "orphan_count", "fentry_errno",
+_BOOT_STABLE = ("btf_functions", "tracepoints", "rst_reason_abort_on_memory", "orphan_count", "ringbuf",
+                "fentry_errno",
                 "kallsyms_functions", "kallsyms_data", "kallsyms_read", "hz", "hz_source")
-_CACHE_FORMAT = 2
+# 3: orphan_count (issue 13) and ringbuf (issue 13, TIME_WAIT) both kept
+_CACHE_FORMAT = 3
 
 
 def _cache_key(f: KernelFacts) -> Optional[dict]:

@@ -119,6 +119,7 @@ def lib() -> ctypes.CDLL:
             "bpf_object__next_program": (vp, [vp, vp]),
             "bpf_object__next_map": (vp, [vp, vp]),
             "bpf_object__find_map_by_name": (vp, [vp, cp]),
+            "bpf_object__find_program_by_name": (vp, [vp, cp]),
             "bpf_object__btf": (vp, [vp]),
             "bpf_program__name": (cp, [vp]),
             "bpf_program__section_name": (cp, [vp]),
@@ -135,6 +136,8 @@ def lib() -> ctypes.CDLL:
             "bpf_map__initial_value": (vp, [vp, ctypes.POINTER(ctypes.c_size_t)]),
             "bpf_map__value_size": (u32, [vp]),
             "bpf_map_lookup_elem": (i, [i, vp, vp]),
+            "bpf_map_get_next_key": (i, [i, vp, vp]),
+            "bpf_map_delete_elem": (i, [i, vp]),
             "libbpf_num_possible_cpus": (i, []),
             "btf__load_vmlinux_btf": (vp, []),
             "btf__parse": (vp, [cp, vp]),
@@ -152,6 +155,30 @@ def lib() -> ctypes.CDLL:
         l.libbpf_set_print(_print_cb)
         _lib = l
         return l
+
+
+class TestRunOpts(ctypes.Structure):
+    """struct bpf_test_run_opts (libbpf 0.7+)."""
+    _fields_ = [("sz", ctypes.c_size_t), ("data_in", ctypes.c_void_p), ("data_out", ctypes.c_void_p),
+                ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
+                ("ctx_in", ctypes.c_void_p), ("ctx_out", ctypes.c_void_p),
+                ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
+                ("retval", ctypes.c_uint32), ("repeat", ctypes.c_int), ("duration", ctypes.c_uint32),
+                ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32), ("batch_size", ctypes.c_uint32)]
+
+
+def test_run(prog_fd: int) -> Optional[int]:
+    """Run a loaded program once (BPF_PROG_TEST_RUN, no context): its return
+    value, or None where libbpf or the kernel cannot (raw_tp: kernel 5.10+)."""
+    l = lib()
+    fn = getattr(l, "bpf_prog_test_run_opts", None)
+    if fn is None:
+        return None
+    fn.restype, fn.argtypes = ctypes.c_int, [ctypes.c_int, ctypes.c_void_p]
+    opts = TestRunOpts(sz=ctypes.sizeof(TestRunOpts))
+    if fn(prog_fd, ctypes.byref(opts)) != 0:
+        return None
+    return opts.retval
 
 
 def quiet(on: bool) -> None:

@@ -11,11 +11,12 @@ import dataclasses
 import os
 import re
 import struct
-from typing import List, Optional, Sequence
+import time
+from typing import List, Optional, Sequence, Tuple
 
 from . import btfcache, libbpf, misses, objects
 from tracer.errors import LoadError, PermissionNeeded
-from tracer.model.events import CNT_MAX
+from tracer.model.events import CNT_MAX, EVENT_SIZE
 from .facts import KernelFacts
 from .plan import Plan
 from .ringbuf import RingBuffer
@@ -27,6 +28,8 @@ BENCH_OBJECT = objects.path("bench.bpf.o")
 #: the maps the bench object shares with the production object
 BENCH_SHARED_MAPS = ("events", "counters")
 DEFAULT_RINGBUF = 4 << 20
+#: programs loaded for user space to run (BPF_PROG_TEST_RUN), never attached
+RUN_ONLY = ("tw_settle_run",)
 #: each attaching command's default ring buffer: record and live take storms
 #: whole; trace is read as it prints
 RINGBUF_DEFAULTS = {"trace": DEFAULT_RINGBUF, "record": 16 << 20, "live": 16 << 20}
@@ -38,6 +41,9 @@ class Filters:
     pid: int = 0
     port: int = 0
     families: Optional[Sequence[str]] = None   # None: every family
+    # matched in user space (tracer/capture/who.py): the kernel side knows ids, not names
+    cgroup: Optional[str] = None
+    container: Optional[str] = None
 
     def wants(self, family: str) -> bool:
         return self.families is None or family in self.families
@@ -69,6 +75,9 @@ class Session:
         self._path = object_path
         self.programs: List[str] = [
             p for fam, fp in plan.families.items() if filters.wants(fam) for p in fp.programs]
+        if self.programs:
+            # the socket's owner is noted for the events' sake (bpf/owner.bpf.h)
+            self.programs += [p for p in plan.owner.get("programs", []) if p not in self.programs]
         # benchmarks: the synthetic source, driven by getpid() of that process,
         # into the ring buffer, or into a perf buffer for the reference pipeline
         self._synthetic_pid = synthetic_pid
@@ -195,7 +204,7 @@ class Session:
         l = self._l
         for p in libbpf.iter_programs(self._obj):
             name = l.bpf_program__name(p).decode()
-            if name not in self.programs:
+            if name not in self.programs or name in RUN_ONLY:
                 continue
             link = l.bpf_program__attach(p)
             if not link:
@@ -248,6 +257,54 @@ class Session:
             vals = struct.unpack_from(f"<{CNT_MAX}Q", raw, cpu * slot_bytes)
             totals = [a + b for a, b in zip(totals, vals)]
         return totals
+
+    def settle_tw_in_kernel(self) -> bool:
+        """Have the kernel confirm the TIME_WAIT candidates past their window
+        (tw_settle_run, until it finds none); False where it cannot run."""
+        if "tw_settle_run" not in self.programs:
+            return False
+        prog = self._l.bpf_object__find_program_by_name(self._obj, b"tw_settle_run")
+        fd = self._l.bpf_program__fd(prog) if prog else -1
+        if fd < 0:
+            return False
+        for _ in range(4096):       # 32 a run: 131072 at most, the fifo holds 4096
+            ret = libbpf.test_run(fd)
+            if ret is None:
+                return False
+            if ret == 0:
+                break
+        return True
+
+    def settle_tw(self, window_s: float) -> Tuple[List[bytes], int]:
+        """The tracepoint tier's TIME_WAIT candidates still open: those older than
+        `window_s` are confirmed here (taken out of tw_pending, so a late cancel
+        in the kernel can no longer count them) and returned as raw records; the
+        number of younger ones, left undecided, comes second."""
+        if "set_state_btf" not in self.programs and "set_state_raw" not in self.programs:
+            return [], 0
+        l, fd = self._l, self.map_fd("tw_pending")
+        key, nxt = ctypes.c_uint64(0), ctypes.c_uint64(0)
+        value = ctypes.create_string_buffer(EVENT_SIZE)
+        keys = []
+        prev = None
+        while l.bpf_map_get_next_key(fd, prev, ctypes.byref(nxt)) == 0:
+            keys.append(nxt.value)
+            key.value = nxt.value
+            prev = ctypes.byref(key)
+            if len(keys) > 1 << 20:
+                break
+        now = time.monotonic_ns()
+        confirmed, young = [], 0
+        for k in keys:
+            key.value = k
+            if l.bpf_map_lookup_elem(fd, ctypes.byref(key), value) != 0:
+                continue        # cancelled or confirmed by the kernel meanwhile
+            record = value.raw[:EVENT_SIZE]
+            if now - struct.unpack_from("<Q", record, 0)[0] < window_s * 1e9:
+                young += 1
+            elif l.bpf_map_delete_elem(fd, ctypes.byref(key)) == 0:
+                confirmed.append(record)
+        return confirmed, young
 
     # ------------------------------------------------------------ stop
     def close(self) -> None:

@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Tuple
 
 from . import events as ev
 from .columns import FAMILY_MASKS, Columns, count_keys
+from .containers import Names
 
 _OFF = ev.layout_offsets()
 _SIZE = ev.EVENT_SIZE
@@ -50,7 +51,11 @@ class Aggregate:
         self.shift: Counter = Counter()
         self.oom_shift_by_sec: Dict[int, int] = {}    # second -> highest shift decided
         self.orphans_at_decision: Counter = Counter()  # bucketed
-        self.processes: Counter = Counter()           # (pid, comm)
+        self.processes: Counter = Counter()           # (pid, comm) of the context
+        self.owners: Counter = Counter()              # (owner pid, comm words): the sockets' owners
+        self.who_cgroups: Counter = Counter()         # (family, owner's v2 cgroup, memcg)
+        self.mem_classes: Counter = Counter()         # (class, memcg, memcg_limit pages, derived bits)
+        self.names = Names()                          # cgroup ids -> paths, from cgroups blocks
         self.local_ports: Counter = Counter()
         self.remote_peers: Counter = Counter()        # (af, raw address)
         self.netns: Counter = Counter()
@@ -119,12 +124,15 @@ class Aggregate:
         count_keys(self.netns, [cols.part("netns")], n)
         # comm as its two 8-byte words: decoded once per distinct process at the end
         count_keys(self.processes, [cols.part("pid"), cols.part("comm"), cols.part("comm", 8)], n)
+        count_keys(self.owners, [cols.part("owner_pid"), cols.part("owner_comm"), cols.part("owner_comm", 8)], n)
+        count_keys(self.who_cgroups, [cols.part("family"), cols.part("owner_cgroup"), cols.part("memcg")], n)
         af = cols.part("af")
         count_keys(self.local_ports, [af, cols.part("sport")], n)
         count_keys(self.remote_peers, [af, cols.part("daddr"), cols.part("daddr", 8)], n)
         self._add_memory(cols)
         fam_bytes = cols.records[cols.skip + _OFF["family"]::cols.stride]
-        for family, add in ((ev.OOM_CHECK, self._add_oom), (ev.TW_OVERFLOW, self._add_tw)):
+        for family, add in ((ev.OOM_CHECK, self._add_oom), (ev.TW_OVERFLOW, self._add_tw),
+                            (ev.MEM_EXCEED, self._add_mem_exceed)):
             k = fam_bytes.count(family)
             if k:
                 add(cols if k == n else cols.only(fam_bytes.translate(FAMILY_MASKS[family])))
@@ -200,6 +208,10 @@ class Aggregate:
             i = shifted.index(v)
         self.peaks["orphans_shifted"].offer(v, c.at("ts_ns", i), shift=c.at("shift", i),
                                             orphans=c.at("orphans", i), max_orphans=c.at("max_orphans", i))
+
+    def _add_mem_exceed(self, c: "Columns") -> None:
+        count_keys(self.mem_classes, [c.part("mem_class"), c.part("memcg"), c.part("memcg_limit"),
+                                      c.part("derived")], c.n)
 
     def _add_tw(self, c: "Columns") -> None:
         tw = c.part("tw_count")
@@ -287,7 +299,7 @@ class Aggregate:
     def add_json_block(self, btype: int, obj) -> None:
         from . import tracefile as tf
         add = {tf.SNAPSHOT: self.add_snapshot, tf.HOLDERS: self.add_holders, tf.COUNTERS: self.add_counters,
-               tf.LOSS: self.add_loss, tf.TRAILER: self.set_trailer}.get(btype)
+               tf.LOSS: self.add_loss, tf.TRAILER: self.set_trailer, tf.CGROUPS: self.names.learn}.get(btype)
         if add:
             add(obj)
 
@@ -295,8 +307,10 @@ class Aggregate:
         """Add what `other` folded in from events (blocks read elsewhere, in a
         later part of the file: on ties the earlier peak stays)."""
         for name in ("by_family", "by_verdict", "oom_callers", "methods", "per_second", "shift",
-                     "orphans_at_decision", "processes", "local_ports", "remote_peers", "netns"):
+                     "orphans_at_decision", "processes", "local_ports", "remote_peers", "netns",
+                     "owners", "who_cgroups", "mem_classes"):
             getattr(self, name).update(getattr(other, name))
+        self.names._known.update(other.names._known)
         for sec, s in other.oom_shift_by_sec.items():
             if s > self.oom_shift_by_sec.get(sec, -1):
                 self.oom_shift_by_sec[sec] = s

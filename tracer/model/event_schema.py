@@ -21,14 +21,17 @@ from .clock import Clock
 # (name, type): type is one of int, str, bool, list[str], list[int], map[str]
 FIELDS: List[Tuple[str, str]] = [
     ("time", "str"), ("ts_ns", "int"), ("family", "str"), ("method", "str"),
-    ("cpu", "int"), ("pid", "int"), ("tid", "int"), ("comm", "str"), ("netns", "int"),
+    ("cpu", "int"), ("pid", "int"), ("tid", "int"), ("comm", "str"),
+    ("owner_pid", "int"), ("owner_comm", "str"), ("owner_uid", "int"), ("owner_fidelity", "str"),
+    ("cgroup", "str"), ("memcg", "str"), ("container", "str"), ("sk_uid", "int"), ("netns", "int"),
     ("af", "str"), ("local", "str"), ("remote", "str"), ("sport", "int"), ("dport", "int"),
     ("state", "str"), ("verdict", "list[str]"), ("caller", "str"),
     ("shift", "int"), ("shift_is_lower_bound", "bool"), ("orphans", "int"), ("max_orphans", "int"),
     ("memory_allocated", "int"), ("tcp_mem", "list[int]"), ("wmem_queued", "int"),
     ("rmem_alloc", "int"), ("sndbuf", "int"), ("rcvbuf", "int"),
     ("tw_count", "int"), ("max_tw_buckets", "int"), ("pressure_since", "int"),
-    ("reset_sent", "bool"), ("reason", "str"), ("fidelity", "map[str]"),
+    ("reset_sent", "bool"), ("reason", "str"),
+    ("mem_class", "str"), ("memcg_usage", "int"), ("memcg_limit", "int"), ("fidelity", "map[str]"),
 ]
 NAMES = [name for name, _ in FIELDS]
 TYPES = dict(FIELDS)
@@ -42,8 +45,10 @@ CALLER_NAMES = {ev.CALLER_CLOSE: "close", ev.CALLER_TIMER: "timer"}      # else 
 _MEMORY = (ev.OOM_CHECK, ev.MEM_EXCEED, ev.PRESSURE)
 
 
-def record(e: ev.Event, clock: Clock, sampled) -> Dict:
-    """The event as one flat mapping of the schema."""
+def record(e: ev.Event, clock: Clock, sampled, names=None) -> Dict:
+    """The event as one flat mapping of the schema. `names` (model.containers.Names)
+    turns cgroup ids into paths and container names; without it they are
+    written as `cgroup:ID`."""
     fam = e.family
     d: Dict = dict.fromkeys(NAMES)
     fidelity: Dict[str, str] = {}
@@ -56,6 +61,15 @@ def record(e: ev.Event, clock: Clock, sampled) -> Dict:
     d.update(time=clock.iso(e.ts_ns), ts_ns=e.ts_ns, family=e.family_name, method=e.method_name,
              cpu=e.cpu, pid=e.pid, tid=e.tid, comm=e.comm_str or None, netns=e.netns,
              verdict=e.verdict_names())
+    if e.owner_fidelity:
+        d.update(owner_pid=e.owner_pid, owner_comm=e.owner_comm_str or None, owner_uid=e.owner_uid,
+                 owner_fidelity=e.owner_fidelity_name, sk_uid=e.sk_uid if e.af else None)
+        fidelity["owner"] = e.owner_fidelity_name
+        if names is not None:
+            d["cgroup"], d["memcg"], d["container"] = names.who(e)
+        else:
+            d["cgroup"] = f"cgroup:{e.who_cgroup}" if e.who_cgroup else None
+            d["memcg"] = f"cgroup:{e.memcg}" if e.memcg else None
     if e.af:
         d.update(af=AF_NAMES.get(e.af, f"af{e.af}"), local=e.local, remote=e.remote,
                  sport=e.sport, dport=e.dport, state=e.state_name)
@@ -83,6 +97,11 @@ def record(e: ev.Event, clock: Clock, sampled) -> Dict:
     elif fam == ev.MEM_EXCEED:
         for name in ("rmem_alloc", "rcvbuf", "wmem_queued", "sndbuf"):
             put(name, getattr(e, name))
+        if e.derived & ev.FIELD_MEM_CLASS:
+            d["mem_class"] = e.mem_class_name
+            fidelity["mem_class"] = "derived"
+            put("memcg_usage", e.memcg_usage)
+            put("memcg_limit", e.memcg_limit)
     elif fam == ev.PRESSURE:
         put("pressure_since", e.pressure_since, "pressure_since")
     fidelity["verdict"] = e.fidelity("verdict") if e.method != ev.SAMPLED else "sampled"

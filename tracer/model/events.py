@@ -49,11 +49,23 @@ FIELD_VERDICT = 1 << 7
 FIELD_CALLER = 1 << 8
 FIELD_SOCKET = 1 << 9
 FIELD_PRESSURE = 1 << 10
+FIELD_MEM_CLASS = 1 << 11
+FIELD_OWNER = 1 << 12
 FIELDS = {"shift": FIELD_SHIFT, "orphans": FIELD_ORPHANS, "max_orphans": FIELD_MAX_ORPHANS,
           "memory_allocated": FIELD_MEMORY, "tcp_mem": FIELD_TCP_MEM,
           "tw_count": FIELD_TW_COUNT, "max_tw_buckets": FIELD_MAX_TW,
           "verdict": FIELD_VERDICT, "caller": FIELD_CALLER, "socket": FIELD_SOCKET,
-          "pressure_since": FIELD_PRESSURE}
+          "pressure_since": FIELD_PRESSURE, "mem_class": FIELD_MEM_CLASS, "owner": FIELD_OWNER}
+
+# owner_fidelity: how the socket's owner was known (bpf/owner.bpf.h)
+OWNER_NONE, OWNER_EXACT, OWNER_LAST_KNOWN, OWNER_CONTEXT = 0, 1, 2, 3
+OWNER_FIDELITY = {OWNER_NONE: "none", OWNER_EXACT: "exact", OWNER_LAST_KNOWN: "last-known",
+                  OWNER_CONTEXT: "context-only"}
+
+# mem_class: why __sk_mem_raise_allocated refused (bpf/mem_class.bpf.h)
+MEM_CLASS_UNKNOWN, MEM_CLASS_MEMCG, MEM_CLASS_FAIR_SHARE, MEM_CLASS_HARD = 0, 1, 2, 3
+MEM_CLASSES = {MEM_CLASS_UNKNOWN: "unknown", MEM_CLASS_MEMCG: "memcg",
+               MEM_CLASS_FAIR_SHARE: "fair_share", MEM_CLASS_HARD: "hard_limit"}
 
 # per-CPU counter slots
 CNT_OOM_CHECK = 0
@@ -72,8 +84,19 @@ CNT_PRESSURE_ENTER = 12
 CNT_PRESSURE_LEAVE = 13
 CNT_FILTERED = 14
 CNT_LOST_BASE = 16
-CNT_UNPAIRED_BASE = 24
+FAMILY_MAX = 5
+CNT_LOST_END = CNT_LOST_BASE + FAMILY_MAX    # lost slots: [CNT_LOST_BASE, CNT_LOST_END)
+# tracepoint tier of tw_overflow: closes that looked like overflows, those a later
+# reset or error cancelled, those confirmed at once because the pending table was full
+CNT_TW_CANDIDATES = 24
+CNT_TW_CANCELLED = 25
+CNT_TW_UNCHECKED = 26
+# kprobe tiers: + family (1..4, slots 28..31): a return that found no entry
+CNT_UNPAIRED_BASE = 27
+CNT_UNPAIRED_END = CNT_UNPAIRED_BASE + FAMILY_MAX  # unpaired slots: [CNT_UNPAIRED_BASE, CNT_UNPAIRED_END)
 CNT_MAX = 32
+# a TIME_WAIT candidate with no reset or error on its socket for this long is an overflow
+TW_SETTLE_MS = 200
 COUNTER_NAMES = {
     CNT_OOM_CHECK: "oom_check", CNT_OOM_ORPHANS: "oom_check.orphans",
     CNT_OOM_MEMORY: "oom_check.memory", CNT_OOM_CLOSE: "oom_check.close",
@@ -83,6 +106,8 @@ COUNTER_NAMES = {
     CNT_MEM_SEND: "mem_exceed.send", CNT_MEM_RECV: "mem_exceed.recv",
     CNT_PRESSURE_ENTER: "pressure.enter", CNT_PRESSURE_LEAVE: "pressure.leave",
     CNT_FILTERED: "filtered",
+    CNT_TW_CANDIDATES: "tw_overflow.candidates", CNT_TW_CANCELLED: "tw_overflow.cancelled",
+    CNT_TW_UNCHECKED: "tw_overflow.unchecked",
 }
 for _fam, _name in FAMILIES.items():
     COUNTER_NAMES[CNT_LOST_BASE + _fam] = f"lost.{_name}"
@@ -103,6 +128,11 @@ LAYOUT: List[Tuple[str, str]] = [
     ("rmem_alloc", "i"), ("sndbuf", "i"), ("rcvbuf", "i"), ("tw_count", "i"),
     ("max_tw_buckets", "i"), ("verdict", "H"), ("reason", "H"), ("exact", "I"),
     ("derived", "I"),
+    # the socket's owner and cgroups (issue 14), at the end: older readers skip them
+    ("sk_cgroup", "Q"), ("memcg", "Q"), ("owner_cgroup", "Q"), ("cgroup", "Q"),
+    ("memcg_usage", "q"), ("memcg_limit", "q"),
+    ("owner_pid", "I"), ("owner_uid", "I"), ("sk_uid", "I"),
+    ("owner_fidelity", "B"), ("mem_class", "B"), ("spare", "H"), ("owner_comm", "16s"),
 ]
 EVENT_STRUCT = struct.Struct("<" + "".join(code for _, code in LAYOUT))
 EVENT_SIZE = EVENT_STRUCT.size
@@ -113,6 +143,17 @@ EVENT_SIZE = EVENT_STRUCT.size
 FRAME = 8
 STRIDE = (FRAME + EVENT_SIZE + 7) & ~7
 _FRAME_HEAD = struct.Struct("<II")
+# record sizes of earlier versions of the layout, each a prefix of today's
+OLDER_SIZES = (176,)     # 1.0: up to `derived`
+
+
+def widen(records, size: int, count: int, stride: int, skip: int) -> bytes:
+    """Records of an earlier, shorter layout re-framed as today's (the fields
+    added since are zero: owner unknown, cgroups unknown)."""
+    tail = b"\0" * (STRIDE - FRAME - size)
+    head = _FRAME_HEAD.pack(EVENT_SIZE, 0)
+    return b"".join(head + bytes(records[i * stride + skip:i * stride + skip + size]) + tail
+                    for i in range(count))
 
 
 def frame(record: bytes) -> bytes:
@@ -167,9 +208,9 @@ class Event:
         defaults = dict.fromkeys(_FLAT, 0)
         for k in ("memory_allocated", "tcp_mem0", "tcp_mem1", "tcp_mem2", "pressure_since",
                   "orphans", "max_orphans", "shift", "wmem_queued", "rmem_alloc", "sndbuf",
-                  "rcvbuf", "tw_count", "max_tw_buckets"):
+                  "rcvbuf", "tw_count", "max_tw_buckets", "memcg_usage", "memcg_limit"):
             defaults[k] = -1
-        defaults["comm"] = b""
+        defaults["comm"] = defaults["owner_comm"] = b""
         defaults["saddr"] = defaults["daddr"] = b"\0" * 16
         if "tcp_mem" in fields:
             for i, v in enumerate(fields.pop("tcp_mem")):
@@ -196,6 +237,32 @@ class Event:
     @property
     def comm_str(self) -> str:
         return self.comm.split(b"\0", 1)[0].decode(errors="replace")
+
+    @property
+    def owner_comm_str(self) -> str:
+        return self.owner_comm.split(b"\0", 1)[0].decode(errors="replace")
+
+    @property
+    def owner_fidelity_name(self) -> str:
+        return OWNER_FIDELITY.get(self.owner_fidelity, "none")
+
+    @property
+    def mem_class_name(self) -> str:
+        return MEM_CLASSES.get(self.mem_class, "unknown")
+
+    @property
+    def who_pid(self) -> int:
+        """The socket's owner where one is known, else the context task."""
+        return self.owner_pid if self.owner_fidelity else self.pid
+
+    @property
+    def who_comm(self) -> str:
+        return self.owner_comm_str if self.owner_fidelity else self.comm_str
+
+    @property
+    def who_cgroup(self) -> int:
+        """cgroup v2 id of the owner (when noted), else of the socket, else of the context."""
+        return self.owner_cgroup or self.sk_cgroup or self.cgroup
 
     @property
     def state_name(self) -> str:

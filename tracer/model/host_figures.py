@@ -3,7 +3,7 @@ judges them (read by tracer/host/figures.py, judged by tracer/analysis/doctor.py
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 Triple = Tuple[int, int, int]
 
@@ -37,3 +37,6 @@ class Figures:
     interval_s: float = 1.0
     own_netns: bool = True                  # the caller's namespace (sysctl.d reaches it?)
     netns_label: str = ""                   # how the namespace was named, for advice
+    # memory cgroups with socket memory (tracer.host.cgroups.SockMemory.to_json()), largest
+    # first; None = not read. The kernel charges a socket to its memcg before any tcp_mem test.
+    memcgs: Optional[List[dict]] = None

@@ -9,10 +9,28 @@ from . import tracefile as tf
 from .events import EVENT_SIZE, Event
 from .clock import Clock
 from .samples import Sampled
+from .containers import Names
 
 
 def clock_of(header: dict) -> Clock:
     return Clock.of(header)
+
+
+def names_of(reader: tf.TraceReader) -> Names:
+    """The cgroup names a recording carries. They are written after the events
+    that name them (once a second), so they are read first, on their own: block
+    headers are skipped over, only cgroups blocks are read."""
+    names = Names()
+    f = reader._f
+    for offset, btype in reader.block_offsets():
+        if btype != tf.CGROUPS:
+            continue
+        f.seek(offset)
+        block, _ = tf.read_block(f, 0)
+        if block is not None and tf.check(block) is None:
+            names.learn(block.json())
+    reader.damage = None          # blocks() says again what it finds
+    return names
 
 
 def stream(reader: tf.TraceReader, sampled: Sampled) -> Iterator[Tuple[str, object]]:

@@ -18,17 +18,18 @@ import zlib
 from typing import Iterator, List, Optional, Tuple
 
 from tracer.errors import TcpoomError
+from . import events as ev
 
 MAGIC = b"TCPOOM\r\n"
-VERSION = (1, 0)
+VERSION = (1, 1)     # 1.1: cgroups blocks; records grew the owner fields at their end
 _MAGIC = struct.Struct("<8sHHI")
 _BLOCK = struct.Struct("<BBHIII")
 MAX_BLOCK = 64 << 20            # a length above this is damage, not data
 
-HEADER, EVENTS, SNAPSHOT, HOLDERS, COUNTERS, LOSS, TRAILER = 1, 2, 3, 4, 5, 6, 7
+HEADER, EVENTS, SNAPSHOT, HOLDERS, COUNTERS, LOSS, TRAILER, CGROUPS = 1, 2, 3, 4, 5, 6, 7, 8
 BLOCK_NAMES = {HEADER: "header", EVENTS: "events", SNAPSHOT: "snapshot", HOLDERS: "holders",
-               COUNTERS: "counters", LOSS: "loss", TRAILER: "trailer"}
-JSON_BLOCKS = (HEADER, SNAPSHOT, HOLDERS, COUNTERS, LOSS, TRAILER)
+               COUNTERS: "counters", LOSS: "loss", TRAILER: "trailer", CGROUPS: "cgroups"}
+JSON_BLOCKS = (HEADER, SNAPSHOT, HOLDERS, COUNTERS, LOSS, TRAILER, CGROUPS)
 FLAG_ZLIB = 1
 _EVENTS_HEAD = struct.Struct("<IIII")   # record size, count, stride, offset of a record in its stride
 
@@ -115,8 +116,12 @@ class Block:
         """(record size, count, records, stride, skip) of an EVENTS block: record
         i is the `size` bytes at i * stride + skip of `records`."""
         size, count, stride, skip = _EVENTS_HEAD.unpack_from(self.payload, 0)
-        return (size, count, memoryview(self.payload)[_EVENTS_HEAD.size:_EVENTS_HEAD.size + stride * count],
-                stride, skip)
+        records = memoryview(self.payload)[_EVENTS_HEAD.size:_EVENTS_HEAD.size + stride * count]
+        if size in ev.OLDER_SIZES:
+            # a 1.0 record is a prefix of today's: the fields added since read 0
+            records = ev.widen(records, size, count, stride, skip)
+            size, stride, skip = ev.EVENT_SIZE, ev.STRIDE, ev.FRAME
+        return size, count, records, stride, skip
 
 
 def _header_damage(head: bytes, offset: int, index: int) -> Optional[str]:

@@ -106,7 +106,7 @@ class DashboardState:
             del a.snapshot_series[sec]
         for sec in [s for s in a.oom_shift_by_sec if s < cutoff]:
             del a.oom_shift_by_sec[sec]
-        for c in (a.processes, a.local_ports, a.remote_peers, a.netns):
+        for c in (a.processes, a.owners, a.who_cgroups, a.local_ports, a.remote_peers, a.netns):
             if len(c) > 5000:           # keep the heavy hitters only
                 keep = c.most_common(1000)
                 c.clear()
@@ -124,7 +124,7 @@ class DashboardState:
     def lost(self) -> int:
         if not self.counters:
             return sum(self.agg.loss.values())
-        return sum(self.counters[ev.CNT_LOST_BASE:ev.CNT_MAX])
+        return sum(self.counters[ev.CNT_LOST_BASE:ev.CNT_LOST_END])
 
     def missed_total(self) -> int:
         """Calls the kernel recorded as missed by the programs (live: read from
@@ -266,27 +266,55 @@ def _latest(st: DashboardState, rows: int, width: int) -> Table:
         row = [st.clock.hms(e.ts_ns)[:12], e.family_name, what]
         if width >= 100:
             row.append(f"{e.local} > {e.remote}" if e.af else "")
-        row.append(f"{e.comm_str}[{e.pid}]" if e.pid else e.comm_str)
+        # the socket's owner where known (a softirq's context is whoever it interrupted)
+        pid, comm = e.who_pid, e.who_comm
+        row.append(f"{comm}[{pid}]" if pid else comm)
         t.add_row(*row)
     return t
+
+
+def _top_owners(st: DashboardState, n: int) -> list:
+    """The sockets' owners; the context tasks for records that name none."""
+    owners = [(k, c) for k, c in st.agg.owners.most_common(n + 1) if k[0]]
+    return owners[:n] if owners else st.agg.processes.most_common(n)
+
+
+def _top_cgroups(st: DashboardState, n: int) -> list:
+    """(container or cgroup, events), the root cgroup left out."""
+    merged: Dict[str, int] = {}
+    names = st.agg.names
+    for (_, owner_cg, memcg), k in st.agg.who_cgroups.items():
+        if not owner_cg and not memcg:
+            continue
+        _, _, label = names.who(Event.make(owner_cgroup=owner_cg, memcg=memcg, owner_fidelity=1))
+        if label:
+            merged[label] = merged.get(label, 0) + k
+    return sorted(merged.items(), key=lambda kv: -kv[1])[:n]
 
 
 def _top(st: DashboardState) -> Table:
     t = Table(box=box.SIMPLE_HEAD, padding=(0, 1), show_edge=False)
     t.add_column("process", no_wrap=True, overflow="ellipsis", max_width=18)
     t.add_column("n", justify="right")
+    groups = _top_cgroups(st, 4)
+    if groups:
+        t.add_column("cgroup / container", no_wrap=True, overflow="ellipsis", max_width=30)
+        t.add_column("n", justify="right")
     t.add_column("port", justify="right")
     t.add_column("n", justify="right")
-    procs = st.agg.processes.most_common(4)
+    procs = _top_owners(st, 4)
     ports = top_with_socket(st.agg.local_ports, 4)
-    for i in range(max(len(procs), len(ports))):
+    for i in range(max(len(procs), len(ports), len(groups))):
         p = procs[i] if i < len(procs) else None
         name = ""
         if p:
             (pid, c0, c1), n = p
             name = comm_of(c0, c1) + f"[{pid}]"
-        t.add_row(name, str(p[1]) if p else "", str(ports[i][0]) if i < len(ports) else "",
-                  str(ports[i][1]) if i < len(ports) else "")
+        row = [name, str(p[1]) if p else ""]
+        if groups:
+            row += [groups[i][0], str(groups[i][1])] if i < len(groups) else ["", ""]
+        row += [str(ports[i][0]) if i < len(ports) else "", str(ports[i][1]) if i < len(ports) else ""]
+        t.add_row(*row)
     return t
 
 

@@ -24,9 +24,37 @@ def _orphans(e: Event, s: Sampled) -> str:
     return f"orphans={mark}{o if o is not None else '?'}/{m if m is not None else '?'}"
 
 
-def text(e: Event, clock: Clock, sampled: Sampled) -> str:
+def who(e: Event, names=None) -> str:
+    """The socket's owner (pid, comm, cgroup or container), then the context task
+    when it is another one (softirq, a timer): `pid=` always means the owner."""
+    if not e.owner_fidelity:
+        return f"pid={e.pid} {e.comm_str}"
+    mark = {ev.OWNER_LAST_KNOWN: "", ev.OWNER_EXACT: "", ev.OWNER_CONTEXT: "?"}.get(e.owner_fidelity, "")
+    out = f"pid={mark}{e.owner_pid} {e.owner_comm_str}"
+    if names is not None:
+        _, _, label = names.who(e)
+        if label:
+            out += f" [{label}]"
+    if e.owner_pid != e.pid:
+        out += f" ctx={e.pid}/{e.comm_str}"
+    return out
+
+
+def _mem_class(e: Event, names=None) -> str:
+    if not e.derived & ev.FIELD_MEM_CLASS:
+        return ""
+    if e.mem_class == ev.MEM_CLASS_MEMCG:
+        where = ""
+        if names is not None and e.memcg:
+            where = " " + names.name("memory", e.memcg)
+        lim = f" {e.memcg_usage}/{e.memcg_limit}p" if e.memcg_limit >= 0 else ""
+        return f" class=memcg{where}{lim}"
+    return f" class={e.mem_class_name}"
+
+
+def text(e: Event, clock: Clock, sampled: Sampled, names=None) -> str:
     head = f"{clock.hms(e.ts_ns)} {e.family_name:<11}"
-    tail = f"{e.local} > {e.remote} {e.state_name} pid={e.pid} {e.comm_str}"
+    tail = f"{e.local} > {e.remote} {e.state_name} {who(e, names)}"
     if e.family == ev.OOM_CHECK:
         shift = f"shift={'>=' if e.verdict & ev.VERDICT_SHIFT_MIN else ''}{e.shift}"
         why = ",".join(e.verdict_names()) or "?"
@@ -41,6 +69,8 @@ def text(e: Event, clock: Clock, sampled: Sampled) -> str:
         # its fair share (tcp_mem[2] / sockets) is refused there too
         over = ">" if e.memory_allocated > e.tcp_mem2 else "<="
         why = "" if over == ">" else " under pressure, over its share"
+        if e.derived & ev.FIELD_MEM_CLASS:
+            why = _mem_class(e, names)
         body = (f"{side} alloc={e.memory_allocated}p {over} tcp_mem[2]={e.tcp_mem2}p "
                 f"({_pct(e.memory_allocated, e.tcp_mem2)}){why} rmem={e.rmem_alloc}/{e.rcvbuf} "
                 f"wq={e.wmem_queued}/{e.sndbuf}")
@@ -55,6 +85,6 @@ def text(e: Event, clock: Clock, sampled: Sampled) -> str:
     return f"{head} {body} {tail}"
 
 
-def as_json(e: Event, clock: Clock, sampled: Sampled) -> Dict:
+def as_json(e: Event, clock: Clock, sampled: Sampled, names=None) -> Dict:
     """The event in the one documented schema (event_schema.py, docs/events.md)."""
-    return record(e, clock, sampled)
+    return record(e, clock, sampled, names)

@@ -68,6 +68,8 @@ def run(reader: tf.TraceReader, speed: float) -> None:
                     st.counters = block.json().get("counters")
                 elif block.type == tf.HOLDERS:
                     st.holders = block.json()
+                elif block.type == tf.CGROUPS:
+                    st.agg.names.learn(block.json())
                 view.update(render(st, console.width, console.height), refresh=True)
             st.note = "end of recording"
             wait_until(1 << 62) if speed > 0 else None

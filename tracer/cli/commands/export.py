@@ -22,7 +22,7 @@ from tracer.model import tracefile as tf
 from tracer.model.event_schema import NAMES, csv_row
 from tracer.model.samples import Sampled
 from tracer.render.lines import as_json
-from tracer.model.playback import clock_of, stream
+from tracer.model.playback import clock_of, names_of, stream
 from tracer.errors import DamagedInput
 
 CSV_COLUMNS = NAMES         # one column per field of the event schema (docs/events.md)
@@ -51,6 +51,7 @@ def export(file: str, fmt: str, output: Optional[str], force: bool) -> None:
 def _write(reader: tf.TraceReader, fmt: str, out) -> None:
     clock = clock_of(reader.header)
     sampled = Sampled()
+    names = names_of(reader)
     writer = csv.writer(out) if fmt == "csv" else None
     if writer:
         writer.writerow(CSV_COLUMNS)
@@ -58,6 +59,6 @@ def _write(reader: tf.TraceReader, fmt: str, out) -> None:
         if kind != "events":
             continue
         if writer:
-            writer.writerows(csv_row(as_json(e, clock, sampled)) for e in item)
+            writer.writerows(csv_row(as_json(e, clock, sampled, names)) for e in item)
         else:
-            out.write("".join(json.dumps(as_json(e, clock, sampled)) + "\n" for e in item))
+            out.write("".join(json.dumps(as_json(e, clock, sampled, names)) + "\n" for e in item))

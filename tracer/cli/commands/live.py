@@ -28,6 +28,7 @@ from tracer.model.clock import Clock
 from tracer.kernel.loader import RINGBUF_DEFAULTS
 from tracer import outfile
 from tracer.capture.recorder import Recorder
+from tracer.capture import cgroup_ids, who
 from tracer.capture.header import header
 from tracer.capture.recording import Recording
 from tracer.capture.tick import Second, Tick
@@ -47,11 +48,12 @@ def _kmsg_counts(messages):
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Stop after this many seconds.")
 @capture_options(ringbuf_default=RINGBUF_DEFAULTS["live"])
 def live(record_to: Optional[str], no_screen: bool, interval: float, duration: Optional[float],
-         netns: Optional[str], pid: Optional[int], port: Optional[int], families: Tuple[str, ...],
+         netns: Optional[str], pid: Optional[int], cgroup_path: Optional[str],
+         container: Optional[str], port: Optional[int], families: Tuple[str, ...],
          ringbuf_size: int, engine: str, synthetic_pid: int, force: bool) -> None:
     if record_to:
         outfile.check(record_to, (), force)     # before attaching anything
-    filters = filters_from(netns, pid, port, families, ringbuf_size)
+    filters = filters_from(netns, pid, port, families, ringbuf_size, cgroup_path, container)
     cap = Capture(filters, ringbuf_size, synthetic_pid=synthetic_pid, engine=engine)
     screen = sys.stdout.isatty() and not no_screen
     stop = Stop(duration, None)
@@ -64,19 +66,30 @@ def live(record_to: Optional[str], no_screen: bool, interval: float, duration: O
         st = DashboardState(hdr, cap.plan.to_json()["families"], cap.families, Clock.now())
         st.sampled = cap.sampled
         st.kmsg_error = kmsg.error
+        ids = cgroup_ids.CgroupIds()
+        st.agg.names = ids.names           # resolved on this host as ids come
+        keep = who.predicate(filters, ids.names)
         st.add_snapshot(cap.first_snapshot)
-        tick = Tick(cap.session, filters.netns, missed=cap.missed)
+        tick = Tick(cap if cap.session is not None else None, filters.netns, missed=cap.missed)
         recording = None
         if record_to:
-            recording = Recording(Recorder(record_to, hdr, EVENT_SIZE, force=force), cap, tick, stop)
+            recording = Recording(Recorder(record_to, hdr, EVENT_SIZE, force=force), cap, tick, stop, ids)
 
         def sink(payload: bytes, n: int) -> int:
+            if keep is not None:
+                payload, n = who.only(payload, n, keep)
+                if not n:
+                    return 0
             st.add_events(payload, n)
+            if recording is None:
+                ids.note(payload, n)     # names for the top table (a recording notes them itself)
             if recording:
                 recording.events(payload, n)
             return n
 
         def second(s: Second) -> None:
+            if recording is None:
+                ids.block()              # resolve what came; nothing to write it to
             st.add_snapshot(s.snapshot)
             st.counters = s.counters
             st.missed = s.missed_total

@@ -21,13 +21,22 @@ def engine_option():
 
 
 def capture_options(ringbuf_default: int):
-    """--netns, --pid, --port, --family, --engine, --ringbuf-size and the hidden
+    """--netns, --pid, --cgroup, --container, --port, --family, --engine, --ringbuf-size and the hidden
     --synthetic-pid, as keyword arguments of the command."""
     def wrap(f):
         for opt in reversed([
             click.option("--netns", help="Only this network namespace: a name (ip netns), a path "
                                          "or an inode number."),
-            click.option("--pid", type=click.IntRange(min=1), help="Only events in this process's context."),
+            click.option("--pid", type=click.IntRange(min=1),
+                         help="Only sockets owned by this process: the one that listened, closed, or last "
+                              "sent or received on them (not the task a softirq "
+                              "interrupted); the context task where no owner was seen."),
+            click.option("--cgroup", "cgroup_path", metavar="PATH",
+                         help="Only sockets whose owner (or socket, or memory cgroup) is in this cgroup "
+                              "or below it: a path such as /system.slice/nginx.service."),
+            click.option("--container", metavar="ID",
+                         help="Only sockets of this container or pod: a container id prefix, a pod "
+                              "UID, a pod namespace/name, or a systemd unit."),
             click.option("--port", type=click.IntRange(min=1, max=65535),
                          help="Only sockets with this local or remote port."),
             click.option("--family", "families", multiple=True, type=click.Choice(FAMILY_ORDER),
@@ -45,8 +54,13 @@ def capture_options(ringbuf_default: int):
 
 
 def filters_from(netns: Optional[str], pid: Optional[int], port: Optional[int],
-                 families: Tuple[str, ...], ringbuf_size: int) -> Filters:
+                 families: Tuple[str, ...], ringbuf_size: int, cgroup_path: Optional[str] = None,
+                 container: Optional[str] = None) -> Filters:
     if ringbuf_size & (ringbuf_size - 1):
         raise click.BadParameter("must be a power of two", param_hint="--ringbuf-size")
+    if cgroup_path is not None and not cgroup_path.strip():
+        raise click.BadParameter("an empty path", param_hint="--cgroup")
+    if container is not None and not container.strip():
+        raise click.BadParameter("an empty id", param_hint="--container")
     return Filters(netns=resolve_netns(netns), pid=pid or 0, port=port or 0,
-                   families=list(families) or None)
+                   families=list(families) or None, cgroup=cgroup_path, container=container)

@@ -31,6 +31,15 @@ def render(p: plan_mod.Plan) -> str:
             out.append(f"  {field:<17} {fidelity:<11} {how}")
         if fp.blind_spot:
             out.append(f"  blind spot: {fp.blind_spot}")
+    if p.owner:
+        o = p.owner
+        out.append("")
+        out.append(f"owner: {o.get('fidelity')} (store {o.get('store')}: {', '.join(o.get('programs', [])) or '-'})")
+        out.append(f"  {o.get('how', '')}")
+        if o.get("cgroups"):
+            out.append(f"  {o['cgroups']}")
+        if o.get("blind_spot"):
+            out.append(f"  blind spot: {o['blind_spot']}")
     return "\n".join(out)
 
 

@@ -19,6 +19,7 @@ import click
 
 from tracer import outfile
 from tracer.capture.capture import Capture, Stop
+from tracer.capture import who
 from tracer.capture.header import header
 from tracer.capture.recorder import Recorder, RecordingStopped
 from tracer.capture.recording import Recording
@@ -65,12 +66,13 @@ class Size(click.ParamType):
 @click.option("--quiet", is_flag=True, help="No start and summary lines.")
 def record(output: str, duration: Optional[float], count: Optional[int], max_size: Optional[int],
            rotate: Optional[int], keep: Optional[int], compress: bool, netns: Optional[str],
-           pid: Optional[int], port: Optional[int], families: Tuple[str, ...], ringbuf_size: int,
+           pid: Optional[int], cgroup_path: Optional[str],
+           container: Optional[str], port: Optional[int], families: Tuple[str, ...], ringbuf_size: int,
            engine: str, quiet: bool, synthetic_pid: int, force: bool) -> None:
     if keep and not rotate:
         raise click.UsageError("--keep needs --rotate")
     _check_output(output, rotate, force)    # before loading anything
-    filters = filters_from(netns, pid, port, families, ringbuf_size)
+    filters = filters_from(netns, pid, port, families, ringbuf_size, cgroup_path, container)
     cap = Capture(filters, ringbuf_size, synthetic_pid=synthetic_pid, sample_orphans=False,
                   engine=engine)
     # small batches keep the recorder's memory low; a batch costs ~20 us
@@ -81,10 +83,13 @@ def record(output: str, duration: Optional[float], count: Optional[int], max_siz
         cap.start()
         rec = Recorder(output, header(cap, sys.argv), EVENT_SIZE, compress, max_size, rotate, keep or 0,
                        force=force)
-        tick = Tick(cap.session, filters.netns, missed=cap.missed)
+        tick = Tick(cap if cap.session is not None else None, filters.netns, missed=cap.missed)
         recording = Recording(rec, cap, tick, stop)
+        keep = who.predicate(filters, recording.ids.names)
 
         def sink(payload: bytes, n: int) -> int:
+            if keep is not None:
+                payload, n = who.only(payload, n, keep)
             recording.events(payload, n)
             return n
 

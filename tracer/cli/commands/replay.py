@@ -17,7 +17,7 @@ import click
 from tracer.model import tracefile as tf
 from tracer.model.samples import Sampled
 from tracer.render.lines import as_json, text
-from tracer.model.playback import Pacer, clock_of, stream
+from tracer.model.playback import Pacer, clock_of, names_of, stream
 from tracer.model.families import FAMILY_ORDER
 from tracer.capture.totals import ended, text_from_json
 from tracer.errors import DamagedInput
@@ -45,6 +45,7 @@ def replay(file: str, speed: float, as_jsonl: bool, families, dashboard: bool) -
         return
     clock = clock_of(reader.header)
     sampled = Sampled()
+    names = names_of(reader)
     pacer = Pacer(speed)
     out = Output(sys.stdout)
     wanted = set(families) if families else None
@@ -58,7 +59,8 @@ def replay(file: str, speed: float, as_jsonl: bool, families, dashboard: bool) -
             if wanted and e.family_name not in wanted:
                 continue
             pacer.wait_for(e.ts_ns)
-            lines.append(json.dumps(as_json(e, clock, sampled)) if as_jsonl else text(e, clock, sampled))
+            lines.append(json.dumps(as_json(e, clock, sampled, names)) if as_jsonl
+                         else text(e, clock, sampled, names))
             if speed > 0:               # paced: one line at a time, as it would have appeared
                 out.write(lines.pop() + "\n")
         if lines:

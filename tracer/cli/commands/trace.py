@@ -3,11 +3,16 @@ unrate-limited. On exit (Ctrl-C, SIGTERM, --duration, --count) print the
 in-kernel totals next to the kernel's own TcpExt counters over the same
 interval, and the loss counters.
 
+`pid=` on a line is the socket's owner: the process that listened, closed, or
+last sent or received on it; `ctx=` follows when the event ran in
+another task (a softirq or a timer interrupts whatever was running).
+
 \b
 Examples:
   tcpoom trace                         # every event, until Ctrl-C
   tcpoom trace --duration 60 --family oom_check
-  tcpoom trace --netns lab --port 443 --json | jq .verdict"""
+  tcpoom trace --netns lab --port 443 --json | jq .verdict
+  tcpoom trace --container 4f5c1a2b3c4d  # one container's sockets (--cgroup PATH, --pid)"""
 from __future__ import annotations
 
 import json
@@ -16,6 +21,7 @@ from typing import Callable, Optional, Tuple
 
 import click
 
+from tracer.capture import who
 from tracer.capture.capture import Capture, Stop
 from tracer.model.events import Event, at
 from tracer.model.clock import Clock
@@ -55,14 +61,17 @@ def _start_line(cap: Capture) -> str:
 @click.option("--count", type=click.IntRange(min=1), help="Stop after this many events.")
 @capture_options(ringbuf_default=RINGBUF_DEFAULTS["trace"])
 def trace(as_jsonl: bool, duration: Optional[float], count: Optional[int], netns: Optional[str],
-          pid: Optional[int], port: Optional[int], families: Tuple[str, ...], ringbuf_size: int,
+          pid: Optional[int], cgroup_path: Optional[str],
+          container: Optional[str], port: Optional[int], families: Tuple[str, ...], ringbuf_size: int,
           engine: str, synthetic_pid: int) -> None:
-    filters = filters_from(netns, pid, port, families, ringbuf_size)
+    filters = filters_from(netns, pid, port, families, ringbuf_size, cgroup_path, container)
     cap = Capture(filters, ringbuf_size, synthetic_pid=synthetic_pid, engine=engine)
     clock = Clock.now()
     out = Output(sys.stdout)
     wanted = set(cap.families)
     dumps = _json_encoder()
+    names = who.names_for(filters)
+    keep = who.predicate(filters, names)
 
     printed = [0]
 
@@ -75,12 +84,12 @@ def trace(as_jsonl: bool, duration: Optional[float], count: Optional[int], netns
             if len(lines) >= room:
                 break
             e = decode(payload, at(i))
-            if e.family_name not in wanted:
+            if e.family_name not in wanted or (keep is not None and not keep(e)):
                 continue
             if as_jsonl:
-                lines.append(dumps(as_json(e, clock, sampled)))
+                lines.append(dumps(as_json(e, clock, sampled, names)))
             else:
-                lines.append(text(e, clock, sampled))
+                lines.append(text(e, clock, sampled, names))
         if lines:
             out.write("\n".join(lines) + "\n")
         printed[0] += len(lines)

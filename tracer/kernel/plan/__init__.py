@@ -6,7 +6,7 @@ A pure function of KernelFacts: deterministic, testable without root, shown by
 
 model.py (what a plan is, the choice), checks.py (is a method usable),
 families.py (what each method can say, for both engines), core.py and bcc.py
-(each engine's candidates).
+(each engine's candidates), owner.py (where the socket's owner is noted).
 """
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ from typing import Dict, List, Optional, Tuple
 from tracer.errors import KernelUnsupported
 from ..facts import KernelFacts
 from .bcc import BCC_ATTACH, BCC_MIN_VERSION, build_bcc, headers_path
+from .checks import NO_RINGBUF, has_ringbuf
 from .core import build_core
+from .families import mem_blind_spot
 from .model import DERIVED, EXACT, SAMPLED, UNAVAILABLE, FamilyPlan, Plan
 
-__all__ = ["BCC_ATTACH", "BCC_MIN_VERSION", "DERIVED", "ENGINES", "EXACT", "SAMPLED", "UNAVAILABLE",
-           "FamilyPlan", "Plan", "build", "choose_engine"]
+__all__ = ["BCC_ATTACH", "BCC_MIN_VERSION", "DERIVED", "ENGINES", "EXACT", "NO_RINGBUF", "SAMPLED",
+           "UNAVAILABLE", "FamilyPlan", "Plan", "build", "choose_engine", "has_ringbuf", "mem_blind_spot"]
 
 ENGINES = ("auto", "co-re", "bcc")
 

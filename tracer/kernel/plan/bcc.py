@@ -9,6 +9,7 @@ from ..facts import KernelFacts
 from . import families as fam
 from .checks import kprobe_target
 from .model import FamilyPlan, Plan, choose
+from .owner import bcc_owner
 
 # Where the bcc engine's programs attach (bpf/tcpoom_bcc.c): kind, target.
 BCC_ATTACH = {
@@ -91,6 +92,6 @@ def build_bcc(f: KernelFacts, banned: Dict[str, List[Tuple[str, str]]]) -> Plan:
     any_bpf = any(fp.programs for fp in fams.values())
     config = fam.config(f, fams["oom_check"])
     config["oom_from_resets"] = 0       # no tracepoint tier for oom_check in bcc
-    plan = Plan(f.release, "bcc" if any_bpf else "none", fams, config, notes)
+    plan = Plan(f.release, "bcc" if any_bpf else "none", fams, config, notes, bcc_owner(any_bpf))
     plan._banned = banned
     return plan

@@ -14,9 +14,21 @@ def errno_name(e: int) -> str:
     return errno_mod.errorcode.get(e, str(e))
 
 
+def has_ringbuf(f: KernelFacts) -> bool:
+    """BPF_MAP_TYPE_RINGBUF: 5.8+, or a vendor kernel that backported it (its BTF says)."""
+    return f.ringbuf if f.ringbuf is not None else f.version() >= (5, 8)
+
+
+NO_RINGBUF = ("no BPF ring buffer (5.8+): every tcpoom event goes through one, so on this "
+              "kernel counters only (TcpExt in /proc/net/netstat, /proc/net/sockstat)")
+
+
 def need_btf(f: KernelFacts) -> Optional[str]:
     if not f.btf:
         return "no BTF (/sys/kernel/btf/vmlinux missing): CO-RE needs it"
+    if not has_ringbuf(f):
+        # the object's `events` map is a ring buffer: the whole load would fail
+        return NO_RINGBUF
     return None
 
 

@@ -6,8 +6,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from ..facts import KernelFacts
 from . import families as fam
-from .checks import need_fentry, need_kprobe, need_tracepoint
+from .checks import NO_RINGBUF, has_ringbuf, need_fentry, need_kprobe, need_tracepoint
 from .model import Candidate, FamilyPlan, Plan, choose
+from .owner import owner_plan
 
 
 def _oom_candidates(f: KernelFacts) -> List[Candidate]:
@@ -42,11 +43,32 @@ def _tw_candidates(f: KernelFacts) -> List[Candidate]:
         ("fentry", "inet_twsk_alloc", ["twsk_alloc_fexit"], lambda f: need_fentry(f, "inet_twsk_alloc")),
         ("kprobe", "inet_twsk_alloc", ["twsk_alloc_kprobe", "twsk_alloc_kretprobe"],
          lambda f: need_kprobe(f, "inet_twsk_alloc")),
-        ("tp_btf", "sock:inet_sock_set_state", ["set_state_btf"],
-         lambda f: need_tracepoint(f, "inet_sock_set_state", 3, raw=False)),
-        ("raw_tp", "sock:inet_sock_set_state", ["set_state_raw"],
-         lambda f: need_tracepoint(f, "inet_sock_set_state", 3, raw=True)),
+        ("tp_btf", "sock:inet_sock_set_state", _tw_tp_programs(f, "btf"), _tw_tp_check(raw=False)),
+        ("raw_tp", "sock:inet_sock_set_state", _tw_tp_programs(f, "raw"), _tw_tp_check(raw=True)),
     ]
+
+
+# The tracepoint tier infers an overflow at the close and needs what follows on that
+# socket to confirm or cancel it: tcp_send_reset (4.15+) cancels the closes that reset
+# after TCP_CLOSE (tcp_disconnect, __tcp_close aborts, the FIN_WAIT1 abort of
+# tcp_rcv_state_process) and notes the resets sent before a timer's tcp_done();
+# tcp_destroy_sock cancels those whose reset could not be allocated (sk_err set).
+def _tw_tp_programs(f: KernelFacts, kind: str) -> List[str]:
+    progs = [f"set_state_{kind}", f"tw_reset_{kind}"]
+    if f.tracepoints.get("tcp_destroy_sock") is not None:
+        progs.append(f"tw_destroy_{kind}")
+    # run by user space where no socket changes state (BPF_PROG_TEST_RUN of
+    # raw_tp: 5.10+; before, user space confirms those itself)
+    if f.version() >= (5, 10):
+        progs.append("tw_settle_run")
+    return progs
+
+
+def _tw_tp_check(raw: bool) -> Callable[[KernelFacts], Optional[str]]:
+    def check(f: KernelFacts) -> Optional[str]:
+        return (need_tracepoint(f, "inet_sock_set_state", 3, raw)
+                or need_tracepoint(f, "tcp_send_reset", 2, raw))
+    return check
 
 
 def _mem_candidates(f: KernelFacts) -> List[Candidate]:
@@ -77,20 +99,21 @@ def build_core(f: KernelFacts, banned: Dict[str, List[Tuple[str, str]]]) -> Plan
     fams: Dict[str, FamilyPlan] = {
         name: choose(name, f, candidates(f), banned.get(name, []), fam.SAMPLED_ONLY[name])
         for name, candidates in CANDIDATES.items()}
-    oom, tw = fams["oom_check"], fams["tw_overflow"]
-    if tw.method in fam.TRACEPOINT_TIERS and oom.method != "tp_btf" and \
-            f.tracepoints.get("tcp_send_reset") is not None and f.version() >= (5, 5):
-        # resets on a closing socket rule it out; the oom program notes them,
-        # or a small note-only program does where oom_check uses another method
-        tw.programs = tw.programs + ["reset_note_btf"]
+    oom = fams["oom_check"]
     fam.describe(f, fams)
     notes = []
+    if f.btf and not has_ringbuf(f):
+        notes.append(f"{NO_RINGBUF}; this is {f.release}")
     if not f.btf:
         notes.append("no BTF: the CO-RE engine cannot load; " +
                      ("kernel headers exist: the bcc engine can (--engine bcc)" if f.headers
                       else "no kernel headers either: counters only"))
     notes += fam.hz_note(f)
     any_bpf = any(fp.programs for fp in fams.values())
-    plan = Plan(f.release, "co-re" if any_bpf else "none", fams, fam.config(f, oom), notes)
+    config = fam.config(f, oom)
+    owner = owner_plan(f, fams)
+    config["owner_storage"] = 1 if owner.get("store") == "sk_storage" else 0
+    config["memcg_v1"] = 1 if f.memcg_v1 else 0
+    plan = Plan(f.release, "co-re" if any_bpf else "none", fams, config, notes, owner)
     plan._banned = banned
     return plan

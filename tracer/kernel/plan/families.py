@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Tuple
 
+from tracer.model.events import TW_SETTLE_MS
 from ..facts import KernelFacts
 from .model import DERIVED, EXACT, SAMPLED, UNAVAILABLE, FamilyPlan, Fields
 
@@ -167,8 +168,11 @@ def tw_fields(method: str) -> Fields:
     if method in FUNCTION_TIERS:
         fields["verdict"] = (EXACT, "inet_twsk_alloc returned NULL")
     elif method in TRACEPOINT_TIERS:
-        fields["verdict"] = (DERIVED, "close from FIN_WAIT/CLOSING with the FIN acked, no error, no reset, "
-                                      "the death row at its limit and no TIME_WAIT entry in the ehash bucket")
+        fields["verdict"] = (DERIVED, "close from FIN_WAIT/CLOSING with the FIN acked, no error, no reset "
+                                      "just before, and no TIME_WAIT twin (netns, family, device, full "
+                                      "addresses, ports) in the ehash bucket; confirmed when no reset "
+                                      "or error follows on that socket within "
+                                      f"{TW_SETTLE_MS} ms, or when its address is reused")
     else:
         fields = {k: (SAMPLED, "/proc/net/sockstat tw, TcpExt TCPTimeWaitOverflow") for k in fields}
     return fields
@@ -176,8 +180,13 @@ def tw_fields(method: str) -> Fields:
 
 def tw_blind_spot(tw: FamilyPlan) -> str:
     if tw.method in TRACEPOINT_TIERS:
-        return ("inferred at the close: a close-path abort from FIN_WAIT2 with the table full "
-                "would be counted as an overflow")
+        spot = ("inferred at the close: an abort from FIN_WAIT2 whose reset could not be "
+                "allocated looks like an overflow (bounded by TcpExt TCPAbortFailed); "
+                "closes while a namespace is dismantled are not told apart")
+        if not any(p.startswith("tw_destroy_") for p in tw.programs):
+            spot += ("; no tcp_destroy_sock tracepoint: a linger-0 abort whose reset "
+                     "failed is not cancelled either")
+        return spot
     if tw.method == "kprobe":
         return KPROBE_BLIND_SPOT
     return ""
@@ -193,7 +202,41 @@ def mem_fields(method: str) -> Fields:
             "tcp_mem": (EXACT, "prot->sysctl_mem (the tracepoint's own copy is a raw "
                                "pointer before 5.19)"),
             "verdict": (EXACT, "kind: send or receive side"),
-            "socket": (EXACT, "4-tuple, queues, buffers")}
+            "socket": (EXACT, "4-tuple, queues, buffers"),
+            "mem_class": (DERIVED, "memcg when the socket's memory cgroup shows the failed "
+                                   "charge (v1 tcpmem_pressure, v2 a level at memory.max) or "
+                                   "nothing else can have refused; else hard_limit "
+                                   "(allocated > tcp_mem[2]); else fair_share (under pressure)")}
+
+
+def _release3(f: KernelFacts) -> Tuple[int, int, int]:
+    nums = []
+    for p in f.release.split("-")[0].split(".")[:3]:
+        digits = "".join(ch for ch in p if ch.isdigit())
+        nums.append(int(digits or 0))
+    while len(nums) < 3:
+        nums.append(0)
+    return nums[0], nums[1], nums[2]
+
+
+def mem_blind_spot(f: KernelFacts) -> str:
+    """Receive-side refusals sock:sock_exceed_buf_limit does not show, per version
+    (docs/kernel-matrix.md; net/core/sock.c __sk_mem_raise_allocated): up to 6.17
+    the tracepoint fires on receive only `if (charged)`, and `charged` is false
+    after a failed memory-cgroup charge; from 6.7/6.8 (`charged` starts false and
+    becomes true only after a successful charge) also for every socket without a
+    memory cgroup. 6.18 traces receive refusals after a failed charge, and 6.18.2
+    every receive refusal (read in 6.18.2; the releases in between unread)."""
+    v = _release3(f)
+    spots = []
+    if v < (6, 18, 0):
+        spots.append("receive-side refusals after a failed memory-cgroup charge are not traced "
+                     "(4.19-6.17): watch memory.kmem.tcp.failcnt (v1) or memory.events max (v2)")
+    if (6, 8, 0) <= v < (6, 18, 2):
+        spots.append("receive-side refusals of sockets without a memory cgroup (socket accounting off, "
+                     "the root cgroup, v1 without memory.kmem.tcp.limit_in_bytes) are not traced "
+                     "either (6.8-6.18.1; 6.7 unread): TcpExt TCPRcvQDrop and TCPOFODrop count the drops")
+    return "; ".join(spots)
 
 
 # ------------------------------------------------------------------- pressure
@@ -224,6 +267,8 @@ def describe(f: KernelFacts, fams: Dict[str, FamilyPlan], bcc: bool = False) -> 
     tw.fields = tw_fields(tw.method)
     tw.blind_spot = tw.blind_spot or tw_blind_spot(tw)
     mem.fields = mem_fields(mem.method)
+    if mem.method != "sampled":
+        mem.blind_spot = mem_blind_spot(f)
     pr.fields = pressure_fields(pr.method)
     pr.blind_spot = pr.blind_spot or pressure_blind_spot(pr)
 

@@ -33,11 +33,12 @@ class Plan:
     families: Dict[str, FamilyPlan]
     config: Dict[str, int]            # .rodata values for the loader
     notes: List[str]
+    owner: Dict = dataclasses.field(default_factory=dict)   # owner.owner_plan(): the socket's owner
 
     def to_json(self) -> dict:
         return {
             "kernel": self.kernel, "engine": self.engine, "notes": self.notes,
-            "config": self.config,
+            "config": self.config, "owner": self.owner,
             "families": {
                 name: {
                     "method": fp.method, "target": fp.target, "programs": fp.programs,
@@ -52,6 +53,8 @@ class Plan:
         out: List[str] = []
         for fp in self.families.values():
             out += [p for p in fp.programs if p not in out]
+        if out:     # owner programs only serve events
+            out += [p for p in self.owner.get("programs", []) if p not in out]
         return out
 
     def demote_owner(self, program: str, reason: str, facts: KernelFacts) -> Optional["Plan"]:

@@ -73,6 +73,12 @@ def _host(m: dict) -> List[str]:
         cells.append(f"{t['remote_peers'][i]['peer']}: {t['remote_peers'][i]['events']}" if i < len(t["remote_peers"]) else "")
         cells.append(f"{t['netns'][i]['netns']}: {t['netns'][i]['events']}" if i < len(t["netns"]) else "")
         out.append("| " + " | ".join(cells) + " |")
+    if t.get("cgroups"):
+        out += ["", "### Services and containers (the sockets' owners)", "",
+                "| container / service | cgroup | events | by family |", "|---|---|---|---|"]
+        for r in t["cgroups"]:
+            out.append(f"| {_esc(r.get('container') or '-')} | {_esc(r.get('cgroup') or r.get('memcg') or '-')} | "
+                       f"{r['events']} | " + ", ".join(f"{k} {v}" for k, v in r["by_family"].items()) + " |")
     h = m["holders"]
     if h["snapshots"]:
         out += ["", f"### Sockets holding the most memory ({h['snapshots']} snapshots during pressure)", ""]

@@ -67,6 +67,17 @@ def _top(m: dict) -> Table:
     return t
 
 
+def _cgroups(m: dict) -> Table:
+    """Which service, container or pod: the sockets' owners by cgroup."""
+    t = Table(box=box.SIMPLE_HEAD, title="services and containers (the sockets' owners)")
+    for col in ("container / service", "cgroup", "events", "by family"):
+        t.add_column(col, justify="right" if col == "events" else "left")
+    for r in m["top"]["cgroups"][:5]:
+        t.add_row(escape(r.get("container") or "-"), escape(r.get("cgroup") or r.get("memcg") or "-"),
+                  str(r["events"]), ", ".join(f"{k} {v}" for k, v in r["by_family"].items()))
+    return t
+
+
 def _host(m: dict) -> Panel:
     src, span = m["source"], m["span"]
     parts = [Text(f"kernel {src['kernel']}, engine {src['engine']}; {span['start']} → {span['end']} "
@@ -96,6 +107,8 @@ def _host(m: dict) -> Panel:
         parts.append(Text("shift at the decision: " + ", ".join(f"{k}: {v}" for k, v in d["shift"].items())))
     if m["top"]["processes"]:
         parts.append(_top(m))
+    if m["top"].get("cgroups"):
+        parts.append(_cgroups(m))
     h = m["holders"]
     if h["snapshots"]:
         parts.append(Text(f"sockets holding the most memory ({h['snapshots']} snapshots during pressure)",

@@ -124,14 +124,21 @@ def _top(m: dict) -> str:
         return f"{name} <span class=\"muted nw\">pid {_e(pid)}</span>" + (
             ' <span class="muted">(kernel context: softirq or timer)</span>' if pid == 0 and comm else "")
 
-    return ('<h3>Who: processes, ports, peers, namespaces</h3><p class="hint">The task running when the kernel '
-            'decided: for timer and softirq paths this is whoever was on the CPU, not the socket\'s owner '
-            '(see the holders for owners).</p><div class="cols4">'
+    hint = ('The task running when the kernel decided: for timer and softirq paths this is whoever was on '
+            'the CPU, not the socket\'s owner (see the holders for owners).'
+            if t.get("processes_are", "contexts") == "contexts" else
+            'The sockets\' owners: the process that listened, closed, or last sent or received on '
+            'each socket, whatever task the kernel decided in (softirq, timer).')
+    return ('<h3>Who: processes, ports, peers, namespaces</h3><p class="hint">' + hint + '</p><div class="cols4">'
             + block("Processes (comm, pid)", "processes", proc)
             + block("Local ports", "local_ports", lambda i: f'<span class="nw">{_e(i.get("port"))}</span>')
             + block("Remote peers", "remote_peers", lambda i: f"<code>{_e(i.get('peer'))}</code>")
             + block("Network namespaces", "netns", lambda i: f'<span class="nw">{_e(i.get("netns"))}</span>')
-            + "</div>")
+            + "</div>" + (
+                '<div class="cols2">' + block("Services and containers (the sockets' owners)", "cgroups",
+                                              lambda i: f"<code>{_e(i.get('container') or '-')}</code> "
+                                                        f"<span class=\"muted\">{_e(i.get('cgroup') or '')}</span>")
+                + "</div>" if t.get("cgroups") else ""))
 
 
 def _holders(m: dict) -> str:

@@ -1,0 +1,73 @@
+"""Two processes for the owner scenarios: a slow reader and a fast sender, each in
+its own cgroup (the parent moves them in before they open a socket).
+
+    python3 -m scripts.lab.owner_workload reader  RCVBUF   -> prints its port
+    python3 -m scripts.lab.owner_workload sender  PORT SECONDS CONNS
+
+Both wait for one line on stdin ("go") before they start, and the reader then
+waits for a second line before it exits: the parent decides when its sockets go.
+On loopback a receive-side refusal runs in the softirq of the *sender's*
+system call, so the context task of those events is the sender, and the owner
+must be the reader.
+"""
+from __future__ import annotations
+
+import socket
+import sys
+import time
+
+
+def reader(rcvbuf: int, conns: int) -> None:
+    sys.stdin.readline()
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), rcvbuf)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(conns)
+    print(srv.getsockname()[1], flush=True)
+    held = []
+    for _ in range(conns):
+        c, _ = srv.accept()
+        # one small read: a process that reads, then stalls (a slow consumer)
+        c.settimeout(2.0)
+        try:
+            c.recv(1)
+        except OSError:
+            pass
+        held.append(c)
+    print("accepted", flush=True)
+    sys.stdin.readline()
+    for c in held:
+        c.close()
+    srv.close()
+
+
+def sender(port: int, seconds: float, conns: int) -> None:
+    sys.stdin.readline()
+    socks = []
+    for _ in range(conns):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.setblocking(False)
+        socks.append(s)
+    payload = b"x" * 65536
+    end = time.monotonic() + seconds
+    sent = 0
+    while time.monotonic() < end:
+        for s in socks:
+            try:
+                sent += s.send(payload)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                pass
+        time.sleep(0.001)
+    print(sent, flush=True)
+    for s in socks:
+        s.close()
+
+
+if __name__ == "__main__":
+    role = sys.argv[1]
+    if role == "reader":
+        reader(int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 1)
+    else:
+        sender(int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 1)
