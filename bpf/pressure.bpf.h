@@ -78,7 +78,10 @@ static __always_inline int pressure_enter_call(struct sock *sk)
 	return 0;
 }
 
-static __always_inline int pressure_enter_return(__u8 method)
+/* `sk`: fexit's own argument, a BTF pointer (the owner's sk_storage and --pid
+ * need one: a socket address taken from a map is a plain number to the
+ * verifier); the kretprobe has none and passes NULL: the entry's socket then. */
+static __always_inline int pressure_enter_return(struct sock *sk, __u8 method)
 {
 	struct entry_key key = entry_key_now();
 	struct pressure_call *p = bpf_map_lookup_elem(&pressure_calls, &key);
@@ -92,13 +95,15 @@ static __always_inline int pressure_enter_return(__u8 method)
 		return 0;
 	c = *p;
 	bpf_map_delete_elem(&pressure_calls, &key);
-	flag = pressure_flag((struct sock *)c.sk);
+	if (!METHOD_BTF(method))
+		sk = (struct sock *)c.sk;
+	flag = pressure_flag(sk);
 	if (!flag || bpf_probe_read_kernel(&v, sizeof(v), flag) || !v)
 		return 0;
 	k = v;
 	if (bpf_map_update_elem(&episodes, &k, &one, BPF_NOEXIST))
 		return 0;	/* a racer reported this episode */
-	return report_pressure((struct sock *)c.sk, v, true, method, &c);
+	return report_pressure(sk, v, true, method, &c);
 }
 
 /* tcp_leave_memory_pressure() runs on every allocation below tcp_mem[0]: a
@@ -129,7 +134,7 @@ int BPF_PROG(enter_pressure_fentry, struct sock *sk)
 SEC("fexit/tcp_enter_memory_pressure")
 int BPF_PROG(enter_pressure_fexit, struct sock *sk)
 {
-	return pressure_enter_return(METHOD_FENTRY);
+	return pressure_enter_return(sk, METHOD_FENTRY);
 }
 
 SEC("fentry/tcp_leave_memory_pressure")
@@ -148,7 +153,7 @@ int BPF_KPROBE(enter_pressure_kprobe, struct sock *sk)
 SEC("kretprobe/tcp_enter_memory_pressure")
 int BPF_KRETPROBE(enter_pressure_kretprobe)
 {
-	return pressure_enter_return(METHOD_KPROBE);
+	return pressure_enter_return(NULL, METHOD_KPROBE);
 }
 
 SEC("kprobe/tcp_leave_memory_pressure")
