@@ -34,6 +34,11 @@ const volatile __u8 oom_from_resets = 0; /* tcp_send_reset program reports oom_c
  * __ksym externs, so libbpf never reads kallsyms itself at start-up. */
 const volatile __u64 orphan_cache_addr = 0;	/* static int tcp_orphan_cache, 5.15.16+/6.0+ */
 const volatile __u64 max_orphans_addr = 0;	/* int sysctl_tcp_max_orphans */
+/* 1 where the kernel's BTF gives proto.orphan_count the type struct
+ * percpu_counter * (up to 5.15.15). Set by the plan: a CO-RE field check
+ * cannot tell, libbpf takes any two pointers as compatible, and on 5.15.16+
+ * and 6.0-6.14 the member is a per-CPU unsigned int (finding 6). */
+const volatile __u8 orphan_pcc = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -172,8 +177,7 @@ static __always_inline void fill_orphans(struct tcpoom_event *e, const struct so
 	 * sums the per-CPU parts only when that is over the limit. */
 	struct proto___orphan_pcc *prot = (void *)BPF_CORE_READ(sk, __sk_common.skc_prot);
 
-	if (bpf_core_field_exists(prot->orphan_count) &&
-	    bpf_core_type_id_kernel(struct percpu_counter)) {
+	if (orphan_pcc && bpf_core_field_exists(prot->orphan_count)) {
 		struct percpu_counter *pcc = BPF_CORE_READ(prot, orphan_count);
 		s64 count = 0;
 

@@ -13,8 +13,18 @@
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
-	__type(key, __u64);
+	__type(key, struct entry_key);
 	__type(value, struct entry_args);
 } entry SEC(".maps");
+
+/* Save a kprobe's arguments for its return. A slot already taken on this task
+ * and CPU means a nested call (a softirq inside the same function): the inner
+ * call's arguments win, and the outer return finds none and counts itself
+ * (CNT_UNPAIRED_BASE) if it was an event. */
+static __always_inline void keep_entry(const struct entry_key *k, const struct entry_args *a)
+{
+	if (bpf_map_update_elem(&entry, k, a, BPF_NOEXIST))
+		bpf_map_update_elem(&entry, k, a, BPF_ANY);
+}
 
 #endif /* __TCPOOM_HANDOFF_BPF_H */

@@ -37,26 +37,29 @@ static __always_inline __u8 caller_of(const struct sock *sk, int shift)
 	return CALLER_CLOSE;
 }
 
-/* tid -> the orphan figures at tcp_check_oom's entry (struct oom_inputs:
- * verdict.h). */
+/* (tid, cpu) -> the orphan and memory figures at tcp_check_oom's entry
+ * (struct oom_inputs: verdict.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
-	__type(key, __u64);
+	__type(key, struct entry_key);
 	__type(value, struct oom_inputs);
 } oom_inputs SEC(".maps");
 
 static __always_inline void note_oom_inputs(const struct sock *sk)
 {
-	__u64 tid = bpf_get_current_pid_tgid();
+	struct entry_key key = entry_key_now();
 	struct tcpoom_event tmp;
 	struct oom_inputs in;
 
 	tmp.orphans = tmp.max_orphans = -1;
+	tmp.memory_allocated = tmp.pressure_since = -1;
+	tmp.tcp_mem[0] = tmp.tcp_mem[1] = tmp.tcp_mem[2] = -1;
 	tmp.exact = tmp.derived = 0;
 	fill_orphans(&tmp, sk);
+	fill_memory(&tmp, BPF_CORE_READ(sk, __sk_common.skc_prot));
 	keep_oom_inputs(&in, &tmp);
-	bpf_map_update_elem(&oom_inputs, &tid, &in, BPF_ANY);
+	bpf_map_update_elem(&oom_inputs, &key, &in, BPF_ANY);
 }
 
 /* A kill decision of tcp_check_oom. `inferred`: seen at the reset of the close
@@ -67,8 +70,8 @@ static __always_inline int report_check_oom(const struct sock *sk, int shift, __
 					    __u8 method, bool inferred)
 {
 	struct tcpoom_event ev, *e = &ev;
-	__u64 tid = bpf_get_current_pid_tgid();
-	struct oom_inputs *in = bpf_map_lookup_elem(&oom_inputs, &tid);
+	struct entry_key key = entry_key_now();
+	struct oom_inputs *in = bpf_map_lookup_elem(&oom_inputs, &key);
 
 	if (!pass_filters(sk))
 		goto out;
@@ -82,7 +85,7 @@ static __always_inline int report_check_oom(const struct sock *sk, int shift, __
 	emit(e);
 out:
 	if (in && !inferred)
-		bpf_map_delete_elem(&oom_inputs, &tid);
+		bpf_map_delete_elem(&oom_inputs, &key);
 	return 0;
 }
 
@@ -147,14 +150,14 @@ int BPF_PROG(check_oom_fentry, const struct sock *sk, int shift)
 SEC("fexit/tcp_check_oom")
 int BPF_PROG(check_oom_fexit, const struct sock *sk, int shift, bool ret)
 {
+	struct entry_key key;
 	__u8 caller;
-	__u64 tid;
 
 	count(CNT_OOM_CALLS);
 	caller = caller_of(sk, shift);
 	if (!ret) {
-		tid = bpf_get_current_pid_tgid();
-		bpf_map_delete_elem(&oom_inputs, &tid);
+		key = entry_key_now();
+		bpf_map_delete_elem(&oom_inputs, &key);
 		return 0;
 	}
 	return report_check_oom(sk, shift, caller, METHOD_FENTRY, false);
@@ -191,10 +194,10 @@ int BPF_KRETPROBE(close_exit_kretprobe)
 SEC("kprobe/tcp_check_oom")
 int BPF_KPROBE(check_oom_kprobe, const struct sock *sk, int shift)
 {
-	__u64 tid = bpf_get_current_pid_tgid();
+	struct entry_key key = entry_key_now();
 	struct entry_args a = { .sk = (__u64)sk, .arg = shift };
 
-	bpf_map_update_elem(&entry, &tid, &a, BPF_ANY);
+	keep_entry(&key, &a);
 	note_oom_inputs(sk);
 	return 0;
 }
@@ -202,19 +205,22 @@ int BPF_KPROBE(check_oom_kprobe, const struct sock *sk, int shift)
 SEC("kretprobe/tcp_check_oom")
 int BPF_KRETPROBE(check_oom_kretprobe, bool ret)
 {
-	__u64 tid = bpf_get_current_pid_tgid();
-	struct entry_args *a = bpf_map_lookup_elem(&entry, &tid);
+	struct entry_key key = entry_key_now();
+	struct entry_args *a = bpf_map_lookup_elem(&entry, &key);
 	struct entry_args args;
 	__u8 caller;
 
-	if (!a)
+	if (!a) {
+		if (ret)	/* a socket killed, its arguments taken by a nested call */
+			count(CNT_UNPAIRED_BASE + FAMILY_OOM_CHECK);
 		return 0;
+	}
 	args = *a;
-	bpf_map_delete_elem(&entry, &tid);
+	bpf_map_delete_elem(&entry, &key);
 	count(CNT_OOM_CALLS);
 	caller = caller_of((const struct sock *)args.sk, (int)args.arg);
 	if (!ret) {
-		bpf_map_delete_elem(&oom_inputs, &tid);
+		bpf_map_delete_elem(&oom_inputs, &key);
 		return 0;
 	}
 	return report_check_oom((const struct sock *)args.sk, (int)args.arg, caller, METHOD_KPROBE,
@@ -303,25 +309,36 @@ static __always_inline int timer_shift(const struct sock *sk, int do_reset, bool
 }
 
 /*
- * Tracepoint tier: the probe timer always passes do_reset = true. The
- * retransmit timer passes alive || !retransmits_timed_out(); while the
- * backed-off RTO is below rto_max the socket is "alive" and do_reset is true.
- * Past that the term depends on retransmits_timed_out(), not recomputed here.
+ * Tracepoint tier: the do_reset tcp_out_of_resources() was called with, per
+ * timer (net/ipv4/tcp_timer.c, the same in 4.19, 5.10, 6.1, 6.12 and 6.18):
+ *  - tcp_probe_timer() (reached only with nothing in flight) passes true;
+ *  - tcp_write_timeout() (the retransmit timer: packets in flight) passes
+ *    alive || !retransmits_timed_out(), alive = icsk_rto < rto_max. icsk_rto
+ *    is already backed off (tcp_retransmit_timer doubles it after each
+ *    round); icsk_rto << icsk_backoff is the probe timer's formula for its
+ *    orphan retries and counted the backoff twice (finding 5);
+ *  - not alive: tcp_out_of_resources() resets anyway when the last send is
+ *    at most TCP_TIMEWAIT_LEN ago, so a reset seen after a longer idle (with
+ *    packets in flight) proves do_reset was true.
+ * -1 when none of these decides: not alive and within 60 s of the last send
+ * (retransmits_timed_out() would need the retry budget, not recomputed).
  */
 static __always_inline int do_reset_of(const struct sock *sk)
 {
 	struct tcp_sock *tp = (struct tcp_sock *)sk;
 	struct inet_connection_sock *icsk = (struct inet_connection_sock *)sk;
 	__u32 rto_max = 120 * hz;
-	__u64 rto;
+	__s32 idle;
 
 	if (BPF_CORE_READ(tp, packets_out) == 0)
 		return 1;	/* probe timer */
 	if (bpf_core_field_exists(icsk->icsk_rto_max))
 		rto_max = BPF_CORE_READ(icsk, icsk_rto_max);
-	rto = (__u64)BPF_CORE_READ(icsk, icsk_rto) << (BPF_CORE_READ(icsk, icsk_backoff) & 63);
-	if (rto < rto_max)
+	if (BPF_CORE_READ(icsk, icsk_rto) < rto_max)
 		return 1;	/* alive */
+	idle = (__u32)bpf_jiffies64() - BPF_CORE_READ(tp, lsndtime);
+	if (idle > (__s32)(TCP_TIMEWAIT_LEN_S * hz))
+		return 1;	/* reset only because do_reset was true */
 	return -1;
 }
 
@@ -330,28 +347,31 @@ static __always_inline int do_reset_of(const struct sock *sk)
 SEC("kprobe/tcp_out_of_resources")
 int BPF_KPROBE(out_of_resources_kprobe, struct sock *sk, bool do_reset)
 {
-	__u64 tid = bpf_get_current_pid_tgid();
+	struct entry_key key = entry_key_now();
 	struct entry_args a = { .sk = (__u64)sk, .arg = do_reset };
 
-	bpf_map_update_elem(&entry, &tid, &a, BPF_ANY);
+	keep_entry(&key, &a);
 	return 0;
 }
 
 SEC("kretprobe/tcp_out_of_resources")
 int BPF_KRETPROBE(out_of_resources_kretprobe, int ret)
 {
-	__u64 tid = bpf_get_current_pid_tgid();
-	struct entry_args *a = bpf_map_lookup_elem(&entry, &tid);
+	struct entry_key key = entry_key_now();
+	struct entry_args *a = bpf_map_lookup_elem(&entry, &key);
 	struct tcpoom_event ev, *e = &ev;
 	const struct sock *sk;
 	bool lower;
 	int do_reset;
 
-	if (!a)
+	if (!a) {
+		if (ret)
+			count(CNT_UNPAIRED_BASE + FAMILY_OOM_CHECK);
 		return 0;
+	}
 	sk = (const struct sock *)a->sk;
 	do_reset = a->arg;
-	bpf_map_delete_elem(&entry, &tid);
+	bpf_map_delete_elem(&entry, &key);
 	count(CNT_OOM_CALLS);
 	if (!ret || !pass_filters(sk))
 		return 0;

@@ -162,7 +162,7 @@ static __always_inline void forget_owner(const struct sock *sk, bool btf)
 
 /* --pid: the owner's tgid where one was noted, else the context's. No `btf`
  * guard here: owner_storage is 1 only when every loaded program that calls
- * this gets a BTF socket pointer (tracer/kernel/plan.py _owner_plan), and the
+ * this gets a BTF socket pointer (tracer/kernel/plan/owner.py owner_plan), and the
  * verifier skips the branch a frozen .rodata value rules out. */
 static __always_inline __u32 owner_tgid(const struct sock *sk)
 {

@@ -2,7 +2,7 @@
 /*
  * The process-context hooks that note a socket's owner (bpf/owner.bpf.h has
  * the store and what events read from it). Included by tcpoom.bpf.c only: the
- * loader turns on the ones the plan lists (tracer/kernel/plan.py _owner_plan).
+ * loader turns on the ones the plan lists (tracer/kernel/plan/owner.py owner_plan).
  */
 #ifndef __TCPOOM_OWNER_HOOKS_BPF_H
 #define __TCPOOM_OWNER_HOOKS_BPF_H

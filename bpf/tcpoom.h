@@ -46,6 +46,9 @@ enum tcpoom_method {
 /* pressure */
 #define VERDICT_ENTER		0x1000
 #define VERDICT_LEAVE		0x2000
+/* pressure enter: memory_allocated at the call against tcp_mem[1] (function tiers) */
+#define VERDICT_CAUSE_LIMIT	0x4000	/* above it: the limit */
+#define VERDICT_CAUSE_ALLOC	0x8000	/* at or below: a page or skb allocation failed */
 
 /* oom_check: which path asked */
 enum tcpoom_caller {
@@ -164,6 +167,9 @@ enum tcpoom_counter {
 	CNT_TW_CANDIDATES = 24,
 	CNT_TW_CANCELLED = 25,
 	CNT_TW_UNCHECKED = 26,
+	/* + family (1..4, so slots 28..31): kprobe tiers: an event's return found
+	 * no entry (a nested call on the same task and CPU took it) */
+	CNT_UNPAIRED_BASE = 27,
 	CNT_MAX = 32,
 };
 

@@ -65,24 +65,27 @@ int BPF_PROG(twsk_alloc_fexit, const struct sock *sk, struct inet_timewait_death
 SEC("kprobe/inet_twsk_alloc")
 int BPF_KPROBE(twsk_alloc_kprobe, const struct sock *sk, struct inet_timewait_death_row *dr)
 {
-	__u64 tid = bpf_get_current_pid_tgid();
+	struct entry_key key = entry_key_now();
 	struct entry_args a = { .sk = (__u64)sk, .arg = (__u64)dr };
 
-	bpf_map_update_elem(&entry, &tid, &a, BPF_ANY);
+	keep_entry(&key, &a);
 	return 0;
 }
 
 SEC("kretprobe/inet_twsk_alloc")
 int BPF_KRETPROBE(twsk_alloc_kretprobe, void *ret)
 {
-	__u64 tid = bpf_get_current_pid_tgid();
-	struct entry_args *a = bpf_map_lookup_elem(&entry, &tid);
+	struct entry_key key = entry_key_now();
+	struct entry_args *a = bpf_map_lookup_elem(&entry, &key);
 	struct entry_args args;
 
-	if (!a)
+	if (!a) {
+		if (!ret)	/* an overflow whose socket a nested call's entry replaced */
+			count(CNT_UNPAIRED_BASE + FAMILY_TW_OVERFLOW);
 		return 0;
+	}
 	args = *a;
-	bpf_map_delete_elem(&entry, &tid);
+	bpf_map_delete_elem(&entry, &key);
 	if (ret || sk_protocol_of((const struct sock *)args.sk) != IPPROTO_TCP ||
 	    !pass_filters((const struct sock *)args.sk))
 		return 0;

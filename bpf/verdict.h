@@ -21,6 +21,24 @@ struct closing_sk {
 	__u32 pad;
 };
 
+/* Entry -> return hand-offs are keyed by task and CPU. Softirqs on idle CPUs
+ * all run on pid 0, so a key of pid_tgid alone lets one CPU's return take
+ * another CPU's entry (issue 13, finding 2). A softirq or timer does not
+ * migrate; a process-context call with BH enabled could, and then shows as a
+ * return without its entry (counted, CNT_UNPAIRED_BASE). */
+struct entry_key {
+	__u32 tid;
+	__u32 cpu;
+};
+
+static __always_inline struct entry_key entry_key_now(void)
+{
+	struct entry_key k = { .tid = (__u32)bpf_get_current_pid_tgid(),
+			       .cpu = bpf_get_smp_processor_id() };
+
+	return k;
+}
+
 /* kprobe tiers: arguments saved at entry for the return probe. */
 struct entry_args {
 	__u64 sk;
@@ -35,6 +53,11 @@ struct oom_inputs {
 	__s32 max_orphans;
 	__u32 exact;
 	__u32 derived;
+	/* memory_allocated and tcp_mem next to the orphan count: the figures
+	 * tcp_out_of_memory() compares, read before the decision (finding 7) */
+	__s64 memory_allocated;
+	__s64 tcp_mem[3];
+	__s64 pressure_since;
 };
 
 /* One per-CPU counter slot up by one (c: this CPU's counters, or NULL). */
@@ -124,6 +147,11 @@ static __always_inline void keep_oom_inputs(struct oom_inputs *in, const struct 
 	in->max_orphans = e->max_orphans;
 	in->exact = e->exact;
 	in->derived = e->derived;
+	in->memory_allocated = e->memory_allocated;
+	in->tcp_mem[0] = e->tcp_mem[0];
+	in->tcp_mem[1] = e->tcp_mem[1];
+	in->tcp_mem[2] = e->tcp_mem[2];
+	in->pressure_since = e->pressure_since;
 }
 
 static __always_inline void use_oom_inputs(struct tcpoom_event *e, const struct oom_inputs *in)
@@ -132,6 +160,15 @@ static __always_inline void use_oom_inputs(struct tcpoom_event *e, const struct 
 	e->max_orphans = in->max_orphans;
 	e->exact |= in->exact & (FIELD_ORPHANS | FIELD_MAX_ORPHANS);
 	e->derived |= in->derived & (FIELD_ORPHANS | FIELD_MAX_ORPHANS);
+	if (in->exact & FIELD_MEMORY)
+		e->memory_allocated = in->memory_allocated;
+	if (in->exact & FIELD_TCP_MEM) {
+		e->tcp_mem[0] = in->tcp_mem[0];
+		e->tcp_mem[1] = in->tcp_mem[1];
+		e->tcp_mem[2] = in->tcp_mem[2];
+	}
+	if (in->exact & FIELD_PRESSURE)
+		e->pressure_since = in->pressure_since;
 }
 
 /* tcp_out_of_memory(): the memory half of the verdict, from exact reads.
@@ -245,6 +282,36 @@ static __always_inline void mark_pressure(struct tcpoom_event *e, unsigned long 
 	e->pressure_since = since;
 	e->verdict = enter ? VERDICT_ENTER : VERDICT_LEAVE;
 	e->exact |= FIELD_VERDICT;
+}
+
+/*
+ * One report per episode (finding 8). Two CPUs can both read the flag 0 and
+ * call cmpxchg; one wins, both used to report ENTER. The function tiers now
+ * note a call that found the flag 0 (enter) at its entry, and at its return
+ * insert the value the flag then holds into `episodes` with BPF_NOEXIST: a
+ * hash insert is atomic under its bucket lock, so exactly one racer reports.
+ * Leave: every call that finds the flag set will see it cleared by itself or a
+ * racer (xchg), so the entry inserts value | PRESSURE_LEFT, once.
+ */
+#define PRESSURE_LEFT (1ULL << 63)
+
+/* A tcp_enter_memory_pressure() call that found the flag 0, from entry to return. */
+struct pressure_call {
+	__u64 sk;		/* the caller's socket (a kretprobe has no arguments) */
+	__s64 allocated;	/* memory_allocated at the call, pages */
+	__s64 tcp_mem1;		/* tcp_mem[1] at the call */
+};
+
+/* Why TCP entered pressure: __sk_mem_raise_allocated() calls it above tcp_mem[1];
+ * sk_page_frag_refill() and tcp_stream_alloc_skb() when an allocation fails,
+ * whatever the usage (and MPTCP through its own hook). The global figure can
+ * lag the caller's by the per-CPU reserves (6.0+), so the cause is derived. */
+static __always_inline void mark_pressure_cause(struct tcpoom_event *e, const struct pressure_call *c)
+{
+	if (c->allocated < 0 || c->tcp_mem1 < 0)
+		return;
+	e->verdict |= c->allocated > c->tcp_mem1 ? VERDICT_CAUSE_LIMIT : VERDICT_CAUSE_ALLOC;
+	e->memory_allocated = c->allocated;
 }
 
 #endif /* __TCPOOM_VERDICT_H */

@@ -37,6 +37,7 @@ SCENARIO_FAMILY = {
     "tw_two_cpus": ("tw_overflow", "TCPTimeWaitOverflow"),
     "orphans_close": ("oom_check", "TCPAbortOnMemory"),
     "orphans_timer": ("oom_check", "TCPAbortOnMemory"),
+    "orphans_timer_backoff": ("oom_check", "TCPAbortOnMemory"),
     "tcp_mem_send": ("mem_exceed", None),
     "tcp_mem_recv": ("mem_exceed", None),
 }
@@ -107,6 +108,8 @@ def run_once(scenario: str, count: Optional[int] = None, command: Optional[List[
         "printed": len(fam_events), "lost": row.get("lost"),
         "kmsg_lines": result.kmsg_lines, "events": fam_events, "totals": totals,
         "returncode": got["returncode"], "stderr": got["stderr"],
+        # pressure enters and leaves seen beside the scenario's own family
+        "pressure_verdicts": [e["verdict"] for e in got["events"] if e["family"] == "pressure"],
     }
 
 

@@ -46,7 +46,7 @@ def test_constants_match_header():
     c = _header_constants()
     for name in ("VERDICT_ORPHANS", "VERDICT_MEMORY", "VERDICT_KILLED", "VERDICT_RESET",
                  "VERDICT_SHIFT_MIN", "VERDICT_SEND", "VERDICT_RECV", "VERDICT_ENTER",
-                 "VERDICT_LEAVE", "FIELD_SHIFT", "FIELD_ORPHANS", "FIELD_MAX_ORPHANS",
+                 "VERDICT_LEAVE", "VERDICT_CAUSE_LIMIT", "VERDICT_CAUSE_ALLOC", "FIELD_SHIFT", "FIELD_ORPHANS", "FIELD_MAX_ORPHANS",
                  "FIELD_MEMORY", "FIELD_TCP_MEM", "FIELD_TW_COUNT", "FIELD_MAX_TW",
                  "FIELD_VERDICT", "FIELD_CALLER", "FIELD_SOCKET", "FIELD_PRESSURE"):
         assert getattr(ev, name) == c[name], name
@@ -58,10 +58,23 @@ def test_constants_match_header():
                  "MEM_CLASS_HARD"):
         assert getattr(ev, name) == c[name], name
     for name in ("CNT_OOM_CHECK", "CNT_TW_OVERFLOW", "CNT_MEM_EXCEED", "CNT_FILTERED",
-                 "CNT_LOST_BASE", "CNT_MAX", "CNT_PRESSURE_LEAVE", "CNT_OOM_CALLS",
+                 "CNT_LOST_BASE", "CNT_UNPAIRED_BASE", "CNT_MAX", "CNT_PRESSURE_LEAVE", "CNT_OOM_CALLS",
                  "CNT_TW_CANDIDATES", "CNT_TW_CANCELLED", "CNT_TW_UNCHECKED", "TW_SETTLE_MS",
                  "FAMILY_MAX"):
         assert getattr(ev, name) == c[name], name
+
+
+def test_counter_slots_do_not_clash():
+    """lost (17..20), the TIME_WAIT inference's (24..26) and unpaired returns
+    (28..31) each have their own slots below CNT_MAX (issue 13 merge)."""
+    lost = {ev.CNT_LOST_BASE + f for f in ev.FAMILIES}
+    unpaired = {ev.CNT_UNPAIRED_BASE + f for f in ev.FAMILIES}
+    tw = {ev.CNT_TW_CANDIDATES, ev.CNT_TW_CANCELLED, ev.CNT_TW_UNCHECKED}
+    fixed = {i for i in ev.COUNTER_NAMES if i < ev.CNT_LOST_BASE}
+    assert unpaired == {28, 29, 30, 31} and tw == {24, 25, 26}
+    groups = [lost, unpaired, tw, fixed]
+    assert sum(len(g) for g in groups) == len(set().union(*groups))
+    assert max(set().union(*groups)) < ev.CNT_MAX
 
 
 def test_pack_decode_round_trip():

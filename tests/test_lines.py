@@ -79,9 +79,27 @@ def test_totals_say_what_was_not_seen_one_by_one():
     assert rows["tw_overflow"]["match"] is True
     assert rows["oom_check"]["not_seen_individually"] == 2
     out = t.text()
-    assert "oom_check        298     0  TCPAbortOnMemory           300" in out
+    assert "oom_check        298     0      -  TCPAbortOnMemory           300" in out
     assert "2 counted by the kernel but not seen one by one" in out
     assert t.to_json()["type"] == "totals"
+
+
+def test_totals_explain_a_shortfall_by_the_kernels_miss_counts():
+    plan = build(KernelFacts.load(os.path.join(DATA, "facts-6.1-debian.json")))
+    counters = [0] * ev.CNT_MAX
+    counters[ev.CNT_TW_OVERFLOW] = 93
+    t = Totals(plan, ["tw_overflow", "pressure"], 2.0, counters, {"tw_overflow": 93}, {},
+               {"TCPTimeWaitOverflow": 0}, {"TCPTimeWaitOverflow": 95}, 1, "SIGINT",
+               missed={"tw_overflow": 2, "pressure": None},
+               missed_unmeasured={"pressure": "kprobe programs skipped while another runs are not "
+                                              "counted before 6.7"})
+    rows = {r["family"]: r for r in t.rows()}
+    assert rows["tw_overflow"]["missed"] == 2 and rows["tw_overflow"]["explained_by_misses"]
+    out = t.text()
+    assert "tw_overflow       93     0      2  TCPTimeWaitOverflow         95" in out
+    assert "the probes missed these (kernel's own miss counts)" in out
+    assert "missed, not counted by this kernel: pressure: kprobe programs" in out
+    assert t.to_json()["missed"] == {"tw_overflow": 2, "pressure": None}
 
 
 def _tw_totals(counters, tcpext_after, settled=0, undecided=0, filtered=True):

@@ -259,6 +259,24 @@ def test_every_bcc_program_is_in_the_c_text_and_attaches_somewhere():
         assert set(build(fixture, engine="bcc").programs()) <= set(BCC_ATTACH)
 
 
+@pytest.mark.parametrize("release,pointee,fidelity,pcc", [
+    ("5.15.0-25-generic", "percpu_counter", "derived", 1),   # 5.15.0: the quick read works
+    ("5.15.131", "int", "sampled", 0),                       # 5.15.16+ stable: per-CPU int
+    ("6.1.0-13-amd64", "int", "sampled", 0),                 # 6.0-6.14
+    ("6.14.0", "int", "sampled", 0),
+    ("6.18.2", "absent", "sampled", 0),
+])
+def test_orphan_count_claim_follows_the_btf_type_not_the_version(release, pointee, fidelity, pcc):
+    """libbpf takes any two pointers as compatible: the plan decides from the
+    pointee type in BTF what the object can read (issue 13, finding 6)."""
+    f = facts("facts-6.1-debian.json")
+    f.release, f.orphan_count = release, pointee
+    f.kallsyms_data = {}
+    p = build(f)
+    assert p.families["oom_check"].fields["orphans"][0] == fidelity
+    assert p.config["orphan_pcc"] == pcc
+
+
 def _facts_at(release):
     import json as _json
     from tracer.kernel.facts import KernelFacts

@@ -55,3 +55,26 @@ def test_tracing_needs_sys_admin_or_bpf_with_perfmon():
     assert not may_trace(1 << CAP_BPF)
     assert not may_trace(1 << CAP_PERFMON)
     assert not may_trace(0) and not may_trace(None)
+
+
+def test_seconds_carry_the_kernels_miss_counts(monkeypatch):
+    """Finding 3: the programs' recursion misses and kprobe missed counts (and
+    the kprobe returns whose entry a nested call took) reach recordings as the
+    growth since the last second, and the live view as the running total."""
+    monkeypatch.setattr(tick_mod.snapshots, "take", lambda netns=None: {"ts_ns": 1})
+    kernel = {"oom_check": 0, "pressure": None}
+
+    def missed(counters):
+        out = dict(kernel)
+        out["oom_check"] += counters[ev.CNT_UNPAIRED_BASE + ev.OOM_CHECK]
+        return out
+    session = FakeSession()
+    t = tick_mod.Tick(session, None, missed=missed)
+    s = t.second(1.0)
+    assert s.missed == {} and s.missed_total == {"oom_check": 0, "pressure": None}
+    kernel["oom_check"] = 2
+    session.values[ev.CNT_UNPAIRED_BASE + ev.OOM_CHECK] = 1
+    s = t.second(2.0)
+    assert s.missed == {"oom_check": 3} and s.missed_total["oom_check"] == 3
+    s = t.second(3.0)
+    assert s.missed == {}

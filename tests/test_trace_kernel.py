@@ -2,6 +2,7 @@
 real on this kernel, and what the tracer saw must equal the kernel's counters.
 One scenario at a time; each Lab restores its sysctls and deletes its netns."""
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -120,3 +121,24 @@ def test_trace_stops_on_count_and_duration():
     assert out.returncode == 0, out.stderr
     totals = json.loads(out.stdout.splitlines()[-1])
     assert totals["type"] == "totals" and totals["stop_reason"] == "duration"
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/sys/net/ipv4/tcp_rto_max_ms"),
+                    reason="needs net.ipv4.tcp_rto_max_ms (6.18+) to reach the backed-off window quickly")
+def test_timer_path_shift_is_exact_while_the_backed_off_rto_is_below_rto_max(matrix, probes_plan):
+    """tcp_write_timeout's `alive` is icsk_rto < rto_max, icsk_rto already backed
+    off: at the third round (0.8 s < 1 s) do_reset is true and the shift exact.
+    Recomputing with icsk_rto << icsk_backoff flagged every one of them as a
+    lower bound (issue 13, finding 5)."""
+    r = run_once("orphans_timer_backoff")
+    assert r["returncode"] == 0, r["stderr"]
+    assert r["lab_delta"] > 0 and r["seen"] == r["kernel_delta"] == r["lab_delta"]
+    timer = [e for e in r["events"] if e["caller"] == "timer"]
+    assert len(timer) == r["seen"]
+    assert all(e["shift"] == 1 and not e["shift_is_lower_bound"] for e in timer), \
+        sorted({(e["shift"], e["shift_is_lower_bound"]) for e in timer})
+    matrix.check(probes_plan, "oom_check",
+                 "orphans_timer_backoff: count = TcpExt TCPAbortOnMemory; killed at the third "
+                 "retransmission (RTO backed off, below rto_max): shift 1, not a lower bound",
+                 fields=["verdict", "caller", "shift"], used=row(r)["method"],
+                 figures=f"{r['seen']}/{r['kernel_delta']}, {len(timer)} exact")

@@ -178,16 +178,16 @@ def test_fentry_counts_equal_the_kernel_counters(guests, kernel, name, matrix):
 
 @pytest.mark.parametrize("name", CAPTURED)
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_kprobe_counts_equal_the_kernel_counters_but_for_missed_nesting(guests, kernel, name, matrix):
-    """Kprobes do not nest: a probed call in a softirq that runs while one of
-    tcpoom's kprobe handlers runs on that CPU is missed (the plan's blind
-    spot). Under TCG that happened to about 1 in 100 overflows before the
-    kprobe tier hooked tcp_close alone; it must stay rare and be explained."""
+def test_kprobe_counts_equal_the_kernel_counters(guests, kernel, name, matrix):
+    """Equality in a 2-CPU guest, or a residue the kernel's own miss counts
+    explain (kprobes do not nest: a probed call in a softirq that runs while
+    one of tcpoom's kprobe handlers runs on that CPU is missed; 6.12 counts it,
+    6.1 does not, so 6.1 must be equal)."""
     s = scenario(guests, kernel, "kprobe", name)
     row = check_kprobe_counts(s)
     matrix.check(plan_of(guests, kernel, "kprobe"), s["family"],
-                 f"{name}: count = TcpExt {COUNTER[name]} but for kprobe nesting misses "
-                 f"(at most 5%, each one reported), every event printed, none lost",
+                 f"{name}: count = TcpExt {COUNTER[name]} in an SMP guest, "
+                 f"a residue only where the kernel's own miss counts explain it; every event printed, none lost",
                  fields=["verdict"], used=row["method"], where=where(kernel),
                  figures=f"{s['seen']}/{s['kernel_delta']}, {s['kernel_delta'] - s['seen']} missed")
 
@@ -284,6 +284,11 @@ def test_pressure_entry_seen_by_fentry(guests, kernel, matrix):
     pressure = next(x for x in s["totals"]["families"] if x["family"] == "pressure")
     assert pressure["method"].startswith("fentry ")
     assert pressure["kernel_delta"] >= 1 and pressure["seen"] == pressure["kernel_delta"]
+    # one ENTER per episode however many CPUs raced (finding 8), entered above
+    # tcp_mem[1] by the allocations of the scenario: the limit, not a failure
+    enters = [v for v in s["pressure_verdicts"] if "enter" in v]
+    assert len(enters) == pressure["kernel_delta"], s["pressure_verdicts"]
+    assert all("above_tcp_mem1" in v for v in enters), enters
     p = plan_of(guests, kernel, "best")
     refused = next(x for x in s["totals"]["families"] if x["family"] == "mem_exceed")
     matrix.check(p, "mem_exceed", "tcp_mem_send: refusals seen, none lost (no TcpExt counter to compare)",

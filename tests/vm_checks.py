@@ -2,20 +2,24 @@
 
 
 def check_kprobe_counts(s: dict) -> dict:
-    """A scenario's result under kprobes: every event printed, none lost, the
-    kprobe method used, and the count equal to the kernel's but for nesting
-    misses. A kprobe that fires while one of tcpoom's handlers runs on that
-    CPU is missed (the plan's blind spot): rare under TCG (one suite run saw
-    2 of 95), at most 5%, each one reported. Returns the family's totals row."""
+    """A scenario's result under kprobes in an SMP guest: every event printed,
+    none lost, the kprobe method used, and the count equal to the kernel's.
+    The entry->return maps are keyed by (task, CPU), so softirqs of idle CPUs
+    (all task 0) no longer take each other's entries. A residue is accepted
+    only where the kernel's own miss counts explain it (kprobe `missed`,
+    recursion_misses: 6.7+), or an entry the programs counted as clobbered
+    (issue 13, findings 2 and 3). Returns the family's totals row."""
     assert s["lab_delta"] > 0 and s["kernel_delta"] == s["lab_delta"]
     assert s["printed"] == s["seen"] and s["lost"] == 0
     assert {e["method"] for e in s["events"]} == {"kprobe"}
     row = next(x for x in s["totals"]["families"] if x["family"] == s["family"])
     assert row["method"].startswith("kprobe ")
     missed = s["kernel_delta"] - s["seen"]
-    assert 0 <= missed <= max(3, s["kernel_delta"] // 20), s["totals"]
+    assert missed >= 0, s["totals"]
     if missed:
-        assert row["not_seen_individually"] == missed and "kprobes do not nest" in row["blind_spot"]
+        explained = row.get("missed")
+        assert explained is not None and missed <= explained, s["totals"]
+        assert row["not_seen_individually"] == missed and row.get("explained_by_misses")
     return row
 
 

@@ -128,6 +128,32 @@ def _uncut(ctx: Context, pref: int) -> None:
 
 
 def orphans_timer(ctx: Context, count: int) -> Expected:
+    return _orphans_timer(ctx, count, backed_off=False)
+
+
+def orphans_timer_backoff(ctx: Context, count: int) -> Expected:
+    """Killed by the third retransmission timer, with the RTO backed off twice.
+
+    tcp_write_timeout() decides `alive` from icsk_rto, which is already the
+    backed-off RTO (tcp_retransmit_timer doubles it after each round): 0.2, 0.4,
+    then 0.8 s at the third round, below rto_max (1 s here), so do_reset is true
+    and the shift is 1 (sk_err_soft) and exact. `icsk_rto << icsk_backoff` (the
+    probe timer's formula) would give 3.2 s and call it a lower bound
+    (issue 13, finding 5). Every orphan survives rounds one and two (the limit
+    is 2N), then tcp_max_orphans drops to 0 and round three kills all of them."""
+    return _orphans_timer(ctx, count, backed_off=True)
+
+
+def _after_rounds(ctx: Context, timeouts: int, timeout_s: float) -> None:
+    """Wait until TCPTimeouts (retransmission timer runs) reaches `timeouts`."""
+    deadline = time.monotonic() + timeout_s
+    while procfs.read_netstat(ctx.netns)["TcpExt"].get("TCPTimeouts", 0) < timeouts:
+        if time.monotonic() > deadline:
+            raise LabError(f"the retransmission timers did not run {timeouts} times in {timeout_s} s")
+        time.sleep(0.005)
+
+
+def _orphans_timer(ctx: Context, count: int, backed_off: bool) -> Expected:
     # tcp_out_of_resources() (the retransmission timer of an orphan) asks tcp_check_oom
     # with a shift: +1 if the socket looks abandoned (nothing sent for 2*rto_max, or
     # do_reset false because the retries ran out while rto is at rto_max), +1 if
@@ -163,13 +189,20 @@ def orphans_timer(ctx: Context, count: int) -> Expected:
             # Then client-to-server, so the retransmissions fail their route lookup.
             _cut(ctx, sockets.CLIENT_ADDR, sockets.SERVER_ADDR, pref=2)
             host_orphans = ctx.sockstat_tcp().get("orphan", 0)  # orphans are counted host-wide
-            limit = count + host_orphans
+            # backed_off: twice as many allowed, so shift 1 kills none until the limit
+            # drops to 0 after the second round
+            limit = (2 if backed_off else 1) * count + host_orphans
             ctx.set_global_sysctl("net.ipv4.tcp_max_orphans", limit)
             ctx.details["tcp_max_orphans"] = limit
             start = ctx.counters()
+            timeouts = procfs.read_netstat(ctx.netns)["TcpExt"].get("TCPTimeouts", 0)
             started = time.monotonic()
             for client, _ in pairs:
                 client.close()  # orphans with data unacked; the close path sees no excess
+            if backed_off:
+                _after_rounds(ctx, timeouts + 2 * count, timeout_s=5.0)
+                ctx.set_global_sysctl("net.ipv4.tcp_max_orphans", 0)
+                ctx.details["tcp_max_orphans_after_round_2"] = 0
             ctx.details["timeline"] = _watch_orphans(ctx, start, started, host_orphans,
                                                      timeout_s=8.0)
         finally:
@@ -179,6 +212,8 @@ def orphans_timer(ctx: Context, count: int) -> Expected:
             sockets.close_all(pairs or [])
             if server is not None:
                 server.close()
+    if backed_off:
+        return {"TCPAbortOnMemory": (count, count)}
     return {"TCPAbortOnMemory": (count // 2, count)}
 
 

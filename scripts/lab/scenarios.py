@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict
 
 from .context import Context, Expected
-from .orphans import orphans_close, orphans_timer
+from .orphans import orphans_close, orphans_timer, orphans_timer_backoff
 from .tcp_mem import TCP_MEM_CAP_S, TINY_TCP_MEM, orphans_tcp_mem, tcp_mem_recv, tcp_mem_send
 from .time_wait import TW_BUCKETS, tw_overflow
 from .tw_adversarial import tw_ipv6, tw_late_data, tw_linger0, tw_two_cpus, tw_two_netns
@@ -61,6 +61,10 @@ SCENARIOS: Dict[str, Scenario] = {s.name: s for s in (
              "orphans aborted by the retransmission timer: N orphans within "
              "tcp_max_orphans=N, doubled (shift 1) by sk_err_soft from a cut route",
              True, 300, orphans_timer),
+    Scenario("orphans_timer_backoff",
+             "orphans aborted by the third retransmission timer, RTO backed off twice but "
+             "below rto_max: shift 1, exact (needs net.ipv4.tcp_rto_max_ms, 6.18+)",
+             True, 100, orphans_timer_backoff),
     Scenario("tcp_mem_send",
              f"send side over the hard limit: {_TINY}, clients push 1 MiB each to "
              f"servers that do not read",

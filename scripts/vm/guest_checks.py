@@ -76,6 +76,7 @@ def _scenario(name: str, count) -> dict:
         "lab_delta": r["lab_delta"], "seen": r["seen"], "kernel_delta": r["kernel_delta"],
         "printed": r["printed"], "lost": r["lost"], "returncode": r["returncode"],
         "kmsg_lines": r["kmsg_lines"], "totals": r["totals"], "events": events,
+        "pressure_verdicts": r.get("pressure_verdicts", []),
         "stderr": r["stderr"][-3000:], "seconds": round(time.monotonic() - started, 1),
         "tracer_start_seconds": TRACER_STARTS[0] if TRACER_STARTS else None,
     }

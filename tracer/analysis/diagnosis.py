@@ -242,6 +242,22 @@ def _loss(r: _Recording) -> List[dict]:
              "why": "The ring buffer was full when the kernel side wanted to write."}]
 
 
+def _missed(r: _Recording) -> List[dict]:
+    missed = r.m.get("missed") or {}
+    total = sum(missed.values())
+    if not total:
+        return []
+    return [{"id": "missed", "severity": "warning",
+             "title": f"{total} calls the probes did not see (the kernel's own miss counts)",
+             "evidence": ["per family: " + ", ".join(f"{k} {v}" for k, v in missed.items())],
+             "advice": ["These are neither counted nor detailed: compare the family's count "
+                        "with its TcpExt counter; fentry/fexit (5.5+ with BTF) misses least."],
+             "why": "A BPF program does not run while it (or, for kprobes, another kprobe "
+                    "program) is already running on that CPU, and kprobes do not nest; the "
+                    "kernel counts both (recursion_misses, kprobe missed), and the kprobe "
+                    "tiers count a return whose entry was taken by a nested call."}]
+
+
 def _fidelity(r: _Recording) -> List[dict]:
     sampled = sorted({f"{fam}.{k}" for fam, p in r.m["plan"].items()
                       for k, v in p["fields"].items() if v == "sampled"})
@@ -256,7 +272,7 @@ def _fidelity(r: _Recording) -> List[dict]:
 
 
 #: one function a finding, in the order they are written down
-FINDINGS = (_tw_overflow, _orphans, _memcg, _tcp_mem, _loss, _fidelity)
+FINDINGS = (_tw_overflow, _orphans, _memcg, _tcp_mem, _loss, _missed, _fidelity)
 
 
 def diagnose(m: dict, header: dict) -> Tuple[List[dict], str]:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, List, Optional
 
+from tracer.model.units import margin_text
+
 from . import doctor_counters
 from .doctor_figures import (COUNTERS, SLOW_CONSUMERS, Figures, counter_table, finding,
                            kernel_default_tcp_mem, pages, pct, size, worst_cases)
@@ -60,6 +62,9 @@ def _tcp_mem(fig: Figures, snippet: List[str]) -> List[dict]:
                 f"(low/pressure/high)",
                 "tcp_mem is in pages of {} bytes, not bytes, like sockstat 'mem': "
                 "compare pages with pages".format(page)]
+    if fig.mem_margin:
+        evidence.append("sockstat mem is the global figure: TCP really holds it "
+                        + margin_text(fig.mem_margin, page))
     if fig.pressure is not None:
         evidence.append(f"memory-pressure flag (/proc/net/protocols TCP press): "
                         f"{'yes' if fig.pressure else 'no'}")

@@ -11,6 +11,7 @@ import struct
 from typing import Dict, List, Optional, Tuple
 
 from . import diagnosis
+from tracer.model.units import margin_text
 from tracer.model import events as ev
 from tracer.model.aggregate import Aggregate, comm_of, top_with_socket
 from tracer.model.clock import Clock
@@ -64,6 +65,15 @@ def _intervals(seconds: List[int]) -> List[List[int]]:
         else:
             out.append([s, s])
     return out
+
+
+def _memory_margin(agg: Aggregate) -> Optional[dict]:
+    m = agg.header.get("pcpu_margin")
+    if not isinstance(m, dict) or not m.get("pages"):
+        return None
+    page = agg.header.get("page_size", 4096)
+    return {"pages": m["pages"], "cpus": m.get("cpus"), "rsv_pages": m.get("rsv_pages"),
+            "text": margin_text(m, page)}
 
 
 def _limits(agg: Aggregate) -> dict:
@@ -302,6 +312,10 @@ def build(agg: Aggregate, files: List[str]) -> dict:
                    "oom_callers": {CALLER_NAMES.get(k, "unknown"): n for k, n in agg.oom_callers.items()}},
         "kernel_counters": {"tcpext_delta": tcpext_delta, "comparison": comparison},
         "loss": dict(agg.loss),
+        # 6.0+: sockstat mem and memory_allocated leave out up to this many pages
+        # kept in per-CPU reserves (the recording's header; None: exact, or unknown)
+        "memory_margin": _memory_margin(agg),
+        "missed": dict(agg.missed),
         "crossed": _crossed(agg, clock),
         "peaks": peaks,
         "series": {"t0": clock.iso(t0 * 10 ** 9) if secs else None, "interval_s": 1,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import signal
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 from tracer.model import events as ev
 from tracer.kernel import facts as kernel_facts, loader, preload
@@ -138,6 +138,7 @@ class Capture:
             self.session = loader.start(self.facts, self.plan, self.filters, self._ringbuf_bytes,
                                         self.synthetic_pid, early=preload.take())
         self.plan = self.session.plan
+        self._misses_before = self._misses_now()
         # the baseline of every comparison, taken once everything is attached
         self.first_snapshot = snapshots.take(self.filters.netns or None)
         self.tcpext_before = self.first_snapshot.get("tcpext") or _tcpext(self.filters.netns)
@@ -264,6 +265,31 @@ class Capture:
         for fam in self.received:
             self.received[fam] += families.count(ev.FAMILY_IDS[fam])
 
+    def _misses_now(self) -> Dict[str, Optional[int]]:
+        m = getattr(self.session, "misses", None)
+        return m.read() if m is not None else {}
+
+    def missed(self, counters: Optional[List[int]] = None) -> Dict[str, Optional[int]]:
+        """Per traced family, the calls the kernel recorded as missed by its
+        programs since the start (not counted in the counters either), plus
+        the kprobe returns whose entry a nested call took (`counters` given);
+        None where this kernel counts neither."""
+        now = self._misses_now()
+        out: Dict[str, Optional[int]] = {}
+        for f in self.families:
+            if not self.plan.families[f].programs:
+                continue
+            n = None if now.get(f) is None else now[f] - (self._misses_before.get(f) or 0)
+            slot = ev.CNT_UNPAIRED_BASE + ev.FAMILY_IDS[f]
+            unpaired = counters[slot] if counters and slot < len(counters) else 0
+            out[f] = n if not unpaired else (n or 0) + unpaired
+        return out
+
+    def missed_unmeasured(self) -> Dict[str, str]:
+        m = getattr(self.session, "misses", None)
+        return {f: why for f, why in (m.unmeasured() if m is not None else {}).items()
+                if f in self.families}
+
     def totals(self, reason: str) -> Totals:
         counters = self.session.counters()
         after = _tcpext(self.filters.netns)
@@ -271,6 +297,7 @@ class Capture:
         return Totals(self.plan, self.families, time.monotonic() - self.t0, counters,
                       self.received, made_sampled, self.tcpext_before, after,
                       self.filters.netns or netns.netns_inode(), reason,
+                      missed=self.missed(), missed_unmeasured=self.missed_unmeasured(),
                       tw_settled=self.tw_settled, tw_undecided=self.tw_undecided,
                       netns_filtered=bool(self.filters.netns))
 

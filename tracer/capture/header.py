@@ -9,7 +9,7 @@ import socket
 import time
 
 from tracer import __version__
-from tracer.host import procfs
+from tracer.host import pcpu_margin, procfs
 from tracer.model import events as ev
 from tracer.model.events import EVENT_SIZE
 from .capture import Capture
@@ -34,6 +34,8 @@ def header(cap: Capture, argv) -> dict:
                     "cgroup": cap.filters.cgroup, "container": cap.filters.container},
         "page_size": os.sysconf("SC_PAGE_SIZE"),
         "mem_total_kb": procfs.mem_total() // 1024,
+        # 6.0+: how far sockstat mem and memory_allocated can be from the truth
+        "pcpu_margin": pcpu_margin.margin(),
         "sysctls": dataclasses.asdict(procfs.tcp_limits(cap.filters.netns or None)),
         "layout": {
             "record_size": EVENT_SIZE,

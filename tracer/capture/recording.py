@@ -66,8 +66,11 @@ class Recording:
         rec.add_json(tf.SNAPSHOT, s.snapshot)
         if s.counters is not None:
             rec.add_json(tf.COUNTERS, {"ts_ns": time.monotonic_ns(), "counters": s.counters})
-        if s.lost:
-            rec.add_json(tf.LOSS, {"ts_ns": time.monotonic_ns(), "lost": s.lost})
+        if s.lost or s.missed:
+            block = {"ts_ns": time.monotonic_ns(), "lost": s.lost}
+            if s.missed:
+                block["missed"] = s.missed
+            rec.add_json(tf.LOSS, block)
         if s.holders is not None:
             rec.add_json(tf.HOLDERS, s.holders)
 

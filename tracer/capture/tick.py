@@ -10,7 +10,7 @@ to `Capture.run`, which calls it every sampling period (100 ms).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 from tracer.model import events as ev
@@ -30,6 +30,11 @@ class Second:
     # the sockets holding the most memory (with "reason"), or {"error", "reason"}:
     # when pressure starts and every HOLDERS_EVERY_S while it lasts
     holders: Optional[dict] = None
+    # calls the kernel recorded as missed by the programs since the last second
+    # (recursion misses, kprobe missed, unpaired kprobe entries), by family
+    missed: Dict[str, int] = field(default_factory=dict)
+    # ... and in all since the start (None: this kernel counts none for that family)
+    missed_total: Dict[str, Optional[int]] = field(default_factory=dict)
 
     @property
     def ts_ns(self) -> int:
@@ -53,7 +58,8 @@ class Tick:
     work when it is due and hands the `Second` to every listener."""
 
     def __init__(self, session, netns: Optional[int], period_s: float = SECOND_S,
-                 holders_every_s: float = HOLDERS_EVERY_S):
+                 holders_every_s: float = HOLDERS_EVERY_S,
+                 missed: Optional[Callable[[Optional[List[int]]], Dict[str, Optional[int]]]] = None):
         # anything with counters() (a started Capture: its TIME_WAIT overflows
         # confirmed by user space included); None for a /proc-only capture
         self.session = session
@@ -66,6 +72,9 @@ class Tick:
         self._holders_at = 0.0
         self._pressure = False
         self._lost = [0] * ev.CNT_MAX
+        # Capture.missed: the kernel's miss counts by family, given the counters
+        self._missed_fn = missed
+        self._missed: Dict[str, int] = {}
         self.last: Optional[Second] = None
 
     def on_second(self, fn: Callable[[Second], None]) -> "Tick":
@@ -104,4 +113,8 @@ class Tick:
             holders = holders_snapshot(self.netns, "pressure started" if starts else "pressure continues")
             self._holders_at = now
         self._pressure = pressure
-        return Second(now, snap, counters, lost, holders)
+        total = self._missed_fn(counters) if self._missed_fn is not None else {}
+        missed = {f: n - self._missed.get(f, 0) for f, n in total.items()
+                  if n is not None and n > self._missed.get(f, 0)}
+        self._missed.update({f: n for f, n in total.items() if n is not None})
+        return Second(now, snap, counters, lost, holders, missed, total)

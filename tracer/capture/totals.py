@@ -25,6 +25,11 @@ class Totals:
     tcpext_after: Dict[str, int]
     netns: Optional[int] = None              # whose TcpExt counters these are
     stop_reason: str = ""
+    #: calls the kernel recorded as missed by tcpoom's programs (recursion
+    #: misses, kprobe missed): uncounted, so they explain a count below the
+    #: kernel's; None where this kernel does not count them
+    missed: Dict[str, Optional[int]] = dataclasses.field(default_factory=dict)
+    missed_unmeasured: Dict[str, str] = dataclasses.field(default_factory=dict)
     tw_settled: int = 0                      # TIME_WAIT candidates confirmed by user space (< 5.10)
     tw_undecided: int = 0                    # ... still open at the stop: too young to decide
     netns_filtered: bool = True              # --netns given: the counts are that namespace's
@@ -73,6 +78,20 @@ class Totals:
     def lost(self, family: str) -> int:
         return self.counters[ev.CNT_LOST_BASE + ev.FAMILY_IDS[family]]
 
+    def unpaired(self, family: str) -> int:
+        """kprobe tiers: an entry clobbered in its (task, CPU) slot, or a return
+        without its entry: a call whose event was lost, counted in the kernel."""
+        slot = ev.CNT_UNPAIRED_BASE + ev.FAMILY_IDS[family]
+        return self.counters[slot] if slot < len(self.counters) else 0
+
+    def missed_in_all(self, family: str) -> Optional[int]:
+        """The kernel's miss counts plus the unpaired entries; None where
+        neither is counted on this kernel."""
+        kernel, unpaired = self.missed.get(family), self.unpaired(family)
+        if kernel is None and not unpaired:
+            return None
+        return (kernel or 0) + unpaired
+
     def rows(self) -> List[dict]:
         out = []
         for fam in FAMILY_ORDER:
@@ -85,10 +104,16 @@ class Totals:
             row = {
                 "family": fam, "method": f"{fp.method} {fp.target}", "seen": seen,
                 "received": self.received.get(fam, 0),
-                "lost": self.lost(fam), "kernel_counter": name, "kernel_delta": delta,
+                "lost": self.lost(fam), "missed": self.missed_in_all(fam),
+                "kernel_counter": name, "kernel_delta": delta,
                 "match": None if delta is None else seen == delta,
                 "not_seen_individually": None,
             }
+            if fam in self.missed_unmeasured:
+                row["missed_unmeasured"] = self.missed_unmeasured[fam]
+            if delta is not None and delta > seen and row["missed"] and delta - seen <= row["missed"]:
+                # the probes missed them and the kernel said so: explained, not silent
+                row["explained_by_misses"] = True
             if delta is not None and delta > seen:
                 row["not_seen_individually"] = delta - seen
                 row["blind_spot"] = fp.blind_spot or "events the method did not see"
@@ -102,7 +127,8 @@ class Totals:
     def verdicts(self) -> Dict[str, int]:
         c = self.counters
         return {ev.COUNTER_NAMES[i]: c[i] for i in range(ev.CNT_MAX)
-                if i in ev.COUNTER_NAMES and not ev.CNT_LOST_BASE <= i < ev.CNT_LOST_END}
+                if i in ev.COUNTER_NAMES and not ev.CNT_LOST_BASE <= i < ev.CNT_LOST_END
+                and not ev.CNT_UNPAIRED_BASE <= i < ev.CNT_UNPAIRED_END}
 
     def to_json(self) -> dict:
         context = {k: self.delta(k) for k in CONTEXT_COUNTERS if self.delta(k)}
@@ -114,6 +140,8 @@ class Totals:
             "families": self.rows(),
             "counters": self.verdicts(),
             "lost": {f: self.lost(f) for f in self.families},
+            "missed": {f: self.missed_in_all(f) for f in self.families
+                       if f in self.missed or self.unpaired(f)},
             "filtered": self.counters[ev.CNT_FILTERED],
             "tcpext_delta": {k: self.delta(k) for k in
                              [v for v in KERNEL_COUNTER.values() if v] + list(context)},
@@ -144,13 +172,21 @@ def text_from_json(t: dict, recorded: bool = False) -> str:
         lines = [f"tcpoom: end of the recording: the recorder stopped ({ended(t.get('stop_reason'))}) {took}"]
     else:
         lines = [f"tcpoom: stopped ({t.get('stop_reason')}) {took}"]
-    lines.append(f"  {'family':<12} {'seen':>7} {'lost':>5}  {'kernel counter':<22} {'delta':>7}  method")
+    lines.append(f"  {'family':<12} {'seen':>7} {'lost':>5} {'missed':>6}  {'kernel counter':<22} "
+                 f"{'delta':>7}  method")
+    unmeasured = []
     for r in t.get("families", []):
         kc = r["kernel_counter"] or "(none)"
         d = "-" if r["kernel_delta"] is None else str(r["kernel_delta"])
-        mark = "" if r["match"] in (None, True) else "  <- differs"
-        lines.append(f"  {r['family']:<12} {r['seen']:>7} {r['lost']:>5}  {kc:<22} {d:>7}  "
+        mark = "" if r["match"] in (None, True) else \
+            ("  <- the probes missed these (kernel's own miss counts)" if r.get("explained_by_misses")
+             else "  <- differs")
+        missed = r.get("missed")
+        m = "-" if missed is None else str(missed)
+        lines.append(f"  {r['family']:<12} {r['seen']:>7} {r['lost']:>5} {m:>6}  {kc:<22} {d:>7}  "
                      f"{r['method']}{mark}")
+        if r.get("missed_unmeasured"):
+            unmeasured.append(f"{r['family']}: {r['missed_unmeasured']}")
         if r.get("not_seen_individually"):
             lines.append(f"    {r['not_seen_individually']} counted by the kernel but not seen one by one: "
                          f"{r['blind_spot']}")
@@ -175,4 +211,6 @@ def text_from_json(t: dict, recorded: bool = False) -> str:
     if ctx:
         lines.append("  other TcpExt: " + " ".join(ctx))
     lines.append(f"  filtered out: {t.get('filtered', 0)}")
+    if unmeasured:
+        lines.append("  missed, not counted by this kernel: " + "; ".join(unmeasured))
     return "\n".join(lines)

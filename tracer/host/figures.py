@@ -13,7 +13,7 @@ import time
 from typing import Callable, Dict, List
 
 from tracer.model.host_figures import Figures
-from . import cgroups, netns, procfs
+from . import cgroups, netns, pcpu_margin, procfs
 
 NETNS_TIMEOUT_S = 5.0
 
@@ -84,6 +84,7 @@ def read_figures(ns, own: bool, label: str, interval: float,
     tcp = tcp or {}
     fig.inuse, fig.orphans, fig.tw = tcp.get("inuse"), tcp.get("orphan"), tcp.get("tw")
     fig.alloc, fig.mem_pages = tcp.get("alloc"), tcp.get("mem")
+    fig.mem_margin = pcpu_margin.margin(page_size=fig.page_size)
     if ns is not _BLOCKED:
         v6 = reader.get(f"/proc/net/sockstat6{where}", procfs.read_sockstat6, ns)
         fig.inuse6 = (v6 or {}).get("TCP6", {}).get("inuse")

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from typing import Dict, List, Optional
 
-from . import libbpf, objects
+from . import libbpf, misses, objects
 from tracer.errors import KernelUnsupported, LoadError, UsageError
 from tracer.model.events import CNT_MAX, EVENT_SIZE, STRIDE
 from .facts import KernelFacts
@@ -85,6 +85,7 @@ class BccSession:
         self.plan = plan
         self.filters = filters
         self.ringbuf: Optional[RingBuffer] = None
+        self.misses: Optional[misses.Misses] = None
         self.compile_seconds = 0.0
         self._ringbuf_bytes = ringbuf_bytes
         self._bpf = None
@@ -160,6 +161,15 @@ class BccSession:
             except Exception as e:
                 raise ProgramRefused(name, str(e).splitlines()[0] if str(e) else type(e).__name__) from None
         self._counters_fd = b["counters"].map_fd
+        # bcc keeps each loaded program in b.funcs; its kprobes are perf events
+        # attached by ioctl, with no BPF link to ask for a missed count
+        attached = []
+        for name in self.programs:
+            family = next(f for f, fp in self.plan.families.items() if name in fp.programs)
+            fn = b.funcs.get(name.encode()) or b.funcs.get(name)
+            if fn is not None:
+                attached.append((family, self.plan.families[family].method, fn.fd, -1))
+        self.misses = misses.Misses(attached, KernelFacts(release=os.uname().release).version(), links=False)
         self._ncpus = libbpf.lib().libbpf_num_possible_cpus()
         self.ringbuf = RingBuffer(b["events"].map_fd, self._ringbuf_bytes)
 

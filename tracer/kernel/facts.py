@@ -1,6 +1,6 @@
 """What the running kernel allows, gathered without attaching anything.
 
-The probe plan (plan.py) is a pure function of these facts, so its decisions
+The probe plan (plan/) is a pure function of these facts, so its decisions
 can be tested from facts recorded on other kernels (tests/data/facts-*.json).
 """
 from __future__ import annotations
@@ -42,6 +42,10 @@ class KernelFacts:
     tracepoints: Dict[str, int] = dataclasses.field(default_factory=dict)
     #: numeric SK_RST_REASON_TCP_ABORT_ON_MEMORY, None where the enum lacks it
     rst_reason_abort_on_memory: Optional[int] = None
+    #: what struct proto's orphan_count points to, from BTF: "percpu_counter" (up to
+    #: 5.15.15: the quick read works), "int" (per-CPU unsigned int, 5.15.16+ and
+    #: 6.0-6.14: not readable without the symbol), "absent" (6.15+), None: no BTF
+    orphan_count: Optional[str] = None
     #: BPF_MAP_TYPE_RINGBUF in the kernel's BTF (5.8+, or a vendor backport);
     #: None where there is no BTF to tell (then judged by the version)
     ringbuf: Optional[bool] = None
@@ -218,6 +222,10 @@ def _gather_boot_stable(f: KernelFacts, test_load: bool = True) -> None:
                 "sk_rst_reason", "SK_RST_REASON_TCP_ABORT_ON_MEMORY")
             f.ringbuf = btf.enum_value("bpf_map_type", "BPF_MAP_TYPE_RINGBUF") is not None
             fentry_target = f.btf_functions["tcp_check_oom"]
+            pointee = btf.member_pointee("proto", "orphan_count")
+            f.orphan_count = ("absent" if pointee is None else
+                              "percpu_counter" if pointee == ("struct", "percpu_counter") else
+                              "int" if pointee[0] == "int" else "other")
     f.btf_functions = {k: bool(v) for k, v in f.btf_functions.items()}
     if f.btf and f.root and fentry_target and test_load:
         f.fentry_errno = libbpf.try_load_fentry(fentry_target)
@@ -239,9 +247,11 @@ def _gather_boot_stable(f: KernelFacts, test_load: bool = True) -> None:
 # boot id, so a tracer started on a host in trouble skips the BTF and kallsyms
 # reads after the first run. TCPOOM_NO_FACTS_CACHE=1 turns it off.
 CACHE_DIR = "/run/tcpoom"
-_BOOT_STABLE = ("btf_functions", "tracepoints", "rst_reason_abort_on_memory", "ringbuf", "fentry_errno",
+_BOOT_STABLE = ("btf_functions", "tracepoints", "rst_reason_abort_on_memory", "orphan_count", "ringbuf",
+                "fentry_errno",
                 "kallsyms_functions", "kallsyms_data", "kallsyms_read", "hz", "hz_source")
-_CACHE_FORMAT = 2
+# 3: orphan_count (issue 13) and ringbuf (issue 13, TIME_WAIT) both kept
+_CACHE_FORMAT = 3
 
 
 def _cache_key(f: KernelFacts) -> Optional[dict]:

@@ -127,6 +127,7 @@ def lib() -> ctypes.CDLL:
             "bpf_program__attach": (vp, [vp]),
             "bpf_program__fd": (i, [vp]),
             "bpf_link__destroy": (i, [vp]),
+            "bpf_link__fd": (i, [vp]),
             "bpf_map__name": (cp, [vp]),
             "bpf_map__fd": (i, [vp]),
             "bpf_map__is_internal": (ctypes.c_bool, [vp]),
@@ -273,6 +274,37 @@ class Btf:
             bits = m.offset & 0xFFFFFF if kflag else m.offset
             out.append((self._name(m.name_off), bits // 8))
         return t.size_or_type, out
+
+    def _skip_modifiers(self, tid: int) -> int:
+        # typedef, volatile, const, restrict (8, 9, 10, 11) and type tags (18)
+        while tid and _kind(self._type(tid)) in (BTF_KIND_TYPEDEF, 9, 10, 11, 18):
+            tid = self._type(tid).size_or_type
+        return tid
+
+    def member_pointee(self, struct: str, member: str) -> Optional[Tuple[str, str]]:
+        """What a pointer member of a struct points to: ("struct", name),
+        ("int", name) or ("other", ""); None when the struct or member is absent
+        or the member is no pointer. libbpf's CO-RE field checks take any two
+        pointers as compatible; this looks at the pointee itself."""
+        tid = self.find(struct, BTF_KIND_STRUCT)
+        if not tid:
+            return None
+        t = self._type(tid)
+        for m in self._trailer(tid, _BtfMember, _vlen(t)):
+            if self._name(m.name_off) != member:
+                continue
+            ptr = self._skip_modifiers(m.type)
+            if _kind(self._type(ptr)) != BTF_KIND_PTR:
+                return None
+            target = self._skip_modifiers(self._type(ptr).size_or_type)
+            kind = _kind(self._type(target)) if target else 0
+            name = self._name(self._type(target).name_off) if target else ""
+            if kind == BTF_KIND_STRUCT:
+                return ("struct", name)
+            if kind == BTF_KIND_INT:
+                return ("int", name)
+            return ("other", name)
+        return None
 
     def enum_value(self, enum: str, name: str) -> Optional[int]:
         """Numeric value of an enumerator, or None (enum or value absent)."""

@@ -14,7 +14,7 @@ import struct
 import time
 from typing import List, Optional, Sequence, Tuple
 
-from . import btfcache, libbpf, objects
+from . import btfcache, libbpf, misses, objects
 from tracer.errors import LoadError, PermissionNeeded
 from tracer.model.events import CNT_MAX, EVENT_SIZE
 from .facts import KernelFacts
@@ -67,6 +67,8 @@ class Session:
         self._obj = None
         self._bench_obj = None
         self._links: List[int] = []
+        self._attached: List[tuple] = []     # (family, method, prog fd, link fd)
+        self.misses: Optional[misses.Misses] = None
         self.ringbuf: Optional[RingBuffer] = None
         self._counters_fd = -1
         self._ringbuf_bytes = ringbuf_bytes
@@ -208,6 +210,10 @@ class Session:
             if not link:
                 raise ProgramRefused(name, f"attach failed: {os.strerror(libbpf.last_errno())}")
             self._links.append(link)
+            family = next((f for f, fp in self.plan.families.items() if name in fp.programs), None)
+            if family:
+                self._attached.append((family, self.plan.families[family].method,
+                                       l.bpf_program__fd(p), l.bpf_link__fd(link)))
         if self._bench_program:
             self._attach_bench()
         events = l.bpf_object__find_map_by_name(self._obj, b"events")
@@ -215,6 +221,7 @@ class Session:
         self._counters_fd = l.bpf_map__fd(counters)
         self._ncpus = l.libbpf_num_possible_cpus()
         self.ringbuf = RingBuffer(l.bpf_map__fd(events), self._ringbuf_bytes)
+        self.misses = misses.Misses(self._attached, _version())
 
     def _attach_bench(self) -> None:
         l = self._l
@@ -329,6 +336,10 @@ class Session:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _version() -> tuple:
+    return KernelFacts(release=os.uname().release).version()
 
 
 def _set_rodata(obj: int, values: dict) -> None:

@@ -73,6 +73,8 @@ class Aggregate:
         self.holder_processes: Counter = Counter()   # comm -> max bytes held
         self.counters: Optional[List[int]] = None
         self.loss: Counter = Counter()
+        #: calls the kernel recorded as missed by the programs (not counted at all)
+        self.missed: Counter = Counter()
         self.trailer: Optional[dict] = None
         self.damage: List[str] = []
         self.events = 0
@@ -276,6 +278,7 @@ class Aggregate:
 
     def add_loss(self, block: dict) -> None:
         self.loss.update(block.get("lost", {}))
+        self.missed.update(block.get("missed", {}))
 
     def set_trailer(self, block: dict) -> None:
         self.trailer = block

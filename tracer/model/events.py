@@ -30,6 +30,8 @@ VERDICT_SEND = 0x0100
 VERDICT_RECV = 0x0200
 VERDICT_ENTER = 0x1000
 VERDICT_LEAVE = 0x2000
+VERDICT_CAUSE_LIMIT = 0x4000     # pressure entered with memory_allocated above tcp_mem[1]
+VERDICT_CAUSE_ALLOC = 0x8000     # ... at or below it: a page or skb allocation failed
 
 # caller
 CALLER_UNKNOWN, CALLER_CLOSE, CALLER_TIMER = 0, 1, 2
@@ -89,6 +91,9 @@ CNT_LOST_END = CNT_LOST_BASE + FAMILY_MAX    # lost slots: [CNT_LOST_BASE, CNT_L
 CNT_TW_CANDIDATES = 24
 CNT_TW_CANCELLED = 25
 CNT_TW_UNCHECKED = 26
+# kprobe tiers: + family (1..4, slots 28..31): a return that found no entry
+CNT_UNPAIRED_BASE = 27
+CNT_UNPAIRED_END = CNT_UNPAIRED_BASE + FAMILY_MAX  # unpaired slots: [CNT_UNPAIRED_BASE, CNT_UNPAIRED_END)
 CNT_MAX = 32
 # a TIME_WAIT candidate with no reset or error on its socket for this long is an overflow
 TW_SETTLE_MS = 200
@@ -106,6 +111,7 @@ COUNTER_NAMES = {
 }
 for _fam, _name in FAMILIES.items():
     COUNTER_NAMES[CNT_LOST_BASE + _fam] = f"lost.{_name}"
+    COUNTER_NAMES[CNT_UNPAIRED_BASE + _fam] = f"unpaired.{_name}"
 
 TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1",
               5: "FIN_WAIT2", 6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT",
@@ -310,6 +316,10 @@ class Event:
             out.append("recv" if v & VERDICT_RECV else "send")
         elif self.family == PRESSURE:
             out.append("enter" if v & VERDICT_ENTER else "leave")
+            if v & VERDICT_CAUSE_LIMIT:
+                out.append("above_tcp_mem1")
+            elif v & VERDICT_CAUSE_ALLOC:
+                out.append("allocation_failure")
         elif self.family == TW_OVERFLOW:
             out.append("overflow")
         return out

@@ -30,6 +30,8 @@ class Figures:
     tcp_wmem: Optional[Triple] = None
     tcp_tw_reuse: Optional[int] = None      # per namespace
     mem_total: Optional[int] = None         # bytes, /proc/meminfo MemTotal
+    #: 6.0+: pages each side of mem_pages that per-CPU reserves may hold (host/pcpu_margin.py)
+    mem_margin: Optional[dict] = None
     counters_before: Optional[Dict[str, int]] = None
     counters_after: Optional[Dict[str, int]] = None
     interval_s: float = 1.0

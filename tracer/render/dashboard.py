@@ -46,6 +46,7 @@ class DashboardState:
         self.tcpext_start: Dict[str, int] = {}
         self.tcpext_now: Dict[str, int] = {}
         self.counters: Optional[List[int]] = None
+        self.missed: Dict[str, Optional[int]] = {}     # live: the kernel's miss counts by family
         self.kmsg_lines: Dict[str, int] = {}
         self.kmsg_suppressed = 0
         self.kmsg_error: Optional[str] = None
@@ -124,6 +125,13 @@ class DashboardState:
         if not self.counters:
             return sum(self.agg.loss.values())
         return sum(self.counters[ev.CNT_LOST_BASE:ev.CNT_LOST_END])
+
+    def missed_total(self) -> int:
+        """Calls the kernel recorded as missed by the programs (live: read from
+        the kernel each second; replay: the recording's loss blocks)."""
+        if self.missed:
+            return sum(n for n in self.missed.values() if n)
+        return sum(self.agg.missed.values())
 
     def tcpext_delta(self, name: str) -> Optional[int]:
         if name not in self.tcpext_now or name not in self.tcpext_start:
@@ -229,7 +237,10 @@ def _kernel_log(st: DashboardState) -> Table:
     suffix = f"  {st.kmsg_suppressed:,} suppressed" if st.kmsg_suppressed else ""
     if st.kmsg_error:
         suffix = f"  kernel log: {st.kmsg_error}"
-    return Group(t, Text(f"lost: {st.lost():,}{suffix}", style="yellow" if st.lost() else "dim"))
+    missed = st.missed_total()
+    bad = st.lost() or missed
+    shown = f"lost: {st.lost():,}" + (f"  missed by the probes: {missed:,}" if missed else "")
+    return Group(t, Text(shown + suffix, style="yellow" if bad else "dim"))
 
 
 def _latest(st: DashboardState, rows: int, width: int) -> Table:
@@ -328,7 +339,7 @@ def _header(st: DashboardState, width: int) -> Text:
     fid = " ".join(f"{f.split('_')[0]}:{st.plan.get(f, {}).get('method', '?')}" for f in st.families)
     line = (f"tcpoom {'replay ' if st.paused is not None and h.get('_replay') else ''}"
             f"{h.get('hostname', '?')} {h.get('kernel', '?')} {h.get('engine', '?')}  up {up:.0f}s  "
-            f"{rate:,} ev/s  lost {st.lost():,}")
+            f"{rate:,} ev/s  lost {st.lost():,}" + (f"  missed {st.missed_total():,}" if st.missed_total() else ""))
     text = Text(line, style="bold")
     text.append("\n" + fid[:width], style="dim")
     if st.paused:

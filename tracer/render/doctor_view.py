@@ -49,6 +49,10 @@ def render(r: dict, console) -> None:
     line = f"{_n(mem)} pages" + ("" if mem is None else f" = {size(mem * page)}")
     if tm and mem is not None:
         line += f", {100.0 * mem / max(tm[2], 1):.0f}% of tcp_mem[2]"
+    margin = tcp.get("mem_margin_pages")
+    if margin and mem is not None:
+        line += (f"; ± {margin} pages ({size(margin * page)}) held in per-CPU reserves "
+                 f"(6.0+: the figure is global)")
     rows.append(("memory (host)", line))
     rows.append(("tcp_mem", "?" if not tm else
                  f"{tm[0]} / {tm[1]} / {tm[2]} pages (low / pressure / high) = "

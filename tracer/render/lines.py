@@ -78,6 +78,8 @@ def text(e: Event, clock: Clock, sampled: Sampled, names=None) -> str:
         side = "enter" if e.verdict & ev.VERDICT_ENTER else "leave"
         mem = f"mem={e.memory_allocated}p" if e.memory_allocated >= 0 else "mem=?"
         body = f"{side} {mem} tcp_mem={e.tcp_mem0}/{e.tcp_mem1}/{e.tcp_mem2}p ({e.method_name})"
+        if e.verdict & ev.VERDICT_CAUSE_ALLOC:
+            body += " below tcp_mem[1]: an allocation failed"
         if e.method == ev.SAMPLED:
             return f"{head} {body}"
     return f"{head} {body} {tail}"

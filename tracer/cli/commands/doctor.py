@@ -28,7 +28,8 @@ Exit codes (for scripts and monitoring, as a Nagios/Icinga plugin):
                     privileges {bpf, sys_admin, kallsyms_addresses}
   netns             requested, inode, own
   tcp               inuse, inuse6, orphan, tw, alloc, mem_pages,
-                    mem_bytes, memory_pressure
+                    mem_bytes, mem_margin_pages (6.0+: ± pages in per-CPU
+                    reserves, outside the global figure), memory_pressure
   limits            tcp_mem_pages [low, pressure, high], tcp_mem_bytes,
                     tcp_max_orphans, orphan_kill_above {shift0, shift1,
                     shift2}, tcp_max_tw_buckets, tcp_rmem, tcp_wmem,
@@ -153,6 +154,7 @@ def build_report(ns_ref: Optional[str], interval: float, with_plan: bool) -> dic
         "tcp": {"inuse": fig.inuse, "inuse6": fig.inuse6, "orphan": fig.orphans, "tw": fig.tw,
                 "alloc": fig.alloc, "mem_pages": fig.mem_pages,
                 "mem_bytes": None if fig.mem_pages is None else fig.mem_pages * page,
+                "mem_margin_pages": fig.mem_margin["pages"] if fig.mem_margin else 0,
                 "memory_pressure": fig.pressure},
         "limits": {
             "tcp_mem_pages": list(fig.tcp_mem) if fig.tcp_mem else None,

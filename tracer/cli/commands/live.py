@@ -70,7 +70,7 @@ def live(record_to: Optional[str], no_screen: bool, interval: float, duration: O
         st.agg.names = ids.names           # resolved on this host as ids come
         keep = who.predicate(filters, ids.names)
         st.add_snapshot(cap.first_snapshot)
-        tick = Tick(cap if cap.session is not None else None, filters.netns)
+        tick = Tick(cap if cap.session is not None else None, filters.netns, missed=cap.missed)
         recording = None
         if record_to:
             recording = Recording(Recorder(record_to, hdr, EVENT_SIZE, force=force), cap, tick, stop, ids)
@@ -92,6 +92,7 @@ def live(record_to: Optional[str], no_screen: bool, interval: float, duration: O
                 ids.block()              # resolve what came; nothing to write it to
             st.add_snapshot(s.snapshot)
             st.counters = s.counters
+            st.missed = s.missed_total
             msgs = kmsg.read_new()
             st.add_kmsg(_kmsg_counts(msgs), suppressed_total(msgs))
             if s.holders is not None:

@@ -83,7 +83,7 @@ def record(output: str, duration: Optional[float], count: Optional[int], max_siz
         cap.start()
         rec = Recorder(output, header(cap, sys.argv), EVENT_SIZE, compress, max_size, rotate, keep or 0,
                        force=force)
-        tick = Tick(cap if cap.session is not None else None, filters.netns)
+        tick = Tick(cap if cap.session is not None else None, filters.netns, missed=cap.missed)
         recording = Recording(rec, cap, tick, stop)
         keep = who.predicate(filters, recording.ids.names)
 

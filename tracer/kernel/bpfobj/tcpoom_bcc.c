@@ -47,13 +47,27 @@ BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(counters, struct tcpoom_counters, 1);
 
 /* The structs of these maps: verdict.h. tid -> the socket tcp_close() is
- * closing; tid -> arguments saved at a kprobe for its kretprobe; tid -> the
- * orphan figures as tcp_check_oom found them on entry. */
+ * closing; (tid, cpu) -> arguments saved at a kprobe for its kretprobe;
+ * (tid, cpu) -> the orphan and memory figures as tcp_check_oom found them on
+ * entry. Keyed by CPU as well: softirqs on idle CPUs all run as pid 0. */
 BPF_HASH(closing, u64, struct closing_sk, 16384);
 
-BPF_HASH(entry, u64, struct entry_args, 16384);
+BPF_HASH(entry, struct entry_key, struct entry_args, 16384);
 
-BPF_HASH(oom_inputs, u64, struct oom_inputs, 16384);
+BPF_HASH(oom_inputs, struct entry_key, struct oom_inputs, 16384);
+
+/* pressure: (tid, cpu) -> a tcp_enter_memory_pressure call that found the flag
+ * 0; the episodes already reported (verdict.h, PRESSURE_LEFT) */
+BPF_HASH(pressure_calls, struct entry_key, struct pressure_call, 1024);
+BPF_TABLE("lru_hash", u64, u8, episodes, 1024);
+
+/* A nested call on the same task and CPU took the slot: its arguments win,
+ * the outer return finds none and counts itself if it was an event. */
+static __always_inline void keep_entry(struct entry_key *k, struct entry_args *a)
+{
+	if (entry.insert(k, a))
+		entry.update(k, a);
+}
 
 static __always_inline struct tcpoom_counters *cpu_counters(void)
 {
@@ -185,16 +199,20 @@ static __always_inline void fill_orphans(struct tcpoom_event *e, struct sock *sk
 {
 	if (read_orphans(e, MAX_ORPHANS_ADDR, ORPHAN_CACHE_ADDR))
 		return;
-#if LINUX_VERSION_CODE < KERNEL_VERSION(5, 16, 0)
-	/* up to 5.15.0: a percpu_counter in tcp_prot; the kernel reads its
-	 * count first and sums the per-CPU parts only above the limit */
-	struct proto *prot = RD(struct proto *, &sk->__sk_common.skc_prot);
-	struct percpu_counter *pcc = RD(struct percpu_counter *, &prot->orphan_count);
-	s64 count = 0;
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 0, 0)
+	/* up to 5.15.15: a percpu_counter in tcp_prot; the kernel reads its
+	 * count first and sums the per-CPU parts only above the limit. 5.15.16+
+	 * stable made it a per-CPU unsigned int: the headers' own type decides. */
+	if (__builtin_types_compatible_p(typeof(((struct proto *)0)->orphan_count),
+					 struct percpu_counter *)) {
+		struct proto *prot = RD(struct proto *, &sk->__sk_common.skc_prot);
+		struct percpu_counter *pcc = RD(struct percpu_counter *, &prot->orphan_count);
+		s64 count = 0;
 
-	if (pcc && !bpf_probe_read_kernel(&count, sizeof(count), &pcc->count)) {
-		e->orphans = count < 0 ? 0 : count;
-		e->derived |= FIELD_ORPHANS;
+		if (pcc && !bpf_probe_read_kernel(&count, sizeof(count), &pcc->count)) {
+			e->orphans = count < 0 ? 0 : count;
+			e->derived |= FIELD_ORPHANS;
+		}
 	}
 #endif
 }
@@ -219,8 +237,8 @@ static __always_inline u8 caller_of(struct sock *sk, int shift)
 static __always_inline int report_check_oom(struct sock *sk, int shift, u8 caller, bool inferred)
 {
 	struct tcpoom_event ev = {}, *e = &ev;
-	u64 tid = bpf_get_current_pid_tgid();
-	struct oom_inputs *in = oom_inputs.lookup(&tid);
+	struct entry_key key = entry_key_now();
+	struct oom_inputs *in = oom_inputs.lookup(&key);
 
 	if (!pass_filters(sk))
 		goto out;
@@ -235,7 +253,7 @@ static __always_inline int report_check_oom(struct sock *sk, int shift, u8 calle
 	emit(e);
 out:
 	if (in && !inferred)
-		oom_inputs.delete(&tid);
+		oom_inputs.delete(&key);
 	return 0;
 }
 
@@ -285,35 +303,41 @@ int close_exit_kretprobe(struct pt_regs *ctx)
 
 int check_oom_kprobe(struct pt_regs *ctx, struct sock *sk, int shift)
 {
-	u64 tid = bpf_get_current_pid_tgid();
+	struct entry_key key = entry_key_now();
 	struct entry_args a = { .sk = (u64)sk, .arg = (u64)shift };
 	struct tcpoom_event tmp = {};
 	struct oom_inputs in = {};
 
-	entry.update(&tid, &a);
+	keep_entry(&key, &a);
 	tmp.orphans = tmp.max_orphans = -1;
+	tmp.memory_allocated = tmp.pressure_since = -1;
+	tmp.tcp_mem[0] = tmp.tcp_mem[1] = tmp.tcp_mem[2] = -1;
 	fill_orphans(&tmp, sk);
+	fill_memory(&tmp, RD(struct proto *, &sk->__sk_common.skc_prot));
 	keep_oom_inputs(&in, &tmp);
-	oom_inputs.update(&tid, &in);
+	oom_inputs.update(&key, &in);
 	return 0;
 }
 
 int check_oom_kretprobe(struct pt_regs *ctx)
 {
-	u64 tid = bpf_get_current_pid_tgid();
-	struct entry_args *a = entry.lookup(&tid);
+	struct entry_key key = entry_key_now();
+	struct entry_args *a = entry.lookup(&key);
 	struct entry_args args;
 	bool killed = PT_REGS_RC(ctx) & 0xff;	/* bool in al */
 	u8 caller;
 
-	if (!a)
+	if (!a) {
+		if (killed)
+			count(CNT_UNPAIRED_BASE + FAMILY_OOM_CHECK);
 		return 0;
+	}
 	args = *a;
-	entry.delete(&tid);
+	entry.delete(&key);
 	count(CNT_OOM_CALLS);
 	caller = caller_of((struct sock *)args.sk, (int)args.arg);
 	if (!killed) {
-		oom_inputs.delete(&tid);
+		oom_inputs.delete(&key);
 		return 0;
 	}
 	return report_check_oom((struct sock *)args.sk, (int)args.arg, caller, false);
@@ -349,27 +373,30 @@ int active_reset_kprobe(struct pt_regs *ctx, struct sock *sk)
  * the socket without TIME_WAIT. The death row is an argument since 4.1. */
 int twsk_alloc_kprobe(struct pt_regs *ctx, struct sock *sk, void *dr)
 {
-	u64 tid = bpf_get_current_pid_tgid();
+	struct entry_key key = entry_key_now();
 	struct entry_args a = { .sk = (u64)sk, .arg = (u64)dr };
 
-	entry.update(&tid, &a);
+	keep_entry(&key, &a);
 	return 0;
 }
 
 int twsk_alloc_kretprobe(struct pt_regs *ctx)
 {
-	u64 tid = bpf_get_current_pid_tgid();
-	struct entry_args *a = entry.lookup(&tid);
+	struct entry_key key = entry_key_now();
+	struct entry_args *a = entry.lookup(&key);
 	struct inet_timewait_death_row *dr;
 	struct tcpoom_event ev = {}, *e = &ev;
 	struct sock *sk;
 	int tw_count;
 
-	if (!a)
+	if (!a) {
+		if (!PT_REGS_RC(ctx))
+			count(CNT_UNPAIRED_BASE + FAMILY_TW_OVERFLOW);
 		return 0;
+	}
 	sk = (struct sock *)a->sk;
 	dr = (struct inet_timewait_death_row *)a->arg;
-	entry.delete(&tid);
+	entry.delete(&key);
 	if (PT_REGS_RC(ctx))
 		return 0;
 	/* DCCP (dccp_time_wait) allocates from it too */
@@ -415,33 +442,87 @@ int exceed_raw(struct bpf_raw_tracepoint_args *ctx)
 
 /* ----------------------------------------------------------------- pressure */
 
-/* tcp_enter_memory_pressure() runs on every allocation above tcp_mem[1], but
- * only the first enters (cmpxchg 0 -> jiffies, 4.13+); likewise leave below
- * tcp_mem[0]. Only real transitions are reported, read from the flag. */
-static __always_inline int on_pressure(struct sock *sk, bool enter)
+static __always_inline int report_pressure(struct sock *sk, unsigned long since, bool enter,
+					   struct pressure_call *c)
 {
-	struct proto *prot = RD(struct proto *, &sk->__sk_common.skc_prot);
-	unsigned long *flag = RD(unsigned long *, &prot->memory_pressure);
-	unsigned long since;
 	struct tcpoom_event ev = {}, *e = &ev;
 
-	if (!pressure_changes(flag, enter, &since))
-		return 0;
 	if (!pass_filters(sk))
 		return 0;
 	count(enter ? CNT_PRESSURE_ENTER : CNT_PRESSURE_LEAVE);
-	start_event(e, FAMILY_PRESSURE, METHOD_KPROBE, sk, prot);
+	start_event(e, FAMILY_PRESSURE, METHOD_KPROBE, sk, RD(struct proto *, &sk->__sk_common.skc_prot));
 	mark_pressure(e, since, enter);
+	if (c)
+		mark_pressure_cause(e, c);
 	emit(e);
 	return 0;
 }
 
+/* As tcpoom.bpf.c's pressure.bpf.h: an enter that found the flag 0 keeps
+ * memory_allocated and tcp_mem[1] for its return, which reports the episode
+ * once (an atomic insert of the flag's new value); a leave that finds the flag
+ * set reports at entry, once per episode. */
 int enter_pressure_kprobe(struct pt_regs *ctx, struct sock *sk)
 {
-	return on_pressure(sk, true);
+	struct proto *prot = RD(struct proto *, &sk->__sk_common.skc_prot);
+	struct pressure_call c = { .sk = (u64)sk, .allocated = -1, .tcp_mem1 = -1 };
+	atomic_long_t *allocated;
+	struct entry_key key;
+	unsigned long since;
+	long *mem;
+	long v;
+
+	if (!pressure_changes(RD(unsigned long *, &prot->memory_pressure), true, &since))
+		return 0;
+	allocated = RD(atomic_long_t *, &prot->memory_allocated);
+	if (allocated && !bpf_probe_read_kernel(&v, sizeof(v), &allocated->counter))
+		c.allocated = v < 0 ? 0 : v;
+	mem = RD(long *, &prot->sysctl_mem);
+	if (mem && !bpf_probe_read_kernel(&v, sizeof(v), &mem[1]))
+		c.tcp_mem1 = v;
+	key = entry_key_now();
+	pressure_calls.update(&key, &c);
+	return 0;
+}
+
+int enter_pressure_kretprobe(struct pt_regs *ctx)
+{
+	struct entry_key key = entry_key_now();
+	struct pressure_call *p = pressure_calls.lookup(&key);
+	struct pressure_call c;
+	struct proto *prot;
+	unsigned long *flag;
+	unsigned long v = 0;
+	u8 one = 1;
+	u64 k;
+
+	if (!p)
+		return 0;
+	c = *p;
+	pressure_calls.delete(&key);
+	prot = RD(struct proto *, &((struct sock *)c.sk)->__sk_common.skc_prot);
+	flag = RD(unsigned long *, &prot->memory_pressure);
+	if (!flag || bpf_probe_read_kernel(&v, sizeof(v), flag) || !v)
+		return 0;
+	k = v;
+	if (episodes.insert(&k, &one))
+		return 0;	/* a racer reported this episode */
+	return report_pressure((struct sock *)c.sk, v, true, &c);
 }
 
 int leave_pressure_kprobe(struct pt_regs *ctx, struct sock *sk)
 {
-	return on_pressure(sk, false);
+	struct proto *prot = RD(struct proto *, &sk->__sk_common.skc_prot);
+	unsigned long since;
+	u8 one = 1;
+	u64 k;
+
+	if (!pressure_changes(RD(unsigned long *, &prot->memory_pressure), false, &since))
+		return 0;
+	k = (u64)since | PRESSURE_LEFT;
+	if (episodes.insert(&k, &one))
+		return 0;
+	k = since;
+	episodes.delete(&k);
+	return report_pressure(sk, since, false, NULL);
 }

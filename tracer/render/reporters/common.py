@@ -39,6 +39,8 @@ def peak_lines(m: dict) -> List[str]:
         out.append(f"TCP memory: {s['value']} pages ({s['bytes'] / 1048576:.1f} MiB), "
                    f"{s.get('pct_of_high')}% of tcp_mem[2] {_in_force(s.get('tcp_mem2', start), start)} "
                    f"at {s['at']}")
+    if m.get("memory_margin") and "memory_pages" in p:
+        out.append(f"TCP memory is the global figure: the real total is within {m['memory_margin']['text']}")
     if "tw" in p:
         s = p["tw"]
         out.append(f"TIME_WAIT: {s['value']} vs tcp_max_tw_buckets "

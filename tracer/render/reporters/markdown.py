@@ -41,6 +41,8 @@ def _host(m: dict) -> List[str]:
                    f"{c.get('kernel_counter', '')} | {'' if c.get('kernel_delta') is None else c['kernel_delta']} |")
     if m["loss"]:
         out.append(f"\nLost in the ring buffer: {words(m['loss'])}")
+    if m.get("missed"):
+        out.append(f"\nMissed by the probes (the kernel's own miss counts): {words(m['missed'])}")
     if m["crossed"]:
         out += ["", "### Limits crossed", ""] + [f"- {_esc(crossed_line(c))}" for c in m["crossed"]]
     peaks = peak_lines(m)

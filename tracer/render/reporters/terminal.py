@@ -88,6 +88,8 @@ def _host(m: dict) -> Panel:
     parts += [Text(""), _diagnosis(m), Text(""), _events(m)]
     if m["loss"]:
         parts.append(Text(f"lost in the ring buffer: {words(m['loss'])}", style="yellow"))
+    if m.get("missed"):
+        parts.append(Text(f"missed by the probes (kernel's counts): {words(m['missed'])}", style="yellow"))
     if m["crossed"]:
         parts.append(Text("limits crossed", style="bold"))
         parts += [Text("  " + crossed_line(c)) for c in m["crossed"]]

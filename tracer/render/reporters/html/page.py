@@ -25,7 +25,9 @@ def _memory_cell(m: dict) -> str:
     p = _dict(_get(m, "peaks", "memory_pages"))
     if not p:
         return "—"
-    return f"{_num(p.get('value'))} pages, {_num(p.get('pct_of_high'))}% of tcp_mem[2] in force then"
+    margin = _dict(m.get("memory_margin"))
+    return (f"{_num(p.get('value'))} pages, {_num(p.get('pct_of_high'))}% of tcp_mem[2] in force then"
+            + (f" (± {_num(margin.get('pages'))} pages in per-CPU reserves)" if margin else ""))
 
 
 def _summary(models: List[dict]) -> str:
@@ -67,6 +69,7 @@ def _summary(models: List[dict]) -> str:
     for f in fams[:12]:
         rows.append(row(f"{_e(f)} events", lambda m, f=f: _num(_get(m, "events", "by_family", f, default=0))))
     rows += [row("lost events", lambda m: _num(sum(v for v in _dict(m.get("loss")).values() if _is_num(v)))),
+             row("missed calls", lambda m: _num(sum(v for v in _dict(m.get("missed")).values() if _is_num(v)))),
              row("TCP memory peak", _memory_cell),
              row("orphans peak / limit", peak("orphans", "tcp_max_orphans")),
              row("TIME_WAIT peak / limit", peak("tw", "tcp_max_tw_buckets")),

@@ -295,4 +295,10 @@ def _events(m: dict) -> str:
                    + ". Counts above stay exact (in-kernel counters); only per-event detail was lost.</div>")
     else:
         out.append('<p class="good">No event lost: every event\'s detail was recorded.</p>')
+    missed = _dict(m.get("missed"))
+    if missed:
+        out.append('<div class="banner bad"><b>Calls the probes missed</b> (the kernel\'s own counts: '
+                   'recursion misses, kprobe missed): '
+                   + ", ".join(f"{_e(k)} {_num(v)}" for k, v in list(missed.items())[:MAX_ROWS])
+                   + ". These are in neither the counts nor the details.</div>")
     return "".join(out)
