@@ -125,7 +125,7 @@ class Daemon:
         return self
 
     def _header(self) -> dict:
-        from .flight import header
+        from .segment_file import header
         return header(self.cap, self.opts.filters)
 
     # ------------------------------------------------------------ run
