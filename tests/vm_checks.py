@@ -1,6 +1,12 @@
 """The rules both VM suites (CO-RE and bcc) apply to what a guest reported."""
 
 
+def unmeasured_residue(kernel_delta: int) -> int:
+    """The residue accepted where the kernel cannot count kprobe misses
+    (before 6.7): 2 events, or 2% of the kernel's count if that is more."""
+    return max(2, kernel_delta // 50)
+
+
 def check_kprobe_counts(s: dict) -> dict:
     """A scenario's result under kprobes in an SMP guest: every event printed,
     none lost, the kprobe method used, and the count equal to the kernel's.
@@ -8,7 +14,12 @@ def check_kprobe_counts(s: dict) -> dict:
     (all task 0) no longer take each other's entries. A residue is accepted
     only where the kernel's own miss counts explain it (kprobe `missed`,
     recursion_misses: 6.7+), or an entry the programs counted as clobbered
-    (issue 13, findings 2 and 3). Returns the family's totals row."""
+    (issue 13, findings 2 and 3). Before 6.7 the kernel counts no kprobe
+    misses at all (no `missed` in bpf_link_info), so a nested kprobe skipped by
+    the kernel cannot be explained by a figure: there a residue of at most
+    unmeasured_residue() (1 in 95 was seen on 6.1 in about one run of three) is
+    accepted where the plan states the nesting blind spot and the totals say
+    the misses were not measurable. Returns the family's totals row."""
     assert s["lab_delta"] > 0 and s["kernel_delta"] == s["lab_delta"]
     assert s["printed"] == s["seen"] and s["lost"] == 0
     assert {e["method"] for e in s["events"]} == {"kprobe"}
@@ -18,8 +29,13 @@ def check_kprobe_counts(s: dict) -> dict:
     assert missed >= 0, s["totals"]
     if missed:
         explained = row.get("missed")
-        assert explained is not None and missed <= explained, s["totals"]
-        assert row["not_seen_individually"] == missed and row.get("explained_by_misses")
+        assert row["not_seen_individually"] == missed, s["totals"]
+        if explained is None:
+            # 6.1/6.6: kprobe misses are not counted by the kernel
+            assert row.get("missed_unmeasured") and "do not nest" in row.get("blind_spot", "")
+            assert missed <= unmeasured_residue(s["kernel_delta"]), s["totals"]
+        else:
+            assert missed <= explained and row.get("explained_by_misses"), s["totals"]
     return row
 
 
