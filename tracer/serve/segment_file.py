@@ -3,17 +3,13 @@ written block by block, each failed write truncated back to the last complete
 block, so a full disk or a SIGKILL never leaves half a block behind."""
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
-import socket
 import sys
 import time
 from typing import List, Optional
 
-from tracer import __version__
-from tracer.host import procfs
-from tracer.model import events as ev
+from tracer.capture.header import header as capture_header
 from tracer.model import tracefile as tf
 from ..errors import TcpoomError
 
@@ -24,43 +20,9 @@ class RecorderStopped(TcpoomError):
 
 
 def header(cap, filters) -> dict:
-    """The trace header (docs/trace-format.md) of serve's files; without a
-    capture (/proc only) the plan says engine none."""
-    plan = cap.plan.to_json() if cap is not None else {"kernel": os.uname().release, "engine": "none",
-                                                        "notes": ["BPF not loaded: /proc only"],
-                                                        "config": {}, "families": {}}
-    h = {
-        "format": "tcpoom-trace",
-        "tcpoom_version": __version__,
-        "hostname": socket.gethostname(),
-        "kernel": os.uname().release,
-        "machine": os.uname().machine,
-        "clock": {"monotonic_ns": time.monotonic_ns(), "realtime_ns": time.time_ns()},
-        "boot_time_ns": time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME),
-        "cmdline": list(sys.argv),
-        "engine": plan["engine"],
-        "plan": plan,
-        "facts": cap.facts.to_json() if cap is not None else {},
-        "families": list(cap.families) if cap is not None else [],
-        "filters": {"netns": filters.netns, "pid": filters.pid, "port": filters.port,
-                    "cgroup": filters.cgroup, "container": filters.container},
-        "page_size": os.sysconf("SC_PAGE_SIZE"),
-        "sysctls": dataclasses.asdict(procfs.tcp_limits(filters.netns or None)),
-        "layout": {
-            "record_size": ev.EVENT_SIZE,
-            "fields": [[name, code, off] for (name, code), off in
-                       zip(ev.LAYOUT, ev.layout_offsets().values())],
-            "families": ev.FAMILIES, "methods": ev.METHODS,
-            "counters": {str(k): v for k, v in ev.COUNTER_NAMES.items()},
-        },
-        "serve": True,
-    }
-    try:
-        with open("/proc/meminfo") as f:
-            h["mem_total_kb"] = int(next(ln for ln in f if ln.startswith("MemTotal:")).split()[1])
-    except (OSError, StopIteration, ValueError):
-        pass
-    return h
+    """The trace header of serve's files: the recorders' own (capture/header.py),
+    marked as serve's."""
+    return dict(capture_header(cap, sys.argv, filters), serve=True)
 
 
 class BlockFile:
