@@ -139,10 +139,21 @@ def _in_cgroup_lab(cgs, shape, scenario):
 
 
 def test_timer_path_orphan_kills_name_the_closing_process_and_its_pod(cgs):
-    got, c = _in_cgroup_lab(cgs, "pod", "orphans_timer")
-    assert got["returncode"] == 0, got["stderr"]
-    timer = [e for e in got["events"] if e["family"] == "oom_check" and e["caller"] == "timer"]
-    assert timer
+    # orphans_timer sizes tcp_max_orphans from the host-wide orphan count it reads
+    # before closing; orphans other processes make meanwhile (host sockets of a
+    # qemu guest, a package download) can push the count over the limit at close,
+    # so the kills then happen on the close path and none on the timer: the owner
+    # is then right but untested here. Such a run is repeated, at most twice.
+    for attempt in range(3):
+        got, c = _in_cgroup_lab(cgs, "pod", "orphans_timer")
+        assert got["returncode"] == 0, got["stderr"]
+        kills = [e for e in got["events"] if e["family"] == "oom_check"]
+        for e in kills:      # whatever the path, the owner is the closing process
+            assert e["owner_pid"] == os.getpid(), e
+        timer = [e for e in kills if e["caller"] == "timer"]
+        if timer:
+            break
+    assert timer, f"no timer-path kill in 3 runs; callers: {sorted({e['caller'] for e in kills})}, totals: {got['totals']}"
     for e in timer:
         assert e["owner_pid"] == os.getpid() and e["owner_fidelity"] in ("last-known", "exact"), e
         assert e["cgroup"] == c.rel
