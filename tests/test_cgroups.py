@@ -223,3 +223,44 @@ def test_cgroup_and_container_filters_match_the_owner(hybrid):
     payload, n = _framed(e_svc, e_dock, e_dock)
     kept, k = who.only(payload, n, by_id)
     assert k == 2 and ev.Event.decode(kept, ev.at(1)).owner_cgroup == dock
+
+
+def _node(tmp_path):
+    """A node's runtime files: a Docker container, a Podman one, a kubelet log link."""
+    root = tmp_path / "node"
+    _write(str(root / "var/lib/docker/containers" / CID / "config.v2.json"),
+           '{"ID": "%s", "Name": "/web", "Config": {}}' % CID)
+    _write(str(root / "var/lib/containers/storage/overlay-containers/containers.json"),
+           '[{"id": "%s", "names": ["db"]}, {"id": "x"}]' % CID2)
+    logs = root / "var/log/containers"
+    os.makedirs(logs)
+    os.symlink("/var/log/pods/x/nginx/0.log", logs / ("cart-7d9f_shop_nginx-%s.log" % CID2))
+    return str(root)
+
+
+def test_container_names_from_docker_podman_and_the_kubelet(tmp_path):
+    from tracer.host.container_names import ContainerNames
+    names = ContainerNames(root=_node(tmp_path))
+    assert names.name("docker", CID) == "web"
+    assert names.name("podman", CID2) == "db"
+    assert names.name("containerd", CID2, in_pod=True) == "nginx"
+    assert names.name("docker", CID2) is None and names.name("crio", CID) is None
+    assert names.name("docker", None) is None
+    # broken files read as no name, never an error
+    _write(str(tmp_path / "bad/var/lib/docker/containers" / CID / "config.v2.json"), "{not json")
+    assert ContainerNames(root=str(tmp_path / "bad")).name("docker", CID) is None
+
+
+def test_a_named_container_is_labelled_and_matched_by_its_name(hybrid, tmp_path):
+    from tracer.host.container_names import ContainerNames
+    _, m = hybrid
+    here = cg.Cgroups(mounts=m, pods={UID: "shop/cart-7d9f"}, names=ContainerNames(root=_node(tmp_path)))
+    ino = os.stat(os.path.join(m.v2, "system.slice/docker-%s.scope" % CID)).st_ino
+    assert here.name(cg.V2, ino) == "docker:web"
+    ident = here.identity(cg.V2, ino)
+    assert ident["container"] == CID and ident["name"] == "web"      # the id stays in the record
+    assert cg.Identity(**{k: v for k, v in ident.items() if k != "label"}).matches("web")
+    pod = [p for p in ("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod%s.slice/"
+                       "cri-containerd-%s.scope" % (UID.replace("-", "_"), CID2),)][0]
+    ino = os.stat(os.path.join(m.v2, pod)).st_ino
+    assert here.name(cg.V2, ino) == "shop/cart-7d9f/nginx"

@@ -28,6 +28,7 @@ MAX_ENTRIES = 8192           # paths kept per hierarchy; a host has rarely more 
 RESCAN_EVERY_S = 2.0         # a miss rescans the tree at most this often
 MAX_WALK = 50000             # directories one walk visits, at most (a runaway tree)
 
+from tracer.host.container_names import ContainerNames
 from tracer.model.containers import V1_MEMORY, V2, Identity, Names, decode, matches_path  # noqa: F401
 
 
@@ -272,9 +273,11 @@ class Cgroups(Names):
     `drain()` for the trace file's cgroups block (what a report on another machine
     reads back with Names.learn())."""
 
-    def __init__(self, mounts: Optional[Mounts] = None, pods: Optional[Dict[str, str]] = None):
+    def __init__(self, mounts: Optional[Mounts] = None, pods: Optional[Dict[str, str]] = None,
+                 names: Optional[ContainerNames] = None):
         super().__init__()
         self.mounts = mounts if mounts is not None else read_mounts()
+        self._container_names = names if names is not None else ContainerNames()
         self._resolvers = {V2: Resolver(self.mounts.v2),
                            V1_MEMORY: Resolver(self.mounts.memory_root)}
         self._pods = pods
@@ -296,6 +299,7 @@ class Cgroups(Names):
         if path is None:
             return None               # not remembered: a later rescan may find it
         found = decode(path, self._pod_names() if "pod" in path else None)
+        found.name = self._container_names.name(found.runtime, found.container, in_pod=bool(found.pod_uid))
         ident = found.to_json()
         ident["label"] = found.label
         self._store(kind, cgid, ident)

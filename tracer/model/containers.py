@@ -34,15 +34,16 @@ class Identity:
     pod_uid: Optional[str] = None       # Kubernetes pod UID, with dashes
     pod: Optional[str] = None           # namespace/name, where the host shows it
     qos: Optional[str] = None           # Kubernetes QoS class: guaranteed, burstable, besteffort
+    name: Optional[str] = None          # the container's name, where the node shows it
 
     @property
     def label(self) -> str:
         """The short name a report shows: pod/container, container, unit, or path."""
         if self.pod_uid:
             who = self.pod or f"pod {self.pod_uid}"
-            return f"{who}/{self.container[:12]}" if self.container else who
+            return f"{who}/{self.name or self.container[:12]}" if self.container else who
         if self.container:
-            return f"{self.runtime or 'container'}:{self.container[:12]}"
+            return f"{self.runtime or 'container'}:{self.name or self.container[:12]}"
         if self.unit:
             return self.unit
         if self.slice:
@@ -51,11 +52,13 @@ class Identity:
 
     def matches(self, query: str) -> bool:
         """--container ID: a container id prefix (12 hex is what docker ps shows), a
-        pod UID, a pod namespace/name or name, or a unit name."""
+        container name, a pod UID, a pod namespace/name or name, or a unit name."""
         q = query.strip().lower()
         if not q:
             return False
         if self.container and self.container.startswith(q):
+            return True
+        if self.name and q == self.name.lower():
             return True
         if self.pod_uid and q in (self.pod_uid, self.pod_uid.replace("-", "_")):
             return True
