@@ -259,7 +259,7 @@ def test_a_named_container_is_labelled_and_matched_by_its_name(hybrid, tmp_path)
     assert here.name(cg.V2, ino) == "docker:web"
     ident = here.identity(cg.V2, ino)
     assert ident["container"] == CID and ident["name"] == "web"      # the id stays in the record
-    assert cg.Identity(**{k: v for k, v in ident.items() if k != "label"}).matches("web")
+    assert cg.Identity.from_json(ident).matches("web")
     pod = [p for p in ("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod%s.slice/"
                        "cri-containerd-%s.scope" % (UID.replace("-", "_"), CID2),)][0]
     ino = os.stat(os.path.join(m.v2, pod)).st_ino

@@ -8,7 +8,7 @@ from typing import Callable, Optional
 
 from tracer.host import cgroups as cg
 from tracer.kernel.loader import Filters
-from tracer.model.containers import V1_MEMORY, V2, matches_path
+from tracer.model.containers import V1_MEMORY, V2, Identity, matches_path
 
 
 def names_for(filters: Filters) -> cg.Cgroups:
@@ -33,9 +33,9 @@ def predicate(filters: Filters, names: cg.Names) -> Optional[Callable]:
         if filters.cgroup and not any(matches_path(p, filters.cgroup) for _, _, p in found):
             return False
         if filters.container:
-            from tracer.model.containers import decode
-            if not any(decode(p, getattr(names, "_pods", None) or None).matches(filters.container)
-                       for _, _, p in found):
+            # the identity as resolved on this host: pod names and container names too
+            if not any(Identity.from_json(names.identity(kind, cgid) or {"path": p}).matches(filters.container)
+                       for kind, cgid, p in found):
                 return False
         return True
     return wanted

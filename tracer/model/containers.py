@@ -69,6 +69,11 @@ class Identity:
     def to_json(self) -> Dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
+    @classmethod
+    def from_json(cls, d: Dict) -> "Identity":
+        """Back from to_json() (or a recording's cgroups block, which adds "label")."""
+        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d})
+
 
 def decode(path: str, pods: Optional[Dict[str, str]] = None) -> Identity:
     """Decode a cgroup path (relative to its hierarchy's root). `pods` maps a pod
