@@ -28,11 +28,10 @@ from .loader import DEFAULT_RINGBUF, Filters
 from .plan import BCC_ATTACH, Plan
 from .ringbuf import WAKEUP_FILL_DIVISOR, RingBuffer
 
-#: the C text and every header it includes (verdict.h, tcpoom.h), copied from
-#: bpf/ next to the CO-RE objects by scripts/build-bpf (--check in CI, and
-#: tests/test_bcc_engine.py), so an installed tcpoom has them (objects.py:
-#: written out to a directory when run from a zipapp)
-SOURCE_DIR = objects.directory()
+#: the C text and every header it includes (verdict.h, tcpoom.h): bpf/ in a
+#: source checkout, copied next to the CO-RE objects when an installed form is
+#: built (objects.py: written out to a directory when run from a zipapp)
+SOURCE_DIR = objects.bcc_directory()
 SOURCE = os.path.join(SOURCE_DIR, "tcpoom_bcc.c")
 #: where Debian's and Ubuntu's python3-bpfcc put the module
 DIST_PACKAGES = ("/usr/lib/python3/dist-packages", "/usr/lib/python3/site-packages")
