@@ -4,7 +4,8 @@ debhelper). scripts/build-deb runs it.
 
 The package is private to tcpoom: the modules go to /usr/share/tcpoom (a
 top-level module named `tracer` has no place in dist-packages), and
-/usr/bin/tcpoom puts that directory first on the path. The objects in
+/usr/bin/tcpoom puts that directory first on the path. The bcc engine's C
+text joins them from bpf/ (tracer/kernel/objects.py). The objects in
 tracer/kernel/bpfobj/ are BPF bytecode for little-endian machines (bpfel), the same
 on every such architecture: Architecture all.
 """
@@ -22,6 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from tracer import __version__  # noqa: E402
+from tracer.kernel import objects  # noqa: E402
 
 PREFIX = "/usr/share/tcpoom"
 DEPENDS = "python3 (>= 3.9), python3-click (>= 8.0), python3-rich (>= 12.0), libbpf1"
@@ -102,6 +104,8 @@ def completion() -> str:
 def stage(into: str) -> None:
     shutil.copytree(os.path.join(ROOT, "tracer"), into + PREFIX + "/tracer",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    # the bcc engine's C text, kept in bpf/ only, beside the objects
+    objects.ship_bcc_text(os.path.join(ROOT, "bpf"), into + PREFIX + "/tracer/kernel/bpfobj")
     _write(into + "/usr/bin/tcpoom", LAUNCHER, 0o755)
     from scripts.manpage import render
     _gzip(into + "/usr/share/man/man1/tcpoom.1.gz", render().encode())

@@ -2,11 +2,12 @@
 python3 (3.9+) and libbpf1 are installed: `python3 tcpoom.pyz trace`.
 scripts/build-pyz runs it.
 
-Inside: the tracer package with its BPF objects (tracer/kernel/objects.py writes
-them out to /run/tcpoom at the first load: libbpf opens objects by path), and
-click, rich and prometheus_client (serve) with their pure-Python dependencies, as wheels for Python 3.9
-from PyPI (`pip download`, pip's cache after the first build), their
-licences kept in their .dist-info directories.
+Inside: the tracer package with its BPF objects and the bcc engine's C text
+copied from bpf/ (tracer/kernel/objects.py writes them out to /run/tcpoom at
+the first load: libbpf opens objects by path), and click, rich and
+prometheus_client (serve) with their pure-Python dependencies, as wheels for
+Python 3.9 from PyPI (`pip download`, pip's cache after the first build),
+their licences kept in their .dist-info directories.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from tracer import __version__  # noqa: E402
+from tracer.kernel import objects  # noqa: E402
 
 #: the oldest Python the zipapp runs on, and what pip resolves the wheels for
 PYTHON = "3.9"
@@ -66,6 +68,8 @@ def build(dist: str) -> str:
         wheels = vendor(stage)
         shutil.copytree(os.path.join(ROOT, "tracer"), os.path.join(stage, "tracer"),
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        # the bcc engine's C text, kept in bpf/ only, beside the objects
+        objects.ship_bcc_text(os.path.join(ROOT, "bpf"), os.path.join(stage, "tracer", "kernel", "bpfobj"))
         with open(os.path.join(stage, "__main__.py"), "w") as f:
             f.write(MAIN)
         with open(os.path.join(stage, "VENDORED.txt"), "w") as f:

@@ -44,16 +44,29 @@ def test_the_bcc_text_shares_the_verdict_header_with_the_co_re_object():
 
 @pytest.mark.parametrize("name", bcc_text_files())
 def test_the_shipped_text_is_the_source(name):
-    # scripts/build-bpf copies them; an installed tcpoom compiles the copy
+    # a source checkout compiles bpf/ itself; the installed forms copy it at build time
+    assert os.path.samefile(bcc_engine.SOURCE_DIR, os.path.join(ROOT, "bpf"))
     assert filecmp.cmp(os.path.join(ROOT, "bpf", name), os.path.join(bcc_engine.SOURCE_DIR, name),
                        shallow=False)
 
 
 def test_the_package_directory_holds_only_what_build_bpf_makes():
     objects = {f[:-2] + ".o" for f in os.listdir(os.path.join(ROOT, "bpf")) if f.endswith(".bpf.c")}
-    assert set(os.listdir(bcc_engine.SOURCE_DIR)) == objects | set(bcc_text_files())
+    # the objects only: the C text is kept in bpf/ alone, not committed twice
+    assert set(os.listdir(objects_mod.HERE)) == objects == set(objects_mod.OBJECTS)
+    assert list(objects_mod.BCC_TEXT) == bcc_text_files()
     # and a zipapp writes out exactly those files (tracer/kernel/objects.py)
     assert set(objects_mod.NAMES) == objects | set(bcc_text_files())
+
+
+def test_an_installed_form_compiles_the_text_shipped_beside_the_objects(tmp_path, monkeypatch):
+    # no bpf/ beside the package (pip, the .deb, the zipapp): what the build copied in
+    packaged = tmp_path / "bpfobj"
+    objects_mod.ship_bcc_text(os.path.join(ROOT, "bpf"), str(packaged))
+    assert sorted(os.listdir(packaged)) == sorted(bcc_text_files())
+    monkeypatch.setattr(objects_mod, "SOURCE_TREE", str(tmp_path / "no-bpf"))
+    monkeypatch.setattr(objects_mod, "HERE", str(packaged))
+    assert objects_mod.bcc_directory() == str(packaged)
 
 
 def test_defines_carry_filters_layout_and_addresses():

@@ -5,7 +5,7 @@ import re
 
 from conftest import ROOT
 from tracer.model import events as ev
-from tracer.kernel.libbpf import Btf
+from tracer.kernel.btf import Btf
 from tracer.kernel.loader import OBJECT
 
 HEADER = os.path.join(ROOT, "bpf", "tcpoom.h")

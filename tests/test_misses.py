@@ -9,10 +9,10 @@ from tracer.kernel.misses import Misses
 
 
 def _btf():
-    from tracer.kernel import libbpf
+    from tracer.kernel import btf
     if not os.path.exists("/sys/kernel/btf/vmlinux"):
         pytest.skip("no kernel BTF")
-    return libbpf.Btf.vmlinux()
+    return btf.Btf.vmlinux()
 
 
 def test_prog_info_offsets_match_the_kernels_btf():

@@ -1,5 +1,6 @@
 """What `pip install .` installs (scripts/setup does it): every module of the
-source tree and the BPF objects, and the `tcpoom` command works from there.
+source tree, the BPF objects and the bcc engine's C text from bpf/, and the
+`tcpoom` command works from there.
 A package left out of pyproject.toml once broke `tcpoom report` installed."""
 import os
 import shutil
@@ -7,6 +8,7 @@ import subprocess
 import sys
 
 from conftest import ROOT
+from tracer.kernel import objects
 
 
 def test_the_installed_package_has_every_module_and_its_report_runs(tmp_path):
@@ -14,8 +16,11 @@ def test_the_installed_package_has_every_module_and_its_report_runs(tmp_path):
     src, target = tmp_path / "src", tmp_path / "site"
     shutil.copytree(os.path.join(ROOT, "tracer"), src / "tracer",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md"):
         shutil.copy(os.path.join(ROOT, name), src)
+    (src / "bpf").mkdir()
+    for name in objects.BCC_TEXT:
+        shutil.copy(os.path.join(ROOT, "bpf", name), src / "bpf")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
                     "--disable-pip-version-check", "--target", str(target), str(src)],
                    check=True, capture_output=True)
@@ -25,6 +30,10 @@ def test_the_installed_package_has_every_module_and_its_report_runs(tmp_path):
     installed = {os.path.relpath(os.path.join(d, f), target)
                  for d, _, files in os.walk(target / "tracer") for f in files}
     assert source - installed == set()
+    # the bcc engine's C text, kept in bpf/ only, joins the objects at build time
+    for name in objects.BCC_TEXT:
+        with open(os.path.join(ROOT, "bpf", name), "rb") as f:
+            assert (target / "tracer" / "kernel" / "bpfobj" / name).read_bytes() == f.read()
     # the metadata's version is tracer.__version__ (pyproject.toml: dynamic)
     from tracer import __version__
     assert (target / f"tcpoom-{__version__}.dist-info").is_dir()

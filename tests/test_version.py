@@ -58,6 +58,10 @@ def test_the_deb_is_named_and_versioned_by_it(tmp_path):
     listing = subprocess.run(["dpkg-deb", "-c", deb], capture_output=True, text=True, check=True).stdout
     for path in ("./usr/bin/tcpoom", "./usr/share/man/man1/tcpoom.1.gz",
                  "./usr/share/bash-completion/completions/tcpoom",
-                 "./usr/share/tcpoom/tracer/kernel/bpfobj/tcpoom.bpf.o"):
+                 "./usr/share/tcpoom/tracer/kernel/bpfobj/tcpoom.bpf.o",
+                 # the bcc engine's C text, copied from bpf/ at build time
+                 "./usr/share/tcpoom/tracer/kernel/bpfobj/tcpoom_bcc.c",
+                 "./usr/share/tcpoom/tracer/kernel/bpfobj/verdict.h",
+                 "./usr/share/tcpoom/tracer/kernel/bpfobj/tcpoom.h"):
         assert path in listing
     assert "__pycache__" not in listing

@@ -17,9 +17,7 @@ from tracer.model import events as ev
 from tracer import outfile
 from tracer.model import tracefile as tf
 from tracer.errors import TcpoomError
-
-FLUSH_BYTES = 1 << 20
-FLUSH_SECONDS = 1.0
+from .pending import PendingEvents
 
 
 class RecordingStopped(TcpoomError):
@@ -42,10 +40,7 @@ class Recorder:
         self.bytes = 0                  # across all files
         self.files: List[str] = []
         self.full = False               # --max-size reached
-        self._pending: List[bytes] = []
-        self._pending_count = 0
-        self._pending_bytes = 0
-        self._last_flush = time.monotonic()
+        self._pending = PendingEvents()
         self._seq = 0
         self._fd = -1
         self._good = 0                  # offset after the last complete block
@@ -139,10 +134,7 @@ class Recorder:
     def add_events(self, payload: bytes, count: int) -> None:
         if not count:
             return
-        self._pending.append(payload)
-        self._pending_count += count
-        self._pending_bytes += len(payload)
-        if self._pending_bytes >= FLUSH_BYTES:
+        if self._pending.add(payload, count):
             self.flush()
 
     def add_json(self, btype: int, obj) -> None:
@@ -152,15 +144,13 @@ class Recorder:
 
     def tick(self) -> None:
         """Called often: writes what is pending once a second."""
-        if self._pending and time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+        if self._pending.pieces and self._pending.due():
             self.flush()
 
     def flush(self) -> None:
-        self._last_flush = time.monotonic()
-        if not self._pending:
+        pieces, count = self._pending.take()
+        if not pieces:
             return
-        pieces, count = self._pending, self._pending_count
-        self._pending, self._pending_count, self._pending_bytes = [], 0, 0
         if self.compress:
             self._write(tf.encode_events(b"".join(pieces), self.record_size, count, True, ev.STRIDE, ev.FRAME))
         else:

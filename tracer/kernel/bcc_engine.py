@@ -12,27 +12,24 @@ Python 3 runs it too: it is looked for there when not importable as is.
 """
 from __future__ import annotations
 
-import ctypes
 import os
-import struct
 import time
 import sys
 import tempfile
 from typing import Dict, List, Optional
 
-from . import libbpf, misses, objects
+from . import demotion, libbpf, maps, misses, objects
 from tracer.errors import KernelUnsupported, LoadError, UsageError
-from tracer.model.events import CNT_MAX, EVENT_SIZE, STRIDE
+from tracer.model.events import EVENT_SIZE, STRIDE
 from .facts import KernelFacts
 from .loader import DEFAULT_RINGBUF, Filters
 from .plan import BCC_ATTACH, Plan
 from .ringbuf import WAKEUP_FILL_DIVISOR, RingBuffer
 
-#: the C text and every header it includes (verdict.h, tcpoom.h), copied from
-#: bpf/ next to the CO-RE objects by scripts/build-bpf (--check in CI, and
-#: tests/test_bcc_engine.py), so an installed tcpoom has them (objects.py:
-#: written out to a directory when run from a zipapp)
-SOURCE_DIR = objects.directory()
+#: the C text and every header it includes (verdict.h, tcpoom.h): bpf/ in a
+#: source checkout, copied next to the CO-RE objects when an installed form is
+#: built (objects.py: written out to a directory when run from a zipapp)
+SOURCE_DIR = objects.bcc_directory()
 SOURCE = os.path.join(SOURCE_DIR, "tcpoom_bcc.c")
 #: where Debian's and Ubuntu's python3-bpfcc put the module
 DIST_PACKAGES = ("/usr/lib/python3/dist-packages", "/usr/lib/python3/site-packages")
@@ -176,16 +173,7 @@ class BccSession:
     # ------------------------------------------------------------ read
     def counters(self) -> List[int]:
         """The per-CPU counter slots, summed over CPUs."""
-        slot_bytes = CNT_MAX * 8
-        buf = ctypes.create_string_buffer(slot_bytes * self._ncpus)
-        key = ctypes.c_uint32(0)
-        if libbpf.lib().bpf_map_lookup_elem(self._counters_fd, ctypes.byref(key), buf) != 0:
-            raise LoadError(f"reading counters: {os.strerror(libbpf.last_errno())}")
-        totals = [0] * CNT_MAX
-        for cpu in range(self._ncpus):
-            vals = struct.unpack_from(f"<{CNT_MAX}Q", buf.raw, cpu * slot_bytes)
-            totals = [a + b for a, b in zip(totals, vals)]
-        return totals
+        return maps.counters(self._counters_fd, self._ncpus)
 
     # ------------------------------------------------------------ stop
     def close(self) -> None:
@@ -203,11 +191,10 @@ class BccSession:
         self.close()
 
 
-class ProgramRefused(LoadError):
+class ProgramRefused(demotion.ProgramRefused):
     def __init__(self, program: str, detail: str):
-        super().__init__(f"bcc could not attach {program} ({' '.join(BCC_ATTACH[program])}): {detail}")
-        self.program = program
-        self.detail = detail
+        super().__init__(f"bcc could not attach {program} ({' '.join(BCC_ATTACH[program])}): {detail}",
+                         program, detail)
 
 
 def start(facts: KernelFacts, plan: Plan, filters: Filters,
@@ -217,15 +204,8 @@ def start(facts: KernelFacts, plan: Plan, filters: Filters,
     compiles again."""
     if synthetic_pid:
         raise UsageError("the synthetic benchmark source is in the CO-RE object only: use --engine co-re")
-    for _ in range(len(plan.families) + 1):
-        try:
-            return BccSession(plan, filters, ringbuf_bytes).start()
-        except ProgramRefused as e:
-            demoted = plan.demote_owner(e.program, e.detail, facts)
-            if demoted is None:
-                raise
-            plan = demoted
-    raise LoadError("no combination of attach methods loads on this kernel")
+    return demotion.start_demoting(lambda p: BccSession(p, filters, ringbuf_bytes).start(), plan, facts,
+                                   len(plan.families) + 1)
 
 
 def compile_only(plan: Plan, filters: Optional[Filters] = None) -> Dict[str, float]:

@@ -11,7 +11,7 @@ import os
 import time
 from typing import Dict, List, Optional
 
-from . import libbpf
+from . import btf as btf_mod, libbpf
 
 # Kernel functions the function-probe methods attach to.
 FUNCTIONS = ("tcp_check_oom", "__tcp_close", "tcp_close", "tcp_out_of_resources",
@@ -211,9 +211,9 @@ def _gather_boot_stable(f: KernelFacts, test_load: bool = True) -> None:
         f.hz, f.hz_source = int(config["CONFIG_HZ"]), "kconfig"
     fentry_target = 0
     if f.btf:
-        with libbpf.Btf.vmlinux() as btf:
+        with btf_mod.Btf.vmlinux() as btf:
             for fn in FUNCTIONS:
-                f.btf_functions[fn] = btf.find(fn, libbpf.BTF_KIND_FUNC)
+                f.btf_functions[fn] = btf.find(fn, btf_mod.BTF_KIND_FUNC)
             for tp in TRACEPOINTS:
                 n = btf.func_param_count(f"btf_trace_{tp}")
                 if n is not None:

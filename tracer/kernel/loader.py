@@ -11,12 +11,10 @@ import dataclasses
 import os
 import re
 import struct
-import time
 from typing import List, Optional, Sequence, Tuple
 
-from . import btfcache, libbpf, misses, objects
+from . import btf, btfcache, demotion, libbpf, maps, misses, objects
 from tracer.errors import LoadError, PermissionNeeded
-from tracer.model.events import CNT_MAX, EVENT_SIZE
 from .facts import KernelFacts
 from .plan import Plan
 from .ringbuf import RingBuffer
@@ -49,11 +47,9 @@ class Filters:
         return self.families is None or family in self.families
 
 
-class ProgramRefused(LoadError):
+class ProgramRefused(demotion.ProgramRefused):
     def __init__(self, program: str, detail: str):
-        super().__init__(f"the kernel refused BPF program {program}: {detail}")
-        self.program = program
-        self.detail = detail
+        super().__init__(f"the kernel refused BPF program {program}: {detail}", program, detail)
 
 
 class Session:
@@ -256,17 +252,7 @@ class Session:
     # ------------------------------------------------------------ read
     def counters(self) -> List[int]:
         """The per-CPU counter slots, summed over CPUs."""
-        slot_bytes = CNT_MAX * 8
-        buf = ctypes.create_string_buffer(slot_bytes * self._ncpus)
-        key = ctypes.c_uint32(0)
-        if self._l.bpf_map_lookup_elem(self._counters_fd, ctypes.byref(key), buf) != 0:
-            raise LoadError(f"reading counters: {os.strerror(libbpf.last_errno())}")
-        totals = [0] * CNT_MAX
-        raw = buf.raw
-        for cpu in range(self._ncpus):
-            vals = struct.unpack_from(f"<{CNT_MAX}Q", raw, cpu * slot_bytes)
-            totals = [a + b for a, b in zip(totals, vals)]
-        return totals
+        return maps.counters(self._counters_fd, self._ncpus)
 
     def settle_tw_in_kernel(self) -> bool:
         """Have the kernel confirm the TIME_WAIT candidates past their window
@@ -292,29 +278,7 @@ class Session:
         number of younger ones, left undecided, comes second."""
         if "set_state_btf" not in self.programs and "set_state_raw" not in self.programs:
             return [], 0
-        l, fd = self._l, self.map_fd("tw_pending")
-        key, nxt = ctypes.c_uint64(0), ctypes.c_uint64(0)
-        value = ctypes.create_string_buffer(EVENT_SIZE)
-        keys = []
-        prev = None
-        while l.bpf_map_get_next_key(fd, prev, ctypes.byref(nxt)) == 0:
-            keys.append(nxt.value)
-            key.value = nxt.value
-            prev = ctypes.byref(key)
-            if len(keys) > 1 << 20:
-                break
-        now = time.monotonic_ns()
-        confirmed, young = [], 0
-        for k in keys:
-            key.value = k
-            if l.bpf_map_lookup_elem(fd, ctypes.byref(key), value) != 0:
-                continue        # cancelled or confirmed by the kernel meanwhile
-            record = value.raw[:EVENT_SIZE]
-            if now - struct.unpack_from("<Q", record, 0)[0] < window_s * 1e9:
-                young += 1
-            elif l.bpf_map_delete_elem(fd, ctypes.byref(key)) == 0:
-                confirmed.append(record)
-        return confirmed, young
+        return maps.settle_tw_pending(self.map_fd("tw_pending"), window_s)
 
     # ------------------------------------------------------------ stop
     def close(self) -> None:
@@ -347,7 +311,7 @@ def _set_rodata(obj: int, values: dict) -> None:
     l = libbpf.lib()
     # the object's own BTF as libbpf fixed it up at open: the compiler
     # leaves DATASEC offsets at 0 in the file
-    layout = libbpf.Btf(l.bpf_object__btf(obj), owned=False).datasec_vars(".rodata")
+    layout = btf.Btf(l.bpf_object__btf(obj), owned=False).datasec_vars(".rodata")
     for m in libbpf.iter_maps(obj):
         if not l.bpf_map__name(m).decode().endswith(".rodata"):
             continue
@@ -396,12 +360,5 @@ def _preloaded(early: Optional[Session], plan: Plan, filters: Filters, ringbuf_b
 
 def _load(facts: KernelFacts, plan: Plan, filters: Filters, ringbuf_bytes: int,
           synthetic_pid: int) -> Session:
-    for _ in range(12):
-        try:
-            return Session(plan, filters, ringbuf_bytes, synthetic_pid=synthetic_pid).start()
-        except ProgramRefused as e:
-            demoted = plan.demote_owner(e.program, e.detail, facts)
-            if demoted is None:
-                raise
-            plan = demoted
-    raise LoadError("no combination of attach methods loads on this kernel")
+    return demotion.start_demoting(
+        lambda p: Session(p, filters, ringbuf_bytes, synthetic_pid=synthetic_pid).start(), plan, facts, 12)

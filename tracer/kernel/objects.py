@@ -1,9 +1,13 @@
-"""Where the committed BPF objects (tracer/kernel/bpfobj/) are on disk.
+"""Where the committed BPF objects (tracer/kernel/bpfobj/) and the bcc
+engine's C text are on disk.
 
 libbpf opens the CO-RE object by path, bpftool minimises BTF against it
-(btfcache.py) and bcc compiles its C text with -I on that directory: all need
-real files. Installed or in the source tree they sit next to this module.
-Run from a zipapp (scripts/build-pyz) they are inside the zip: they are
+(btfcache.py) and bcc compiles its C text with -I on its directory: all need
+real files. The objects sit next to this module. The C text and its headers
+are kept in bpf/ only: a source checkout compiles them from there, and the
+installed forms (setup.py for pip, scripts/build-deb, scripts/build-pyz) get
+them copied next to the objects at build time (ship_bcc_text), never
+committed twice. Run from a zipapp they are all inside the zip: they are
 written once to a private directory named after their content, under
 /run/tcpoom (root only, a tmpfs gone at reboot) where this process may write
 there, else in a temporary directory removed at exit.
@@ -18,10 +22,17 @@ import zlib
 from typing import Dict, Optional
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bpfobj")
+#: bpf/ of a source checkout (tracer/kernel/ is two levels below it)
+SOURCE_TREE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                           "bpf")
 RUN_DIR = "/run/tcpoom"
-#: everything scripts/build-bpf puts in bpfobj/ (tests/test_bcc_engine.py
-#: checks the two lists agree)
-NAMES = ("tcpoom.bpf.o", "bench.bpf.o", "tcpoom.h", "verdict.h", "tcpoom_bcc.c")
+#: what scripts/build-bpf builds from bpf/*.bpf.c into bpfobj/ (committed)
+OBJECTS = ("tcpoom.bpf.o", "bench.bpf.o")
+#: the bcc engine's C text and every header it includes, followed to the end
+#: (tests/test_bcc_engine.py follows them and checks the lists agree)
+BCC_TEXT = ("tcpoom_bcc.c", "verdict.h", "tcpoom.h")
+#: what an installed tcpoom has in bpfobj/
+NAMES = OBJECTS + BCC_TEXT
 
 _extracted: Optional[str] = None
 
@@ -38,6 +49,22 @@ def directory() -> str:
 
 def path(name: str) -> str:
     return os.path.join(directory(), name)
+
+
+def bcc_directory() -> str:
+    """A directory holding BCC_TEXT as files: bpf/ itself in a source
+    checkout, else what the installed form shipped next to the objects."""
+    if os.path.isfile(os.path.join(SOURCE_TREE, BCC_TEXT[0])):
+        return SOURCE_TREE
+    return directory()
+
+
+def ship_bcc_text(bpf_dir: str, into: str) -> None:
+    """Copy BCC_TEXT from bpf/ into an installed form's bpfobj/ (at build
+    time: setup.py, scripts/build_deb.py, scripts/build_pyz.py)."""
+    os.makedirs(into, exist_ok=True)
+    for name in BCC_TEXT:
+        shutil.copyfile(os.path.join(bpf_dir, name), os.path.join(into, name))
 
 
 def _read_packaged() -> Dict[str, bytes]:

@@ -27,9 +27,9 @@ from typing import Dict, List, Optional, Sequence
 from tracer.model import events as ev
 from tracer.model import tracefile as tf
 from ..errors import UsageError
+from tracer.capture.pending import PendingEvents
 from .segment_file import BlockFile, RecorderStopped
 
-FLUSH_SECONDS = 1.0
 #: where `python3 -m tracer` finds this package (the report children's PYTHONPATH)
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRIGGERS = ("pressure", "orphan_kill", "tw_overflow", "refusal", "headroom", "sigusr1", "http")
@@ -93,9 +93,7 @@ class FlightRecorder:
         self.incidents: Dict[str, int] = {}
         self.incident: Optional[Incident] = None
         self._current: Optional[BlockFile] = None
-        self._pending: List[bytes] = []
-        self._pending_count = 0
-        self._last_flush = time.monotonic()
+        self._pending = PendingEvents()
         self._last_snapshot: Optional[dict] = None
         self._reports: List[subprocess.Popen] = []
         try:
@@ -176,24 +174,19 @@ class FlightRecorder:
                     pass
         self._current = None
         self.incident = None
-        self._pending = []
-        self._pending_count = 0
+        self._pending.take()         # dropped: nothing is written any more
 
     # ------------------------------------------------------------ input
     def add_events(self, payload: bytes, count: int) -> None:
         if not self.up or not count:
             return
-        self._pending.append(payload)
-        self._pending_count += count
-        if sum(len(p) for p in self._pending) >= (1 << 20):
+        if self._pending.add(payload, count):
             self.flush()
 
     def flush(self) -> None:
-        self._last_flush = time.monotonic()
-        if not self._pending:
+        pieces, count = self._pending.take()
+        if not pieces:
             return
-        pieces, count = self._pending, self._pending_count
-        self._pending, self._pending_count = [], 0
         self._write(list(tf.encode_events_parts(pieces, ev.EVENT_SIZE, count, ev.STRIDE, ev.FRAME)))
 
     def add_snapshot(self, snap: dict, counters: Optional[List[int]]) -> None:
@@ -206,7 +199,7 @@ class FlightRecorder:
 
     def tick(self) -> None:
         now = time.monotonic()
-        if now - self._last_flush >= FLUSH_SECONDS:
+        if self._pending.due():
             self.flush()
         if not self.up:
             return
