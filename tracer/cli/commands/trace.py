@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Callable, Optional, Tuple
+from typing import Optional, Tuple
 
 import click
 
@@ -25,25 +25,11 @@ from tracer.capture import who
 from tracer.capture.capture import Capture, Stop
 from tracer.model.events import Event, at
 from tracer.model.clock import Clock
-from tracer.render.lines import as_json, text
+from tracer.render.jsonl import JsonLines
+from tracer.render.lines import text
 from tracer.render.output import Output
 from tracer.kernel.loader import RINGBUF_DEFAULTS
 from .options import capture_options, filters_from
-
-
-def _json_encoder() -> Callable[[dict], str]:
-    """json.dumps for one object after another: json.dumps builds a new C
-    encoder for every call, about a tenth of a storm's cost per event. Made
-    once here with what json.dumps passes (its output is the same for
-    acyclic objects); json.dumps where the C encoder is missing."""
-    from json import encoder
-    make = getattr(encoder, "c_make_encoder", None)
-    if make is None:
-        return json.dumps
-    d = json.JSONEncoder(check_circular=False)
-    encode = make(None, d.default, encoder.encode_basestring_ascii, None, d.key_separator,
-                  d.item_separator, d.sort_keys, d.skipkeys, d.allow_nan)
-    return lambda obj: "".join(encode(obj, 0))
 
 
 def _start_line(cap: Capture) -> str:
@@ -69,8 +55,8 @@ def trace(as_jsonl: bool, duration: Optional[float], count: Optional[int], netns
     clock = Clock.now()
     out = Output(sys.stdout)
     wanted = set(cap.families)
-    dumps = _json_encoder()
     names = who.names_for(filters)
+    as_json = JsonLines(clock, cap.sampled, names)
     keep = who.predicate(filters, names)
 
     printed = [0]
@@ -87,7 +73,7 @@ def trace(as_jsonl: bool, duration: Optional[float], count: Optional[int], netns
             if e.family_name not in wanted or (keep is not None and not keep(e)):
                 continue
             if as_jsonl:
-                lines.append(dumps(as_json(e, clock, sampled, names)))
+                lines.append(as_json(e))
             else:
                 lines.append(text(e, clock, sampled, names))
         if lines:
