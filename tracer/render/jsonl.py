@@ -102,7 +102,11 @@ class JsonLines:
         self._shapes: Dict[tuple, _Shape] = {}
         self._comms: Dict[bytes, str] = {}
         self._addrs: Dict[Tuple[int, bytes], str] = {}
-        self._who: Dict[tuple, str] = {}
+        self._who: Dict[tuple, str] = {}        # (who_cgroup, memcg) -> text
+        self._names_changes = None
+        self._offset = clock.offset_ns
+        self._second = None
+        self._date_time = ""
 
     # ------------------------------------------------------------ cached parts
     def _shape(self, e: Event) -> _Shape:
@@ -135,20 +139,48 @@ class JsonLines:
         return t
 
     def _owner(self, e: Event) -> str:
-        """cgroup, memcg, container: the names' current answer (a cgroup found on a
-        later scan changes it), as JSON text kept per answer."""
-        if self.names is not None:
-            key = self.names.who(e)
-        else:
-            key = (f"cgroup:{e.who_cgroup}" if e.who_cgroup else None,
-                   f"cgroup:{e.memcg}" if e.memcg else None, None)
-        t = self._who.get(key)
-        if t is None:
+        """cgroup, memcg, container as JSON text. With names, their answer for the
+        event's ids is kept while the names learn nothing new (Names.changes) and
+        only once every id was found: a cgroup found on a later scan is named from
+        then on, as the reference does."""
+        ids = (e.who_cgroup, e.memcg)
+        names = self.names
+        if names is None:
+            t = self._who.get(ids)
+            if t is None:
+                t = self._who_text((f"cgroup:{ids[0]}" if ids[0] else None,
+                                    f"cgroup:{ids[1]}" if ids[1] else None, None))
+                self._who[ids] = t
+            return t
+        changes = getattr(names, "changes", None)
+        if changes is not None:
+            if changes != self._names_changes:
+                self._who.clear()
+                self._names_changes = changes
+            t = self._who.get(ids)
+            if t is not None:
+                return t
+        answer = names.who(e)
+        t = self._who_text(answer)
+        if changes is not None and (answer[0] is not None or not ids[0]) \
+                and (answer[1] is not None or not ids[1]):
             if len(self._who) >= _CACHE_MAX:
                 self._who.clear()
-            cg, mem, label = key
-            t = self._who[key] = f'"cgroup": {_value(cg)}, "memcg": {_value(mem)}, "container": {_value(label)}'
+            self._who[ids] = t
         return t
+
+    @staticmethod
+    def _who_text(answer) -> str:
+        cg, mem, label = answer
+        return f'"cgroup": {_value(cg)}, "memcg": {_value(mem)}, "container": {_value(label)}'
+
+    def _time(self, ts_ns: int) -> str:
+        """The clock's own text (Clock.iso), its date and time of day taken once a second."""
+        sec, ns = divmod(ts_ns + self._offset, 1_000_000_000)
+        if sec != self._second:
+            self._second = sec
+            self._date_time = self.clock.iso(ts_ns)[:-13]     # without ".uuuuuu+00:00"
+        return f"{self._date_time}.{ns // 1000:06d}+00:00"
 
     # ------------------------------------------------------------ one event
     def __call__(self, e: Event) -> str:
@@ -173,7 +205,7 @@ class JsonLines:
         else:
             sock = (f'"af": {s.af}, "local": "-", "remote": "-", '
                     f'"sport": {e.sport}, "dport": {e.dport}, "state": {s.state}')
-        head = (f'{{"time": "{self.clock.iso(e.ts_ns)}", "ts_ns": {e.ts_ns}, {s.head}, '
+        head = (f'{{"time": "{self._time(e.ts_ns)}", "ts_ns": {e.ts_ns}, {s.head}, '
                 f'"cpu": {e.cpu}, "pid": {e.pid}, "tid": {e.tid}, "comm": {self._comm(e.comm)}, '
                 f'{owner}, "netns": {e.netns}, {sock}, "verdict": {s.verdict}, ')
         if fam in _MEMORY:
