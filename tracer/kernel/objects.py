@@ -17,8 +17,9 @@ import tempfile
 import zlib
 from typing import Dict, Optional
 
+from .rundir import RUN_DIR
+
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bpfobj")
-RUN_DIR = "/run/tcpoom"
 #: everything scripts/build-bpf puts in bpfobj/ (tests/test_bcc_engine.py
 #: checks the two lists agree)
 NAMES = ("tcpoom.bpf.o", "bench.bpf.o", "tcpoom.h", "verdict.h", "tcpoom_bcc.c")
