@@ -119,3 +119,16 @@ def test_a_cgroup_found_later_is_named_from_then_on():
     d = json.loads(fast(e))
     assert d["cgroup"] == "/a.slice/b.service" and d["container"] == "b.service"
     assert fast(e) == json.dumps(schema.record(e, clock, s, names))
+
+
+def test_trace_json_batch_keeps_the_wanted_families_and_stops_at_count():
+    from tracer.cli.commands.trace import _json_lines
+    rng = random.Random(3)
+    recs = [_record(rng) for _ in range(300)]
+    payload = ev.frame_all([e.pack() for e in recs])
+    clock, s = Clock(0), _sampled("some")
+    fast = JsonLines(clock, s, None)
+    wanted = {ev.TW_OVERFLOW, ev.OOM_CHECK}
+    want = [json.dumps(schema.record(e, clock, s)) for e in recs if e.family in wanted]
+    assert _json_lines(payload, len(recs), len(recs), wanted, fast.values) == want
+    assert _json_lines(payload, len(recs), 7, wanted, fast.values) == want[:7]
