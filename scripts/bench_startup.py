@@ -86,6 +86,7 @@ def one_run(no_site: bool = False, no_preload: bool = False, cold: bool = False,
             line = p.stderr.readline()
             if line.startswith(READY[command]):
                 attached = time.monotonic() - t0
+                cpu = _cpu_s(p.pid)
                 break
             if not line:
                 raise RuntimeError("tracer exited before attaching")
@@ -97,7 +98,15 @@ def one_run(no_site: bool = False, no_preload: bool = False, cold: bool = False,
             _wait_background(run_dir)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return attached, mem["VmRSS"], mem["VmHWM"]
+    return attached, mem["VmRSS"], mem["VmHWM"], cpu
+
+
+def _cpu_s(pid: int) -> float:
+    """utime + stime of the process (every thread) so far: on a busy machine the
+    wall time to attached waits for a core, the CPU time much less so."""
+    with open(f"/proc/{pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def summary(runs: list) -> dict:
@@ -105,7 +114,8 @@ def summary(runs: list) -> dict:
     return {"median_ms": round(statistics.median(ms), 1), "min_ms": round(min(ms), 1),
             "max_ms": round(max(ms), 1), "runs_ms": [round(m, 1) for m in ms],
             "rss_mb": round(statistics.median(r[1] for r in runs), 1),
-            "hwm_mb": round(statistics.median(r[2] for r in runs), 1)}
+            "hwm_mb": round(statistics.median(r[2] for r in runs), 1),
+            "cpu_median_ms": round(statistics.median(r[3] for r in runs) * 1000, 1)}
 
 
 def measure(commands: list, runs: int, cold: bool) -> dict:
@@ -145,7 +155,7 @@ def main() -> int:
     for name, r in res["results"].items():
         if isinstance(r, dict):
             print(f"{name:13} start-up to attached: median {r['median_ms']:.0f} ms (min {r['min_ms']:.0f}, "
-                  f"max {r['max_ms']:.0f}) over {args.runs} runs; RSS idle {r['rss_mb']:.1f} MB, "
+                  f"max {r['max_ms']:.0f}) over {args.runs} runs, CPU {r['cpu_median_ms']:.0f} ms; RSS idle {r['rss_mb']:.1f} MB, "
                   f"peak {r['hwm_mb']:.1f} MB")
     print(f"`python3 -c pass`: median {res['results']['python_bare_ms']:.0f} ms")
     if args.json:
