@@ -54,10 +54,13 @@ from scripts.lab.lab import Lab  # noqa: E402
 from scripts.lab.tcp_mem import TCP_MEM_CAP_S, TINY_TCP_MEM  # noqa: E402
 
 COMMANDS = ("record", "trace", "live")
+# also offered: `trace` printing text lines (--commands trace-text)
+MORE_COMMANDS = ("trace-text",)
 STORMS = ("tw", "orphans", "refusals")
 FAMILY = {"tw": "tw_overflow", "orphans": "oom_check", "refusals": "mem_exceed"}
 COUNTER = {"tw": "TCPTimeWaitOverflow", "orphans": "TCPAbortOnMemory", "refusals": None}
-READY = {"record": "tcpoom: recording", "trace": "tcpoom: tracing", "live": "tcpoom: live"}
+READY = {"record": "tcpoom: recording", "trace": "tcpoom: tracing", "trace-text": "tcpoom: tracing",
+         "live": "tcpoom: live"}
 DRAIN_S = 0.5    # after the storm: the consumer's poll period, several times over
 
 
@@ -169,7 +172,8 @@ STORM_FN: Dict[str, Callable[[Context, float], float]] = {
 # ------------------------------------------------------------------ commands
 
 def _start(command: str, lab: Lab, family: str, tmp: str):
-    base = [sys.executable, "-m", "tracer", command, "--netns", lab.netns_name, "--family", family]
+    verb = "trace" if command == "trace-text" else command
+    base = [sys.executable, "-m", "tracer", verb, "--netns", lab.netns_name, "--family", family]
     out_path = os.path.join(tmp, f"{command}.out")
     extra: List[str] = []
     if command == "record":
@@ -206,7 +210,12 @@ def _totals(command: str, out_path: str, tmp: str, family: str) -> dict:
         row = next(r for r in t["families"] if r["family"] == family)
         return {"seen": row["seen"], "lost": row["lost"], "lines": len(lines) - 1}
     m = re.search(rf"^\s*{family}\s+(\d+)\s+(\d+)", text, re.M)
-    return {"seen": int(m.group(1)), "lost": int(m.group(2))}
+    got = {"seen": int(m.group(1)), "lost": int(m.group(2))}
+    if command == "trace-text":
+        # event lines: "HH:MM:SS.ffffff family ..."; the totals after them are not
+        got["lines"] = sum(1 for line in text.splitlines()
+                           if line[:1].isdigit() and line.split(None, 2)[1:2] == [family])
+    return got
 
 
 def one_run(lab: Lab, storm: str, command: str, seconds: float, tmp: str,
@@ -281,7 +290,7 @@ def run(storms: List[str], commands: List[str], seconds: float, global_seconds: 
                         secs = seconds if storm == "tw" else global_seconds
                         row = one_run(lab, storm, command, secs, tmp, allow_global)
                         results["rows"].append(row)
-                        print(f"  {storm:8} {command:6} {row['events_per_s']:>8,}/s  {row['events']:>8,} events  "
+                        print(f"  {storm:8} {command:10} {row['events_per_s']:>8,}/s  {row['events']:>8,} events  "
                               f"CPU {row['cpu_s']:.2f} s (sys {row['sys_s']:.2f}) = {row['cpu_us_per_event']:.1f} us/event, "
                               f"{row['core_pct']:.1f}% of a core  lost {row['lost']}  "
                               f"seen {row['seen']} vs kernel {row['kernel_delta']}", flush=True)

@@ -53,3 +53,19 @@ def test_a_cache_that_does_not_match_is_ignored(cache_dir, monkeypatch, damage):
     path.write_text("{" if damage == "not json" else json.dumps(dict(data, facts=dict(
         data["facts"], fentry_errno=12345))) if damage != "facts missing" else json.dumps(data))
     assert kernel_facts.gather() == fresh
+
+
+def test_run_dir_moves_every_per_boot_cache(tmp_path):
+    """TCPOOM_RUN_DIR (the cold start benchmark): the facts, the minimised BTF and
+    an extracted zipapp's objects all go there, nothing to /run/tcpoom."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    code = ("from tracer.kernel import btfcache, facts, objects; "
+            "print(facts.CACHE_DIR, btfcache.CACHE_DIR, objects.RUN_DIR); facts.gather()")
+    env = dict(os.environ, TCPOOM_RUN_DIR=str(tmp_path))
+    env.pop("TCPOOM_NO_FACTS_CACHE", None)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    assert out.split() == [str(tmp_path)] * 3
+    assert [n for n in os.listdir(tmp_path) if n.startswith("facts-")]

@@ -19,7 +19,9 @@ import time
 import zlib
 from typing import Dict, Optional
 
-CACHE_DIR = "/run/tcpoom"
+from .rundir import RUN_DIR
+
+CACHE_DIR = RUN_DIR
 VMLINUX = "/sys/kernel/btf/vmlinux"
 
 

@@ -12,6 +12,7 @@ import time
 from typing import Dict, List, Optional
 
 from . import btf as btf_mod, libbpf
+from .rundir import RUN_DIR
 
 # Kernel functions the function-probe methods attach to.
 FUNCTIONS = ("tcp_check_oom", "__tcp_close", "tcp_close", "tcp_out_of_resources",
@@ -246,7 +247,7 @@ def _gather_boot_stable(f: KernelFacts, test_load: bool = True) -> None:
 # The boot-stable facts are kept in /run (a tmpfs: gone at reboot) keyed by the
 # boot id, so a tracer started on a host in trouble skips the BTF and kallsyms
 # reads after the first run. TCPOOM_NO_FACTS_CACHE=1 turns it off.
-CACHE_DIR = "/run/tcpoom"
+CACHE_DIR = RUN_DIR
 _BOOT_STABLE = ("btf_functions", "tracepoints", "rst_reason_abort_on_memory", "orphan_count", "ringbuf",
                 "fentry_errno",
                 "kallsyms_functions", "kallsyms_data", "kallsyms_read", "hz", "hz_source")

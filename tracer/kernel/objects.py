@@ -21,11 +21,12 @@ import tempfile
 import zlib
 from typing import Dict, Optional
 
+from .rundir import RUN_DIR
+
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bpfobj")
 #: bpf/ of a source checkout (tracer/kernel/ is two levels below it)
 SOURCE_TREE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                            "bpf")
-RUN_DIR = "/run/tcpoom"
 #: what scripts/build-bpf builds from bpf/*.bpf.c into bpfobj/ (committed)
 OBJECTS = ("tcpoom.bpf.o", "bench.bpf.o")
 #: the bcc engine's C text and every header it includes, followed to the end

@@ -311,6 +311,7 @@ class Aggregate:
                      "owners", "who_cgroups", "mem_classes"):
             getattr(self, name).update(getattr(other, name))
         self.names._known.update(other.names._known)
+        self.names.changes += 1
         for sec, s in other.oom_shift_by_sec.items():
             if s > self.oom_shift_by_sec.get(sec, -1):
                 self.oom_shift_by_sec[sec] = s

@@ -118,12 +118,14 @@ class Names:
 
     def __init__(self) -> None:
         self._known: Dict[Tuple[str, int], Dict] = {}
+        self.changes = 0         # counts stores: whoever keeps answers of who() knows when to drop them
 
     def identity(self, kind: str, cgid: int) -> Optional[Dict]:
         return self._known.get((kind, cgid)) if cgid else None
 
     def _store(self, kind: str, cgid: int, ident: Dict) -> None:
         self._known[(kind, cgid)] = ident
+        self.changes += 1
         if len(self._known) > MAX_NAMES:
             self._known.pop(next(iter(self._known)))
 

@@ -186,6 +186,11 @@ for _name, _code in LAYOUT:
         _FLAT += [f"{_name}{i}" for i in range(3)]
     else:
         _FLAT.append(_name)
+FLAT_NAMES: Tuple[str, ...] = tuple(_FLAT)
+# a framed batch unpacked in one pass (Struct.iter_unpack): each record's flat
+# values, its ring header and padding skipped
+FRAMED_STRUCT = struct.Struct(f"<{FRAME}x" + "".join(code for _, code in LAYOUT) +
+                              f"{STRIDE - FRAME - EVENT_SIZE}x")
 
 
 class Event:

@@ -11,7 +11,6 @@ Examples:
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from typing import Optional
 
@@ -21,6 +20,7 @@ from tracer import outfile
 from tracer.model import tracefile as tf
 from tracer.model.event_schema import NAMES, csv_row
 from tracer.model.samples import Sampled
+from tracer.render.jsonl import JsonLines
 from tracer.render.lines import as_json
 from tracer.model.playback import clock_of, names_of, stream
 from tracer.errors import DamagedInput
@@ -53,6 +53,7 @@ def _write(reader: tf.TraceReader, fmt: str, out) -> None:
     sampled = Sampled()
     names = names_of(reader)
     writer = csv.writer(out) if fmt == "csv" else None
+    jsonl = JsonLines(clock, sampled, names)
     if writer:
         writer.writerow(CSV_COLUMNS)
     for kind, item in stream(reader, sampled):
@@ -61,4 +62,4 @@ def _write(reader: tf.TraceReader, fmt: str, out) -> None:
         if writer:
             writer.writerows(csv_row(as_json(e, clock, sampled, names)) for e in item)
         else:
-            out.write("".join(json.dumps(as_json(e, clock, sampled, names)) + "\n" for e in item))
+            out.write("".join(jsonl(e) + "\n" for e in item))

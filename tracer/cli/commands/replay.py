@@ -16,7 +16,8 @@ import click
 
 from tracer.model import tracefile as tf
 from tracer.model.samples import Sampled
-from tracer.render.lines import as_json, text
+from tracer.render.jsonl import JsonLines
+from tracer.render.lines import text
 from tracer.model.playback import Pacer, clock_of, names_of, stream
 from tracer.model.families import FAMILY_ORDER
 from tracer.capture.totals import ended, text_from_json
@@ -50,6 +51,7 @@ def replay(file: str, speed: float, as_jsonl: bool, families, dashboard: bool) -
     out = Output(sys.stdout)
     wanted = set(families) if families else None
     trailer = None
+    as_json = JsonLines(clock, sampled, names)
     for kind, item in stream(reader, sampled):
         if kind == "trailer":
             trailer = item
@@ -59,7 +61,7 @@ def replay(file: str, speed: float, as_jsonl: bool, families, dashboard: bool) -
             if wanted and e.family_name not in wanted:
                 continue
             pacer.wait_for(e.ts_ns)
-            lines.append(json.dumps(as_json(e, clock, sampled, names)) if as_jsonl
+            lines.append(as_json(e) if as_jsonl
                          else text(e, clock, sampled, names))
             if speed > 0:               # paced: one line at a time, as it would have appeared
                 out.write(lines.pop() + "\n")

@@ -17,33 +17,32 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Callable, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import click
 
 from tracer.capture import who
 from tracer.capture.capture import Capture, Stop
-from tracer.model.events import Event, at
+from tracer.model.events import FAMILY_IDS, FLAT_NAMES, FRAMED_STRUCT, STRIDE, Event, at
 from tracer.model.clock import Clock
-from tracer.render.lines import as_json, text
+from tracer.render.jsonl import JsonLines
+from tracer.render.lines import text
 from tracer.render.output import Output
 from tracer.kernel.loader import RINGBUF_DEFAULTS
 from .options import capture_options, filters_from
 
 
-def _json_encoder() -> Callable[[dict], str]:
-    """json.dumps for one object after another: json.dumps builds a new C
-    encoder for every call, about a tenth of a storm's cost per event. Made
-    once here with what json.dumps passes (its output is the same for
-    acyclic objects); json.dumps where the C encoder is missing."""
-    from json import encoder
-    make = getattr(encoder, "c_make_encoder", None)
-    if make is None:
-        return json.dumps
-    d = json.JSONEncoder(check_circular=False)
-    encode = make(None, d.default, encoder.encode_basestring_ascii, None, d.key_separator,
-                  d.item_separator, d.sort_keys, d.skipkeys, d.allow_nan)
-    return lambda obj: "".join(encode(obj, 0))
+FAMILY_INDEX = FLAT_NAMES.index("family")
+
+
+def _json_lines(payload: bytes, n: int, room: int, wanted_ids, fmt) -> List[str]:
+    """The JSON text of a batch's records of the wanted families (at most `room`):
+    the records unpacked in one pass, no Event object per record (a storm's
+    hot path: render/jsonl.py)."""
+    fam = FAMILY_INDEX
+    lines = [fmt(t) for t in FRAMED_STRUCT.iter_unpack(memoryview(payload)[:n * STRIDE])
+             if t[fam] in wanted_ids]
+    return lines[:room] if len(lines) > room else lines
 
 
 def _start_line(cap: Capture) -> str:
@@ -69,27 +68,28 @@ def trace(as_jsonl: bool, duration: Optional[float], count: Optional[int], netns
     clock = Clock.now()
     out = Output(sys.stdout)
     wanted = set(cap.families)
-    dumps = _json_encoder()
+    wanted_ids = {FAMILY_IDS[f] for f in wanted}
     names = who.names_for(filters)
+    as_json = JsonLines(clock, cap.sampled, names)
     keep = who.predicate(filters, names)
 
     printed = [0]
 
     def sink(payload: bytes, n: int) -> int:
-        lines = []
-        decode, sampled = Event.decode, cap.sampled
         # a batch holds up to a poll period of a storm: --count stops inside it
         room = count - printed[0] if count is not None else n
-        for i in range(n):
-            if len(lines) >= room:
-                break
-            e = decode(payload, at(i))
-            if e.family_name not in wanted or (keep is not None and not keep(e)):
-                continue
-            if as_jsonl:
-                lines.append(dumps(as_json(e, clock, sampled, names)))
-            else:
-                lines.append(text(e, clock, sampled, names))
+        if as_jsonl and keep is None:
+            lines = _json_lines(payload, n, room, wanted_ids, as_json.values)
+        else:
+            lines = []
+            decode, sampled = Event.decode, cap.sampled
+            for i in range(n):
+                if len(lines) >= room:
+                    break
+                e = decode(payload, at(i))
+                if e.family_name not in wanted or (keep is not None and not keep(e)):
+                    continue
+                lines.append(as_json(e) if as_jsonl else text(e, clock, sampled, names))
         if lines:
             out.write("\n".join(lines) + "\n")
         printed[0] += len(lines)
