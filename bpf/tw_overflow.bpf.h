@@ -236,12 +236,6 @@ static __always_inline void tw_cancel(const struct sock *sk)
 		count(CNT_TW_CANCELLED);
 }
 
-/* A field of a kernel object: a plain load where `btf` says the pointer is one
- * the verifier knows the type of (tp_btf, fentry: no helper call), a probe
- * read elsewhere. `btf` is a constant once inlined, so each program holds one
- * of the two. */
-#define KREAD(btf, src, field) ((btf) ? (src)->field : BPF_CORE_READ(src, field))
-
 /* The head of a struct sock_common (addresses, hash, ports, family, state,
  * bound device, namespace, v6 addresses, the ehash chain link: the first 112
  * bytes on 6.18, fewer before), copied in one probe read instead of one a
@@ -306,14 +300,24 @@ static __always_inline bool tw_twin(const struct sock *sk, struct inet_timewait_
 		return false;
 	/* skc_portpair is { __be16 skc_dport; __u16 skc_num; }: rebuild skc_num */
 	HEAD(&mine, __u32, skc_portpair) = (__u32)HEAD(&mine, __u16, skc_dport) | ((__u32)sport << 16);
-	if (bpf_core_field_exists(dr->hashinfo))	/* 6.1+: per-netns ehash possible */
-		hinfo = KREAD(btf, dr, hashinfo);
-	if (!hinfo)
-		hinfo = BPF_CORE_READ(sk, __sk_common.skc_prot, h.hashinfo);
-	if (!hinfo)
-		return false;
-	mask = BPF_CORE_READ(hinfo, ehash_mask);
-	ehash = BPF_CORE_READ(hinfo, ehash);
+	if (btf && bpf_core_field_exists(dr->hashinfo)) {
+		/* 6.1+ (per-netns ehash possible), set for every namespace at its
+		 * creation: plain loads */
+		hinfo = dr->hashinfo;
+		if (!hinfo)
+			return false;
+		mask = hinfo->ehash_mask;
+		ehash = hinfo->ehash;
+	} else {
+		if (bpf_core_field_exists(dr->hashinfo))
+			hinfo = BPF_CORE_READ(dr, hashinfo);
+		if (!hinfo)
+			hinfo = BPF_CORE_READ(sk, __sk_common.skc_prot, h.hashinfo);
+		if (!hinfo)
+			return false;
+		mask = BPF_CORE_READ(hinfo, ehash_mask);
+		ehash = BPF_CORE_READ(hinfo, ehash);
+	}
 	bpf_probe_read_kernel(&node, sizeof(node), &ehash[HEAD(&mine, __u32, skc_hash) & mask].chain.first);
 #pragma unroll
 	for (int i = 0; i < 8; i++) {
