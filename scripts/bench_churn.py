@@ -203,7 +203,6 @@ class StatsFloor:
         return r
 
     def __enter__(self) -> "StatsFloor":
-        import json
         ct = self._ct
         insns = (ct.c_uint64 * 2)(0x00000000000000b7, 0x0000000000000095)  # mov r0, 0; exit
         lic = ct.create_string_buffer(b"GPL")
@@ -318,6 +317,9 @@ def main() -> int:
     if args.load:
         load(args.load, args.clients, args.close == "normal")
         return 0
+    if args.json:
+        from scripts.bench_storm import machine
+        before = machine()
     r = measure(args.runs, args.seconds, args.clients, args.close)
     print(f"connections/s without tcpoom {r['without']:,.0f}, with {r['with']:,.0f}: "
           f"{r['overhead_pct']:+.2f}% fewer (medians of {args.runs})")
@@ -334,8 +336,7 @@ def main() -> int:
     print("  with:   ", " ".join(f"{x:,.0f}" for x in r["runs_with"]))
     if args.json:
         import json
-        from scripts.bench_storm import machine
-        out = {"machine": machine(), "command": "python3 -m scripts.bench_churn " + " ".join(sys.argv[1:]),
+        out = {"machine": before, "command": "python3 -m scripts.bench_churn " + " ".join(sys.argv[1:]),
                "churn": r}
         out["machine"]["load_after"] = round(os.getloadavg()[0], 2)
         with open(args.json, "w") as f:
