@@ -43,6 +43,11 @@
 const volatile __u32 owner_storage = 0;
 /* 1: the memory controller is a v1 hierarchy (socket memory in memcg->tcpmem) */
 const volatile __u32 memcg_v1 = 0;
+/* 1: the TIME_WAIT inference's inet_sock_set_state program (set_state_btf or
+ * set_state_raw) notes the owner too, and owner_state_* is not loaded: one
+ * program run per state change instead of two (the loader sets it when both
+ * are planned with the same kind; tracer/kernel/loader.py). */
+const volatile __u8 owner_at_set_state = 0;
 
 struct owner {
 	__u64 cgroup;		/* cgroup v2 id of the task when it was noted */
@@ -235,6 +240,28 @@ static __always_inline bool owner_transition(int oldstate, int newstate)
 	return (oldstate == TCP_CLOSE && newstate == TCP_LISTEN) ||
 	       newstate == TCP_FIN_WAIT1 ||
 	       (oldstate == TCP_CLOSE_WAIT && newstate == TCP_LAST_ACK);
+}
+
+/* sk_protocol of a full socket. `btf`: sk is a BTF pointer (tp_btf, fentry),
+ * read with plain loads (no helper call); the CO-RE bitfield read handles the
+ * 8-bit bitfield of 4.16-5.5 and the u16 of 5.6+ either way. */
+static __always_inline bool owner_tcp(const struct sock *sk, bool btf)
+{
+	if (!sk)
+		return false;
+	if (btf)
+		return BPF_CORE_READ_BITFIELD(sk, sk_protocol) == IPPROTO_TCP;
+	return BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) == IPPROTO_TCP;
+}
+
+/* At inet_sock_set_state: the transition (two of the tracepoint's arguments)
+ * is compared first, so eight of a connection's ten state changes leave after
+ * a few compares, before the socket is touched. */
+static __always_inline void note_owner_at_state(const struct sock *sk, int oldstate, int newstate,
+						bool btf)
+{
+	if (owner_transition(oldstate, newstate) && owner_tcp(sk, btf))
+		note_owner(sk, btf);
 }
 
 #endif /* __TCPOOM_OWNER_BPF_H */

@@ -10,33 +10,19 @@
 #include <bpf/bpf_tracing.h>
 #include "owner.bpf.h"
 
-/* sk_protocol of a full socket: these hooks run on 4.16+ kernels, where
- * owner_tcp() needs only be right from 5.6 (u16) on tp_btf; the raw_tp hooks
- * read the 4.16-5.5 bitfield through the probed bitfield read. */
-static __always_inline bool owner_tcp(const struct sock *sk)
-{
-	if (!sk)
-		return false;
-	if (bpf_core_field_size(sk->sk_protocol) == 2)
-		return BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP;
-	return BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) == IPPROTO_TCP;
-}
-
-/* The transition first: two of a connection's ten or so state changes are
- * kept, and the others leave after a few compares. */
+/* Loaded only where the TIME_WAIT inference's own inet_sock_set_state program
+ * is not (otherwise that one notes the owner: owner_at_set_state). */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(owner_state_btf, const struct sock *sk, int oldstate, int newstate)
 {
-	if (owner_transition(oldstate, newstate) && owner_tcp(sk))
-		note_owner(sk, true);
+	note_owner_at_state(sk, oldstate, newstate, true);
 	return 0;
 }
 
 SEC("raw_tp/inet_sock_set_state")
 int BPF_PROG(owner_state_raw, const struct sock *sk, int oldstate, int newstate)
 {
-	if (owner_transition(oldstate, newstate) && owner_tcp(sk))
-		note_owner(sk, false);
+	note_owner_at_state(sk, oldstate, newstate, false);
 	return 0;
 }
 

@@ -236,78 +236,98 @@ static __always_inline void tw_cancel(const struct sock *sk)
 		count(CNT_TW_CANCELLED);
 }
 
-/* The socket's IPv6 addresses, where the kernel has them (CONFIG_IPV6). */
-struct tw_v6 {
-	__u64 d[2];
-	__u64 s[2];
+/* The head of a struct sock_common (addresses, hash, ports, family, state,
+ * bound device, namespace, v6 addresses, the ehash chain link: the first 112
+ * bytes on 6.18, fewer before), copied in one probe read instead of one a
+ * field; fields are taken out at their CO-RE offsets. Every object on an ehash
+ * chain (full, request and TIME_WAIT sockets) is larger than this. */
+#define TW_HEAD_BYTES 128
+
+struct tw_head {
+	__u64 w[TW_HEAD_BYTES / 8];
 };
 
-static __always_inline void read_v6(const struct sock_common *sc, struct tw_v6 *a)
+#define HEAD(h, type, field) \
+	(*(type *)((char *)(h)->w + bpf_core_field_offset(struct sock_common, field)))
+
+static __always_inline bool tw_head_fits(void)
 {
-	if (bpf_core_field_exists(sc->skc_v6_daddr)) {
-		bpf_core_read(a->d, 16, &sc->skc_v6_daddr);
-		bpf_core_read(a->s, 16, &sc->skc_v6_rcv_saddr);
-	}
+	return bpf_core_field_offset(struct sock_common, skc_nulls_node) + 8 <= TW_HEAD_BYTES &&
+	       (!bpf_core_field_exists(struct sock_common, skc_v6_rcv_saddr) ||
+		bpf_core_field_offset(struct sock_common, skc_v6_rcv_saddr) + 16 <= TW_HEAD_BYTES);
+}
+
+static __always_inline bool tw_same_head(const struct tw_head *a, const struct tw_head *b)
+{
+	if (HEAD(a, __u8, skc_state) != TCP_TIME_WAIT ||
+	    HEAD(a, __u64, skc_net.net) != HEAD(b, __u64, skc_net.net) ||
+	    HEAD(a, __u16, skc_family) != HEAD(b, __u16, skc_family) ||
+	    HEAD(a, __u32, skc_portpair) != HEAD(b, __u32, skc_portpair) ||
+	    HEAD(a, __s32, skc_bound_dev_if) != HEAD(b, __s32, skc_bound_dev_if))
+		return false;
+	if (HEAD(b, __u16, skc_family) != AF_INET6)
+		return HEAD(a, __u64, skc_addrpair) == HEAD(b, __u64, skc_addrpair);
+	if (!bpf_core_field_exists(struct sock_common, skc_v6_daddr))
+		return true;	/* no CONFIG_IPV6: no v6 sockets either */
+	return HEAD(a, __u64, skc_v6_daddr) == HEAD(b, __u64, skc_v6_daddr) &&
+	       *(__u64 *)((char *)a->w + bpf_core_field_offset(struct sock_common, skc_v6_daddr) + 8) ==
+	       *(__u64 *)((char *)b->w + bpf_core_field_offset(struct sock_common, skc_v6_daddr) + 8) &&
+	       HEAD(a, __u64, skc_v6_rcv_saddr) == HEAD(b, __u64, skc_v6_rcv_saddr) &&
+	       *(__u64 *)((char *)a->w + bpf_core_field_offset(struct sock_common, skc_v6_rcv_saddr) + 8) ==
+	       *(__u64 *)((char *)b->w + bpf_core_field_offset(struct sock_common, skc_v6_rcv_saddr) + 8);
 }
 
 /* Is this socket's TIME_WAIT twin in its ehash bucket? After a successful
  * inet_twsk_alloc() the hashdance put it at the head of the bucket before
  * tcp_done(); after an overflow there is none. The bucket's index mixes in
  * the namespace and the full v6 addresses, but other flows share buckets: a
- * twin matches namespace, family, bound device, ports and full addresses. */
-static __always_inline bool tw_twin(const struct sock *sk, struct inet_timewait_death_row *dr)
+ * twin matches namespace, family, bound device, ports and full addresses.
+ * `sport`: the local port (skc_num is already zero here: port released).
+ * Where the head does not fit TW_HEAD_BYTES (no kernel so far) or a read
+ * fails, there is no twin: the candidate is kept, and confirmed or cancelled
+ * as any other. */
+static __always_inline bool tw_twin(const struct sock *sk, struct inet_timewait_death_row *dr,
+				    __u16 sport, bool btf)
 {
 	struct inet_hashinfo *hinfo = NULL;
 	struct inet_ehash_bucket *ehash;
 	struct hlist_nulls_node *node = NULL;
-	struct net *net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	int dev = BPF_CORE_READ(sk, __sk_common.skc_bound_dev_if);
-	struct tw_v6 mine = {}, theirs;
-	__u32 hash, mask;
-	/* skc_portpair is { __be16 skc_dport; __u16 skc_num; }, and skc_num is
-	 * already zero here (port released): rebuild it */
-	__u32 ports = (__u32)BPF_CORE_READ(sk, __sk_common.skc_dport) |
-		      ((__u32)local_port(sk) << 16);
-	__u64 addrs = BPF_CORE_READ(sk, __sk_common.skc_addrpair);
+	struct tw_head mine, theirs;
 	__u32 off = bpf_core_field_offset(struct sock_common, skc_nulls_node);
+	__u32 mask;
 
-	if (family == AF_INET6)
-		read_v6(&sk->__sk_common, &mine);
-	if (bpf_core_field_exists(dr->hashinfo))	/* 6.1+: per-netns ehash possible */
-		hinfo = BPF_CORE_READ(dr, hashinfo);
-	if (!hinfo)
-		hinfo = BPF_CORE_READ(sk, __sk_common.skc_prot, h.hashinfo);
-	if (!hinfo)
+	if (!tw_head_fits() || bpf_probe_read_kernel(&mine, sizeof(mine), sk))
 		return false;
-	hash = BPF_CORE_READ(sk, __sk_common.skc_hash);
-	mask = BPF_CORE_READ(hinfo, ehash_mask);
-	ehash = BPF_CORE_READ(hinfo, ehash);
-	bpf_probe_read_kernel(&node, sizeof(node), &ehash[hash & mask].chain.first);
+	/* skc_portpair is { __be16 skc_dport; __u16 skc_num; }: rebuild skc_num */
+	HEAD(&mine, __u32, skc_portpair) = (__u32)HEAD(&mine, __u16, skc_dport) | ((__u32)sport << 16);
+	if (btf && bpf_core_field_exists(dr->hashinfo)) {
+		/* 6.1+ (per-netns ehash possible), set for every namespace at its
+		 * creation: plain loads */
+		hinfo = dr->hashinfo;
+		if (!hinfo)
+			return false;
+		mask = hinfo->ehash_mask;
+		ehash = hinfo->ehash;
+	} else {
+		if (bpf_core_field_exists(dr->hashinfo))
+			hinfo = BPF_CORE_READ(dr, hashinfo);
+		if (!hinfo)
+			hinfo = BPF_CORE_READ(sk, __sk_common.skc_prot, h.hashinfo);
+		if (!hinfo)
+			return false;
+		mask = BPF_CORE_READ(hinfo, ehash_mask);
+		ehash = BPF_CORE_READ(hinfo, ehash);
+	}
+	bpf_probe_read_kernel(&node, sizeof(node), &ehash[HEAD(&mine, __u32, skc_hash) & mask].chain.first);
 #pragma unroll
 	for (int i = 0; i < 8; i++) {
-		struct sock_common *sc;
-
 		if (!node || ((unsigned long)node & 1))	/* nulls marker: end */
 			return false;
-		sc = (void *)node - off;
-		if (BPF_CORE_READ(sc, skc_state) == TCP_TIME_WAIT &&
-		    BPF_CORE_READ(sc, skc_net.net) == net &&
-		    BPF_CORE_READ(sc, skc_family) == family &&
-		    BPF_CORE_READ(sc, skc_portpair) == ports &&
-		    BPF_CORE_READ(sc, skc_bound_dev_if) == dev) {
-			if (family != AF_INET6) {
-				if (BPF_CORE_READ(sc, skc_addrpair) == addrs)
-					return true;
-			} else {
-				theirs = (struct tw_v6){};
-				read_v6(sc, &theirs);
-				if (theirs.d[0] == mine.d[0] && theirs.d[1] == mine.d[1] &&
-				    theirs.s[0] == mine.s[0] && theirs.s[1] == mine.s[1])
-					return true;
-			}
-		}
-		node = BPF_CORE_READ(node, next);
+		if (bpf_probe_read_kernel(&theirs, sizeof(theirs), (void *)node - off))
+			return false;
+		if (tw_same_head(&theirs, &mine))
+			return true;
+		node = (struct hlist_nulls_node *)HEAD(&theirs, __u64, skc_nulls_node.next);
 	}
 	return false;
 }
@@ -354,35 +374,83 @@ at_once:
 	return 0;
 }
 
+/* The death row of a BTF socket pointer, with plain loads. */
+static __always_inline struct inet_timewait_death_row *death_row_btf(const struct sock *sk)
+{
+	struct net *net = sk->__sk_common.skc_net.net;
+	struct net___dr_ptr *pnet = (void *)net;
+
+	if (bpf_core_field_exists(pnet->ipv4.tcp_death_row))	/* 5.19, 6.0 */
+		return pnet->ipv4.tcp_death_row;
+	return &net->ipv4.tcp_death_row;
+}
+
+/* The close's figures: no error, everything sent acknowledged, the local port
+ * (released by now: inet_sport keeps it). On tp_btf one helper call turns sk
+ * into a tcp_sock the verifier lets us load from (5.9+: bpf_skc_to_tcp_sock;
+ * it also says whether sk is TCP), else probe reads. Returns false for a
+ * socket that is not TCP or whose close is not clean. */
+static __always_inline bool tw_clean_close(const struct sock *sk, __u16 *sport, bool btf)
+{
+	if (btf && bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_skc_to_tcp_sock)) {
+		struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+
+		if (!tp)
+			return false;
+		count(CNT_TW_CLOSES);
+		if (tp->inet_conn.icsk_inet.sk.sk_err || tp->snd_una != tp->write_seq)
+			return false;
+		*sport = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
+		return true;
+	}
+	{
+		struct tcp_sock *tp = (struct tcp_sock *)sk;
+
+		if (sk_protocol_of(sk) != IPPROTO_TCP)
+			return false;
+		count(CNT_TW_CLOSES);
+		if (BPF_CORE_READ(sk, sk_err) || BPF_CORE_READ(tp, snd_una) != BPF_CORE_READ(tp, write_seq))
+			return false;
+		*sport = local_port(sk);
+		return true;
+	}
+}
+
+/*
+ * Every TCP state change of the host runs this (about ten a connection), so
+ * the order is by cost: the transition (the tracepoint's arguments) first, the
+ * TIME_WAIT queue's count (an inlined array read) next, and only a close from
+ * FIN_WAIT1/FIN_WAIT2/CLOSING (one a connection) goes on to the socket's
+ * fields and the ehash bucket.
+ */
 static __always_inline int on_set_state(const struct sock *sk, int oldstate, int newstate, __u8 method)
 {
+	bool btf = METHOD_BTF(method);
 	struct inet_timewait_death_row *dr;
-	struct tcp_sock *tp = (struct tcp_sock *)sk;
 	struct tcpoom_event ev, *e = &ev;
 	__s32 tw_count, max_tw;
 	bool reset_before;
+	__u16 sport = 0;
 
-	tw_settle();
-	if (newstate != TCP_CLOSE) {
+	if (owner_at_set_state)
+		note_owner_at_state(sk, oldstate, newstate, btf);
+	if (tw_open()) {
+		tw_settle();
 		/* a new life at this address: the last one can no longer be cancelled */
-		if (tw_open())
+		if (newstate != TCP_CLOSE && tw_open())
 			tw_confirm((__u64)sk, 0);
-		return 0;
 	}
+	if (newstate != TCP_CLOSE)
+		return 0;
 	reset_before = tw_reset_before(sk);
 	if (oldstate != TCP_FIN_WAIT1 && oldstate != TCP_FIN_WAIT2 && oldstate != TCP_CLOSING)
 		return 0;
-	if (sk_protocol_of(sk) != IPPROTO_TCP)
-		return 0;
-	count(CNT_TW_CLOSES);
-	if (reset_before || BPF_CORE_READ(sk, sk_err))
-		return 0;
-	if (BPF_CORE_READ(tp, snd_una) != BPF_CORE_READ(tp, write_seq))
+	if (!tw_clean_close(sk, &sport, btf) || reset_before)
 		return 0;
 	/* no test of the death row's count: a slab failure overflows below the
 	 * limit, and another CPU's TIME_WAIT may expire before this tracepoint */
-	dr = death_row_of(sk);
-	if (tw_twin(sk, dr))
+	dr = btf ? death_row_btf(sk) : death_row_of(sk);
+	if (tw_twin(sk, dr, sport, btf))
 		return 0;
 	if (!pass_filters(sk))
 		return 0;

@@ -2,12 +2,17 @@
 without `tcpoom trace` attached.
 
     python3 -m scripts.bench_churn [--runs 5] [--seconds 3] [--clients 1]
+                                   [--close normal|reset] [--json FILE]
 
 The workload runs in a private network namespace (deleted afterwards): one
 process accepts and closes, --clients processes connect and close as fast as
 they can, so every connection passes through the state changes tcpoom's
-inet_sock_set_state program examines (about ten per connection) and the
-client's reset through tcp_send_reset, where the oom_check program looks. Runs
+inet_sock_set_state programs examine. `--close normal` (the default): the
+client closes first with a FIN and goes to TIME_WAIT, the server reads the end
+of stream (one recv) and closes: ten state changes a connection, the client's
+close through the TIME_WAIT overflow inference. `--close reset`: the client
+closes with a reset (SO_LINGER 0), through tcp_send_reset where the oom_check
+program looks, and no TIME_WAIT. Runs
 alternate without/with (ABBA order, so drift cancels); medians are compared.
 The tracer watches every namespace, all families, as an operator would run it.
 Each process is pinned to a core (server on the first, clients on the next):
@@ -41,7 +46,7 @@ def _pin(cpu: int) -> None:
     os.sched_setaffinity(0, {cpus[cpu % len(cpus)]})
 
 
-def _server(ready) -> None:
+def _server(ready, normal: bool) -> None:
     _pin(0)
     ls = socket.socket()
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -50,19 +55,25 @@ def _server(ready) -> None:
     ready.set()
     while True:
         c, _ = ls.accept()
+        if normal:
+            try:
+                c.recv(1)       # the client's FIN: it closes first, the server second
+            except OSError:
+                pass
         c.close()
 
 
-def _client(seconds: float, out, cpu: int) -> None:
+def _client(seconds: float, out, cpu: int, normal: bool) -> None:
     _pin(cpu)
     done = errors = 0
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         s = socket.socket()
-        # closed with a reset, as a load balancer's health checks and many
-        # clients do: the namespace does not fill with TIME_WAIT sockets over
-        # the runs (which would slow the later ones and overflow the death row)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
+        # reset: as a load balancer's health checks and many clients do, no
+        # TIME_WAIT. normal: a FIN, TIME_WAIT on the client (tcp_tw_reuse lets
+        # its ports be reused a second later)
+        if not normal:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
         try:
             s.connect(("127.0.0.1", PORT))
             done += 1
@@ -72,17 +83,23 @@ def _client(seconds: float, out, cpu: int) -> None:
     out.put((done, errors))
 
 
-def load(seconds: float, clients: int) -> None:
-    """Inside the namespace: print connections/s and errors."""
+def load(seconds: float, clients: int, normal: bool) -> None:
+    """Inside the namespace (these sysctls are the namespace's own): print
+    connections/s and errors."""
     with open("/proc/sys/net/ipv4/ip_local_port_range", "w") as f:
         f.write("1024 65535")
     with open("/proc/sys/net/ipv4/tcp_tw_reuse", "w") as f:
         f.write("1")
+    # no TIME_WAIT overflow (real events) whatever the rate: the benchmark
+    # measures the cost of a connection that raises none
+    with open("/proc/sys/net/ipv4/tcp_max_tw_buckets", "w") as f:
+        f.write(str(1 << 20))
     ready, out = multiprocessing.Event(), multiprocessing.Queue()
-    server = multiprocessing.Process(target=_server, args=(ready,), daemon=True)
+    server = multiprocessing.Process(target=_server, args=(ready, normal), daemon=True)
     server.start()
     ready.wait(5)
-    procs = [multiprocessing.Process(target=_client, args=(seconds, out, 1 + i)) for i in range(clients)]
+    procs = [multiprocessing.Process(target=_client, args=(seconds, out, 1 + i, normal))
+             for i in range(clients)]
     for p in procs:
         p.start()
     results = [out.get() for _ in procs]
@@ -94,9 +111,9 @@ def load(seconds: float, clients: int) -> None:
 
 # ------------------------------------------------------------ the benchmark
 
-def churn(netns_name: str, seconds: float, clients: int) -> float:
+def churn(netns_name: str, seconds: float, clients: int, close: str = "normal") -> float:
     r = subprocess.run(["ip", "netns", "exec", netns_name, sys.executable, "-m", "scripts.bench_churn",
-                        "--load", str(seconds), "--clients", str(clients)],
+                        "--load", str(seconds), "--clients", str(clients), "--close", close],
                        cwd=ROOT, capture_output=True, text=True, check=True)
     rate, errors = r.stdout.split()
     if int(errors):
@@ -123,20 +140,32 @@ def prog_ids() -> set:
     return {p["id"] for p in json.loads(out.stdout)}
 
 
-def bpf_run_time(per_program: bool = False, ids: Optional[set] = None) -> tuple:
-    """(run_time_ns, run_count) summed over tcpoom's loaded programs, from the
-    kernel's own BPF statistics (kernel.bpf_stats_enabled), via bpftool; with
-    per_program, a third item: {name: run_time_ns}."""
+def bpf_run_stats(ids: set) -> dict:
+    """{name: (run_time_ns, run_cnt)} of the given programs, from the kernel's
+    own BPF statistics (kernel.bpf_stats_enabled), via bpftool."""
     import json
     out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True, check=True)
-    progs = [p for p in json.loads(out.stdout) if (p.get("name", "").endswith(_OURS)
-             or p.get("name", "").startswith(_OURS_PREFIX)) and (ids is None or p["id"] in ids)]
-    total = sum(p.get("run_time_ns", 0) for p in progs), sum(p.get("run_cnt", 0) for p in progs)
+    names: dict = {}
+    for p in json.loads(out.stdout):
+        if p["id"] in ids:
+            t, c = names.get(p.get("name", "?"), (0, 0))
+            names[p.get("name", "?")] = (t + p.get("run_time_ns", 0), c + p.get("run_cnt", 0))
+    return names
+
+
+def bpf_run_time(per_program: bool = False, ids: Optional[set] = None) -> tuple:
+    """(run_time_ns, run_count) summed over the given programs (or every loaded
+    program of tcpoom's names); with per_program, a third item: {name: run_time_ns}."""
+    import json
+    if ids is None:
+        out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True,
+                             check=True)
+        ids = {p["id"] for p in json.loads(out.stdout) if p.get("name", "").endswith(_OURS)
+               or p.get("name", "").startswith(_OURS_PREFIX)}
+    stats = bpf_run_stats(ids)
+    total = sum(t for t, _ in stats.values()), sum(c for _, c in stats.values())
     if per_program:
-        names: dict = {}
-        for p in progs:
-            names[p["name"]] = names.get(p["name"], 0) + p.get("run_time_ns", 0)
-        return total + (names,)
+        return total + ({k: t for k, (t, _) in stats.items()},)
     return total
 
 
@@ -146,25 +175,88 @@ _OURS_PREFIX = ("owner_",)     # bpftool shows 15 characters of a name ("owner_r
 _STATS = "/proc/sys/kernel/bpf_stats_enabled"
 
 
-def measure(runs: int, seconds: float, clients: int) -> dict:
+class StatsFloor:
+    """What bpf_stats itself adds to every run it measures: an empty raw_tp
+    program (r0 = 0; exit) attached to inet_sock_set_state beside tcpoom's. Its
+    run_time_ns per run is the measurement's own cost inside the measured span
+    (the clock reads and the dispatch), present in each of tcpoom's runs too.
+    Loaded with the bpf() system call directly: no object, no compiler."""
+
+    _SYS_BPF = 321              # x86_64
+    _PROG_LOAD, _OBJ_GET_INFO, _RAW_TP_OPEN = 5, 15, 17
+    _RAW_TRACEPOINT = 17        # BPF_PROG_TYPE_RAW_TRACEPOINT
+
+    def __init__(self) -> None:
+        import ctypes
+        self._ct = ctypes
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._libc.syscall.restype = ctypes.c_long
+        self.prog_fd = self.link_fd = -1
+        self.prog_id = None
+
+    def _bpf(self, cmd: int, attr) -> int:
+        ct = self._ct
+        r = self._libc.syscall(ct.c_long(self._SYS_BPF), ct.c_long(cmd), ct.byref(attr),
+                               ct.c_long(ct.sizeof(attr)))
+        if r < 0:
+            raise OSError(ct.get_errno(), "bpf()")
+        return r
+
+    def __enter__(self) -> "StatsFloor":
+        ct = self._ct
+        insns = (ct.c_uint64 * 2)(0x00000000000000b7, 0x0000000000000095)  # mov r0, 0; exit
+        lic = ct.create_string_buffer(b"GPL")
+
+        class Load(ct.Structure):
+            _fields_ = [("prog_type", ct.c_uint32), ("insn_cnt", ct.c_uint32), ("insns", ct.c_uint64),
+                        ("license", ct.c_uint64), ("log_level", ct.c_uint32), ("log_size", ct.c_uint32),
+                        ("log_buf", ct.c_uint64), ("kern_version", ct.c_uint32),
+                        ("prog_flags", ct.c_uint32), ("prog_name", ct.c_char * 16),
+                        ("_rest", ct.c_uint8 * 64)]
+
+        class Open(ct.Structure):
+            _fields_ = [("name", ct.c_uint64), ("prog_fd", ct.c_uint32), ("_pad", ct.c_uint32),
+                        ("cookie", ct.c_uint64)]
+
+        a = Load(prog_type=self._RAW_TRACEPOINT, insn_cnt=2, insns=ct.addressof(insns),
+                 license=ct.addressof(lic), prog_name=b"stats_floor")
+        self.prog_fd = self._bpf(self._PROG_LOAD, a)
+        tp = ct.create_string_buffer(b"inet_sock_set_state")
+        self.link_fd = self._bpf(self._RAW_TP_OPEN, Open(name=ct.addressof(tp), prog_fd=self.prog_fd))
+        info = (ct.c_uint32 * 2)()                     # bpf_prog_info: type, id
+
+        class Info(ct.Structure):
+            _fields_ = [("bpf_fd", ct.c_uint32), ("info_len", ct.c_uint32), ("info", ct.c_uint64)]
+
+        self._bpf(self._OBJ_GET_INFO, Info(bpf_fd=self.prog_fd, info_len=8, info=ct.addressof(info)))
+        self.prog_id = info[1]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for fd in (self.link_fd, self.prog_fd):
+            if fd >= 0:
+                os.close(fd)
+
+
+def measure(runs: int, seconds: float, clients: int, close: str = "normal") -> dict:
     sys.path.insert(0, ROOT)
     from tracer.host import netns
-    without, with_, ns_per_conn, per_prog = [], [], [], []
+    without, with_, ns_per_conn, per_prog, floors = [], [], [], [], []
     with open(_STATS) as f:
         stats_before = f.read().strip()
     try:
         with netns.temporary("tcpoom-bench-") as name:
-            churn(name, 1.0, clients)                  # warm up
+            churn(name, 1.0, clients, close)           # warm up
             for i in range(runs):
                 for traced in ((False, True) if i % 2 == 0 else (True, False)):
                     if traced:
                         tracer = start_tracer()
                         time.sleep(0.3)
-                        with_.append(churn(name, seconds, clients))
+                        with_.append(churn(name, seconds, clients, close))
                         tracer.send_signal(signal.SIGINT)
                         tracer.communicate(timeout=30)
                     else:
-                        without.append(churn(name, seconds, clients))
+                        without.append(churn(name, seconds, clients, close))
             # the programs' own time, measured by the kernel in runs of their
             # own: the statistics cost two clock reads a program run, which
             # would weigh on the throughput above (and are counted in this)
@@ -173,14 +265,18 @@ def measure(runs: int, seconds: float, clients: int) -> dict:
                 tracer = start_tracer()
                 ours = prog_ids() - before
                 time.sleep(0.3)
-                with open(_STATS, "w") as f:
-                    f.write("1")
-                rate = churn(name, seconds, clients)
-                run_ns, _, names = bpf_run_time(per_program=True, ids=ours)
-                with open(_STATS, "w") as f:
-                    f.write(stats_before)
-                ns_per_conn.append(run_ns / (rate * seconds))
-                per_prog.append({k: v / (rate * seconds) for k, v in names.items()})
+                with StatsFloor() as floor:
+                    with open(_STATS, "w") as f:
+                        f.write("1")
+                    rate = churn(name, seconds, clients, close)
+                    stats = bpf_run_stats(ours | {floor.prog_id})
+                    with open(_STATS, "w") as f:
+                        f.write(stats_before)
+                conns = rate * seconds
+                ft, fc = stats.pop("stats_floor", (0, 0))
+                floors.append(ft / fc if fc else 0.0)
+                ns_per_conn.append(sum(t for t, _ in stats.values()) / conns)
+                per_prog.append({k: (t / conns, c / conns) for k, (t, c) in stats.items()})
                 tracer.send_signal(signal.SIGINT)
                 tracer.communicate(timeout=30)
     finally:
@@ -188,11 +284,24 @@ def measure(runs: int, seconds: float, clients: int) -> dict:
             f.write(stats_before)
     a, b = statistics.median(without), statistics.median(with_)
     ns = statistics.median(ns_per_conn)
-    return {"without": a, "with": b, "overhead_pct": (a - b) / a * 100,
+    names = sorted({k for d in per_prog for k in d})
+    progs = {k: {"ns_per_connection": statistics.median(d.get(k, (0, 0))[0] for d in per_prog),
+                 "runs_per_connection": statistics.median(d.get(k, (0, 0))[1] for d in per_prog)}
+             for k in names}
+    for v in progs.values():
+        v["ns_per_run"] = v["ns_per_connection"] / v["runs_per_connection"] if v["runs_per_connection"] else 0
+    owner = sum(v["ns_per_connection"] for k, v in progs.items() if k.startswith(_OURS_PREFIX))
+    floor_ns = statistics.median(floors)
+    runs_total = sum(v["runs_per_connection"] for v in progs.values())
+    return {"close": close, "without": a, "with": b, "overhead_pct": (a - b) / a * 100,
             "runs_without": without, "runs_with": with_,
             "bpf_ns_per_connection": ns, "bpf_share_pct": ns * a / 1e9 * 100,
-            "bpf_ns_per_program": {k: statistics.median(d.get(k, 0) for d in per_prog)
-                                   for k in sorted({k for d in per_prog for k in d})}}
+            "bpf_ns_per_connection_runs": ns_per_conn,
+            "bpf_ns_per_connection_without_owner": ns - owner,
+            "stats_floor_ns_per_run": floor_ns,
+            "program_runs_per_connection": runs_total,
+            "stats_floor_ns_per_connection": floor_ns * runs_total,
+            "bpf_ns_per_program": progs}
 
 
 def main() -> int:
@@ -200,20 +309,39 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--clients", type=int, default=1)
+    ap.add_argument("--close", choices=("normal", "reset"), default="normal",
+                    help="the client closes with a FIN (TIME_WAIT; default) or a reset")
+    ap.add_argument("--json", metavar="FILE", help="also write the results, with the machine, as JSON")
     ap.add_argument("--load", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.load:
-        load(args.load, args.clients)
+        load(args.load, args.clients, args.close == "normal")
         return 0
-    r = measure(args.runs, args.seconds, args.clients)
+    if args.json:
+        from scripts.bench_storm import machine
+        before = machine()
+    r = measure(args.runs, args.seconds, args.clients, args.close)
     print(f"connections/s without tcpoom {r['without']:,.0f}, with {r['with']:,.0f}: "
           f"{r['overhead_pct']:+.2f}% fewer (medians of {args.runs})")
-    print(f"  tcpoom's BPF programs: {r['bpf_ns_per_connection']:.0f} ns of kernel time per connection "
-          f"(kernel.bpf_stats_enabled), {r['bpf_share_pct']:.2f}% of a connection's time at this rate")
-    print("  per program (ns per connection): " +
-          ", ".join(f"{k} {v:.0f}" for k, v in r["bpf_ns_per_program"].items()))
+    print(f"  tcpoom's BPF programs ({args.close} closes): {r['bpf_ns_per_connection']:.0f} ns of kernel "
+          f"time per connection (kernel.bpf_stats_enabled), {r['bpf_share_pct']:.2f}% of a connection's "
+          f"time at this rate; without the owner_* programs {r['bpf_ns_per_connection_without_owner']:.0f} ns")
+    print(f"  bpf_stats' own cost: {r['stats_floor_ns_per_run']:.0f} ns a run (an empty program), "
+          f"{r['program_runs_per_connection']:.1f} runs a connection: "
+          f"{r['stats_floor_ns_per_connection']:.0f} ns of the figure above")
+    print("  per program (ns per connection, runs per connection, ns per run): " +
+          ", ".join(f"{k} {v['ns_per_connection']:.0f} ({v['runs_per_connection']:.2f}x "
+                    f"{v['ns_per_run']:.0f})" for k, v in r["bpf_ns_per_program"].items()))
     print("  without:", " ".join(f"{x:,.0f}" for x in r["runs_without"]))
     print("  with:   ", " ".join(f"{x:,.0f}" for x in r["runs_with"]))
+    if args.json:
+        import json
+        out = {"machine": before, "command": "python3 -m scripts.bench_churn " + " ".join(sys.argv[1:]),
+               "churn": r}
+        out["machine"]["load_after"] = round(os.getloadavg()[0], 2)
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+            f.write("\n")
     return 0
 
 

@@ -313,3 +313,20 @@ def test_owner_plan_uses_the_hash_map_where_a_program_has_no_btf_pointer():
     assert p.owner["store"] == "hash" and p.config["owner_storage"] == 0
     assert "owner_destroy_btf" in p.owner["programs"] and "owner_rcvspace_btf" in p.owner["programs"]
     assert "accepted sockets" in p.owner["blind_spot"]
+
+
+def test_one_program_a_state_change_where_the_tw_inference_uses_the_tracepoint():
+    # the TIME_WAIT inference's set_state program notes the owner too
+    # (bpf/owner.bpf.h owner_at_set_state): owner_state_* is not loaded beside it
+    from tracer.kernel.loader import Filters, Session
+    f = _facts_at("6.18.44")
+    f.tracepoints.update(sock_send_length=3, sock_recv_length=3, tcp_destroy_sock=1, tcp_rcv_space_adjust=1)
+    p = plan_mod.build(f)
+    assert p.families["tw_overflow"].programs[0] == "set_state_btf"
+    s = Session(p, Filters())
+    assert "set_state_btf" in s.programs and "owner_state_btf" not in s.programs
+    assert s._owner_at_set_state == 1
+    # without the tw_overflow family, the owner's own program is loaded
+    s = Session(p, Filters(families=["oom_check"]))
+    assert "owner_state_btf" in s.programs and "set_state_btf" not in s.programs
+    assert s._owner_at_set_state == 0

@@ -71,9 +71,16 @@ class Session:
         self._path = object_path
         self.programs: List[str] = [
             p for fam, fp in plan.families.items() if filters.wants(fam) for p in fp.programs]
+        self._owner_at_set_state = 0
         if self.programs:
             # the socket's owner is noted for the events' sake (bpf/owner.bpf.h)
             self.programs += [p for p in plan.owner.get("programs", []) if p not in self.programs]
+            for kind in ("btf", "raw"):
+                # one program a state change, not two: the TIME_WAIT inference's
+                # notes the owner too (bpf/owner.bpf.h owner_at_set_state)
+                if f"set_state_{kind}" in self.programs and f"owner_state_{kind}" in self.programs:
+                    self.programs.remove(f"owner_state_{kind}")
+                    self._owner_at_set_state = 1
         # benchmarks: the synthetic source, driven by getpid() of that process,
         # into the ring buffer, or into a perf buffer for the reference pipeline
         self._synthetic_pid = synthetic_pid
@@ -152,7 +159,7 @@ class Session:
         l = self._l
         values = dict(self.plan.config)
         values.update(filter_netns=self.filters.netns, filter_pid=self.filters.pid,
-                      filter_port=self.filters.port)
+                      filter_port=self.filters.port, owner_at_set_state=self._owner_at_set_state)
         _set_rodata(self._obj, values)
         for m in libbpf.iter_maps(self._obj):
             if l.bpf_map__name(m).decode() == "events":

@@ -24,7 +24,9 @@ def owner_plan(f: KernelFacts, fams: Dict[str, FamilyPlan]) -> Dict:
     bpf_sk_storage where every program that reads it gets BTF pointers (tp_btf,
     fentry) and tracing programs may use it (5.11+); it goes with the socket and
     is cloned to accepted sockets. Elsewhere a hash map keyed by the socket,
-    emptied at tcp:tcp_destroy_sock."""
+    emptied at tcp:tcp_destroy_sock. Where the TIME_WAIT inference attaches to
+    inet_sock_set_state with the same kind, the loader lets its program note the
+    owner instead of owner_state_* (one program run a state change)."""
     users = [fp for fp in fams.values() if fp.programs]
     if not users:
         return {}
