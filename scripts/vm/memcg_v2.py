@@ -166,11 +166,11 @@ def scenario(limited: str) -> dict:
             say(sender, "go")
             assert reader.stdout.readline().strip() == "accepted"
             time.sleep(SECONDS + 1.0)
-            # while the limit holds: the kernel's own figures
-            after = memory_events(small)
-            result["figures"] = memory_figures(small)
-            result["memory_events_delta"] = {k: after[k] - before.get(k, 0) for k in after}
+            result["figures"] = memory_figures(small)      # while the limit holds
             unlimit(small)
+            # after the limit went: every refusal and every max event came before
+            after = memory_events(small)
+            result["memory_events_delta"] = {k: after[k] - before.get(k, 0) for k in after}
             sender.wait(timeout=120)
             time.sleep(0.5)
         finally:
