@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -46,7 +47,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 KiB, MiB = 1 << 10, 1 << 20
 PAGE = 4096
 START_TIMEOUT_S = 240.0     # python under TCG: the tracer's start takes tens of seconds
-SECONDS = 2.0               # the sender's run
+SECONDS = 3.0               # the sender's run
 CONNS = 2
 
 
@@ -88,16 +89,41 @@ def memory_figures(c) -> dict:
             "sock": int(stat.get("sock", 0))}
 
 
+def log(msg: str) -> None:
+    print(f"memcg_v2 {time.monotonic():.1f}: {msg}", file=sys.stderr, flush=True)
+
+
 def spawn(c, *args) -> subprocess.Popen:
-    """A workload moved into `c`, not yet started (it waits for "go"), with the
-    OOM killer's hands off it: a cgroup at memory.max then fails charges
-    instead of killing the only task in it."""
+    """A workload moved into `c`, started up and waiting for "go", with the OOM
+    killer's hands off it: a cgroup at memory.max then fails charges instead of
+    killing the only task in it."""
     p = subprocess.Popen([sys.executable, "-m", "scripts.lab.owner_workload", *map(str, args)],
                          cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     c.add(p.pid)
     with open(f"/proc/{p.pid}/oom_score_adj", "w") as f:
         f.write("-1000")
+    wait_for_go(p)
     return p
+
+
+def wait_for_go(p: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Until the workload sits in read(0, ...) waiting for "go": the interpreter's
+    start-up is charged by then, so a limit set next is not hit by it (a page
+    fault a cgroup at memory.max cannot charge is retried, not failed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if _read(f"/proc/{p.pid}/syscall").startswith("0 0x0 "):    # x86_64 read, fd 0
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"workload {p.pid} did not reach its read of stdin in {timeout:.0f} s")
+
+
+def readline(p: subprocess.Popen, timeout: float) -> str:
+    ready, _, _ = select.select([p.stdout], [], [], timeout)
+    return p.stdout.readline() if ready else ""
 
 
 def say(p: subprocess.Popen, line: str) -> None:
@@ -159,19 +185,24 @@ def scenario(limited: str) -> dict:
         result["cgroup"] = small.rel
         result["container_id"] = sender_cg.container_id
         result["reader_pid"], result["sender_pid"] = reader.pid, sender.pid
+        log(f"{limited}: memory.max {result['limit_bytes']} on {small.rel}; tracers starting")
         rec = start_record(out_file, port) if limited == "send" else None
         tracer = Tracer(["--port", str(port), "--family", "mem_exceed"], START_TIMEOUT_S)
+        log(f"{limited}: tracers started")
         try:
             before = memory_events(small)
             say(sender, "go")
-            assert reader.stdout.readline().strip() == "accepted"
-            time.sleep(SECONDS + 1.0)
+            # not waiting on the workload while the limit holds: a task of a cgroup
+            # at memory.max may sit in a page fault until the limit goes
+            time.sleep(SECONDS + 2.0)
             result["figures"] = memory_figures(small)      # while the limit holds
             unlimit(small)
             # after the limit went: every refusal and every max event came before
             after = memory_events(small)
             result["memory_events_delta"] = {k: after[k] - before.get(k, 0) for k in after}
+            result["accepted"] = readline(reader, 120).strip()
             sender.wait(timeout=120)
+            log(f"{limited}: workload done: {result['memory_events_delta']} {result['figures']}")
             time.sleep(0.5)
         finally:
             got = tracer.stop(timeout=120)
