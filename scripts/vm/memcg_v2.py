@@ -10,8 +10,8 @@ in cgroups the lab makes and removes:
 - send: the sender's cgroup has a small memory.max. On v2 the socket charge of a
   send runs in process context with GFP_KERNEL (gfp_memcg_charge(), 6.1 and 6.12,
   include/net/sock.h): try_charge_memcg() reclaims, raises memory.events `max`,
-  tries the cgroup's OOM killer (order <= 3; the sender is -1000, so there is no
-  victim) and fails: __sk_mem_raise_allocated() refuses and
+  tries the cgroup's OOM killer (order <= 3: memory.events `oom` +1; the sender
+  is -1000, so there is no victim) and fails: __sk_mem_raise_allocated() refuses and
   sock:sock_exceed_buf_limit fires (SK_MEM_SEND always traces). The sender's
   send buffer is locked large, so the kernel does not shrink it after a refusal
   and every refusal below it is traced.
@@ -23,8 +23,9 @@ in cgroups the lab makes and removes:
   (On 6.1-6.17 a failed receive charge would not be traced either: the
   tracepoint fires on receive only `if (charged)`.)
 
-The memory.events counters are read while the limit holds; the limit is then
-lifted ("max") before the processes are told to finish: a task of a cgroup above
+memory.current and memory.stat are read while the limit holds; the limit is then
+lifted ("max"), memory.events.local read, and only then are the processes waited
+for: a task of a cgroup above
 its memory.max whose page fault cannot be charged retries the fault.
 """
 from __future__ import annotations
