@@ -16,12 +16,18 @@ __sk_mem_raise_allocated):
   sender is -1000), then the charge fails and the send is refused and traced;
 - a receive is charged in softirq (GFP_ATOMIC): forced past memory.max, never
   refused by the memory cgroup; memory.events `max` counts it.
-The kernel's counter: memory.events(.local) `oom`. A refused send charge of at
+The kernel's counter: memory.events.local `oom`. A refused send charge of at
 most 8 pages (order <= PAGE_ALLOC_COSTLY_ORDER) calls the cgroup's OOM killer
 once after the reclaim rounds (mem_cgroup_oom: `oom` +1), which finds no victim
-and so fails the charge; nothing else in the sender's cgroup fails a charge in
-this scenario. `max` counts every reclaim round (and forced charges), so it only
-bounds the count. Seen on 6.12.117: 207 refusals, `oom` +207, `max` +3741.
+and so fails the charge. No v2 file counts refused socket charges as such:
+`oom` equals them only while nothing else meets the limit, which the scenario
+arranges. A __GFP_NOFAIL charge at the limit (sk_forced_mem_schedule: a FIN, the
+first skb of an empty write queue; a send at its send buffer) makes the same OOM
+attempt before it is forced, so the sender is stopped (SIGSTOP), the counters
+read and the limit lifted before it closes; its page cache is reclaimed before
+the limit is set, so its sockets reach the limit far below their send buffers.
+Before these two, 6.1 showed 315 refusals against `oom` +328. `max` counts
+every reclaim round, so it only bounds the count.
 """
 import sys
 import threading
@@ -73,7 +79,8 @@ def summary(kernel, r) -> str:
         for e in s["events"]:
             k = (tuple(e["verdict"] or []), e["mem_class"])
             by[k] = by.get(k, 0) + 1
-        lines.append(f"  {name}: memory.max {s['limit_bytes']} B; events {by}; "
+        lines.append(f"  {name}: memory.max {s['limit_bytes']} B (memory.current "
+                     f"{s.get('current_at_limit')} B then); events {by}; "
                      f"memory.events delta {s['memory_events_delta']}; figures {s['figures']}")
     return "\n".join(lines)
 
@@ -110,11 +117,10 @@ def test_send_refusals_at_memory_max_are_memcg_and_name_the_cgroup(guests, kerne
         assert e["owner_pid"] == s["sender_pid"], e
     row = _mem_row(s["totals"])
     assert row["seen"] == len(events) and row.get("lost", 0) == 0, s["totals"]
-    # the kernel's count: one cgroup OOM attempt (no victim) per refused charge
-    assert len(events) == s["memory_events_delta"]["oom"], s["memory_events_delta"]
-    assert s["memory_events_delta"]["oom_kill"] == 0
-    # each refused charge raised memory.events max at least once (reclaim rounds raise more)
-    assert len(events) <= s["memory_events_delta"]["max"], s["memory_events_delta"]
+    # the kernel's count: one cgroup OOM attempt (no victim) per refused charge, each
+    # after at least one memory.events max (one per reclaim round)
+    d = s["memory_events_delta"]
+    assert len(events) == d["oom"] <= d["max"] and d["oom_kill"] == 0, d
     assert [e for e in s["recorded_events"] if e["mem_class"] == "memcg"] == events
 
 
