@@ -74,6 +74,18 @@ charge (v1 `tcpmem_pressure`, v2 a level at `memory.max`) or nothing else can
 have refused, `hard_limit` when allocated > tcp_mem[2], `fair_share` under
 pressure.
 
+On cgroup v2 (6.1+) the memory cgroup never refuses a receive: the charge runs
+in softirq with GFP_ATOMIC (`gfp_memcg_charge()`), and `try_charge_memcg()`
+forces an `__GFP_HIGH` charge past `memory.max` (memory.events `max` +1)
+instead of failing it (5.15 used GFP_NOWAIT, which can fail; 6.0 unread). A
+slow reader's cgroup goes over its limit; its next allocations in process
+context reclaim or meet its OOM killer. A send is charged in process context
+(GFP_KERNEL): reclaim, the cgroup's OOM killer for a charge of up to 8 pages
+(memory.events `oom` +1), then the refusal. Shown in pure-v2 guests (6.1.0-56,
+6.12.117; tests/test_vm_memcg_v2.py): every send refusal classified `memcg`
+with `memcg_limit` = memory.max in pages, as many as memory.events `oom`;
+none on receive, the reader's cgroup at about 4x its memory.max.
+
 The socket's owner (issue 14), per tier: **last-known** wherever
 `sock:inet_sock_set_state` exists (4.16+): the process of the listen,
 close or shutdown, and of every send and receive where

@@ -264,3 +264,18 @@ def test_a_named_container_is_labelled_and_matched_by_its_name(hybrid, tmp_path)
                        "cri-containerd-%s.scope" % (UID.replace("-", "_"), CID2),)][0]
     ino = os.stat(os.path.join(m.v2, pod)).st_ino
     assert here.name(cg.V2, ino) == "shop/cart-7d9f/nginx"
+
+
+def test_v2_sock_memory_reads_memory_events(tmp_path):
+    """Pure v2 (the guests of tests/test_vm_memcg_v2.py): sock from memory.stat,
+    memory.max, and memory.events max/oom/oom_kill."""
+    d = tmp_path / "app.slice"
+    _write(str(d / "memory.stat"), "anon 4096\nsock 21008384\nshmem 0\n")
+    _write(str(d / "memory.max"), "11902976\n")
+    _write(str(d / "memory.high"), "max\n")
+    _write(str(d / "memory.current"), "32133120\n")
+    _write(str(d / "memory.events"), "low 0\nhigh 0\nmax 321\noom 2\noom_kill 0\noom_group_kill 0\n")
+    sm = cg.sock_memory(str(tmp_path), "/app.slice", "v2")
+    assert (sm.sock, sm.limit, sm.high, sm.usage) == (21008384, 11902976, None, 32133120)
+    assert (sm.max_events, sm.oom_events, sm.oom_kills) == (321, 2, 0)
+    assert sm.limit_name == "memory.max" and sm.percent > 100

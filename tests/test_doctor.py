@@ -545,3 +545,18 @@ def test_memcg_v2_well_below_memory_max_is_quiet():
              "usage": 10 * MiB, "failcnt": None, "peak": None, "high": None,
              "limit_name": "memory.max"}
     assert ids(rules.diagnose(healthy(memcgs=[memcg]))) == ["healthy"]
+
+
+def test_memcg_v2_past_memory_max_shows_its_memory_events():
+    """A v2 cgroup whose slow reader was charged past memory.max in softirq (as the
+    6.1/6.12 guests show: tests/test_vm_memcg_v2.py): named, over its limit, with
+    memory.events, and the lever is memory.max, not tcp_mem."""
+    memcg = {"path": "/tcpoom-lab.slice/reader.service", "version": "v2", "sock": 20 * MiB,
+             "limit": 11 * MiB, "usage": 30 * MiB, "failcnt": None, "peak": None, "high": None,
+             "limit_name": "memory.max", "max_events": 321, "oom_events": 0, "oom_kills": 0}
+    d = rules.diagnose(healthy(memcgs=[memcg]))
+    f = by_id(d, "memcg")
+    assert f["severity"] == "critical" and f["limit"] == "memory.max of /tcpoom-lab.slice/reader.service"
+    ev = " ".join(f["evidence"])
+    assert "memory.events max 321, oom 0" in ev and "19.0 MiB above memory.max" in ev
+    assert "tcp_mem" not in d.snippet

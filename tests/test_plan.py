@@ -295,6 +295,21 @@ def test_mem_exceed_receive_blind_spots_per_version(release, memcg, no_memcg):
     assert ("without a memory cgroup" in spot) == no_memcg
 
 
+@pytest.mark.parametrize("release,memcg_v1,forced", [
+    ("5.15.0", False, False), ("6.1.0", False, True), ("6.12.0", False, True), ("6.18.2", False, True),
+    ("6.12.0", True, False),
+])
+def test_mem_exceed_v2_receive_charges_are_forced_past_memory_max(release, memcg_v1, forced):
+    """cgroup v2, 6.1+: gfp_memcg_charge() is GFP_ATOMIC in softirq and try_charge_memcg()
+    forces it past memory.max: the plan says no receive refusal comes from the memcg
+    (seen in the 6.1/6.12 guests: tests/test_vm_memcg_v2.py)."""
+    f = _facts_at(release)
+    f.memcg_v1 = memcg_v1
+    spot = plan_mod.mem_blind_spot(f)
+    assert ("forced past memory.max" in spot) == forced
+    assert ("memory.events max" in spot) == (forced or release < "6.18")
+
+
 def test_owner_plan_on_a_tracepoint_only_kernel():
     f = _facts_at("6.18.44")
     f.tracepoints.update(sock_send_length=3, sock_recv_length=3, tcp_destroy_sock=1, tcp_rcv_space_adjust=1)

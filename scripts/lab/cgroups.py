@@ -35,6 +35,7 @@ class LabCgroup:
         for root in (mounts.v2, mounts.v1_memory):
             if root:
                 self.dirs.append(os.path.join(root, rel))
+        self.v2_root = mounts.v2
         self.v2_dir = os.path.join(mounts.v2, rel) if mounts.v2 else None
         self.memory_dir = os.path.join(mounts.memory_root, rel) if mounts.memory_root else None
         self.memory_v1 = mounts.memory_root == mounts.v1_memory and mounts.v1_memory is not None
@@ -42,7 +43,21 @@ class LabCgroup:
     def make(self) -> "LabCgroup":
         for d in self.dirs:
             os.makedirs(d, exist_ok=True)
+        if self.v2_dir and self.memory_dir == self.v2_dir:
+            self._delegate_memory()
         return self
+
+    def _delegate_memory(self) -> None:
+        """Pure v2: a cgroup has memory.max only when its parent lists +memory in
+        cgroup.subtree_control, level by level. The host (systemd, or the VM
+        guest's set-up) enables it at the root; the lab enables it on its own
+        levels, which hold no tasks (v2 refuses controllers in a cgroup with
+        tasks in it, the root excepted)."""
+        parts = self.rel.strip("/").split("/")
+        for i in range(1, len(parts)):
+            parent = os.path.join(self.v2_root, *parts[:i])
+            with open(os.path.join(parent, "cgroup.subtree_control"), "w") as f:
+                f.write("+memory")
 
     @property
     def v2_id(self) -> int:

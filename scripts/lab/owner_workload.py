@@ -2,7 +2,7 @@
 its own cgroup (the parent moves them in before they open a socket).
 
     python3 -m scripts.lab.owner_workload reader  RCVBUF   -> prints its port
-    python3 -m scripts.lab.owner_workload sender  PORT SECONDS CONNS
+    python3 -m scripts.lab.owner_workload sender  PORT SECONDS CONNS [SNDBUF]
 
 Both wait for one line on stdin ("go") before they start, and the reader then
 waits for a second line before it exits: the parent decides when its sockets go.
@@ -41,11 +41,16 @@ def reader(rcvbuf: int, conns: int) -> None:
     srv.close()
 
 
-def sender(port: int, seconds: float, conns: int) -> None:
+def sender(port: int, seconds: float, conns: int, sndbuf: int = 0) -> None:
     sys.stdin.readline()
     socks = []
     for _ in range(conns):
-        s = socket.create_connection(("127.0.0.1", port))
+        s = socket.socket()
+        if sndbuf:
+            # a locked send buffer: the kernel does not shrink it after a refusal
+            # (sk_stream_moderate_sndbuf), so every refused send below it is traced
+            s.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_SNDBUFFORCE", 32), sndbuf)
+        s.connect(("127.0.0.1", port))
         s.setblocking(False)
         socks.append(s)
     payload = b"x" * 65536
@@ -70,4 +75,5 @@ if __name__ == "__main__":
     if role == "reader":
         reader(int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 1)
     else:
-        sender(int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 1)
+        sender(int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 1,
+               int(sys.argv[5]) if len(sys.argv) > 5 else 0)

@@ -236,6 +236,14 @@ def _memcg(fig: Figures) -> List[dict]:
                     + (f"; sockets {size(sock)}" if m["version"] == "v2" else "")]
         if failed:
             evidence.append(f"memory.kmem.tcp.failcnt {failed}: charges this cgroup refused")
+        if m["version"] == "v2" and m.get("max_events"):
+            evidence.append(f"memory.events max {m['max_events']}, oom {m.get('oom_events') or 0}, "
+                            f"oom_kill {m.get('oom_kills') or 0} (since the cgroup was made): a refused "
+                            "send runs the cgroup's OOM killer once; a receive is charged past memory.max")
+        if m["version"] == "v2" and used > limit:
+            evidence.append(f"{size(used - limit)} above memory.max: charges forced past it, as the kernel "
+                            "does for socket receives in softirq (6.1+); the cgroup's next allocations "
+                            "reclaim or meet its OOM killer")
         if m.get("peak"):
             evidence.append(f"peak {size(m['peak'])}")
         out.append(finding(

@@ -178,6 +178,13 @@ class SockMemory:
     peak: Optional[int] = None          # v1 memory.kmem.tcp.max_usage_in_bytes; v2 memory.peak
     failcnt: Optional[int] = None       # v1 memory.kmem.tcp.failcnt: refused charges
     limit_name: str = ""                # the file a user changes
+    # v2 memory.events (this cgroup and below): `max` counts charges that met
+    # memory.max (every reclaim round of one, and charges forced past it: a
+    # receive in softirq, 6.1+), `oom` the cgroup's OOM killer runs (a refused
+    # send of up to 8 pages runs it once; -1000 tasks leave it without a victim)
+    max_events: Optional[int] = None
+    oom_events: Optional[int] = None
+    oom_kills: Optional[int] = None
 
     @property
     def percent(self) -> Optional[float]:
@@ -220,12 +227,17 @@ def sock_memory(root: str, rel: str, version: str) -> Optional[SockMemory]:
             if k == "sock":
                 sock = _num(v)
                 break
+        events = {}
+        for line in _read(os.path.join(d, "memory.events")).splitlines():
+            k, _, v = line.partition(" ")
+            events[k] = _num(v)
         return SockMemory(path=rel, version="v2", sock=sock,
                           limit=_num(_read(os.path.join(d, "memory.max"))),
                           high=_num(_read(os.path.join(d, "memory.high"))),
                           usage=_num(_read(os.path.join(d, "memory.current"))),
                           peak=_num(_read(os.path.join(d, "memory.peak"))),
-                          limit_name="memory.max")
+                          limit_name="memory.max", max_events=events.get("max"),
+                          oom_events=events.get("oom"), oom_kills=events.get("oom_kill"))
     usage = _num(_read(os.path.join(d, "memory.kmem.tcp.usage_in_bytes")))
     if usage is None:
         return None

@@ -232,6 +232,13 @@ def mem_blind_spot(f: KernelFacts) -> str:
     if v < (6, 18, 0):
         spots.append("receive-side refusals after a failed memory-cgroup charge are not traced "
                      "(4.19-6.17): watch memory.kmem.tcp.failcnt (v1) or memory.events max (v2)")
+    if not f.memcg_v1 and v >= (6, 1, 0):
+        # include/net/sock.h gfp_memcg_charge(): GFP_ATOMIC in softirq from 6.1
+        # (GFP_NOWAIT in 5.15; 6.0 unread), and try_charge_memcg() forces an
+        # __GFP_HIGH charge past memory.max instead of failing it
+        spots.append("cgroup v2: a receive-side charge in softirq is never refused by the memory "
+                     "cgroup: it is forced past memory.max (GFP_ATOMIC, 6.1+) and counted in "
+                     "memory.events max, so a slow reader's cgroup goes over its limit instead")
     if (6, 8, 0) <= v < (6, 18, 2):
         spots.append("receive-side refusals of sockets without a memory cgroup (socket accounting off, "
                      "the root cgroup, v1 without memory.kmem.tcp.limit_in_bytes) are not traced "
