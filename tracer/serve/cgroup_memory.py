@@ -20,6 +20,51 @@ from tracer.host import cgroups as cg
 from tracer.model.containers import V1_MEMORY, V2, decode
 
 
+# v1 reports "no limit" as the page-rounded LONG_MAX
+_V1_UNLIMITED = 1 << 62
+
+
+def _int(path: str) -> Optional[int]:
+    """A number file; None for "max", absent or unreadable. os.read, not open():
+    a scrape reads a few hundred of these, and a text-mode open costs ~3x."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        text = os.read(fd, 64).strip()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def figures(root: str, rel: str, version: str) -> Optional[cg.SockMemory]:
+    """What the gauges show of one cgroup (cg.sock_memory, without the files
+    serve does not export); None when the cgroup is gone."""
+    d = os.path.join(root, rel.lstrip("/"))
+    if version == V2:
+        sock = _sock_v2(d)
+        if sock is None:
+            return None
+        return cg.SockMemory(path=rel, version="v2", sock=sock, limit=_int(os.path.join(d, "memory.max")),
+                             high=_int(os.path.join(d, "memory.high")),
+                             usage=_int(os.path.join(d, "memory.current")), limit_name="memory.max")
+    usage = _int(os.path.join(d, "memory.kmem.tcp.usage_in_bytes"))
+    if usage is None:
+        return None
+    limit = _int(os.path.join(d, "memory.kmem.tcp.limit_in_bytes"))
+    if limit is not None and limit >= _V1_UNLIMITED:
+        limit = None
+    return cg.SockMemory(path=rel, version="v1", sock=usage, limit=limit,
+                         failcnt=_int(os.path.join(d, "memory.kmem.tcp.failcnt")),
+                         limit_name="memory.kmem.tcp.limit_in_bytes")
+
+
 def _sock_v2(d: str) -> Optional[int]:
     try:
         with open(os.path.join(d, "memory.stat"), "rb") as f:
@@ -32,11 +77,7 @@ def _sock_v2(d: str) -> Optional[int]:
 
 
 def _sock_v1(d: str) -> Optional[int]:
-    try:
-        with open(os.path.join(d, "memory.kmem.tcp.usage_in_bytes"), "rb") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return None
+    return _int(os.path.join(d, "memory.kmem.tcp.usage_in_bytes"))
 
 
 class CgroupMemory:
@@ -90,7 +131,7 @@ class CgroupMemory:
             if rel in done or rel == "/":
                 continue
             done.add(rel)
-            sm = cg.sock_memory(self.root, rel, self.version)
+            sm = figures(self.root, rel, self.version)
             if sm is not None:
                 out.append(sm)
         return out

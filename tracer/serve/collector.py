@@ -318,6 +318,13 @@ class TcpoomCollector:
                 limit.add_metric(ls + [name], value)
                 if against is not None:
                     head.add_metric(ls + [name], value - against)
+        walk = GaugeMetricFamily(f"{PREFIX}_cgroup_walk_seconds", "How long the last walk of the memory "
+                                 "hierarchy for the top cgroups by socket memory took (off the scrape)")
+        walk.add_metric([], s.cgroup_memory.walk_s)
+        walked = GaugeMetricFamily(f"{PREFIX}_cgroup_walk_cgroups", "Cgroups that walk visited")
+        walked.add_metric([], s.cgroup_memory.walked)
+        yield walk
+        yield walked
         yield sock
         yield used
         yield limit
