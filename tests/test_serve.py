@@ -288,3 +288,17 @@ def test_v1_cgroup_socket_memory_against_the_tcp_limit(tmp_path):
     head = [(s.labels, s.value) for s in fams["tcpoom_cgroup_socket_memory_headroom_bytes"].samples]
     assert head == [({"cgroup": "/a", "container": "", "limit": "memory.kmem.tcp.limit_in_bytes"}, 4096)]
     assert [s.value for s in fams["tcpoom_cgroup_socket_memory_failures"].samples] == [3]
+
+
+def test_an_incident_names_the_limit_of_its_trigger():
+    t = Triggers(["refusal", "headroom"], 0.1)
+    assert t.limit("tw_overflow") == "tcp_max_tw_buckets"
+    assert t.limit("refusal", {"memcg": 0, "hard_limit": 5}) == "tcp_mem[2]"
+    t.mark({"memcg": 0, "hard_limit": 5})
+    assert t.limit("refusal", {"memcg": 3, "hard_limit": 5}).startswith("the cgroup's memory limit")
+    t.mark({"memcg": 3, "hard_limit": 5})
+    assert t.limit("refusal", {"memcg": 3, "hard_limit": 5}) == "tcp_mem[2] or the cgroup's memory limit"
+    low = {"sockstat": {"TCP": {"mem": 0, "orphan": 0, "tw": 95}}, "limits": {"tcp_max_tw_buckets": 100}}
+    assert t.check(None, low, now=0) == ["headroom"]
+    assert t.limit("headroom") == "tcp_max_tw_buckets"
+    assert t.limit("sigusr1") is None

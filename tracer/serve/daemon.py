@@ -118,6 +118,7 @@ class Daemon:
             self.flight = FlightRecorder(self.opts.flight, self._header(), log=self.log)
             self.triggers = Triggers(self.opts.flight.triggers, self.opts.flight.headroom,
                                      rearm_s=self.opts.flight.before_s)
+            self.flight.limit_of = self._limit_of
             s.flight = self.flight.stats()
             s.incidents = self.flight.incidents
         self.endpoint.start()
@@ -169,7 +170,15 @@ class Daemon:
     def trigger(self, reason: str) -> bool:
         if self.flight is None:
             return False
-        return self.flight.trigger(reason)
+        limit = None
+        if self.triggers is not None:
+            if self.flight.incident is None:
+                self.triggers.mark(self.state.cgroup_counts.classes)
+            limit = self._limit_of(reason)
+        return self.flight.trigger(reason, limit)
+
+    def _limit_of(self, reason: str) -> Optional[str]:
+        return self.triggers.limit(reason, dict(self.state.cgroup_counts.classes)) if self.triggers else None
 
     def _on_usr1(self, signum, frame) -> None:
         self._usr1 = True
