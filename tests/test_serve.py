@@ -302,3 +302,15 @@ def test_an_incident_names_the_limit_of_its_trigger():
     assert t.check(None, low, now=0) == ["headroom"]
     assert t.limit("headroom") == "tcp_max_tw_buckets"
     assert t.limit("sigusr1") is None
+
+
+def test_glibc_mmap_threshold_is_pinned_unless_the_operator_set_it(monkeypatch):
+    import platform
+    from tracer.serve import malloc
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+    assert malloc.pin_mmap_threshold() is False
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    if platform.libc_ver()[0] == "glibc":
+        r = subprocess.run([sys.executable, "-c", "from tracer.serve import malloc; "
+                            "print(malloc.pin_mmap_threshold())"], cwd=ROOT, capture_output=True, text=True)
+        assert r.stdout.strip() == "True", r.stderr

@@ -94,6 +94,8 @@ class Daemon:
         s.program_fds = fds() if fds else {}
 
     def start(self) -> "Daemon":
+        from .malloc import pin_mmap_threshold
+        pin_mmap_threshold()        # no heap growth in steps over a long storm
         self._start_capture()
         s = self.state
         s.directory = NetnsDirectory(self.opts.max_netns)
