@@ -8,13 +8,19 @@ Idle: serve as deployed (BPF attached, flight recorder writing its ring in a
 temporary directory), scraped every 15 s like a default Prometheus; CPU time
 and VmRSS of the process from /proc at the start and the end. Scrape latency:
 200 scrapes in a row, with --netns extra named namespaces so serve reads
---netns + 1 of them per scrape. Storm: the synthetic source (bench_sys_enter,
+--netns + 1 of them per scrape. Scrape with cgroups: --cgroups real cgroups
+(v1 memory hierarchy and the unified one, under their own
+tcpoom-bench-<pid>.slice), --cgroups-with-sockets of them holding a loopback
+connection whose sender pushes against a 64 KiB kmem.tcp limit (so they hold
+socket memory and have refusals: the event slots of --max-cgroups fill and
+spill into "other"); all removed afterwards. Storm: the synthetic source (bench_sys_enter,
 as scripts/bench_record.py) offers --storm-rate events/s, RSS sampled every
 10 s. Needs root.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -135,6 +141,107 @@ def _scrape_latency(extra_netns: int, n: int) -> dict:
             "p95_ms": round(1000 * lat[int(0.95 * n) - 1], 2), "max_ms": round(1000 * lat[-1], 2)}
 
 
+def scrape_cgroups(n_cgroups: int, with_sockets: int, n: int = 200) -> dict:
+    from scripts.lab import hostlock
+    hostlock.acquire()
+    try:
+        return _scrape_cgroups(n_cgroups, with_sockets, n)
+    finally:
+        hostlock.release()
+
+
+def _join(dirs, pid: int) -> None:
+    for d in dirs:
+        with open(os.path.join(d, "cgroup.procs"), "w") as f:
+            f.write(str(pid))
+
+
+@contextlib.contextmanager
+def bench_cgroups(n_cgroups: int, with_sockets: int):
+    """n_cgroups real cgroups in every hierarchy mounted, the first
+    with_sockets of them holding a loopback connection against a small socket
+    memory limit; all removed on exit. Yields {"made_s": ..., "roots": ...}."""
+    from scripts.lab import sockets
+    from tracer.host import cgroups as cg
+    mounts = cg.read_mounts()
+    roots = [r for r in (mounts.v2, mounts.v1_memory) if r]
+    base = f"tcpoom-bench-{os.getpid()}.slice"
+    made = [[os.path.join(r, base, f"bench-{i}.service") for r in roots] for i in range(n_cgroups)]
+    v2_home, mem_home = cg.of_pid(os.getpid())
+    home = [os.path.join(mounts.v2, (v2_home or "/").lstrip("/"))] if mounts.v2 else []
+    if mounts.v1_memory:
+        home.append(os.path.join(mounts.v1_memory, (mem_home or "/").lstrip("/")))
+    held, servers = [], []
+    try:
+        t0 = time.monotonic()
+        for dirs in made:
+            for d in dirs:
+                os.makedirs(d)
+        info = {"made_s": round(time.monotonic() - t0, 2), "roots": roots}
+        memory_dir = mounts.memory_root
+        v1 = memory_dir == mounts.v1_memory
+        for dirs in made[:with_sockets]:
+            mdir = next(d for d in dirs if d.startswith(memory_dir + "/"))
+            # v1: the tcp limit also turns socket accounting on for the cgroup
+            limit = "memory.kmem.tcp.limit_in_bytes" if v1 else "memory.max"
+            with open(os.path.join(mdir, limit), "w") as f:
+                f.write(str(64 << 10 if v1 else 64 << 20))
+            # a socket is charged to the memcg of the task that made (or accepted) it
+            _join(dirs, os.getpid())
+            # a reader with a large receive buffer it never drains: its charges
+            # pass the cgroup's limit and are refused (class memcg)
+            server, pairs = sockets.open_pairs(1, rcvbuf=4 << 20, force_rcvbuf=True)
+            servers.append(server)
+            held.extend(pairs)
+            for client, _ in pairs:
+                sockets.send_until_full(client, 1 << 20, chunk=4096)
+        _join(home, os.getpid())
+        yield info
+    finally:
+        _join(home, os.getpid())
+        sockets.close_all(held)
+        for s in servers:
+            s.close()
+        for root in roots:
+            top = os.path.join(root, base)
+            for d, _, _ in sorted(os.walk(top), key=lambda x: -x[0].count("/")):
+                for _ in range(100):
+                    try:
+                        os.rmdir(d)
+                        break
+                    except FileNotFoundError:
+                        break
+                    except OSError:
+                        time.sleep(0.02)      # a socket's charge still going
+        left = [os.path.join(r, base) for r in roots if os.path.exists(os.path.join(r, base))]
+        if left:
+            print(f"bench_serve: could not remove {left}", file=sys.stderr)
+
+
+def _scrape_cgroups(n_cgroups: int, with_sockets: int, n: int) -> dict:
+    with bench_cgroups(n_cgroups, with_sockets) as info:
+        with tempfile.TemporaryDirectory(prefix="tcpoom-bench-") as state:
+            p, url = _start(state)
+            time.sleep(3)
+            _scrape(url)
+            lat = sorted(_scrape(url) for _ in range(n))
+            text = urllib.request.urlopen(url, timeout=10).read().decode()
+            _stop(p)
+    lines = text.splitlines()
+    series = sum(1 for ln in lines if ln and not ln.startswith("#"))
+    cg_series = {name: sum(1 for ln in lines if ln.startswith(name + "{"))
+                 for name in ("tcpoom_cgroup_events_total", "tcpoom_cgroup_socket_memory_bytes",
+                              "tcpoom_cgroup_socket_memory_headroom_bytes")}
+    other = sum(float(ln.rsplit(" ", 1)[1]) for ln in lines
+                if ln.startswith('tcpoom_cgroup_events_total{cgroup="other"'))
+    walk = [float(ln.split()[1]) for ln in lines if ln.startswith("tcpoom_cgroup_walk_seconds ")]
+    return {"cgroups": n_cgroups, "hierarchies": info["roots"], "cgroups_with_sockets": with_sockets,
+            "made_s": info["made_s"], "series": series, "cgroup_series": cg_series,
+            "events_in_other": int(other), "walk_s": round(walk[0], 4) if walk else None, "scrapes": n,
+            "median_ms": round(1000 * statistics.median(lat), 2),
+            "p95_ms": round(1000 * lat[int(0.95 * n) - 1], 2), "max_ms": round(1000 * lat[-1], 2)}
+
+
 def storm(seconds: float, rate: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="tcpoom-bench-") as state:
         p, url = _start(state, "--family", "oom_check", "--synthetic-pid", str(os.getpid()),
@@ -168,8 +275,10 @@ def main() -> int:
     ap.add_argument("--storm-seconds", type=float, default=300)
     ap.add_argument("--storm-rate", type=int, default=20000)
     ap.add_argument("--netns", type=int, default=31)
+    ap.add_argument("--cgroups", type=int, default=1000)
+    ap.add_argument("--cgroups-with-sockets", type=int, default=48)
     ap.add_argument("-o", "--output")
-    ap.add_argument("--only", choices=("idle", "scrape", "storm"))
+    ap.add_argument("--only", choices=("idle", "scrape", "cgroups", "storm"))
     args = ap.parse_args()
     out = {"kernel": os.uname().release, "cpus": os.cpu_count(),
            "command": " ".join(["python3 -m scripts.bench_serve"] + sys.argv[1:])}
@@ -177,6 +286,9 @@ def main() -> int:
         out["scrape_host_only"] = scrape_latency(0)
         out["scrape"] = scrape_latency(args.netns)
         print(json.dumps({"scrape": out["scrape"], "scrape_host_only": out["scrape_host_only"]}), flush=True)
+    if args.only in (None, "cgroups"):
+        out["scrape_cgroups"] = scrape_cgroups(args.cgroups, args.cgroups_with_sockets)
+        print(json.dumps({"scrape_cgroups": out["scrape_cgroups"]}), flush=True)
     if args.only in (None, "storm"):
         out["storm"] = storm(args.storm_seconds, args.storm_rate)
         print(json.dumps({"storm": out["storm"]}), flush=True)

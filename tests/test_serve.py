@@ -187,3 +187,130 @@ def test_a_real_prometheus_scrapes_through_tls_and_basic_auth(tmp_path, tls_endp
         assert prom.value("tcpoom_bpf_up") == 0
     finally:
         prom.stop()
+
+
+def _cg_records(*rows):
+    """rows: (family, memcg, sk_cgroup, mem_class)"""
+    return ev.frame_all([ev.Event.make(family=f, memcg=m, sk_cgroup=c, mem_class=k).pack()
+                         for f, m, c, k in rows])
+
+
+def test_cgroup_counts_are_bounded_largest_first_with_an_other_bucket():
+    from tracer.serve.cgroup_counts import CgroupCounts, OTHER as CG_OTHER
+    c = CgroupCounts(limit=2)
+    rows = [(ev.OOM_CHECK, 0, 7, 0)] + [(ev.MEM_EXCEED, 5, 7, ev.MEM_CLASS_MEMCG)] * 3 + \
+        [(ev.MEM_EXCEED, 6, 0, ev.MEM_CLASS_HARD)] * 2 + [(ev.TW_OVERFLOW, 0, 0, 0), (ev.PRESSURE, 0, 0, 0)]
+    c.add(_cg_records(*rows), len(rows))
+    snap = c.snapshot()
+    # memory/5 (3 events) and memory/6 (2) take the two slots; v2 7 (1 event) goes to other
+    assert snap[(("memory", 5), "mem_exceed", "memcg")] == 3
+    assert snap[(("memory", 6), "mem_exceed", "hard_limit")] == 2
+    assert snap[(CG_OTHER, "oom_check", "")] == 1
+    assert snap[(CG_OTHER, "tw_overflow", "")] == 1          # no cgroup at all
+    assert c.classes == {"unknown": 0, "memcg": 3, "fair_share": 0, "hard_limit": 2}
+    c.add(_cg_records((ev.OOM_CHECK, 0, 7, 0)), 1)
+    assert c.snapshot()[(CG_OTHER, "oom_check", "")] == 2   # slots stay: counters never go back
+    assert sorted(c.keys()) == [("memory", 5), ("memory", 6)]
+
+
+def test_cgroup_slots_of_removed_idle_cgroups_are_given_back():
+    from tracer.serve.cgroup_counts import CgroupCounts
+    now = [0.0]
+    c = CgroupCounts(limit=1, evict_s=60, clock=lambda: now[0])
+    c.add(_cg_records((ev.OOM_CHECK, 5, 0, 0)), 1)
+    now[0] = 30
+    assert c.evict(lambda k: True) == []                    # not idle long enough
+    now[0] = 100
+    assert c.evict(lambda k: False) == []                   # still there
+    assert c.evict(lambda k: True) == [("memory", 5)]
+    c.add(_cg_records((ev.OOM_CHECK, 9, 0, 0)), 1)
+    assert c.keys() == [("memory", 9)] and len(c.snapshot()) == 1
+
+
+def _v2_cgroup(root, rel, sock, current, mx="max", high="max"):
+    d = root / rel.strip("/")
+    d.mkdir(parents=True)
+    (d / "memory.stat").write_text(f"anon 0\nfile 0\nsock {sock}\nshmem 0\n")
+    (d / "memory.current").write_text(f"{current}\n")
+    (d / "memory.max").write_text(f"{mx}\n")
+    (d / "memory.high").write_text(f"{high}\n")
+    return d
+
+
+def test_cgroup_socket_memory_of_the_top_and_of_those_with_events(tmp_path):
+    import os
+    from tracer.host.cgroups import Cgroups, Mounts
+    from tracer.serve.cgroup_counts import CgroupCounts
+    from tracer.serve.cgroup_memory import CgroupMemory
+    root = tmp_path / "cg"
+    root.mkdir()
+    (root / "cgroup.controllers").write_text("memory\n")
+    mounts = Mounts(v2=str(root), v2_controllers=["memory"])
+    _v2_cgroup(root, "/big", 9000, 20000, mx=30000)
+    _v2_cgroup(root, "/mid", 5000, 6000)
+    _v2_cgroup(root, "/small", 10, 100, high=4096)
+    ctr = "a" * 64
+    busy = _v2_cgroup(root, f"/system.slice/docker-{ctr}.scope", 0, 50, mx=1000)
+    mem = CgroupMemory(top=2, mounts=mounts)
+    assert mem.refresh(force=True) and mem.largest == ["/big", "/mid"]
+    counts = CgroupCounts(limit=4)
+    counts.add(_cg_records((ev.MEM_EXCEED, os.stat(busy).st_ino, 0, ev.MEM_CLASS_MEMCG)), 1)
+    state = ServeState(version="t", counters=lambda: [0] * ev.CNT_MAX, cgroup_counts=counts,
+                       cgroup_names=Cgroups(mounts, pods={}), cgroup_memory=mem)
+    fams = {f.name: f for f in TcpoomCollector(state).collect()}
+    ev_samples = [(s.labels, s.value) for s in fams["tcpoom_cgroup_events"].samples]
+    assert ev_samples == [({"cgroup": f"/system.slice/docker-{ctr}.scope", "container": f"docker:{ctr[:12]}",
+                            "family": "mem_exceed", "class": "memcg"}, 1)]
+    classes = {s.labels["class"]: s.value for s in fams["tcpoom_memory_refusal_events"].samples}
+    assert classes == {"unknown": 0, "memcg": 1, "fair_share": 0, "hard_limit": 0}
+    sock = {s.labels["cgroup"]: s.value for s in fams["tcpoom_cgroup_socket_memory_bytes"].samples}
+    assert sock == {f"/system.slice/docker-{ctr}.scope": 0, "/big": 9000, "/mid": 5000}   # not /small
+    head = {(s.labels["cgroup"], s.labels["limit"]): s.value
+            for s in fams["tcpoom_cgroup_socket_memory_headroom_bytes"].samples}
+    assert head == {(f"/system.slice/docker-{ctr}.scope", "memory.max"): 950, ("/big", "memory.max"): 10000}
+
+
+def test_v1_cgroup_socket_memory_against_the_tcp_limit(tmp_path):
+    from tracer.host.cgroups import Mounts
+    from tracer.serve.cgroup_memory import CgroupMemory
+    root = tmp_path / "memory"
+    for rel, usage, limit, fail in (("a", 4096, 8192, 3), ("b", 0, 9223372036854771712, 0)):
+        d = root / rel
+        d.mkdir(parents=True)
+        (d / "memory.kmem.tcp.usage_in_bytes").write_text(f"{usage}\n")
+        (d / "memory.kmem.tcp.limit_in_bytes").write_text(f"{limit}\n")
+        (d / "memory.kmem.tcp.failcnt").write_text(f"{fail}\n")
+    mem = CgroupMemory(top=5, mounts=Mounts(v1_memory=str(root)))
+    mem.refresh(force=True)
+    assert mem.largest == ["/a"]                            # b holds no socket memory
+    state = ServeState(version="t", cgroup_memory=mem)
+    fams = {f.name: f for f in TcpoomCollector(state).collect()}
+    head = [(s.labels, s.value) for s in fams["tcpoom_cgroup_socket_memory_headroom_bytes"].samples]
+    assert head == [({"cgroup": "/a", "container": "", "limit": "memory.kmem.tcp.limit_in_bytes"}, 4096)]
+    assert [s.value for s in fams["tcpoom_cgroup_socket_memory_failures"].samples] == [3]
+
+
+def test_an_incident_names_the_limit_of_its_trigger():
+    t = Triggers(["refusal", "headroom"], 0.1)
+    assert t.limit("tw_overflow") == "tcp_max_tw_buckets"
+    assert t.limit("refusal", {"memcg": 0, "hard_limit": 5}) == "tcp_mem[2]"
+    t.mark({"memcg": 0, "hard_limit": 5})
+    assert t.limit("refusal", {"memcg": 3, "hard_limit": 5}).startswith("the cgroup's memory limit")
+    t.mark({"memcg": 3, "hard_limit": 5})
+    assert t.limit("refusal", {"memcg": 3, "hard_limit": 5}) == "tcp_mem[2] or the cgroup's memory limit"
+    low = {"sockstat": {"TCP": {"mem": 0, "orphan": 0, "tw": 95}}, "limits": {"tcp_max_tw_buckets": 100}}
+    assert t.check(None, low, now=0) == ["headroom"]
+    assert t.limit("headroom") == "tcp_max_tw_buckets"
+    assert t.limit("sigusr1") is None
+
+
+def test_glibc_mmap_threshold_is_pinned_unless_the_operator_set_it(monkeypatch):
+    import platform
+    from tracer.serve import malloc
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+    assert malloc.pin_mmap_threshold() is False
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    if platform.libc_ver()[0] == "glibc":
+        r = subprocess.run([sys.executable, "-c", "from tracer.serve import malloc; "
+                            "print(malloc.pin_mmap_threshold())"], cwd=ROOT, capture_output=True, text=True)
+        assert r.stdout.strip() == "True", r.stderr

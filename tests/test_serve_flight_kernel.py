@@ -60,7 +60,7 @@ def test_overflow_freezes_an_incident_that_matches_the_kernel(tmp_path):
     assert os.path.basename(path).startswith(f"incident-{os.uname().nodename}-")
     for ext in ("md", "html"):                  # written by a child process, waited for at stop
         assert os.path.getsize(f"{base}.{ext}") > 0
-    assert "tcp_max_tw_buckets" in open(f"{base}.md").read()
+    assert "on trigger **tw_overflow** (limit: tcp_max_tw_buckets)" in open(f"{base}.md").read()
     r, m = _report(path)
     assert r.returncode == 0, r.stderr
     delta = result.deltas["TCPTimeWaitOverflow"]
@@ -121,3 +121,51 @@ def test_a_full_filesystem_stops_recording_and_metrics_go_on(small_fs):
         r = subprocess.run([sys.executable, "-m", "tracer", "parse", seg], cwd=ROOT,
                            capture_output=True, text=True, timeout=60)
         assert r.returncode in (0, 5) and "Traceback" not in r.stderr, r.stderr
+
+
+def _refusals(text):
+    return sum(sample(text, "tcpoom_memory_refusals_total", side=s) or 0 for s in ("send", "recv"))
+
+
+@pytest.mark.parametrize("trigger,limit", [("pressure", "tcp_mem[1]"), ("refusal", "tcp_mem[2]"),
+                                           ("headroom", "tcp_mem[2]")])
+def test_tcp_mem_triggers_freeze_an_incident_that_matches_the_kernel(tmp_path, trigger, limit):
+    """tcp_mem_send (tcp_mem tiny for about a second, clients pushing to servers
+    that do not read) under a running serve: pressure entered, refusals, and TCP
+    memory within 10% of tcp_mem[2] each freeze an incident on their own."""
+    with Lab(allow_global_sysctls=True) as lab:
+        serve = Serve(free_port(), "--netns", lab.netns_name, "--state-dir", str(tmp_path / "state"),
+                      "--segment-seconds", "2", "--before", "30", "--after", "3", "--trigger", trigger)
+        try:
+            time.sleep(2.5)                     # a snapshot before the first event
+            before = serve.scrape()
+            result = lab.run("tcp_mem_send")
+            _wait_line(serve, f"tcpoom: incident ({trigger})")
+            line = _wait_line(serve, "tcpoom: incident written")
+            after = serve.scrape()
+        finally:
+            code, err = serve.stop()
+    assert code == 0, err
+    assert result.ok, result.failures()
+    path = line.split("written: ")[1].split(" (")[0]
+    base = path[:-len(".tcpoom")]
+    md = open(f"{base}.md").read()
+    assert f"on trigger **{trigger}** (limit: {limit})" in md, md
+    assert "limit: <b>" in open(f"{base}.html").read()
+    r, m = _report(path)
+    assert r.returncode == 0, r.stderr
+    assert m["source"]["incident"]["trigger"] == trigger
+    assert m["source"]["incident"]["limit"] == limit
+    # the incident holds every refusal the in-kernel counter saw in the lab's namespace
+    refused = _refusals(after) - _refusals(before)
+    assert refused > 0
+    assert m["events"]["by_family"].get("mem_exceed", 0) == refused
+    classes = {c: (sample(after, "tcpoom_memory_refusal_events_total", **{"class": c}) or 0)
+               - (sample(before, "tcpoom_memory_refusal_events_total", **{"class": c}) or 0)
+               for c in ("memcg", "fair_share", "hard_limit", "unknown")}
+    assert sum(classes.values()) == refused, classes
+    assert classes["hard_limit"] > 0, classes      # tcp_mem[2] is what refused
+    # and the kernel's own pressure counter moved in it as in the lab's namespace
+    delta = result.deltas["TCPMemoryPressures"]
+    assert m["kernel_counters"]["tcpext_delta"].get("TCPMemoryPressures") == delta
+    assert sample(after, "tcpoom_incidents_total", trigger=trigger) == 1

@@ -6,6 +6,8 @@ else; its keys are the documented, stable `--format json` output
 """
 from __future__ import annotations
 
+import time
+
 import ipaddress
 import struct
 from typing import Dict, List, Optional, Tuple
@@ -207,6 +209,27 @@ def _mem_classes(agg: Aggregate, page: int) -> dict:
             "memcgs": sorted(memcgs.values(), key=lambda r: -r["refusals"])}
 
 
+
+def _incident(h: dict, trailer: Optional[dict]) -> Optional[dict]:
+    """What froze a `tcpoom serve` incident file (None for other recordings):
+    the first trigger, the limit it concerns, and every trigger that fired
+    while the incident was recorded (from the trailer)."""
+    inc = h.get("incident")
+    if not isinstance(inc, dict):
+        return None
+    at = inc.get("at_realtime_ns")
+    out = {"trigger": inc.get("trigger"), "limit": inc.get("limit"),
+           "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at / 1e9)) if isinstance(at, int) else None,
+           "before_s": inc.get("before_s"), "after_s": inc.get("after_s")}
+    done = (trailer or {}).get("incident") or {}
+    triggers = done.get("triggers")
+    out["triggers"] = triggers if isinstance(triggers, list) else [inc.get("trigger")]
+    # the trailer's word is later: a refusal's class is known once its records were read
+    limits = done.get("limits") if isinstance(done.get("limits"), dict) else {}
+    if limits.get(out["trigger"]):
+        out["limit"] = limits[out["trigger"]]
+    return out
+
 def build(agg: Aggregate, files: List[str]) -> dict:
     h = agg.header
     start_ns, end_ns = recording_span(agg)
@@ -299,7 +322,8 @@ def build(agg: Aggregate, files: List[str]) -> dict:
         "schema": SCHEMA,
         "source": {"files": files, "hostname": h.get("hostname"), "kernel": h.get("kernel"),
                    "engine": h.get("engine"), "cmdline": h.get("cmdline"),
-                   "damage": agg.damage, "complete": agg.trailer is not None and not agg.damage},
+                   "damage": agg.damage, "complete": agg.trailer is not None and not agg.damage,
+                   "incident": _incident(h, agg.trailer)},
         "span": {"start": clock.iso(start_ns), "end": clock.iso(end_ns),
                  "seconds": round((end_ns - start_ns) / 1e9, 1) if start_ns is not None else 0},
         "plan": {f: {"method": p["method"], "target": p["target"],

@@ -18,6 +18,7 @@ from tracer.host import snapshots
 from tracer.capture.capture import Capture, Stop
 from ..errors import TcpoomError, UsageError
 from tracer.kernel.loader import Filters
+from .cgroup_counts import CgroupCounts
 from .collector import ServeState, TcpoomCollector
 from .headroom import NetnsDirectory
 from .http import Endpoint
@@ -35,6 +36,7 @@ class ServeOptions:
     ringbuf_size: int = 16 << 20
     engine: str = "auto"
     max_netns: int = 32
+    max_cgroups: int = 32
     no_bpf: bool = False
     duration: Optional[float] = None
     synthetic_pid: int = 0                  # benchmarks: scripts/bench_serve.py
@@ -49,13 +51,15 @@ class Daemon:
     def __init__(self, opts: ServeOptions, log: Callable[[str], None] = log):
         self.opts = opts
         self.log = log
-        self.state = ServeState(version=__version__, netns_counts=NetnsCounts(opts.max_netns))
+        self.state = ServeState(version=__version__, netns_counts=NetnsCounts(opts.max_netns),
+                                cgroup_counts=CgroupCounts(opts.max_cgroups))
         self.cap: Optional[Capture] = None
         self.flight = None
         self.triggers = None
         self.endpoint: Optional[Endpoint] = None
         self._usr1 = False
         self._next_tick = 0.0
+        self._next_evict = 0.0
 
     # ------------------------------------------------------------ start
     def _start_capture(self) -> None:
@@ -90,9 +94,12 @@ class Daemon:
         s.program_fds = fds() if fds else {}
 
     def start(self) -> "Daemon":
+        from .malloc import pin_mmap_threshold
+        pin_mmap_threshold()        # no heap growth in steps over a long storm
         self._start_capture()
         s = self.state
         s.directory = NetnsDirectory(self.opts.max_netns)
+        self._start_cgroups()
         ns = self.opts.filters.netns
         if self.cap is not None:
             s.netns_counts.register(ns or s.directory.own)
@@ -113,6 +120,7 @@ class Daemon:
             self.flight = FlightRecorder(self.opts.flight, self._header(), log=self.log)
             self.triggers = Triggers(self.opts.flight.triggers, self.opts.flight.headroom,
                                      rearm_s=self.opts.flight.before_s)
+            self.flight.limit_of = self._limit_of
             s.flight = self.flight.stats()
             s.incidents = self.flight.incidents
         self.endpoint.start()
@@ -124,6 +132,38 @@ class Daemon:
                  + ". SIGTERM to stop.")
         return self
 
+    def _start_cgroups(self) -> None:
+        from tracer.host import cgroups as cg
+        from .cgroup_memory import CgroupMemory
+        s = self.state
+        try:
+            mounts = cg.read_mounts()
+            s.cgroup_names = cg.Cgroups(mounts)
+            s.cgroup_memory = CgroupMemory(self.opts.max_cgroups, mounts)
+            s.cgroup_memory.refresh(force=True)
+        except OSError as e:
+            self.log(f"cgroups not read ({e}): no per-cgroup socket memory")
+            s.cgroup_memory = None
+
+    def _cgroup_tick(self, now: float) -> None:
+        """Off the scrape: which cgroups hold the most socket memory (a walk at
+        most every 30 s), and the slots of removed cgroups given back."""
+        mem = self.state.cgroup_memory
+        if mem is None:
+            return
+        mem.refresh()
+        if now < self._next_evict:
+            return
+        self._next_evict = now + 60.0
+        names = self.state.cgroup_names
+
+        def gone(key) -> bool:
+            ident = names.identity(*key) if names is not None else None
+            if ident is None or not mem.holds(key[0]):
+                return False
+            return mem.gone(ident["path"])
+        self.state.cgroup_counts.evict(gone)
+
     def _header(self) -> dict:
         from .segment_file import header
         return header(self.cap, self.opts.filters)
@@ -132,13 +172,22 @@ class Daemon:
     def trigger(self, reason: str) -> bool:
         if self.flight is None:
             return False
-        return self.flight.trigger(reason)
+        limit = None
+        if self.triggers is not None:
+            if self.flight.incident is None:
+                self.triggers.mark(self.state.cgroup_counts.classes)
+            limit = self._limit_of(reason)
+        return self.flight.trigger(reason, limit)
+
+    def _limit_of(self, reason: str) -> Optional[str]:
+        return self.triggers.limit(reason, dict(self.state.cgroup_counts.classes)) if self.triggers else None
 
     def _on_usr1(self, signum, frame) -> None:
         self._usr1 = True
 
     def _sink(self, payload: bytes, count: int) -> int:
         self.state.netns_counts.add(payload, count)
+        self.state.cgroup_counts.add(payload, count)
         if self.flight is not None:
             self.flight.add_events(payload, count)
         return count
@@ -149,6 +198,7 @@ class Daemon:
             self._usr1 = False
             if not self.trigger("sigusr1"):
                 self.log("SIGUSR1: no flight recorder, or an incident is already being recorded")
+        self._cgroup_tick(now)
         if self.flight is None:
             return
         if now >= self._next_tick:

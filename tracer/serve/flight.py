@@ -22,7 +22,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from tracer.model import events as ev
 from tracer.model import tracefile as tf
@@ -85,6 +85,9 @@ class FlightRecorder:
         self.opts = opts
         self.header = header_obj
         self.log = log or (lambda m: print(f"tcpoom: {m}", file=sys.stderr, flush=True))
+        #: reason -> the limit it concerns, asked again when an incident is
+        #: finished (a refusal's class is known once its records are read)
+        self.limit_of: Optional[Callable[[str], Optional[str]]] = None
         self.ring_dir = os.path.join(opts.directory, "ring")
         self.incident_dir = os.path.join(opts.directory, "incidents")
         self.up = True
@@ -225,7 +228,7 @@ class FlightRecorder:
             self._stop(str(e))
 
     # ------------------------------------------------------------ incidents
-    def trigger(self, reason: str) -> bool:
+    def trigger(self, reason: str, limit: Optional[str] = None) -> bool:
         if not self.up:
             return False
         if self.incident is not None:
@@ -242,7 +245,7 @@ class FlightRecorder:
             path = os.path.join(self.incident_dir, f"incident-{host}-{_stamp(wall)}-{n}.tcpoom")
         self._retain(extra=1)
         hdr = dict(self.header, incident={
-            "trigger": reason, "at_realtime_ns": int(wall * 1e9), "at_monotonic_ns": int(now * 1e9),
+            "trigger": reason, "limit": limit, "at_realtime_ns": int(wall * 1e9), "at_monotonic_ns": int(now * 1e9),
             "before_s": self.opts.before_s, "after_s": self.opts.after_s, "host": socket.gethostname()})
         try:
             f = BlockFile(path, tf.encode_json(tf.HEADER, hdr))
@@ -278,7 +281,8 @@ class FlightRecorder:
             except RecorderStopped as e:
                 self._stop(str(e))
         try:
-            inc.file.close({"stop_reason": "incident", "incident": {"triggers": inc.reasons}})
+            limits = {r: self.limit_of(r) for r in inc.reasons} if self.limit_of else {}
+            inc.file.close({"stop_reason": "incident", "incident": {"triggers": inc.reasons, "limits": limits}})
         except (RecorderStopped, OSError) as e:
             self._stop(str(e))
             return

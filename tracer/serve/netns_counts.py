@@ -17,23 +17,24 @@ from tracer.model import events as ev
 
 OTHER = "other"
 _OFF = ev.layout_offsets()
-# one stride of the framed batch: (netns, family, verdict), the rest skipped
-_PICK = sorted([(_OFF["netns"] + ev.FRAME, "I", "netns"), (_OFF["family"] + ev.FRAME, "B", "family"),
-                (_OFF["verdict"] + ev.FRAME, "H", "verdict")])
+_CODES = dict(ev.LAYOUT)
 
 
-def _picker() -> Tuple[struct.Struct, List[str]]:
-    fmt, pos, names = "<", 0, []
-    for off, code, name in _PICK:
+def picker(names: Tuple[str, ...]) -> struct.Struct:
+    """A struct that reads just `names` (in this order) from one stride of a
+    framed batch, skipping the rest: a batch is counted without decoding it."""
+    fields = sorted((_OFF[n] + ev.FRAME, _CODES[n], n) for n in names)
+    fmt, pos = "<", 0
+    for off, code, _ in fields:
         fmt += f"{off - pos}x{code}"
         pos = off + struct.calcsize("<" + code)
-        names.append(name)
     fmt += f"{ev.STRIDE - pos}x"
-    return struct.Struct(fmt), names
+    order = [n for _, _, n in fields]
+    return struct.Struct(fmt), tuple(order.index(n) for n in names)
 
 
-_STRUCT, _NAMES = _picker()
-_ORDER = tuple(_NAMES.index(n) for n in ("netns", "family", "verdict"))
+# one stride of the framed batch: (netns, family, verdict), the rest skipped
+_STRUCT, _ORDER = picker(("netns", "family", "verdict"))
 
 
 class NetnsCounts:

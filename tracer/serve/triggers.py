@@ -18,6 +18,14 @@ COUNTED = {
     "pressure": (ev.CNT_PRESSURE_ENTER, "TCPMemoryPressures"),
 }
 
+#: the limit each trigger concerns, named in the incident and its reports
+LIMITS = {"pressure": "tcp_mem[1]", "orphan_kill": "tcp_max_orphans or tcp_mem[2]",
+          "tw_overflow": "tcp_max_tw_buckets", "refusal": "tcp_mem[2] or the cgroup's memory limit"}
+#: a refusal's limit by its class (bpf/mem_class.bpf.h)
+CLASS_LIMITS = {"hard_limit": "tcp_mem[2]",
+                "fair_share": "tcp_mem[1] (a socket above its fair share under pressure)",
+                "memcg": "the cgroup's memory limit (memory.max or memory.kmem.tcp.limit_in_bytes)"}
+
 
 def headroom_low(snap: dict, fraction: float) -> Optional[str]:
     """Which limit has less than `fraction` of it left, if any."""
@@ -42,6 +50,7 @@ class Triggers:
         self._pressure: Optional[bool] = None
         self._low: Optional[str] = None
         self.why: Dict[str, str] = {}
+        self._classes: Dict[str, int] = {}
 
     def _rose(self, key: str, value: Optional[int]) -> bool:
         if value is None:
@@ -77,3 +86,21 @@ class Triggers:
             self.why["headroom"] = low
         self._low = low
         return fired
+
+    def mark(self, classes: Dict[str, int]) -> None:
+        """Refusals by class when an incident starts: limit() counts from here."""
+        self._classes = dict(classes)
+
+    def limit(self, reason: str, classes: Optional[Dict[str, int]] = None) -> Optional[str]:
+        """The limit an incident of `reason` concerns: for headroom the one
+        found low, for a refusal the class most refusals had since mark()
+        (`classes`: the running counts by class, from the ring, which lags the
+        in-kernel counter that fired the trigger: ask when the incident ends)."""
+        if reason == "headroom":
+            return self.why.get("headroom")
+        if reason == "refusal" and classes:
+            moved = {c: n - self._classes.get(c, 0) for c, n in classes.items()}
+            top = max(sorted(moved), key=lambda c: moved[c])
+            if moved[top] > 0 and top in CLASS_LIMITS:
+                return CLASS_LIMITS[top]
+        return LIMITS.get(reason)

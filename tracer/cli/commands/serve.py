@@ -43,6 +43,9 @@ def _size(text: str) -> int:
 @click.option("--web-config", type=click.Path(dir_okay=False), help="TLS and basic auth, as Prometheus exporters take it.")
 @click.option("--max-netns", type=click.IntRange(min=1), default=32, show_default=True,
               help="Network namespaces with their own series; events of later ones go to netns=\"other\".")
+@click.option("--max-cgroups", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Cgroups with their own event series (events of later ones go to cgroup=\"other\"), "
+                   "and cgroups shown by socket memory besides those.")
 @click.option("--no-bpf", is_flag=True, help="Serve the /proc figures only, without loading BPF.")
 @click.option("--state-dir", default=lambda: os.environ.get("STATE_DIRECTORY", "/var/lib/tcpoom"),
               show_default="$STATE_DIRECTORY or /var/lib/tcpoom",
@@ -64,7 +67,7 @@ def _size(text: str) -> int:
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), hidden=True)
 @click.option("--segment-seconds", type=click.FloatRange(min=1), default=30, hidden=True)
 @capture_options(ringbuf_default=RINGBUF_DEFAULTS["record"])
-def serve(listen: str, web_config: Optional[str], max_netns: int, no_bpf: bool, state_dir: str,
+def serve(listen: str, web_config: Optional[str], max_netns: int, max_cgroups: int, no_bpf: bool, state_dir: str,
           no_flight_recorder: bool, before_s: float, after_s: float, ring_size: str, keep_incidents: int,
           incidents_size: str, triggers: Tuple[str, ...], headroom: float, no_reports: bool,
           duration: Optional[float], segment_seconds: float, netns: Optional[str], pid: Optional[int],
@@ -89,5 +92,5 @@ def serve(listen: str, web_config: Optional[str], max_netns: int, no_bpf: bool, 
         ring_bytes=ring_bytes, keep_incidents=keep_incidents, incident_bytes=incident_bytes,
         triggers=triggers or TRIGGERS, headroom=headroom, reports=not no_reports)
     daemon.serve(daemon.ServeOptions(listen=listen, web=web, filters=filters, ringbuf_size=ringbuf_size,
-                                     engine=engine, max_netns=max_netns, no_bpf=no_bpf,
+                                     engine=engine, max_netns=max_netns, max_cgroups=max_cgroups, no_bpf=no_bpf,
                                      duration=duration, flight=flight, synthetic_pid=synthetic_pid))

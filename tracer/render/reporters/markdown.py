@@ -16,6 +16,13 @@ def _host(m: dict) -> List[str]:
     src, span = m["source"], m["span"]
     out.append(f"Kernel {_esc(src['kernel'])}, engine {src['engine']}; {span['start']} to {span['end']} "
                f"({span['seconds']} s); files: {', '.join(_esc(f) for f in src['files'])}")
+    inc = src.get("incident")
+    if inc:
+        limit = f" (limit: {_esc(inc['limit'])})" if inc.get("limit") else ""
+        also = [t for t in inc.get("triggers") or [] if t != inc.get("trigger")]
+        out += ["", f"**Incident** frozen by `tcpoom serve` on trigger **{_esc(inc.get('trigger'))}**{limit} "
+                f"at {inc.get('at')}: {inc.get('before_s')} s before, {inc.get('after_s')} s after"
+                + (f"; also fired: {', '.join(_esc(t) for t in also)}" if also else "") + "."]
     if src["damage"]:
         out += ["", "> **Damaged file:** " + "; ".join(_esc(d) for d in src["damage"]) +
                 ". Reported up to the last complete block."]

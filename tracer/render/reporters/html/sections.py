@@ -31,6 +31,12 @@ def _header(m: dict, hid: str) -> str:
            f'({_num(span.get("seconds"))} s) · files: '
            + ", ".join(f"<code>{_e(f)}</code>" for f in files)
            + (f" and {more} more" if more else "") + "</p>"]
+    inc = _dict(src.get("incident"))
+    if inc:
+        limit = f' (limit: <b>{_e(inc.get("limit"))}</b>)' if inc.get("limit") else ""
+        out.append(f'<p class="meta">Incident frozen by <code>tcpoom serve</code> on trigger '
+                   f'<b>{_e(inc.get("trigger"))}</b>{limit} at {_e(inc.get("at"))}; triggers: '
+                   + ", ".join(_e(t) for t in _list(inc.get("triggers"))) + "</p>")
     damage = _list(src.get("damage"))
     if damage:
         shown, more = _capped(damage, 10)
