@@ -234,7 +234,8 @@ def test_bcc_without_kprobes_is_counters_only_but_for_the_raw_tracepoint():
     f.headers, f.kprobes = True, False
     p = build(f, engine="bcc")
     assert p.engine == "bcc"
-    assert [p.families[x].method for x in FAMILY_ORDER] == ["sampled", "sampled", "raw_tp", "sampled"]
+    assert [p.families[x].method for x in FAMILY_ORDER] == ["sampled", "sampled", "raw_tp", "sampled",
+                                                            "sampled"]
     assert dict(p.families["oom_check"].rejected)["kprobe tcp_check_oom"] == \
         "kernel built without CONFIG_KPROBES"
 

@@ -16,7 +16,7 @@ from tracer.model import events as ev
 from tracer.model.aggregate import Aggregate, comm_of, top_with_socket
 from tracer.model.clock import Clock
 from tracer.model.event_schema import CALLER_NAMES
-from tracer.model.families import KERNEL_COUNTER
+from tracer.model.families import KERNEL_COUNTER, KERNEL_COUNTER_PARTS, summed_delta
 
 SCHEMA = "tcpoom-report/1"
 
@@ -227,8 +227,8 @@ def build(agg: Aggregate, files: List[str]) -> dict:
     if agg.tcpext_first is not None and agg.tcpext_last is not agg.tcpext_first:
         first, last = agg.tcpext_first, agg.tcpext_last
         tcpext_delta = {k: last[k] - first.get(k, 0) for k in last
-                        if k in KERNEL_COUNTER.values() or k in (
-                            "TCPMemoryPressuresChrono", "PruneCalled", "TCPRcvQDrop", "TCPOFODrop")}
+                        if k in KERNEL_COUNTER_PARTS or k in (
+                            "TCPMemoryPressuresChrono", "PruneCalled", "OfoPruned")}
     trailer_totals = (agg.trailer or {}).get("totals") or {}
     if trailer_totals.get("tcpext_delta"):
         tcpext_delta = trailer_totals["tcpext_delta"]     # the exact interval of the capture
@@ -237,8 +237,11 @@ def build(agg: Aggregate, files: List[str]) -> dict:
         if counter and name in h.get("families", []):
             fam_id = ev.FAMILY_IDS[name]
             n = agg.pressure_entries() if fam_id == ev.PRESSURE else agg.by_family.get(fam_id, 0)
+            if fam_id == ev.MEM_DROP:       # pruned skbs: no per-skb counter to compare with
+                n -= sum(k for (f, v), k in agg.by_verdict.items()
+                         if f == fam_id and v & ev.VERDICT_DROP_PRUNE)
             comparison[name] = {"events": n, "kernel_counter": counter,
-                                "kernel_delta": tcpext_delta.get(counter)}
+                                "kernel_delta": summed_delta(counter, tcpext_delta.get)}
     if trailer_totals.get("families"):
         for row in trailer_totals["families"]:
             if row["family"] in comparison:

@@ -6,11 +6,11 @@ from typing import Dict, List, Optional
 
 from tracer.model import events as ev
 from tracer.kernel.plan import Plan
-from tracer.model.families import FAMILY_ORDER, FAMILY_SLOT, KERNEL_COUNTER
+from tracer.model.families import FAMILY_ORDER, FAMILY_SLOT, KERNEL_COUNTER, KERNEL_COUNTER_PARTS, summed_delta
 
 #: other TcpExt counters worth showing when they move
 CONTEXT_COUNTERS = ("TCPMemoryPressuresChrono", "PruneCalled", "RcvPruned", "OfoPruned",
-                    "TCPRcvQDrop", "TCPOFODrop")
+                    "TCPRcvQDrop", "TCPOFODrop", "TCPBacklogDrop", "TCPZeroWindowDrop")
 
 
 @dataclasses.dataclass
@@ -35,9 +35,12 @@ class Totals:
     netns_filtered: bool = True              # --netns given: the counts are that namespace's
 
     def delta(self, name: str) -> Optional[int]:
-        if name not in self.tcpext_after or name not in self.tcpext_before:
-            return None
-        return self.tcpext_after[name] - self.tcpext_before[name]
+        """One TcpExt counter's delta, or the sum of a family's ("A+B")."""
+        def one(n: str) -> Optional[int]:
+            if n not in self.tcpext_after or n not in self.tcpext_before:
+                return None
+            return self.tcpext_after[n] - self.tcpext_before[n]
+        return summed_delta(name, one)
 
     def seen(self, family: str) -> int:
         """Events caught: the in-kernel count, or the user-space count where sampled."""
@@ -144,7 +147,7 @@ class Totals:
                        if f in self.missed or self.unpaired(f)},
             "filtered": self.counters[ev.CNT_FILTERED],
             "tcpext_delta": {k: self.delta(k) for k in
-                             [v for v in KERNEL_COUNTER.values() if v] + list(context)},
+                             list(dict.fromkeys(list(KERNEL_COUNTER_PARTS) + list(context)))},
         }
 
     def text(self) -> str:

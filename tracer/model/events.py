@@ -338,7 +338,23 @@ class Event:
                 out.append("allocation_failure")
         elif self.family == TW_OVERFLOW:
             out.append("overflow")
+        elif self.family == MEM_DROP:
+            out.append(drop_site(v))
+            if v & VERDICT_DROP_RCVBUF:
+                out.append("rcvbuf_full")
         return out
+
+
+def drop_site(verdict: int) -> str:
+    """mem_drop: where the kernel dropped the segment."""
+    if verdict & VERDICT_DROP_PRUNE:
+        return "ofo_pruned"
+    if verdict & VERDICT_DROP_BACKLOG:
+        return "backlog"
+    both = VERDICT_DROP_RCVQ | VERDICT_DROP_OFO
+    if verdict & both == both:
+        return "rcvq_or_ofo"     # before 6.11: no socket to compare rcv_nxt with
+    return "ofo" if verdict & VERDICT_DROP_OFO else "rcvq"
 
 
 def _unpacking_init():

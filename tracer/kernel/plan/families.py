@@ -58,6 +58,9 @@ SAMPLED_ONLY = {
     "mem_exceed": ("none", "refusals at tcp_mem[2] are not counted by the kernel"),
     "pressure": ("/proc/net/protocols press, TcpExt TCPMemoryPressures",
                  "enter/leave seen at the sampling period (100 ms)"),
+    "mem_drop": ("TcpExt TCPRcvQDrop, TCPOFODrop, TCPBacklogDrop",
+                 "memory drops are counted, not seen one by one; before 5.19 the kernel's drop "
+                 "reasons do not name them"),
 }
 
 
@@ -239,6 +242,45 @@ def mem_blind_spot(f: KernelFacts) -> str:
     return "; ".join(spots)
 
 
+# ------------------------------------------------------------------- mem_drop
+
+#: the drop reasons the family cannot do without (SOCKET_BACKLOG is optional)
+DROP_REASONS_NEEDED = ("PROTO_MEM", "TCP_OFO_QUEUE_PRUNE")
+
+
+def drop_fields(f: KernelFacts, method: str, programs: List[str]) -> Fields:
+    if method == "sampled":
+        return {"verdict": (SAMPLED, "TcpExt TCPRcvQDrop, TCPOFODrop, TCPBacklogDrop deltas")}
+    fields: Fields = {"verdict": (EXACT, "the drop reason (number from the kernel's BTF: " +
+                                  ", ".join(f"{k}={v}" for k, v in sorted(f.drop_reasons.items())) + ")")}
+    if any(p.startswith("drop_") for p in programs):
+        fields["verdict"] = (EXACT, fields["verdict"][1] + "; PROTO_MEM split in-order (tcp_data_queue, "
+                                    "TCPRcvQDrop) or out-of-order (tcp_data_queue_ofo, TCPOFODrop) by "
+                                    "the segment's seq against rcv_nxt")
+        fields["socket"] = (EXACT, "rx_sk: 4-tuple, queues, buffers at the drop")
+        fields["memory_allocated"] = (EXACT, "sk->sk_prot->memory_allocated at the drop")
+        fields["mem_class"] = (DERIVED, "rcvbuf when rmem_alloc + len > sk_rcvbuf (a full receive "
+                                        "buffer); else classified as mem_exceed's refusals")
+    else:
+        fields["socket"] = (DERIVED, "4-tuple from the segment's IP and TCP headers, netns from the "
+                                     "device it came in on (no rx_sk before 6.11); pruned skbs: their "
+                                     "owning socket (skb->sk)")
+        fields["memory_allocated"] = (UNAVAILABLE, "no socket before 6.11 (except pruned skbs)")
+    return fields
+
+
+def drop_blind_spot(f: KernelFacts, dr: FamilyPlan) -> str:
+    spots = ["OfoPruned counts prune calls, not the skbs each call drops: pruned skbs are "
+             "shown, never compared",
+             "TCPRcvQDrop also counts TCP_REPAIR queue refusals (no drop reason)"]
+    if "SOCKET_BACKLOG" not in f.drop_reasons:
+        spots.append("no SKB_DROP_REASON_SOCKET_BACKLOG: TCPBacklogDrop counted only")
+    if any(p.startswith("drop3_") for p in dr.programs):
+        spots.append("before 6.11 (no rx_sk) an in-order and an out-of-order PROTO_MEM drop are "
+                     "not told apart, --pid matches no drop, and the cause is not derived")
+    return "; ".join(spots)
+
+
 # ------------------------------------------------------------------- pressure
 
 def pressure_fields(method: str) -> Fields:
@@ -257,7 +299,7 @@ def pressure_blind_spot(pr: FamilyPlan) -> str:
     return KPROBE_BLIND_SPOT if pr.method == "kprobe" else ""
 
 
-# -------------------------------------------------------------------- all four
+# -------------------------------------------------------------------- all five
 
 def describe(f: KernelFacts, fams: Dict[str, FamilyPlan], bcc: bool = False) -> None:
     """Fill each chosen family's fields and blind spot."""
@@ -271,6 +313,11 @@ def describe(f: KernelFacts, fams: Dict[str, FamilyPlan], bcc: bool = False) -> 
         mem.blind_spot = mem_blind_spot(f)
     pr.fields = pressure_fields(pr.method)
     pr.blind_spot = pr.blind_spot or pressure_blind_spot(pr)
+    dr = fams.get("mem_drop")
+    if dr is not None:
+        dr.fields = drop_fields(f, dr.method, dr.programs)
+        if dr.method != "sampled":
+            dr.blind_spot = drop_blind_spot(f, dr)
 
 
 def config(f: KernelFacts, oom: FamilyPlan) -> Dict[str, int]:
