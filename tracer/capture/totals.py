@@ -78,6 +78,25 @@ class Totals:
             else:
                 row["surplus_why"] = "unexplained"
 
+    def drop_sites(self) -> Optional[dict]:
+        """mem_drop by site, each against the TcpExt counter the kernel bumps
+        next to that drop (tcp_input.c/tcp_ipv4.c 5.19-6.18): one for one, but
+        for pruned skbs (OfoPruned counts the prune calls)."""
+        if "mem_drop" not in self.families or self.plan.families["mem_drop"].method == "sampled":
+            return None
+        c = self.counters
+        sites = {"rcvq": (c[ev.CNT_DROP_RCVQ], "TCPRcvQDrop"), "ofo": (c[ev.CNT_DROP_OFO], "TCPOFODrop"),
+                 "backlog": (c[ev.CNT_DROP_BACKLOG], "TCPBacklogDrop")}
+        out = {name: {"seen": n, "kernel_counter": k, "kernel_delta": self.delta(k)}
+               for name, (n, k) in sites.items()}
+        if c[ev.CNT_DROP_UNSPLIT]:
+            # before 6.11: no socket, so no rcv_nxt to tell them apart
+            out["rcvq_or_ofo"] = {"seen": c[ev.CNT_DROP_UNSPLIT], "kernel_counter": "TCPRcvQDrop+TCPOFODrop",
+                                  "kernel_delta": self.delta("TCPRcvQDrop+TCPOFODrop")}
+        out["ofo_pruned"] = {"seen": c[ev.CNT_DROP_PRUNE], "kernel_counter": "OfoPruned (calls)",
+                             "kernel_delta": self.delta("OfoPruned")}
+        return out
+
     def lost(self, family: str) -> int:
         return self.counters[ev.CNT_LOST_BASE + ev.FAMILY_IDS[family]]
 
@@ -124,6 +143,8 @@ class Totals:
                 self._reconcile(fam, row, seen, delta)
             if fam == "tw_overflow" and self.tw_inference() is not None:
                 row["inference"] = self.tw_inference()
+            if fam == "mem_drop" and self.drop_sites() is not None:
+                row["sites"] = self.drop_sites()
             out.append(row)
         return out
 
@@ -202,6 +223,10 @@ def text_from_json(t: dict, recorded: bool = False) -> str:
                          f"({inf['confirmed_in_user_space']} by user space, {inf['confirmed_unchecked']} "
                          f"at once: pending table full)" +
                          (f", {inf['undecided']} undecided at the stop" if inf["undecided"] else ""))
+        for site, x in (r.get("sites") or {}).items():
+            if x["seen"] or x["kernel_delta"]:
+                d = "-" if x["kernel_delta"] is None else x["kernel_delta"]
+                lines.append(f"    {site:<12} {x['seen']:>7}  {x['kernel_counter']:<22} {d:>7}")
     v = t.get("counters", {})
     if v.get("oom_check"):
         lines.append(f"  oom_check verdicts: too_many_orphans={v['oom_check.orphans']} "
