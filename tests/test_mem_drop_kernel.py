@@ -62,3 +62,52 @@ def test_tcp_mem_drops_are_refusals_and_each_site_equals_its_counter(matrix, pro
                  "as refusals (hard_limit, fair_share or memcg)",
                  fields=["verdict"], used=_row(r)["method"],
                  figures=f"{r['seen']}/{r['kernel_delta']}")
+
+
+def test_the_program_without_rx_sk_counts_the_same_from_the_headers():
+    """5.19-6.10 have no rx_sk: the 3-argument program takes the flow from the
+    segment's headers and the namespace from its device. Loaded here in place
+    of the 6.11+ one (a 4-argument tracepoint accepts a 3-argument program).
+    On 5.19-6.10 tcp_v4_rcv has stolen skb->sk by the drop (skb_steal_sock), so
+    the headers name the flow; on this 6.18 kernel skb->sk still points to the
+    receiving socket there and the program reads it: either way the count, the
+    namespace and the ports must be right."""
+    import threading
+
+    from scripts.lab import Lab
+    from tracer.capture.capture import Capture, Stop
+    from tracer.kernel import loader
+    from tracer.model import events as ev
+
+    with Lab() as lab:
+        cap = Capture(loader.Filters(netns=lab.netns_inode, families=["mem_drop"]),
+                      sample_orphans=False)
+        fp = cap.plan.families["mem_drop"]
+        if fp.method not in ("tp_btf", "raw_tp"):
+            pytest.skip(f"mem_drop is {fp.method} on this kernel")
+        fp.programs = [p.replace("drop_", "drop3_") for p in fp.programs]
+        cap.start()
+        try:
+            stop = Stop(None, None)
+            records, out = [], {}
+
+            def workload():
+                out["result"] = lab.run("rcvbuf_drops", count=10)
+                stop.request("duration")
+
+            t = threading.Thread(target=workload)
+            t.start()
+            totals = cap.run(lambda payload, n: records.append(bytes(payload)) or n, stop)
+            t.join()
+        finally:
+            cap.close()
+    want = out["result"].deltas["TCPRcvQDrop"]
+    row = next(r for r in totals.rows() if r["family"] == "mem_drop")
+    events = [ev.Event.decode(p, ev.at(i)) for p in records for i in range(len(p) // ev.STRIDE)]
+    drops = [e for e in events if e.family == ev.MEM_DROP]
+    assert row["seen"] == row["kernel_delta"] == want == len(drops) == 10
+    for e in drops:
+        assert e.netns == lab.netns_inode and e.af == 2 and e.sport and e.dport
+        assert e.verdict_names() in (["rcvq_or_ofo"], ["rcvq", "rcvbuf_full"])
+    # the listener's port is the local one: the receiving side, from skb->sk or the headers
+    assert len({e.sport for e in drops}) == 1 and len({e.dport for e in drops}) == 10
