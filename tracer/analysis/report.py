@@ -207,6 +207,24 @@ def _mem_classes(agg: Aggregate, page: int) -> dict:
             "memcgs": sorted(memcgs.values(), key=lambda r: -r["refusals"])}
 
 
+def _drop_causes(agg: Aggregate) -> dict:
+    """mem_drop by site and by cause: a full receive buffer, or the class of the refusal."""
+    sites: Dict[str, int] = {}
+    causes: Dict[str, int] = {}
+    for (verdict, cls, derived), n in agg.drop_causes.items():
+        site = ev.drop_site(verdict)
+        sites[site] = sites.get(site, 0) + n
+        if verdict & ev.VERDICT_DROP_RCVBUF:
+            cause = "rcvbuf"
+        elif derived & ev.FIELD_MEM_CLASS:
+            cause = ev.MEM_CLASSES.get(cls, "unknown")
+        else:
+            cause = "unclassified"      # before 6.11: no socket at the drop
+        if site != "ofo_pruned":
+            causes[cause] = causes.get(cause, 0) + n
+    return {"sites": sites, "causes": causes}
+
+
 def build(agg: Aggregate, files: List[str]) -> dict:
     h = agg.header
     start_ns, end_ns = recording_span(agg)
@@ -326,6 +344,7 @@ def build(agg: Aggregate, files: List[str]) -> dict:
         "distributions": {"shift": {str(k): n for k, n in sorted(agg.shift.items()) if k >= 0},
                           "orphans_at_decision": {str(k): n for k, n in sorted(agg.orphans_at_decision.items())}},
         "mem_exceed": _mem_classes(agg, page),
+        **({"mem_drop": _drop_causes(agg)} if agg.by_family.get(ev.MEM_DROP) else {}),
         "top": {
             # the sockets' owners; recordings made before owners were traced: the context
             "processes": owners or [{"pid": pid, "comm": comm_of(c0, c1), "events": n}

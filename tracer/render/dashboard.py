@@ -264,6 +264,8 @@ def _latest(st: DashboardState, rows: int, width: int) -> Table:
             what = f"tw={e.tw_count}/{e.max_tw_buckets}"
         elif e.family == ev.MEM_EXCEED:
             what = f"{e.verdict_names()[0]} {e.memory_allocated}p>{e.tcp_mem2}p"
+        elif e.family == ev.MEM_DROP:
+            what = " ".join(e.verdict_names()) + (f" rmem={e.rmem_alloc}/{e.rcvbuf}" if e.rcvbuf >= 0 else "")
         else:
             what = f"{e.verdict_names()[0]} mem={e.memory_allocated}p"
         row = [st.clock.hms(e.ts_ns)[:12], e.family_name, what]
