@@ -314,3 +314,53 @@ def test_owner_plan_uses_the_hash_map_where_a_program_has_no_btf_pointer():
     assert p.owner["store"] == "hash" and p.config["owner_storage"] == 0
     assert "owner_destroy_btf" in p.owner["programs"] and "owner_rcvspace_btf" in p.owner["programs"]
     assert "accepted sockets" in p.owner["blind_spot"]
+
+
+# ------------------------------------------------------------------ mem_drop
+
+def _drop_facts(nargs, reasons=("PROTO_MEM", "TCP_OFO_QUEUE_PRUNE", "SOCKET_BACKLOG")):
+    f = facts("facts-6.18-tracepoints-only.json")
+    f.tracepoints = dict(f.tracepoints, kfree_skb=nargs)
+    numbers = {"PROTO_MEM": 20, "TCP_OFO_QUEUE_PRUNE": 52, "SOCKET_BACKLOG": 29}
+    f.drop_reasons = {r: numbers[r] for r in reasons}
+    return f
+
+
+def test_mem_drop_program_matches_the_tracepoints_arguments():
+    """rx_sk is kfree_skb's fourth argument from 6.11: a tp_btf program that
+    declares it on a 3-argument tracepoint fails the verifier."""
+    p = build(_drop_facts(4))
+    fp = p.families["mem_drop"]
+    assert (fp.method, fp.programs) == ("tp_btf", ["drop_btf"])
+    assert fp.fields["socket"][0] == "exact"
+    assert "PROTO_MEM=20" in fp.fields["verdict"][1]
+    p = build(_drop_facts(3))
+    fp = p.families["mem_drop"]
+    assert fp.programs == ["drop3_btf"] and fp.fields["socket"][0] == "derived"
+    assert "not told apart" in fp.blind_spot
+    assert "OfoPruned counts prune calls" in fp.blind_spot
+
+
+def test_mem_drop_without_the_reasons_is_counters_only_and_says_why():
+    # 5.17-5.18: kfree_skb has a reason, but not these
+    p = build(_drop_facts(3, reasons=()))
+    fp = p.families["mem_drop"]
+    assert fp.method == "sampled" and fp.programs == []
+    assert "SKB_DROP_REASON_PROTO_MEM" in dict(fp.rejected)["tp_btf skb:kfree_skb"]
+    assert "TCPRcvQDrop" in fp.target
+    # before 5.17: the tracepoint has two arguments, no reason
+    p = build(_drop_facts(2, reasons=()))
+    assert "2 arguments, 3 needed" in dict(p.families["mem_drop"].rejected)["tp_btf skb:kfree_skb"]
+
+
+def test_mem_drop_without_socket_backlog_says_so():
+    fp = build(_drop_facts(4, reasons=("PROTO_MEM", "TCP_OFO_QUEUE_PRUNE"))).families["mem_drop"]
+    assert fp.method == "tp_btf" and "TCPBacklogDrop counted only" in fp.blind_spot
+
+
+def test_bcc_states_mem_drop_as_not_traced():
+    f = _drop_facts(4)
+    f.headers = True
+    fp = build(f, engine="bcc").families["mem_drop"]
+    assert fp.method == "sampled"
+    assert "not in the bcc engine" in dict(fp.rejected)["raw_tp skb:kfree_skb"]
