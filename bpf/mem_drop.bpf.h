@@ -26,9 +26,10 @@
  * the host costs the three compares of drop_verdict() and an exit.
  *
  * Two argument lists: rx_sk, the receiving socket, from 6.11 (4 arguments);
- * before it (3 arguments) the segment's headers give the flow, skb->dev the
- * namespace, and skb->sk the socket of a pruned skb (skb_set_owner_r queued
- * it); an in-order or out-of-order drop is then not told apart (no rcv_nxt).
+ * before it (3 arguments) the segment's headers give the flow, its input
+ * route the namespace (rx_netns), and skb->sk the socket of a pruned skb
+ * (skb_set_owner_r queued it); an in-order or out-of-order drop is then not
+ * told apart (no rcv_nxt).
  */
 #ifndef __TCPOOM_MEM_DROP_BPF_H
 #define __TCPOOM_MEM_DROP_BPF_H
@@ -130,8 +131,27 @@ static __always_inline int drop_of_socket(struct sk_buff *skb, struct sock *sk, 
 	return 0;
 }
 
-/* Before 6.11, a drop of a segment not yet queued: the flow from its
- * headers, the namespace from the device it came in on. */
+/* The namespace a received segment was delivered in. tcp_v4_rcv and
+ * tcp_v6_rcv clear skb->dev before they process it (5.19-6.18), so the input
+ * route's device stands in: a device belongs to one namespace, the one of its
+ * routes. tcp_add_backlog drops the route (skb_dst_drop): a segment processed
+ * from a busy socket's backlog has neither, and its namespace is 0. */
+static __always_inline __u32 rx_netns(const struct sk_buff *skb)
+{
+	struct net_device *dev = BPF_CORE_READ(skb, dev);
+
+	if (!dev) {
+		/* _skb_refdst: the dst pointer, bit 0 SKB_DST_NOREF */
+		struct dst_entry *dst = (void *)(BPF_CORE_READ(skb, _skb_refdst) & ~1UL);
+
+		if (dst)
+			dev = BPF_CORE_READ(dst, dev);
+	}
+	return dev ? BPF_CORE_READ(dev, nd_net.net, ns.inum) : 0;
+}
+
+/* Before 6.11, a drop of a segment not yet queued (skb->sk stolen by
+ * tcp_v4_rcv): the flow from its headers, the namespace from its route. */
 static __always_inline int drop_of_headers(struct sk_buff *skb, __u16 verdict, __u32 reason,
 					   __u8 method)
 {
@@ -140,7 +160,7 @@ static __always_inline int drop_of_headers(struct sk_buff *skb, __u16 verdict, _
 	__u16 nh = BPF_CORE_READ(skb, network_header);
 	__u16 th = BPF_CORE_READ(skb, transport_header);
 	__u16 proto = BPF_CORE_READ(skb, protocol);
-	__u32 netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+	__u32 netns = rx_netns(skb);
 	struct tcphdr tcp = {};
 	__u8 ipproto = 0;
 

@@ -204,7 +204,7 @@ def test_memory_drops_equal_the_kernel_counters(guests, kernel, matrix):
     assert row["method"].startswith("tp_btf ") and row["match"] is True
     site = "rcvq" if kernel == "6.12" else "rcvq_or_ofo"
     assert row["sites"][site]["seen"] == s["seen"]
-    assert all(e["verdict"][0] == site and e["local"] for e in s["events"])
+    assert all(e["verdict"][0] == site and e["reason"] == "PROTO_MEM" for e in s["events"])
     matrix.check(plan_of(guests, kernel, "best"), "mem_drop",
                  f"rcvbuf_drops: count = TcpExt TCPRcvQDrop+TCPOFODrop+TCPBacklogDrop, site {site}, "
                  "every event printed, none lost",

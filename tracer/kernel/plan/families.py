@@ -262,8 +262,8 @@ def drop_fields(f: KernelFacts, method: str, programs: List[str]) -> Fields:
         fields["mem_class"] = (DERIVED, "rcvbuf when rmem_alloc + len > sk_rcvbuf (a full receive "
                                         "buffer); else classified as mem_exceed's refusals")
     else:
-        fields["socket"] = (DERIVED, "4-tuple from the segment's IP and TCP headers, netns from the "
-                                     "device it came in on (no rx_sk before 6.11); pruned skbs: their "
+        fields["socket"] = (DERIVED, "4-tuple from the segment's IP and TCP headers, netns from its "
+                                     "input route's device (no rx_sk before 6.11); pruned skbs: their "
                                      "owning socket (skb->sk)")
         fields["memory_allocated"] = (UNAVAILABLE, "no socket before 6.11 (except pruned skbs)")
     return fields
@@ -277,7 +277,9 @@ def drop_blind_spot(f: KernelFacts, dr: FamilyPlan) -> str:
         spots.append("no SKB_DROP_REASON_SOCKET_BACKLOG: TCPBacklogDrop counted only")
     if any(p.startswith("drop3_") for p in dr.programs):
         spots.append("before 6.11 (no rx_sk) an in-order and an out-of-order PROTO_MEM drop are "
-                     "not told apart, --pid matches no drop, and the cause is not derived")
+                     "not told apart, --pid matches no drop, and the cause is not derived; a segment "
+                     "processed from a busy socket's backlog has lost its route, so its namespace is "
+                     "unknown (0): --netns counts it as filtered, short of the namespace's counters")
     return "; ".join(spots)
 
 
