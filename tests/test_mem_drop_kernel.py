@@ -69,8 +69,10 @@ def test_the_program_without_rx_sk_counts_the_same_from_the_headers():
     segment's headers and the namespace from its device. Loaded here in place
     of the 6.11+ one (a 4-argument tracepoint accepts a 3-argument program).
     On 5.19-6.10 tcp_v4_rcv has stolen skb->sk by the drop (skb_steal_sock), so
-    the headers name the flow; on this 6.18 kernel skb->sk still points to the
-    receiving socket there and the program reads it: either way the count, the
+    the headers name the flow and the input route the namespace (the 6.1 guest
+    of tests/test_vm_kernels.py runs that path); on this 6.18 kernel the
+    program found skb->sk set to the receiving socket at the drop (measured,
+    the source line not found) and reads it: either way the count, the
     namespace and the ports must be right."""
     import threading
 
