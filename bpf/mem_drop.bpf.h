@@ -26,10 +26,12 @@
  * the host costs the three compares of drop_verdict() and an exit.
  *
  * Two argument lists: rx_sk, the receiving socket, from 6.11 (4 arguments);
- * before it (3 arguments) the segment's headers give the flow, its input
- * route the namespace (rx_netns), and skb->sk the socket of a pruned skb
- * (skb_set_owner_r queued it); an in-order or out-of-order drop is then not
- * told apart (no rcv_nxt).
+ * before it (3 arguments) the socket comes from skb->sk for a pruned skb
+ * (skb_set_owner_r queued it) and from a per-CPU note of tcp:tcp_probe for a
+ * segment an ESTABLISHED socket drops (tcp_v4_rcv has stolen skb->sk); for
+ * the rest the segment's headers give the flow and, where the device or the
+ * route is still there, the namespace (rx_netns); an in-order or out-of-order
+ * drop is then not told apart (no rcv_nxt).
  */
 #ifndef __TCPOOM_MEM_DROP_BPF_H
 #define __TCPOOM_MEM_DROP_BPF_H
@@ -202,6 +204,57 @@ static __always_inline int drop_of_headers(struct sk_buff *skb, __u16 verdict, _
 	return 0;
 }
 
+/* Before 6.11: the segment an ESTABLISHED socket is processing, noted per
+ * CPU at tcp:tcp_probe (4.16+), which tcp_rcv_established fires first
+ * (5.19, 6.1); tcp_data_queue drops that same skb on that CPU. A softirq
+ * that interrupts backlog processing between the two replaces the note:
+ * the drop then falls back to the headers. */
+struct rx_note {
+	__u64 skb;
+	__u64 sk;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rx_note);
+} rx_notes SEC(".maps");
+
+static __always_inline int note_rx(const struct sock *sk, const struct sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct rx_note *n = bpf_map_lookup_elem(&rx_notes, &zero);
+
+	if (n) {
+		n->skb = (__u64)skb;
+		n->sk = (__u64)sk;
+	}
+	return 0;
+}
+
+static __always_inline struct sock *noted_sk(const struct sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct rx_note *n = bpf_map_lookup_elem(&rx_notes, &zero);
+
+	if (n && n->skb == (__u64)skb)
+		return (struct sock *)n->sk;
+	return NULL;
+}
+
+SEC("tp_btf/tcp_probe")
+int BPF_PROG(drop_note_btf, struct sock *sk, struct sk_buff *skb)
+{
+	return note_rx(sk, skb);
+}
+
+SEC("raw_tp/tcp_probe")
+int BPF_PROG(drop_note_raw, struct sock *sk, struct sk_buff *skb)
+{
+	return note_rx(sk, skb);
+}
+
 static __always_inline int on_kfree_skb(struct sk_buff *skb, __u32 reason, struct sock *rx_sk,
 					bool has_rx_sk, __u8 method)
 {
@@ -211,6 +264,8 @@ static __always_inline int on_kfree_skb(struct sk_buff *skb, __u32 reason, struc
 	if (!verdict)
 		return 0;
 	sk = has_rx_sk ? rx_sk : BPF_CORE_READ(skb, sk);
+	if (!has_rx_sk && !sk && !(verdict & VERDICT_DROP_PRUNE))
+		sk = noted_sk(skb);
 	if (tcp_full_sock(sk)) {
 		if (verdict == (VERDICT_DROP_RCVQ | VERDICT_DROP_OFO))
 			verdict = split_proto_mem(skb, sk);

@@ -64,13 +64,13 @@ def test_tcp_mem_drops_are_refusals_and_each_site_equals_its_counter(matrix, pro
                  figures=f"{r['seen']}/{r['kernel_delta']}")
 
 
-def test_the_program_without_rx_sk_counts_the_same_from_the_headers():
-    """5.19-6.10 have no rx_sk: the 3-argument program takes the flow from the
-    segment's headers and the namespace from its device. Loaded here in place
-    of the 6.11+ one (a 4-argument tracepoint accepts a 3-argument program).
-    On 5.19-6.10 tcp_v4_rcv has stolen skb->sk by the drop (skb_steal_sock), so
-    the headers name the flow and the input route the namespace (the 6.1 guest
-    of tests/test_vm_kernels.py runs that path); on this 6.18 kernel the
+@pytest.mark.parametrize("without_note", [False, True])
+def test_the_program_without_rx_sk_counts_the_same(without_note):
+    """5.19-6.10 have no rx_sk: the 3-argument program, with or without the
+    tcp:tcp_probe note, loaded here in place of the 6.11+ one (a 4-argument
+    tracepoint accepts a 3-argument program). On 5.19-6.10 tcp_v4_rcv has
+    stolen skb->sk by the drop (skb_steal_sock), so the note names the socket
+    (the 6.1 guest of tests/test_vm_kernels.py runs that path); on this 6.18 kernel the
     program found skb->sk set to the receiving socket at the drop (measured,
     the source line not found) and reads it: either way the count, the
     namespace and the ports must be right."""
@@ -88,6 +88,8 @@ def test_the_program_without_rx_sk_counts_the_same_from_the_headers():
         if fp.method not in ("tp_btf", "raw_tp"):
             pytest.skip(f"mem_drop is {fp.method} on this kernel")
         fp.programs = [p.replace("drop_", "drop3_") for p in fp.programs]
+        if not without_note:
+            fp.programs.append(fp.programs[0].replace("drop3_", "drop_note_"))
         cap.start()
         try:
             stop = Stop(None, None)

@@ -338,6 +338,12 @@ def test_mem_drop_program_matches_the_tracepoints_arguments():
     fp = p.families["mem_drop"]
     assert fp.programs == ["drop3_btf"] and fp.fields["socket"][0] == "derived"
     assert "not told apart" in fp.blind_spot
+    # 5.19-6.10 with tcp:tcp_probe (4.16+): the socket of an ESTABLISHED drop
+    f = _drop_facts(3)
+    f.tracepoints["tcp_probe"] = 2
+    fp = build(f).families["mem_drop"]
+    assert fp.programs == ["drop3_btf", "drop_note_btf"] and fp.fields["socket"][0] == "exact"
+    assert "tcp_probe runs a program on every segment" in fp.blind_spot
     assert "OfoPruned counts prune calls" in fp.blind_spot
 
 

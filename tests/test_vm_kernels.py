@@ -194,15 +194,15 @@ def test_kprobe_counts_equal_the_kernel_counters(guests, kernel, name, matrix):
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_memory_drops_equal_the_kernel_counters(guests, kernel, matrix):
-    """mem_drop on skb:kfree_skb: 6.1 has no rx_sk (3 arguments: the flow from the
-    headers, in-order and out-of-order not told apart), 6.12 has it."""
+    """mem_drop on skb:kfree_skb: 6.1 has no rx_sk (3 arguments: the socket from
+    tcp:tcp_probe's per-CPU note), 6.12 has it."""
     s = scenario(guests, kernel, "best", "rcvbuf_drops")
     assert s["lab_delta"] >= 20
     assert s["seen"] == s["kernel_delta"] == s["lab_delta"], s["totals"]
     assert s["printed"] == s["seen"] and s["lost"] == 0
     row = next(x for x in s["totals"]["families"] if x["family"] == "mem_drop")
     assert row["method"].startswith("tp_btf ") and row["match"] is True
-    site = "rcvq" if kernel == "6.12" else "rcvq_or_ofo"
+    site = "rcvq"
     assert row["sites"][site]["seen"] == s["seen"]
     assert all(e["verdict"][0] == site and e["reason"] == "PROTO_MEM" for e in s["events"])
     matrix.check(plan_of(guests, kernel, "best"), "mem_drop",

@@ -24,8 +24,9 @@ METHODS = ("fentry", "kprobe", "tp_btf", "raw_tp")
 TRACEPOINTS = ("tcp_send_reset", "inet_sock_set_state", "sock_exceed_buf_limit",
                # the socket owner's process-context hooks (bpf/owner.bpf.h)
                "sock_send_length", "sock_recv_length", "tcp_rcv_space_adjust", "tcp_destroy_sock",
-               # mem_drop: 3 arguments 5.17-6.10, 4 (rx_sk) from 6.11
-               "kfree_skb")
+               # mem_drop: 3 arguments 5.17-6.10, 4 (rx_sk) from 6.11; tcp_probe
+               # names the socket before 6.11
+               "kfree_skb", "tcp_probe")
 #: the memory drop reasons mem_drop counts (enum skb_drop_reason; numbers differ by release)
 DROP_REASONS = ("PROTO_MEM", "TCP_OFO_QUEUE_PRUNE", "SOCKET_BACKLOG")
 #: tracepoint -> its tracefs event directory, for kernels without BTF (the bcc engine)
@@ -263,8 +264,8 @@ _BOOT_STABLE = ("btf_functions", "tracepoints", "rst_reason_abort_on_memory", "o
                 "fentry_errno",
                 "kallsyms_functions", "kallsyms_data", "kallsyms_read", "hz", "hz_source")
 # 3: orphan_count (issue 13) and ringbuf (issue 13, TIME_WAIT) both kept
-# 4: kfree_skb's arity and drop_reasons (issue 13, mem_drop)
-_CACHE_FORMAT = 4
+# 4, 5: kfree_skb's and tcp_probe's arity, drop_reasons (issue 13, mem_drop)
+_CACHE_FORMAT = 5
 
 
 def _cache_key(f: KernelFacts) -> Optional[dict]:

@@ -107,11 +107,15 @@ def _drop_check(raw: bool) -> Callable[[KernelFacts], Optional[str]]:
 def _drop_candidates(f: KernelFacts) -> List[Candidate]:
     # the program must declare no more arguments than the tracepoint has:
     # rx_sk is the fourth from 6.11
-    prefix = "drop" if f.tracepoints.get("kfree_skb", 0) >= 4 else "drop3"
-    return [
-        ("tp_btf", "skb:kfree_skb", [f"{prefix}_btf"], _drop_check(raw=False)),
-        ("raw_tp", "skb:kfree_skb", [f"{prefix}_raw"], _drop_check(raw=True)),
-    ]
+    if f.tracepoints.get("kfree_skb", 0) >= 4:
+        return [("tp_btf", "skb:kfree_skb", ["drop_btf"], _drop_check(raw=False)),
+                ("raw_tp", "skb:kfree_skb", ["drop_raw"], _drop_check(raw=True))]
+    # before 6.11 tcp:tcp_probe names the socket of an ESTABLISHED drop
+    note = f.tracepoints.get("tcp_probe", 0) >= 2
+    return [("tp_btf", "skb:kfree_skb", ["drop3_btf"] + (["drop_note_btf"] if note else []),
+             _drop_check(raw=False)),
+            ("raw_tp", "skb:kfree_skb", ["drop3_raw"] + (["drop_note_raw"] if note else []),
+             _drop_check(raw=True))]
 
 
 CANDIDATES = {"oom_check": _oom_candidates, "tw_overflow": _tw_candidates,

@@ -261,9 +261,17 @@ def drop_fields(f: KernelFacts, method: str, programs: List[str]) -> Fields:
         fields["memory_allocated"] = (EXACT, "sk->sk_prot->memory_allocated at the drop")
         fields["mem_class"] = (DERIVED, "rcvbuf when rmem_alloc + len > sk_rcvbuf (a full receive "
                                         "buffer); else classified as mem_exceed's refusals")
+    elif any(p.startswith("drop_note_") for p in programs):
+        fields["verdict"] = (EXACT, fields["verdict"][1] + "; PROTO_MEM split in-order or out-of-order "
+                                    "where the socket is known")
+        fields["socket"] = (EXACT, "no rx_sk before 6.11: the socket tcp:tcp_probe noted for that skb on "
+                                   "that CPU (drops of ESTABLISHED sockets), a pruned skb's owner (skb->sk); "
+                                   "else the 4-tuple from the segment's headers, namespace unknown")
+        fields["memory_allocated"] = (EXACT, "sk->sk_prot->memory_allocated where the socket is known")
+        fields["mem_class"] = (DERIVED, "as from 6.11, where the socket is known")
     else:
-        fields["socket"] = (DERIVED, "4-tuple from the segment's IP and TCP headers, netns from its "
-                                     "input route's device (no rx_sk before 6.11); pruned skbs: their "
+        fields["socket"] = (DERIVED, "4-tuple from the segment's IP and TCP headers, netns unknown "
+                                     "(no rx_sk before 6.11, and no tcp_probe tracepoint); pruned skbs: their "
                                      "owning socket (skb->sk)")
         fields["memory_allocated"] = (UNAVAILABLE, "no socket before 6.11 (except pruned skbs)")
     return fields
@@ -276,10 +284,16 @@ def drop_blind_spot(f: KernelFacts, dr: FamilyPlan) -> str:
     if "SOCKET_BACKLOG" not in f.drop_reasons:
         spots.append("no SKB_DROP_REASON_SOCKET_BACKLOG: TCPBacklogDrop counted only")
     if any(p.startswith("drop3_") for p in dr.programs):
-        spots.append("before 6.11 (no rx_sk) an in-order and an out-of-order PROTO_MEM drop are "
-                     "not told apart, --pid matches no drop, and the cause is not derived; a segment "
-                     "processed from a busy socket's backlog has lost its route, so its namespace is "
-                     "unknown (0): --netns counts it as filtered, short of the namespace's counters")
+        who = ("a drop outside tcp_rcv_established (a socket not ESTABLISHED, a full backlog, a "
+               "softirq that replaced tcp_probe's note during backlog processing)"
+               if any(p.startswith("drop_note_") for p in dr.programs) else "every drop but pruning")
+        spots.append(f"before 6.11 (no rx_sk), {who} has no socket: the flow from the headers, "
+                     "the namespace unknown (tcp_v4_rcv clears skb->dev, tcp_data_queue drops the "
+                     "route), so --netns and --pid count it as filtered, and in-order and "
+                     "out-of-order PROTO_MEM drops are not told apart (rcvq_or_ofo)")
+        if any(p.startswith("drop_note_") for p in dr.programs):
+            spots.append("tcp:tcp_probe runs a program on every segment an ESTABLISHED socket "
+                         "receives (a per-CPU note: a few instructions)")
     return "; ".join(spots)
 
 
