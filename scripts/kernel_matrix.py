@@ -78,7 +78,7 @@ pressure.
 |---|---|
 | 4.19 - 5.16 | not traced: kfree_skb has no drop reason; TcpExt TCPRcvQDrop, TCPOFODrop, TCPBacklogDrop count them (counters only) |
 | 5.17 - 5.18 | not traced: the reasons PROTO_MEM and TCP_OFO_QUEUE_PRUNE are absent (read in 5.17-rc5; 5.18 unread); counters only |
-| 5.19 - 6.10 | traced without `rx_sk`: the flow from the segment's headers and the namespace from its input route (unknown for a segment processed from a busy socket's backlog, which `--netns` then misses); an in-order and an out-of-order PROTO_MEM drop are not told apart (rcvq_or_ofo, against TCPRcvQDrop+TCPOFODrop), no cause, and `--pid` matches none |
+| 5.19 - 6.10 | traced without `rx_sk`: the socket of a drop in `tcp_rcv_established` from a per-CPU note of `tcp:tcp_probe` (a program on every segment an ESTABLISHED socket receives); other drops (another state, a full backlog) have only the flow from the headers and no namespace (`tcp_v4_rcv` clears `skb->dev`, `tcp_data_queue` drops the route): in-order and out-of-order are not told apart (rcvq_or_ofo), no cause, and `--netns`/`--pid` count them as filtered |
 | 6.11 and later | traced with `rx_sk`: the socket, in-order (TCPRcvQDrop) or out-of-order (TCPOFODrop) by seq against rcv_nxt, and the cause (a full receive buffer, else the refusal's class) |
 
 On every traced version OfoPruned counts prune calls, not the out-of-order skbs
