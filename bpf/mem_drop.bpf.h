@@ -114,17 +114,40 @@ static __always_inline void drop_cause(struct tcpoom_event *e, const struct sk_b
 	classify_refusal(e, sk, prot, e->memory_allocated);
 }
 
+/* The filters for a socket pointer the verifier does not know as one (read
+ * from skb->sk or a note): no sk_storage lookup, so --pid matches nothing. */
+static __always_inline bool pass_filters_read(const struct sock *sk)
+{
+	if (filter_pid || (filter_netns && sk_netns(sk) != filter_netns))
+		goto out;
+	if (filter_port) {
+		__u16 dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+
+		if (local_port(sk) != filter_port && dport != filter_port)
+			goto out;
+	}
+	return true;
+out:
+	count(CNT_FILTERED);
+	return false;
+}
+
+/* btf_sk: sk is tp_btf's rx_sk, a pointer the verifier trusts (sk_storage
+ * takes only those); else a value read from memory. */
 static __always_inline int drop_of_socket(struct sk_buff *skb, struct sock *sk, __u16 verdict,
-					  __u32 reason, __u8 method)
+					  __u32 reason, __u8 method, bool btf_sk)
 {
 	struct tcpoom_event ev, *e = &ev;
 	struct proto *prot;
 
-	if (!pass_filters(sk))
+	if (btf_sk ? !pass_filters(sk) : !pass_filters_read(sk))
 		return 0;
 	tally_drop(verdict);
 	prot = BPF_CORE_READ(sk, __sk_common.skc_prot);
-	start_event(e, FAMILY_MEM_DROP, method, sk, prot);
+	init_event(e, FAMILY_MEM_DROP, method);
+	fill_socket(e, sk);
+	fill_owner(e, sk, btf_sk);
+	fill_memory(e, prot);
 	e->verdict = verdict;
 	e->reason = reason;
 	e->exact |= FIELD_VERDICT;
@@ -269,7 +292,8 @@ static __always_inline int on_kfree_skb(struct sk_buff *skb, __u32 reason, struc
 	if (tcp_full_sock(sk)) {
 		if (verdict == (VERDICT_DROP_RCVQ | VERDICT_DROP_OFO))
 			verdict = split_proto_mem(skb, sk);
-		return drop_of_socket(skb, sk, verdict, reason, method);
+		return drop_of_socket(skb, sk, verdict, reason, method,
+				      has_rx_sk && METHOD_BTF(method));
 	}
 	if (has_rx_sk || (verdict & VERDICT_DROP_PRUNE))
 		return 0;	/* not TCP (UDP and others share PROTO_MEM) */

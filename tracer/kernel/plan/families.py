@@ -253,7 +253,7 @@ def drop_fields(f: KernelFacts, method: str, programs: List[str]) -> Fields:
         return {"verdict": (SAMPLED, "TcpExt TCPRcvQDrop, TCPOFODrop, TCPBacklogDrop deltas")}
     fields: Fields = {"verdict": (EXACT, "the drop reason (number from the kernel's BTF: " +
                                   ", ".join(f"{k}={v}" for k, v in sorted(f.drop_reasons.items())) + ")")}
-    if any(p.startswith("drop_") for p in programs):
+    if any(p in ("drop_btf", "drop_raw") for p in programs):
         fields["verdict"] = (EXACT, fields["verdict"][1] + "; PROTO_MEM split in-order (tcp_data_queue, "
                                     "TCPRcvQDrop) or out-of-order (tcp_data_queue_ofo, TCPOFODrop) by "
                                     "the segment's seq against rcv_nxt")
@@ -266,7 +266,9 @@ def drop_fields(f: KernelFacts, method: str, programs: List[str]) -> Fields:
                                     "where the socket is known")
         fields["socket"] = (EXACT, "no rx_sk before 6.11: the socket tcp:tcp_probe noted for that skb on "
                                    "that CPU (drops of ESTABLISHED sockets), a pruned skb's owner (skb->sk); "
-                                   "else the 4-tuple from the segment's headers, namespace unknown")
+                                   "else the 4-tuple from the segment's headers, namespace unknown; "
+                                   "the owner is the last one noted in a hash map (with sk_storage: "
+                                   "context-only), and --pid matches no drop")
         fields["memory_allocated"] = (EXACT, "sk->sk_prot->memory_allocated where the socket is known")
         fields["mem_class"] = (DERIVED, "as from 6.11, where the socket is known")
     else:
