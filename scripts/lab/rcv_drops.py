@@ -6,7 +6,8 @@ window), so the sender keeps sending, and each new in-order segment finds rmem_a
 sk_rcvbuf. tcp_try_rmem_schedule() prunes (PruneCalled, collapsing cannot bring a full
 queue under a 4 KiB buffer: RcvPruned) and fails, and tcp_data_queue() drops the segment
 with SKB_DROP_REASON_PROTO_MEM and TCPRcvQDrop +1 (5.19-6.18: the queue is not empty).
-The receiver then advertises a zero window (ICSK_ACK_NOMEM): one drop per connection.
+The receiver then advertises a zero window (ICSK_ACK_NOMEM): on 6.18 one drop per
+connection; the 6.1 guest drops some retransmissions too, out of order (TCPOFODrop).
 Nothing host-wide changes: rcvbuf is the socket's own.
 """
 
@@ -45,7 +46,8 @@ def rcvbuf_drops(ctx: Context, count: int) -> Expected:
     finally:
         sockets.close_all(pairs)
         server.close()
-    return {"TCPRcvQDrop": (count, None), "TCPOFODrop": (0, 0), "RcvPruned": (1, None)}
+    # 6.1 drops some retransmissions out of order as well (TCPOFODrop); 6.18 none
+    return {"TCPRcvQDrop": (count, None), "RcvPruned": (1, None)}
 
 
 def _queued(sock: socket.socket) -> int:
