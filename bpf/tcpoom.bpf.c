@@ -16,6 +16,8 @@
  *   mem_exceed   tp_btf/raw_tp sock_exceed_buf_limit
  *   pressure     fentry/kprobe tcp_enter_memory_pressure, tcp_leave_memory_pressure
  *                (else sampled from /proc in user space)
+ *   mem_drop     tp_btf/raw_tp kfree_skb, reasons PROTO_MEM, TCP_OFO_QUEUE_PRUNE,
+ *                SOCKET_BACKLOG (rx_sk from 6.11; before, the segment's headers)
  */
 #include "common.bpf.h"
 
@@ -30,4 +32,5 @@ struct tcpoom_event _event_type = {};
 #include "tw_overflow.bpf.h"
 #include "mem_exceed.bpf.h"
 #include "pressure.bpf.h"
+#include "mem_drop.bpf.h"
 #include "owner_hooks.bpf.h"	/* notes the sockets' owners (issue 14) */

@@ -22,8 +22,9 @@ enum tcpoom_family {
 	FAMILY_TW_OVERFLOW = 2,	/* no TIME_WAIT bucket: closed without TIME_WAIT */
 	FAMILY_MEM_EXCEED = 3,	/* allocation refused at the tcp_mem hard limit */
 	FAMILY_PRESSURE = 4,	/* TCP entered or left memory-pressure mode */
+	FAMILY_MEM_DROP = 5,	/* a received segment dropped for memory (skb:kfree_skb) */
 };
-#define FAMILY_MAX 5
+#define FAMILY_MAX 6
 
 /* How the event was caught, best first. */
 enum tcpoom_method {
@@ -49,6 +50,13 @@ enum tcpoom_method {
 /* pressure enter: memory_allocated at the call against tcp_mem[1] (function tiers) */
 #define VERDICT_CAUSE_LIMIT	0x4000	/* above it: the limit */
 #define VERDICT_CAUSE_ALLOC	0x8000	/* at or below: a page or skb allocation failed */
+/* mem_drop: where the segment was dropped (one of four), and why */
+#define VERDICT_DROP_RCVQ	0x0020	/* PROTO_MEM in tcp_data_queue: TcpExt TCPRcvQDrop */
+#define VERDICT_DROP_OFO	0x0040	/* PROTO_MEM in tcp_data_queue_ofo: TcpExt TCPOFODrop */
+#define VERDICT_DROP_PRUNE	0x0080	/* TCP_OFO_QUEUE_PRUNE: queued out-of-order data thrown away */
+#define VERDICT_DROP_BACKLOG	0x0400	/* SOCKET_BACKLOG in tcp_add_backlog: TcpExt TCPBacklogDrop */
+#define VERDICT_DROP_RCVBUF	0x0800	/* rmem_alloc + len above sk_rcvbuf: a full receive buffer,
+					 * not a refusal of TCP memory (mem_class says which) */
 
 /* oom_check: which path asked */
 enum tcpoom_caller {
@@ -170,7 +178,16 @@ enum tcpoom_counter {
 	/* + family (1..4, so slots 28..31): kprobe tiers: an event's return found
 	 * no entry (a nested call on the same task and CPU took it) */
 	CNT_UNPAIRED_BASE = 27,
-	CNT_MAX = 32,
+	/* mem_drop (slot 32 is unpaired + 5, never used: no kprobe tier): the
+	 * family's count (PROTO_MEM and SOCKET_BACKLOG drops, one each per
+	 * TCPRcvQDrop, TCPOFODrop, TCPBacklogDrop), then by site */
+	CNT_MEM_DROP = 33,
+	CNT_DROP_RCVQ = 34,
+	CNT_DROP_OFO = 35,
+	CNT_DROP_BACKLOG = 36,
+	CNT_DROP_PRUNE = 37,		/* skbs pruned: OfoPruned counts calls, not skbs */
+	CNT_DROP_UNSPLIT = 38,		/* PROTO_MEM without rx_sk (before 6.11): rcvq or ofo unknown */
+	CNT_MAX = 40,
 };
 
 /* tw_overflow, tracepoint tier: a candidate with no reset or error on its

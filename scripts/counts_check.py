@@ -24,6 +24,7 @@ import time
 from typing import Dict, List, Optional
 
 from scripts.lab import Lab
+from tracer.model.families import summed_delta
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,6 +41,8 @@ SCENARIO_FAMILY = {
     "orphans_timer_backoff": ("oom_check", "TCPAbortOnMemory"),
     "tcp_mem_send": ("mem_exceed", None),
     "tcp_mem_recv": ("mem_exceed", None),
+    "rcvbuf_drops": ("mem_drop", "TCPRcvQDrop+TCPOFODrop+TCPBacklogDrop"),
+    "tcp_mem_drops": ("mem_drop", "TCPRcvQDrop+TCPOFODrop+TCPBacklogDrop"),
 }
 
 
@@ -103,7 +106,7 @@ def run_once(scenario: str, count: Optional[int] = None, command: Optional[List[
     fam_events = [e for e in got["events"] if e["family"] == family]
     return {
         "scenario": scenario, "family": family, "counter": counter,
-        "lab_delta": result.deltas.get(counter) if counter else None,
+        "lab_delta": summed_delta(counter, result.deltas.get) if counter else None,
         "seen": row.get("seen"), "kernel_delta": row.get("kernel_delta"),
         "printed": len(fam_events), "lost": row.get("lost"),
         "kmsg_lines": result.kmsg_lines, "events": fam_events, "totals": totals,

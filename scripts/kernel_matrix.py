@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 import matrix_results  # noqa: E402
 
 DOC = os.path.join(ROOT, "docs", "kernel-matrix.md")
-FAMILY_ORDER = ("oom_check", "tw_overflow", "mem_exceed", "pressure")
+FAMILY_ORDER = ("oom_check", "tw_overflow", "mem_exceed", "pressure", "mem_drop")
 #: fields in the order the plan lists them; any other after these, by name
 FIELD_ORDER = ("verdict", "caller", "shift", "orphans", "max_orphans", "tw_count", "max_tw_buckets",
                "memory_allocated", "tcp_mem", "socket")
@@ -85,6 +85,19 @@ context reclaim or meet its OOM killer. A send is charged in process context
 6.12.117; tests/test_vm_memcg_v2.py): every send refusal classified `memcg`
 with `memcg_limit` = memory.max in pages, as many as memory.events `oom`;
 none on receive, the reader's cgroup at about 4x its memory.max.
+
+
+| kernel | mem_drop: received segments dropped for memory (`skb:kfree_skb`) |
+|---|---|
+| 4.19 - 5.16 | not traced: kfree_skb has no drop reason; TcpExt TCPRcvQDrop, TCPOFODrop, TCPBacklogDrop count them (counters only) |
+| 5.17 - 5.18 | not traced: the reasons PROTO_MEM and TCP_OFO_QUEUE_PRUNE are absent (read in 5.17-rc5; 5.18 unread); counters only |
+| 5.19 - 6.10 | traced without `rx_sk`: the socket of a drop in `tcp_rcv_established` from a per-CPU note of `tcp:tcp_probe` (a program on every segment an ESTABLISHED socket receives); other drops (another state, a full backlog) have only the flow from the headers and no namespace (`tcp_v4_rcv` clears `skb->dev`, `tcp_data_queue` drops the route): in-order and out-of-order are not told apart (rcvq_or_ofo), no cause, and `--netns`/`--pid` count them as filtered |
+| 6.11 and later | traced with `rx_sk`: the socket, in-order (TCPRcvQDrop) or out-of-order (TCPOFODrop) by seq against rcv_nxt, and the cause (a full receive buffer, else the refusal's class) |
+
+On every traced version OfoPruned counts prune calls, not the out-of-order skbs
+each call drops (`ofo_pruned` events): those are shown, never compared; and
+TCPRcvQDrop also counts TCP_REPAIR queue refusals, which drop no segment. The
+reasons' numbers differ between releases and are resolved from the kernel's BTF.
 
 The socket's owner (issue 14), per tier: **last-known** wherever
 `sock:inet_sock_set_state` exists (4.16+): the process of the listen,

@@ -105,3 +105,36 @@ def test_max_orphans_lowered_and_too_small_says_both():
     text = prose(findings)
     assert "was 0 when the sockets were killed but is 131072 outside that moment: find what lowered it" in text
     assert "four times the peak to absorb the 4x penalty: 200704" in text
+
+
+def _drops_model(causes, sites=None, **kw):
+    m = model({"mem_drop": sum(causes.values())}, **kw)
+    m["top"]["processes"] = [{"pid": 42, "comm": "reader", "events": 20}]
+    m["mem_drop"] = {"sites": sites or {"rcvq": sum(causes.values())}, "causes": causes}
+    return m
+
+
+def test_drops_at_a_full_receive_buffer_point_at_the_reader_not_tcp_mem():
+    findings, snippet = diagnosis.diagnose(_drops_model({"rcvbuf": 20}), {})
+    ids = [f["id"] for f in findings]
+    assert "mem_drop.rcvbuf" in ids and "tcp_mem" not in ids
+    text = prose(findings)
+    assert "reader[42]" in text and "Do not raise tcp_mem" in text and "SO_RCVBUF" in text
+    assert snippet == ""      # nothing set: no sysctl can be lowered by it
+
+
+def test_drops_at_the_hard_limit_are_tcp_mem_refusals_never_lowered():
+    m = _drops_model({"hard_limit": 100}, sites={"rcvq": 99, "ofo": 1},
+                     peaks={"memory_pages": {"value": 900000, "at": "t"}})
+    findings, snippet = diagnosis.diagnose(m, {})
+    tcp_mem = next(f for f in findings if f["id"] == "tcp_mem")
+    assert "100 received segments dropped at the limit" in " ".join(tcp_mem["evidence"])
+    new = snippet_values(snippet)["tcp_mem"]
+    assert all(a >= b for a, b in zip(new, TCP_MEM_START))
+    assert not {"tcp_rmem", "tcp_wmem"} & set(snippet_values(snippet))
+
+
+def test_drops_a_memory_cgroup_refused_name_its_limit():
+    findings, snippet = diagnosis.diagnose(_drops_model({"memcg": 7}), {})
+    f = next(f for f in findings if f["id"] == "mem_drop.memcg")
+    assert "memory.max" in " ".join(f["advice"]) and "tcp_mem" not in snippet

@@ -256,7 +256,7 @@ def test_plan_is_reported_per_family_with_its_sampled_fields(monkeypatch, capsys
     report = json.loads(capsys.readouterr().out)
     plan = report["plan"]
     assert plan["available"] and plan["partial"]
-    assert set(plan["families"]) == {"oom_check", "tw_overflow", "mem_exceed", "pressure"}
+    assert set(plan["families"]) == {"oom_check", "tw_overflow", "mem_exceed", "pressure", "mem_drop"}
     for fam in plan["families"].values():
         assert set(fam) == {"method", "target", "fields", "sampled", "blind_spot"}
         assert fam["sampled"] == [k for k, v in fam["fields"].items() if v == "sampled"]

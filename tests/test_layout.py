@@ -60,19 +60,25 @@ def test_constants_match_header():
     for name in ("CNT_OOM_CHECK", "CNT_TW_OVERFLOW", "CNT_MEM_EXCEED", "CNT_FILTERED",
                  "CNT_LOST_BASE", "CNT_UNPAIRED_BASE", "CNT_MAX", "CNT_PRESSURE_LEAVE", "CNT_OOM_CALLS",
                  "CNT_TW_CANDIDATES", "CNT_TW_CANCELLED", "CNT_TW_UNCHECKED", "TW_SETTLE_MS",
-                 "FAMILY_MAX"):
+                 "FAMILY_MAX", "CNT_MEM_DROP", "CNT_DROP_RCVQ", "CNT_DROP_OFO", "CNT_DROP_BACKLOG",
+                 "CNT_DROP_PRUNE", "CNT_DROP_UNSPLIT", "VERDICT_DROP_RCVQ", "VERDICT_DROP_OFO",
+                 "VERDICT_DROP_PRUNE", "VERDICT_DROP_BACKLOG", "VERDICT_DROP_RCVBUF"):
         assert getattr(ev, name) == c[name], name
+    assert c["FAMILY_MEM_DROP"] == ev.MEM_DROP
 
 
 def test_counter_slots_do_not_clash():
-    """lost (17..20), the TIME_WAIT inference's (24..26) and unpaired returns
-    (28..31) each have their own slots below CNT_MAX (issue 13 merge)."""
+    """lost (17..21), the TIME_WAIT inference's (24..26), unpaired returns
+    (28..32) and mem_drop's (33..38) each have their own slots below CNT_MAX
+    (issue 13 merge)."""
     lost = {ev.CNT_LOST_BASE + f for f in ev.FAMILIES}
     unpaired = {ev.CNT_UNPAIRED_BASE + f for f in ev.FAMILIES}
     tw = {ev.CNT_TW_CANDIDATES, ev.CNT_TW_CANCELLED, ev.CNT_TW_UNCHECKED}
     fixed = {i for i in ev.COUNTER_NAMES if i < ev.CNT_LOST_BASE}
-    assert unpaired == {28, 29, 30, 31} and tw == {24, 25, 26}
-    groups = [lost, unpaired, tw, fixed]
+    drops = {ev.CNT_MEM_DROP, ev.CNT_DROP_RCVQ, ev.CNT_DROP_OFO, ev.CNT_DROP_BACKLOG,
+             ev.CNT_DROP_PRUNE, ev.CNT_DROP_UNSPLIT}
+    assert unpaired == {28, 29, 30, 31, 32} and tw == {24, 25, 26}
+    groups = [lost, unpaired, tw, fixed, drops]
     assert sum(len(g) for g in groups) == len(set().union(*groups))
     assert max(set().union(*groups)) < ev.CNT_MAX
 

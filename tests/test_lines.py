@@ -138,3 +138,44 @@ def test_tw_surplus_is_explained_by_failed_resets_and_a_shortfall_by_the_blind_s
     # without --netns the count covers every namespace, the counter one
     wide = _tw_totals({ev.CNT_TW_OVERFLOW: 45}, {"TCPTimeWaitOverflow": 40}, filtered=False)
     assert "trace with --netns" in wide.rows()[0]["surplus_why"]
+
+
+def test_mem_drop_line_says_site_cause_and_queue():
+    e = Event.make(ts_ns=1, family=ev.MEM_DROP, method=ev.TP_BTF, af=2, saddr=V4(127, 0, 0, 1), sport=8080,
+                   daddr=V4(127, 0, 0, 1), dport=50000, state=1, netns=7, rmem_alloc=67200, rcvbuf=8192,
+                   memory_allocated=300, tcp_mem=(10, 20, 40),
+                   verdict=ev.VERDICT_DROP_RCVQ | ev.VERDICT_DROP_RCVBUF)
+    line = text(e, CLOCK, Sampled())
+    assert "mem_drop    rcvq rcvbuf full rmem=67200/8192 mem=300/40p netns=7 127.0.0.1:8080 > " in line
+    hard = Event.make(ts_ns=1, family=ev.MEM_DROP, method=ev.TP_BTF, verdict=ev.VERDICT_DROP_OFO,
+                      mem_class=ev.MEM_CLASS_HARD, derived=ev.FIELD_MEM_CLASS, rcvbuf=-1, memory_allocated=-1)
+    assert "ofo class=hard_limit netns=0" in text(hard, CLOCK, Sampled())
+
+
+def _drop_plan():
+    f = KernelFacts.load(os.path.join(DATA, "facts-6.18-tracepoints-only.json"))
+    f.tracepoints["kfree_skb"] = 4
+    f.drop_reasons = {"PROTO_MEM": 20, "TCP_OFO_QUEUE_PRUNE": 52, "SOCKET_BACKLOG": 29}
+    return build(f)
+
+
+def test_mem_drop_totals_sum_three_counters_and_reconcile_each_site():
+    counters = [0] * ev.CNT_MAX
+    counters[ev.CNT_MEM_DROP] = 101
+    counters[ev.CNT_DROP_RCVQ] = 100
+    counters[ev.CNT_DROP_OFO] = 1
+    counters[ev.CNT_DROP_PRUNE] = 9
+    before = {"TCPRcvQDrop": 5, "TCPOFODrop": 0, "TCPBacklogDrop": 0, "OfoPruned": 0}
+    after = {"TCPRcvQDrop": 105, "TCPOFODrop": 1, "TCPBacklogDrop": 0, "OfoPruned": 2}
+    t = Totals(_drop_plan(), ["mem_drop"], 2.0, counters, {"mem_drop": 110}, {}, before, after,
+               4026532177, "SIGINT")
+    row = t.rows()[0]
+    assert row["kernel_delta"] == 101 and row["match"] is True
+    assert row["sites"]["rcvq"] == {"seen": 100, "kernel_counter": "TCPRcvQDrop", "kernel_delta": 100}
+    assert row["sites"]["ofo"]["kernel_delta"] == 1
+    # pruned skbs against prune calls: shown side by side, never a mismatch
+    assert row["sites"]["ofo_pruned"] == {"seen": 9, "kernel_counter": "OfoPruned (calls)", "kernel_delta": 2}
+    out = t.text()
+    assert "TCPRcvQDrop+TCPOFODrop+TCPBacklogDrop" in out and "<- differs" not in out
+    assert "ofo_pruned         9  OfoPruned (calls)            2" in out
+    assert t.to_json()["tcpext_delta"]["TCPBacklogDrop"] == 0

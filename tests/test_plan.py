@@ -234,7 +234,8 @@ def test_bcc_without_kprobes_is_counters_only_but_for_the_raw_tracepoint():
     f.headers, f.kprobes = True, False
     p = build(f, engine="bcc")
     assert p.engine == "bcc"
-    assert [p.families[x].method for x in FAMILY_ORDER] == ["sampled", "sampled", "raw_tp", "sampled"]
+    assert [p.families[x].method for x in FAMILY_ORDER] == ["sampled", "sampled", "raw_tp", "sampled",
+                                                            "sampled"]
     assert dict(p.families["oom_check"].rejected)["kprobe tcp_check_oom"] == \
         "kernel built without CONFIG_KPROBES"
 
@@ -345,3 +346,59 @@ def test_one_program_a_state_change_where_the_tw_inference_uses_the_tracepoint()
     s = Session(p, Filters(families=["oom_check"]))
     assert "owner_state_btf" in s.programs and "set_state_btf" not in s.programs
     assert s._owner_at_set_state == 0
+
+
+# ------------------------------------------------------------------ mem_drop
+
+def _drop_facts(nargs, reasons=("PROTO_MEM", "TCP_OFO_QUEUE_PRUNE", "SOCKET_BACKLOG")):
+    f = facts("facts-6.18-tracepoints-only.json")
+    f.tracepoints = dict(f.tracepoints, kfree_skb=nargs)
+    numbers = {"PROTO_MEM": 20, "TCP_OFO_QUEUE_PRUNE": 52, "SOCKET_BACKLOG": 29}
+    f.drop_reasons = {r: numbers[r] for r in reasons}
+    return f
+
+
+def test_mem_drop_program_matches_the_tracepoints_arguments():
+    """rx_sk is kfree_skb's fourth argument from 6.11: a tp_btf program that
+    declares it on a 3-argument tracepoint fails the verifier."""
+    p = build(_drop_facts(4))
+    fp = p.families["mem_drop"]
+    assert (fp.method, fp.programs) == ("tp_btf", ["drop_btf"])
+    assert fp.fields["socket"][0] == "exact"
+    assert "PROTO_MEM=20" in fp.fields["verdict"][1]
+    p = build(_drop_facts(3))
+    fp = p.families["mem_drop"]
+    assert fp.programs == ["drop3_btf"] and fp.fields["socket"][0] == "derived"
+    assert "not told apart" in fp.blind_spot
+    # 5.19-6.10 with tcp:tcp_probe (4.16+): the socket of an ESTABLISHED drop
+    f = _drop_facts(3)
+    f.tracepoints["tcp_probe"] = 2
+    fp = build(f).families["mem_drop"]
+    assert fp.programs == ["drop3_btf", "drop_note_btf"] and fp.fields["socket"][0] == "exact"
+    assert "tcp_probe runs a program on every segment" in fp.blind_spot
+    assert "OfoPruned counts prune calls" in fp.blind_spot
+
+
+def test_mem_drop_without_the_reasons_is_counters_only_and_says_why():
+    # 5.17-5.18: kfree_skb has a reason, but not these
+    p = build(_drop_facts(3, reasons=()))
+    fp = p.families["mem_drop"]
+    assert fp.method == "sampled" and fp.programs == []
+    assert "SKB_DROP_REASON_PROTO_MEM" in dict(fp.rejected)["tp_btf skb:kfree_skb"]
+    assert "TCPRcvQDrop" in fp.target
+    # before 5.17: the tracepoint has two arguments, no reason
+    p = build(_drop_facts(2, reasons=()))
+    assert "2 arguments, 3 needed" in dict(p.families["mem_drop"].rejected)["tp_btf skb:kfree_skb"]
+
+
+def test_mem_drop_without_socket_backlog_says_so():
+    fp = build(_drop_facts(4, reasons=("PROTO_MEM", "TCP_OFO_QUEUE_PRUNE"))).families["mem_drop"]
+    assert fp.method == "tp_btf" and "TCPBacklogDrop counted only" in fp.blind_spot
+
+
+def test_bcc_states_mem_drop_as_not_traced():
+    f = _drop_facts(4)
+    f.headers = True
+    fp = build(f, engine="bcc").families["mem_drop"]
+    assert fp.method == "sampled"
+    assert "not in the bcc engine" in dict(fp.rejected)["raw_tp skb:kfree_skb"]

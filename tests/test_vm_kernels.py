@@ -37,7 +37,7 @@ GUEST_TIMEOUT_S = 900.0     # one guest; both run at once (TCG: ~25x slower than
 #: TIME_WAIT overflows next to the closes that look like them (scripts/lab/tw_adversarial.py),
 #: through the tracepoint tier's inference: 6.1 fires tcp_send_reset for full sockets only
 TW_ADVERSARIAL = ("tw_linger0", "tw_late_data", "tw_ipv6", "tw_two_netns", "tw_two_cpus")
-TIERS = [f"best:{','.join(CAPTURED)}:{COUNT}", "best:tcp_mem_send",
+TIERS = [f"best:{','.join(CAPTURED)}:{COUNT}", "best:tcp_mem_send", "best:rcvbuf_drops:20",
          f"best-inlined:orphans_close:{COUNT}",
          f"kprobe:{','.join(CAPTURED)}:{COUNT}",
          f"tracepoint:{','.join(TW_ADVERSARIAL)}:20"]
@@ -151,7 +151,7 @@ def test_recorded_facts_describe_the_guest(guests, kernel):
     assert os.path.exists(path), f"no recorded facts {path}: TCPOOM_REGEN_VM_FACTS=1 writes them"
     recorded = KernelFacts.load(path)
     live = KernelFacts.from_json(facts)
-    stable = ("btf", "btf_functions", "tracepoints", "rst_reason_abort_on_memory", "fentry_errno",
+    stable = ("btf", "btf_functions", "tracepoints", "rst_reason_abort_on_memory", "drop_reasons", "fentry_errno",
               "kprobes", "kallsyms_functions", "hz", "hz_source", "headers")
     assert {k: getattr(recorded, k) for k in stable} == {k: getattr(live, k) for k in stable}
     assert recorded.version() == live.version()
@@ -190,6 +190,29 @@ def test_kprobe_counts_equal_the_kernel_counters(guests, kernel, name, matrix):
                  f"a residue only where the kernel's own miss counts explain it; every event printed, none lost",
                  fields=["verdict"], used=row["method"], where=where(kernel),
                  figures=f"{s['seen']}/{s['kernel_delta']}, {s['kernel_delta'] - s['seen']} missed")
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_memory_drops_equal_the_kernel_counters(guests, kernel, matrix):
+    """mem_drop on skb:kfree_skb: 6.1 has no rx_sk (3 arguments: the socket from
+    tcp:tcp_probe's per-CPU note), 6.12 has it."""
+    s = scenario(guests, kernel, "best", "rcvbuf_drops")
+    assert s["lab_delta"] >= 20
+    assert s["seen"] == s["kernel_delta"] == s["lab_delta"], s["totals"]
+    assert s["printed"] == s["seen"] and s["lost"] == 0
+    row = next(x for x in s["totals"]["families"] if x["family"] == "mem_drop")
+    assert row["method"].startswith("tp_btf ") and row["match"] is True
+    # 6.1 also drops retransmissions out of order (TCPOFODrop): each site equals its counter
+    sites = row["sites"]
+    for site in ("rcvq", "ofo", "backlog"):
+        assert sites[site]["seen"] == sites[site]["kernel_delta"], sites
+    assert sites["rcvq"]["seen"] > 0 and sites["rcvq"]["seen"] + sites["ofo"]["seen"] == s["seen"]
+    assert all(e["verdict"][0] in ("rcvq", "ofo") and e["reason"] == "PROTO_MEM" for e in s["events"])
+    matrix.check(plan_of(guests, kernel, "best"), "mem_drop",
+                 "rcvbuf_drops: count = TcpExt TCPRcvQDrop+TCPOFODrop+TCPBacklogDrop, rcvq = TCPRcvQDrop, "
+                 "ofo = TCPOFODrop, every event printed, none lost",
+                 fields=["verdict"], used=row["method"], where=where(kernel),
+                 figures=f"{s['seen']}/{s['kernel_delta']}")
 
 
 @pytest.mark.parametrize("name", TW_ADVERSARIAL)

@@ -27,6 +27,8 @@ COUNTERS = (
     "TCPAbortOnData",            # SO_LINGER {1,0} closes, data after close, TCP_LINGER2 -1
     "TCPAbortOnClose",           # closed with unread data: reset at close
     "TCPAbortFailed",            # a reset whose skb could not be allocated
+    "TCPBacklogDrop",            # a segment dropped at a full socket backlog (SOCKET_BACKLOG)
+    "OfoPruned",                 # out-of-order queue pruned (once per call, not per skb)
 )
 
 # No step of a scenario may take longer than this (the whole lab stays under ~15 s).

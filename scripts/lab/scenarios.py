@@ -12,10 +12,16 @@ from dataclasses import dataclass
 from typing import Callable, Dict
 
 from .context import Context, Expected
+from .rcv_drops import rcvbuf_drops
 from .orphans import orphans_close, orphans_timer, orphans_timer_backoff
 from .tcp_mem import TCP_MEM_CAP_S, TINY_TCP_MEM, orphans_tcp_mem, tcp_mem_recv, tcp_mem_send
 from .time_wait import TW_BUCKETS, tw_overflow
 from .tw_adversarial import tw_ipv6, tw_late_data, tw_linger0, tw_two_cpus, tw_two_netns
+
+
+def _drops_expected(expected: Expected) -> Expected:
+    # tcp_mem_recv's workload: its refusals drop segments too
+    return {**expected, "TCPRcvQDrop": (1, None)}
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,14 @@ SCENARIOS: Dict[str, Scenario] = {s.name: s for s in (
     Scenario("tcp_mem_recv",
              f"receive side over the hard limit: slow readers hold full queues, {_TINY}",
              True, 50, tcp_mem_recv),
+    Scenario("rcvbuf_drops",
+             "received segments dropped for memory: readers that stop, then shrink SO_RCVBUF "
+             "below what they hold, while their peers keep sending (PROTO_MEM, TCPRcvQDrop)",
+             False, 20, rcvbuf_drops),
+    Scenario("tcp_mem_drops",
+             f"received segments dropped for memory at the hard limit: slow readers hold "
+             f"full queues, {_TINY} (PROTO_MEM, TCPRcvQDrop/TCPOFODrop)",
+             True, 50, lambda ctx, count: _drops_expected(tcp_mem_recv(ctx, count))),
     Scenario("orphans_tcp_mem",
              f"orphans aborted for memory, not number: clients close with data queued, "
              f"{_TINY}",

@@ -170,11 +170,67 @@ def _memcg(r: _Recording) -> List[dict]:
     return out
 
 
+def _drops(r: _Recording) -> dict:
+    return r.m.get("mem_drop") or {"sites": {}, "causes": {}}
+
+
+def _drop_evidence(d: dict) -> List[str]:
+    return ["drops by site: " + ", ".join(f"{k} {v}" for k, v in sorted(d["sites"].items())),
+            "drops by cause: " + ", ".join(f"{k} {v}" for k, v in sorted(d["causes"].items()))]
+
+
+def _mem_drop(r: _Recording) -> List[dict]:
+    """Received segments dropped at a full receive buffer (the refusals of
+    tcp_mem or a memory cgroup are advised by _tcp_mem and _memcg)."""
+    d = _drops(r)
+    full = d["causes"].get("rcvbuf", 0)
+    memcg = d["causes"].get("memcg", 0)
+    out = []
+    if full:
+        rmem = (r.lim.get("tcp_rmem") or ["?"] * 3)[2]
+        ports = r.m["top"]["local_ports"]
+        owners = r.m["top"]["processes"]
+        out.append({
+            "id": "mem_drop.rcvbuf", "severity": "warning",
+            "title": f"{full} received segments dropped at a full receive buffer",
+            "evidence": _drop_evidence(d) + [
+                "top owners: " + (", ".join(f"{p['comm']}[{p['pid']}]" for p in owners[:3]) or "?")
+                + "; top local ports: " + (", ".join(str(p["port"]) for p in ports[:3]) or "?")],
+            "advice": [
+                "The reader is the cause: these sockets held more than their receive buffer "
+                "(rmem_alloc above sk_rcvbuf). Find why the application does not read (blocked, "
+                "too slow, or reading another socket first).",
+                "An application that sets SO_RCVBUF turns the kernel's autotuning off for that "
+                "socket and is capped by net.core.rmem_max: let it autotune, or give it a larger "
+                "buffer. Otherwise autotuning grows it up to tcp_rmem[2] "
+                f"({rmem} bytes): raise tcp_rmem[2] only if the readers keep up and the drops go on.",
+                "Do not raise tcp_mem for these: no charge was refused."],
+            "why": "tcp_try_rmem_schedule fails when rmem_alloc is above sk_rcvbuf and pruning "
+                   "(collapsing the queue) cannot bring it under; tcp_data_queue then drops the "
+                   "segment with SKB_DROP_REASON_PROTO_MEM (TcpExt TCPRcvQDrop or TCPOFODrop) and the "
+                   "peer has to retransmit.",
+        })
+    if memcg:
+        out.append({
+            "id": "mem_drop.memcg", "severity": "critical",
+            "title": f"{memcg} received segments dropped: a memory cgroup refused the charge",
+            "evidence": _drop_evidence(d),
+            "advice": ["Raise the memory limit (memory.max, or v1 memory.kmem.tcp.limit_in_bytes) of "
+                       "the receiving sockets' cgroup, or find what fills it; not tcp_mem."],
+            "why": "The socket's memory cgroup is charged before tcp_mem is compared; a failed "
+                   "charge refuses the receive buffer and the segment is dropped.",
+        })
+    return out
+
+
 def _tcp_mem(r: _Recording) -> List[dict]:
     classes = _classes(r)
     by_memcg = classes.get("memcg", 0)
-    # memory-cgroup refusals are counted under their cgroup (_memcg), not here
-    hard = r.oom.get("out_of_memory", 0) + r.fam.get("mem_exceed", 0) - by_memcg
+    drops = _drops(r)["causes"]
+    dropped = drops.get("hard_limit", 0) + drops.get("fair_share", 0)
+    # memory-cgroup refusals are counted under their cgroup (_memcg), not here;
+    # received segments dropped at the limit are refusals too
+    hard = r.oom.get("out_of_memory", 0) + r.fam.get("mem_exceed", 0) - by_memcg + dropped
     pressure = r.fam.get("pressure", 0)
     if not (hard or pressure):
         return []
@@ -215,6 +271,9 @@ def _tcp_mem(r: _Recording) -> List[dict]:
                         f"against tcp_mem[2] = {over['tcp_mem2']} ({over['value']}%) at {over['at']}; "
                         f"a socket above its share (tcp_mem[2] / sockets) is refused there")
     evidence.append("sockstat 'mem' and tcp_mem are both in pages: compare pages with pages")
+    if dropped:
+        evidence.append(f"{dropped} received segments dropped at the limit (mem_drop: hard_limit "
+                        f"{drops.get('hard_limit', 0)}, fair_share {drops.get('fair_share', 0)})")
     if set(classes) - {"unclassified"}:
         evidence.append("refusals by class: " + ", ".join(f"{k} {v}" for k, v in sorted(classes.items()))
                         + (" (memory-cgroup refusals are counted under their cgroup, not here)"
@@ -272,7 +331,7 @@ def _fidelity(r: _Recording) -> List[dict]:
 
 
 #: one function a finding, in the order they are written down
-FINDINGS = (_tw_overflow, _orphans, _memcg, _tcp_mem, _loss, _missed, _fidelity)
+FINDINGS = (_tw_overflow, _orphans, _memcg, _tcp_mem, _mem_drop, _loss, _missed, _fidelity)
 
 
 def diagnose(m: dict, header: dict) -> Tuple[List[dict], str]:

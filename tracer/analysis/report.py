@@ -18,7 +18,7 @@ from tracer.model import events as ev
 from tracer.model.aggregate import Aggregate, comm_of, top_with_socket
 from tracer.model.clock import Clock
 from tracer.model.event_schema import CALLER_NAMES
-from tracer.model.families import KERNEL_COUNTER
+from tracer.model.families import KERNEL_COUNTER, KERNEL_COUNTER_PARTS, summed_delta
 
 SCHEMA = "tcpoom-report/1"
 
@@ -230,6 +230,25 @@ def _incident(h: dict, trailer: Optional[dict]) -> Optional[dict]:
         out["limit"] = limits[out["trigger"]]
     return out
 
+
+def _drop_causes(agg: Aggregate) -> dict:
+    """mem_drop by site and by cause: a full receive buffer, or the class of the refusal."""
+    sites: Dict[str, int] = {}
+    causes: Dict[str, int] = {}
+    for (verdict, cls, derived), n in agg.drop_causes.items():
+        site = ev.drop_site(verdict)
+        sites[site] = sites.get(site, 0) + n
+        if verdict & ev.VERDICT_DROP_RCVBUF:
+            cause = "rcvbuf"
+        elif derived & ev.FIELD_MEM_CLASS:
+            cause = ev.MEM_CLASSES.get(cls, "unknown")
+        else:
+            cause = "unclassified"      # before 6.11: no socket at the drop
+        if site != "ofo_pruned":
+            causes[cause] = causes.get(cause, 0) + n
+    return {"sites": sites, "causes": causes}
+
+
 def build(agg: Aggregate, files: List[str]) -> dict:
     h = agg.header
     start_ns, end_ns = recording_span(agg)
@@ -250,8 +269,8 @@ def build(agg: Aggregate, files: List[str]) -> dict:
     if agg.tcpext_first is not None and agg.tcpext_last is not agg.tcpext_first:
         first, last = agg.tcpext_first, agg.tcpext_last
         tcpext_delta = {k: last[k] - first.get(k, 0) for k in last
-                        if k in KERNEL_COUNTER.values() or k in (
-                            "TCPMemoryPressuresChrono", "PruneCalled", "TCPRcvQDrop", "TCPOFODrop")}
+                        if k in KERNEL_COUNTER_PARTS or k in (
+                            "TCPMemoryPressuresChrono", "PruneCalled", "OfoPruned")}
     trailer_totals = (agg.trailer or {}).get("totals") or {}
     if trailer_totals.get("tcpext_delta"):
         tcpext_delta = trailer_totals["tcpext_delta"]     # the exact interval of the capture
@@ -260,8 +279,11 @@ def build(agg: Aggregate, files: List[str]) -> dict:
         if counter and name in h.get("families", []):
             fam_id = ev.FAMILY_IDS[name]
             n = agg.pressure_entries() if fam_id == ev.PRESSURE else agg.by_family.get(fam_id, 0)
+            if fam_id == ev.MEM_DROP:       # pruned skbs: no per-skb counter to compare with
+                n -= sum(k for (f, v), k in agg.by_verdict.items()
+                         if f == fam_id and v & ev.VERDICT_DROP_PRUNE)
             comparison[name] = {"events": n, "kernel_counter": counter,
-                                "kernel_delta": tcpext_delta.get(counter)}
+                                "kernel_delta": summed_delta(counter, tcpext_delta.get)}
     if trailer_totals.get("families"):
         for row in trailer_totals["families"]:
             if row["family"] in comparison:
@@ -347,6 +369,7 @@ def build(agg: Aggregate, files: List[str]) -> dict:
         "distributions": {"shift": {str(k): n for k, n in sorted(agg.shift.items()) if k >= 0},
                           "orphans_at_decision": {str(k): n for k, n in sorted(agg.orphans_at_decision.items())}},
         "mem_exceed": _mem_classes(agg, page),
+        **({"mem_drop": _drop_causes(agg)} if agg.by_family.get(ev.MEM_DROP) else {}),
         "top": {
             # the sockets' owners; recordings made before owners were traced: the context
             "processes": owners or [{"pid": pid, "comm": comm_of(c0, c1), "events": n}

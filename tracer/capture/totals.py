@@ -6,11 +6,11 @@ from typing import Dict, List, Optional
 
 from tracer.model import events as ev
 from tracer.kernel.plan import Plan
-from tracer.model.families import FAMILY_ORDER, FAMILY_SLOT, KERNEL_COUNTER
+from tracer.model.families import FAMILY_ORDER, FAMILY_SLOT, KERNEL_COUNTER, KERNEL_COUNTER_PARTS, summed_delta
 
 #: other TcpExt counters worth showing when they move
 CONTEXT_COUNTERS = ("TCPMemoryPressuresChrono", "PruneCalled", "RcvPruned", "OfoPruned",
-                    "TCPRcvQDrop", "TCPOFODrop")
+                    "TCPRcvQDrop", "TCPOFODrop", "TCPBacklogDrop", "TCPZeroWindowDrop")
 
 
 @dataclasses.dataclass
@@ -35,9 +35,12 @@ class Totals:
     netns_filtered: bool = True              # --netns given: the counts are that namespace's
 
     def delta(self, name: str) -> Optional[int]:
-        if name not in self.tcpext_after or name not in self.tcpext_before:
-            return None
-        return self.tcpext_after[name] - self.tcpext_before[name]
+        """One TcpExt counter's delta, or the sum of a family's ("A+B")."""
+        def one(n: str) -> Optional[int]:
+            if n not in self.tcpext_after or n not in self.tcpext_before:
+                return None
+            return self.tcpext_after[n] - self.tcpext_before[n]
+        return summed_delta(name, one)
 
     def seen(self, family: str) -> int:
         """Events caught: the in-kernel count, or the user-space count where sampled."""
@@ -74,6 +77,25 @@ class Totals:
                                       if failed else "unexplained")
             else:
                 row["surplus_why"] = "unexplained"
+
+    def drop_sites(self) -> Optional[dict]:
+        """mem_drop by site, each against the TcpExt counter the kernel bumps
+        next to that drop (tcp_input.c/tcp_ipv4.c 5.19-6.18): one for one, but
+        for pruned skbs (OfoPruned counts the prune calls)."""
+        if "mem_drop" not in self.families or self.plan.families["mem_drop"].method == "sampled":
+            return None
+        c = self.counters
+        sites = {"rcvq": (c[ev.CNT_DROP_RCVQ], "TCPRcvQDrop"), "ofo": (c[ev.CNT_DROP_OFO], "TCPOFODrop"),
+                 "backlog": (c[ev.CNT_DROP_BACKLOG], "TCPBacklogDrop")}
+        out = {name: {"seen": n, "kernel_counter": k, "kernel_delta": self.delta(k)}
+               for name, (n, k) in sites.items()}
+        if c[ev.CNT_DROP_UNSPLIT]:
+            # before 6.11: no socket, so no rcv_nxt to tell them apart
+            out["rcvq_or_ofo"] = {"seen": c[ev.CNT_DROP_UNSPLIT], "kernel_counter": "TCPRcvQDrop+TCPOFODrop",
+                                  "kernel_delta": self.delta("TCPRcvQDrop+TCPOFODrop")}
+        out["ofo_pruned"] = {"seen": c[ev.CNT_DROP_PRUNE], "kernel_counter": "OfoPruned (calls)",
+                             "kernel_delta": self.delta("OfoPruned")}
+        return out
 
     def lost(self, family: str) -> int:
         return self.counters[ev.CNT_LOST_BASE + ev.FAMILY_IDS[family]]
@@ -121,6 +143,8 @@ class Totals:
                 self._reconcile(fam, row, seen, delta)
             if fam == "tw_overflow" and self.tw_inference() is not None:
                 row["inference"] = self.tw_inference()
+            if fam == "mem_drop" and self.drop_sites() is not None:
+                row["sites"] = self.drop_sites()
             out.append(row)
         return out
 
@@ -144,7 +168,7 @@ class Totals:
                        if f in self.missed or self.unpaired(f)},
             "filtered": self.counters[ev.CNT_FILTERED],
             "tcpext_delta": {k: self.delta(k) for k in
-                             [v for v in KERNEL_COUNTER.values() if v] + list(context)},
+                             list(dict.fromkeys(list(KERNEL_COUNTER_PARTS) + list(context)))},
         }
 
     def text(self) -> str:
@@ -199,6 +223,10 @@ def text_from_json(t: dict, recorded: bool = False) -> str:
                          f"({inf['confirmed_in_user_space']} by user space, {inf['confirmed_unchecked']} "
                          f"at once: pending table full)" +
                          (f", {inf['undecided']} undecided at the stop" if inf["undecided"] else ""))
+        for site, x in (r.get("sites") or {}).items():
+            if x["seen"] or x["kernel_delta"]:
+                d = "-" if x["kernel_delta"] is None else x["kernel_delta"]
+                lines.append(f"    {site:<12} {x['seen']:>7}  {x['kernel_counter']:<22} {d:>7}")
     v = t.get("counters", {})
     if v.get("oom_check"):
         lines.append(f"  oom_check verdicts: too_many_orphans={v['oom_check.orphans']} "

@@ -24,7 +24,12 @@ DENY_ENV = "TCPOOM_DENY_METHODS"
 METHODS = ("fentry", "kprobe", "tp_btf", "raw_tp")
 TRACEPOINTS = ("tcp_send_reset", "inet_sock_set_state", "sock_exceed_buf_limit",
                # the socket owner's process-context hooks (bpf/owner.bpf.h)
-               "sock_send_length", "sock_recv_length", "tcp_rcv_space_adjust", "tcp_destroy_sock")
+               "sock_send_length", "sock_recv_length", "tcp_rcv_space_adjust", "tcp_destroy_sock",
+               # mem_drop: 3 arguments 5.17-6.10, 4 (rx_sk) from 6.11; tcp_probe
+               # names the socket before 6.11
+               "kfree_skb", "tcp_probe")
+#: the memory drop reasons mem_drop counts (enum skb_drop_reason; numbers differ by release)
+DROP_REASONS = ("PROTO_MEM", "TCP_OFO_QUEUE_PRUNE", "SOCKET_BACKLOG")
 #: tracepoint -> its tracefs event directory, for kernels without BTF (the bcc engine)
 TRACEFS_EVENTS = {"tcp_send_reset": "tcp", "inet_sock_set_state": "sock",
                   "sock_exceed_buf_limit": "sock"}
@@ -43,6 +48,9 @@ class KernelFacts:
     tracepoints: Dict[str, int] = dataclasses.field(default_factory=dict)
     #: numeric SK_RST_REASON_TCP_ABORT_ON_MEMORY, None where the enum lacks it
     rst_reason_abort_on_memory: Optional[int] = None
+    #: SKB_DROP_REASON_<name> -> its number in this kernel's BTF, for the names of
+    #: DROP_REASONS the enum has (PROTO_MEM and TCP_OFO_QUEUE_PRUNE from 5.19)
+    drop_reasons: Dict[str, int] = dataclasses.field(default_factory=dict)
     #: what struct proto's orphan_count points to, from BTF: "percpu_counter" (up to
     #: 5.15.15: the quick read works), "int" (per-CPU unsigned int, 5.15.16+ and
     #: 6.0-6.14: not readable without the symbol), "absent" (6.15+), None: no BTF
@@ -222,6 +230,10 @@ def _gather_boot_stable(f: KernelFacts, test_load: bool = True) -> None:
             f.rst_reason_abort_on_memory = btf.enum_value(
                 "sk_rst_reason", "SK_RST_REASON_TCP_ABORT_ON_MEMORY")
             f.ringbuf = btf.enum_value("bpf_map_type", "BPF_MAP_TYPE_RINGBUF") is not None
+            for name in DROP_REASONS:
+                v = btf.enum_value("skb_drop_reason", f"SKB_DROP_REASON_{name}")
+                if v is not None:
+                    f.drop_reasons[name] = v
             fentry_target = f.btf_functions["tcp_check_oom"]
             pointee = btf.member_pointee("proto", "orphan_count")
             f.orphan_count = ("absent" if pointee is None else
@@ -249,10 +261,12 @@ def _gather_boot_stable(f: KernelFacts, test_load: bool = True) -> None:
 # reads after the first run. TCPOOM_NO_FACTS_CACHE=1 turns it off.
 CACHE_DIR = RUN_DIR
 _BOOT_STABLE = ("btf_functions", "tracepoints", "rst_reason_abort_on_memory", "orphan_count", "ringbuf",
+                "drop_reasons",
                 "fentry_errno",
                 "kallsyms_functions", "kallsyms_data", "kallsyms_read", "hz", "hz_source")
 # 3: orphan_count (issue 13) and ringbuf (issue 13, TIME_WAIT) both kept
-_CACHE_FORMAT = 3
+# 4, 5: kfree_skb's and tcp_probe's arity, drop_reasons (issue 13, mem_drop)
+_CACHE_FORMAT = 5
 
 
 def _cache_key(f: KernelFacts) -> Optional[dict]:

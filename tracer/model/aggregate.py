@@ -55,6 +55,7 @@ class Aggregate:
         self.owners: Counter = Counter()              # (owner pid, comm words): the sockets' owners
         self.who_cgroups: Counter = Counter()         # (family, owner's v2 cgroup, memcg)
         self.mem_classes: Counter = Counter()         # (class, memcg, memcg_limit pages, derived bits)
+        self.drop_causes: Counter = Counter()         # mem_drop: (verdict bits, class, derived bits)
         self.names = Names()                          # cgroup ids -> paths, from cgroups blocks
         self.local_ports: Counter = Counter()
         self.remote_peers: Counter = Counter()        # (af, raw address)
@@ -132,7 +133,7 @@ class Aggregate:
         self._add_memory(cols)
         fam_bytes = cols.records[cols.skip + _OFF["family"]::cols.stride]
         for family, add in ((ev.OOM_CHECK, self._add_oom), (ev.TW_OVERFLOW, self._add_tw),
-                            (ev.MEM_EXCEED, self._add_mem_exceed)):
+                            (ev.MEM_EXCEED, self._add_mem_exceed), (ev.MEM_DROP, self._add_mem_drop)):
             k = fam_bytes.count(family)
             if k:
                 add(cols if k == n else cols.only(fam_bytes.translate(FAMILY_MASKS[family])))
@@ -212,6 +213,10 @@ class Aggregate:
     def _add_mem_exceed(self, c: "Columns") -> None:
         count_keys(self.mem_classes, [c.part("mem_class"), c.part("memcg"), c.part("memcg_limit"),
                                       c.part("derived")], c.n)
+
+    def _add_mem_drop(self, c: "Columns") -> None:
+        # (verdict, mem_class, derived): the site and the cause, for the diagnosis
+        count_keys(self.drop_causes, [c.part("verdict"), c.part("mem_class"), c.part("derived")], c.n)
 
     def _add_tw(self, c: "Columns") -> None:
         tw = c.part("tw_count")
@@ -308,7 +313,7 @@ class Aggregate:
         later part of the file: on ties the earlier peak stays)."""
         for name in ("by_family", "by_verdict", "oom_callers", "methods", "per_second", "shift",
                      "orphans_at_decision", "processes", "local_ports", "remote_peers", "netns",
-                     "owners", "who_cgroups", "mem_classes"):
+                     "owners", "who_cgroups", "mem_classes", "drop_causes"):
             getattr(self, name).update(getattr(other, name))
         self.names._known.update(other.names._known)
         self.names.changes += 1

@@ -42,7 +42,7 @@ ABORT_ON_MEMORY = "TCP_ABORT_ON_MEMORY"
 CALLER_NAMES = {ev.CALLER_CLOSE: "close", ev.CALLER_TIMER: "timer"}      # else "unknown"
 
 # which families carry which figures (the rest are null)
-_MEMORY = (ev.OOM_CHECK, ev.MEM_EXCEED, ev.PRESSURE)
+_MEMORY = (ev.OOM_CHECK, ev.MEM_EXCEED, ev.PRESSURE, ev.MEM_DROP)
 
 
 def record(e: ev.Event, clock: Clock, sampled, names=None) -> Dict:
@@ -104,9 +104,30 @@ def record(e: ev.Event, clock: Clock, sampled, names=None) -> Dict:
             put("memcg_limit", e.memcg_limit)
     elif fam == ev.PRESSURE:
         put("pressure_since", e.pressure_since, "pressure_since")
+    elif fam == ev.MEM_DROP:
+        d["reason"] = drop_reason_name(e.verdict)
+        for name in ("rmem_alloc", "rcvbuf", "wmem_queued", "sndbuf"):
+            put(name, getattr(e, name))
+        if e.verdict & ev.VERDICT_DROP_RCVBUF:
+            d["mem_class"] = "rcvbuf"
+            fidelity["mem_class"] = "derived"
+        elif e.derived & ev.FIELD_MEM_CLASS:
+            d["mem_class"] = e.mem_class_name
+            fidelity["mem_class"] = "derived"
+            put("memcg_usage", e.memcg_usage)
+            put("memcg_limit", e.memcg_limit)
     fidelity["verdict"] = e.fidelity("verdict") if e.method != ev.SAMPLED else "sampled"
     d["fidelity"] = fidelity
     return d
+
+
+def drop_reason_name(verdict: int) -> str:
+    """mem_drop: the kernel's drop reason (SKB_DROP_REASON_ without its prefix)."""
+    if verdict & ev.VERDICT_DROP_PRUNE:
+        return "TCP_OFO_QUEUE_PRUNE"
+    if verdict & ev.VERDICT_DROP_BACKLOG:
+        return "SOCKET_BACKLOG"
+    return "PROTO_MEM"
 
 
 def csv_cell(value) -> str:

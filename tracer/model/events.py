@@ -10,9 +10,9 @@ from _socket import inet_ntop as _inet_ntop  # the C module: socket.py costs ~10
 from typing import Dict, List, Optional, Tuple
 
 # family
-OOM_CHECK, TW_OVERFLOW, MEM_EXCEED, PRESSURE = 1, 2, 3, 4
+OOM_CHECK, TW_OVERFLOW, MEM_EXCEED, PRESSURE, MEM_DROP = 1, 2, 3, 4, 5
 FAMILIES: Dict[int, str] = {OOM_CHECK: "oom_check", TW_OVERFLOW: "tw_overflow",
-                            MEM_EXCEED: "mem_exceed", PRESSURE: "pressure"}
+                            MEM_EXCEED: "mem_exceed", PRESSURE: "pressure", MEM_DROP: "mem_drop"}
 FAMILY_IDS = {v: k for k, v in FAMILIES.items()}
 
 # method
@@ -32,6 +32,12 @@ VERDICT_ENTER = 0x1000
 VERDICT_LEAVE = 0x2000
 VERDICT_CAUSE_LIMIT = 0x4000     # pressure entered with memory_allocated above tcp_mem[1]
 VERDICT_CAUSE_ALLOC = 0x8000     # ... at or below it: a page or skb allocation failed
+# mem_drop: the site (one of four) and the cause
+VERDICT_DROP_RCVQ = 0x0020       # PROTO_MEM in tcp_data_queue (TCPRcvQDrop)
+VERDICT_DROP_OFO = 0x0040        # PROTO_MEM in tcp_data_queue_ofo (TCPOFODrop)
+VERDICT_DROP_PRUNE = 0x0080      # TCP_OFO_QUEUE_PRUNE (OfoPruned counts calls)
+VERDICT_DROP_BACKLOG = 0x0400    # SOCKET_BACKLOG in tcp_add_backlog (TCPBacklogDrop)
+VERDICT_DROP_RCVBUF = 0x0800     # the receive buffer was full (not a refused charge)
 
 # caller
 CALLER_UNKNOWN, CALLER_CLOSE, CALLER_TIMER = 0, 1, 2
@@ -84,7 +90,7 @@ CNT_PRESSURE_ENTER = 12
 CNT_PRESSURE_LEAVE = 13
 CNT_FILTERED = 14
 CNT_LOST_BASE = 16
-FAMILY_MAX = 5
+FAMILY_MAX = 6
 CNT_LOST_END = CNT_LOST_BASE + FAMILY_MAX    # lost slots: [CNT_LOST_BASE, CNT_LOST_END)
 # tracepoint tier of tw_overflow: closes that looked like overflows, those a later
 # reset or error cancelled, those confirmed at once because the pending table was full
@@ -94,7 +100,14 @@ CNT_TW_UNCHECKED = 26
 # kprobe tiers: + family (1..4, slots 28..31): a return that found no entry
 CNT_UNPAIRED_BASE = 27
 CNT_UNPAIRED_END = CNT_UNPAIRED_BASE + FAMILY_MAX  # unpaired slots: [CNT_UNPAIRED_BASE, CNT_UNPAIRED_END)
-CNT_MAX = 32
+# mem_drop: the family's count (PROTO_MEM and SOCKET_BACKLOG drops), then by site
+CNT_MEM_DROP = 33
+CNT_DROP_RCVQ = 34
+CNT_DROP_OFO = 35
+CNT_DROP_BACKLOG = 36
+CNT_DROP_PRUNE = 37
+CNT_DROP_UNSPLIT = 38
+CNT_MAX = 40
 # a TIME_WAIT candidate with no reset or error on its socket for this long is an overflow
 TW_SETTLE_MS = 200
 COUNTER_NAMES = {
@@ -108,6 +121,9 @@ COUNTER_NAMES = {
     CNT_FILTERED: "filtered",
     CNT_TW_CANDIDATES: "tw_overflow.candidates", CNT_TW_CANCELLED: "tw_overflow.cancelled",
     CNT_TW_UNCHECKED: "tw_overflow.unchecked",
+    CNT_MEM_DROP: "mem_drop", CNT_DROP_RCVQ: "mem_drop.rcvq", CNT_DROP_OFO: "mem_drop.ofo",
+    CNT_DROP_BACKLOG: "mem_drop.backlog", CNT_DROP_PRUNE: "mem_drop.pruned",
+    CNT_DROP_UNSPLIT: "mem_drop.rcvq_or_ofo",
 }
 for _fam, _name in FAMILIES.items():
     COUNTER_NAMES[CNT_LOST_BASE + _fam] = f"lost.{_name}"
@@ -327,7 +343,23 @@ class Event:
                 out.append("allocation_failure")
         elif self.family == TW_OVERFLOW:
             out.append("overflow")
+        elif self.family == MEM_DROP:
+            out.append(drop_site(v))
+            if v & VERDICT_DROP_RCVBUF:
+                out.append("rcvbuf_full")
         return out
+
+
+def drop_site(verdict: int) -> str:
+    """mem_drop: where the kernel dropped the segment."""
+    if verdict & VERDICT_DROP_PRUNE:
+        return "ofo_pruned"
+    if verdict & VERDICT_DROP_BACKLOG:
+        return "backlog"
+    both = VERDICT_DROP_RCVQ | VERDICT_DROP_OFO
+    if verdict & both == both:
+        return "rcvq_or_ofo"     # before 6.11: no socket to compare rcv_nxt with
+    return "ofo" if verdict & VERDICT_DROP_OFO else "rcvq"
 
 
 def _unpacking_init():

@@ -22,7 +22,7 @@ from tracer.model.events import Event
 from tracer.model.clock import Clock
 from tracer.model.samples import Sampled
 from .sparkline import sparkline
-from tracer.model.families import FAMILY_ORDER as _FAM_ORDER, FAMILY_SLOT, KERNEL_COUNTER
+from tracer.model.families import FAMILY_ORDER as _FAM_ORDER, FAMILY_SLOT, KERNEL_COUNTER, summed_delta
 
 WINDOW_S = 600          # per-second series kept (10 minutes)
 RATE_S = 60             # seconds shown in the rate sparklines
@@ -134,9 +134,12 @@ class DashboardState:
         return sum(self.agg.missed.values())
 
     def tcpext_delta(self, name: str) -> Optional[int]:
-        if name not in self.tcpext_now or name not in self.tcpext_start:
-            return None
-        return self.tcpext_now[name] - self.tcpext_start[name]
+        """The delta of one TcpExt counter, or the sum of a family's ("A+B")."""
+        def one(n: str) -> Optional[int]:
+            if n not in self.tcpext_now or n not in self.tcpext_start:
+                return None
+            return self.tcpext_now[n] - self.tcpext_start[n]
+        return summed_delta(name, one)
 
     def rate_series(self, family: str) -> List[int]:
         if self.now_ns is None:
@@ -261,6 +264,8 @@ def _latest(st: DashboardState, rows: int, width: int) -> Table:
             what = f"tw={e.tw_count}/{e.max_tw_buckets}"
         elif e.family == ev.MEM_EXCEED:
             what = f"{e.verdict_names()[0]} {e.memory_allocated}p>{e.tcp_mem2}p"
+        elif e.family == ev.MEM_DROP:
+            what = " ".join(e.verdict_names()) + (f" rmem={e.rmem_alloc}/{e.rcvbuf}" if e.rcvbuf >= 0 else "")
         else:
             what = f"{e.verdict_names()[0]} mem={e.memory_allocated}p"
         row = [st.clock.hms(e.ts_ns)[:12], e.family_name, what]

@@ -52,6 +52,18 @@ def _mem_class(e: Event, names=None) -> str:
     return f" class={e.mem_class_name}"
 
 
+def _drop(e: Event, names=None) -> str:
+    """mem_drop: the site, then why (a full receive buffer, or the refusal's class)."""
+    site = ev.drop_site(e.verdict)
+    if e.verdict & ev.VERDICT_DROP_RCVBUF:
+        why = " rcvbuf full"
+    else:
+        why = _mem_class(e, names)
+    mem = f" mem={e.memory_allocated}/{e.tcp_mem2}p" if e.memory_allocated >= 0 else ""
+    queue = f" rmem={e.rmem_alloc}/{e.rcvbuf}" if e.rcvbuf >= 0 else ""
+    return f"{site}{why}{queue}{mem} netns={e.netns}"
+
+
 def text(e: Event, clock: Clock, sampled: Sampled, names=None) -> str:
     head = f"{clock.hms(e.ts_ns)} {e.family_name:<11}"
     tail = f"{e.local} > {e.remote} {e.state_name} {who(e, names)}"
@@ -74,6 +86,8 @@ def text(e: Event, clock: Clock, sampled: Sampled, names=None) -> str:
         body = (f"{side} alloc={e.memory_allocated}p {over} tcp_mem[2]={e.tcp_mem2}p "
                 f"({_pct(e.memory_allocated, e.tcp_mem2)}){why} rmem={e.rmem_alloc}/{e.rcvbuf} "
                 f"wq={e.wmem_queued}/{e.sndbuf}")
+    elif e.family == ev.MEM_DROP:
+        body = _drop(e, names)
     else:
         side = "enter" if e.verdict & ev.VERDICT_ENTER else "leave"
         mem = f"mem={e.memory_allocated}p" if e.memory_allocated >= 0 else "mem=?"

@@ -185,6 +185,15 @@ class TcpoomCollector:
         press.add_metric(["enter"], ps["enter"] if sampled else c[ev.CNT_PRESSURE_ENTER])
         press.add_metric(["leave"], ps["leave"] if sampled else c[ev.CNT_PRESSURE_LEAVE])
         yield press
+        drops = CounterMetricFamily(
+            f"{PREFIX}_memory_drops", "Received segments dropped for memory (skb:kfree_skb), by site: "
+            "rcvq+ofo+backlog = TCPRcvQDrop+TCPOFODrop+TCPBacklogDrop; ofo_pruned counts skbs "
+            "(OfoPruned counts calls)", labels=["site"])
+        for site, slot in (("rcvq", ev.CNT_DROP_RCVQ), ("ofo", ev.CNT_DROP_OFO),
+                           ("rcvq_or_ofo", ev.CNT_DROP_UNSPLIT), ("backlog", ev.CNT_DROP_BACKLOG),
+                           ("ofo_pruned", ev.CNT_DROP_PRUNE)):
+            drops.add_metric([site], c[slot])
+        yield drops
         lost = CounterMetricFamily(f"{PREFIX}_ring_lost_events",
                                    "Events counted in the kernel but not written to the ring buffer (full)",
                                    labels=["family"])

@@ -76,6 +76,9 @@ def _candidates(f: KernelFacts) -> dict:
         "pressure": [("kprobe", "tcp_enter/leave_memory_pressure",
                       ["enter_pressure_kprobe", "enter_pressure_kretprobe", "leave_pressure_kprobe"],
                       _both_pressure)],
+        # not ported to bcc: counted from TcpExt only (the CO-RE engine traces it on 5.19+)
+        "mem_drop": [("raw_tp", "skb:kfree_skb", [],
+                      lambda f: "not in the bcc engine: the CO-RE engine traces it (5.19+ with BTF)")],
     }
 
 

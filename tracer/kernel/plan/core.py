@@ -91,8 +91,36 @@ def _pressure_candidates(f: KernelFacts) -> List[Candidate]:
     ]
 
 
+def _drop_check(raw: bool) -> Callable[[KernelFacts], Optional[str]]:
+    def check(f: KernelFacts) -> Optional[str]:
+        why = need_tracepoint(f, "kfree_skb", 3, raw)
+        if why:
+            return why
+        missing = [r for r in fam.DROP_REASONS_NEEDED if r not in f.drop_reasons]
+        if missing:
+            return (f"no SKB_DROP_REASON_{missing[0]} in the kernel's BTF (5.19+): "
+                    "memory drops not told apart")
+        return None
+    return check
+
+
+def _drop_candidates(f: KernelFacts) -> List[Candidate]:
+    # the program must declare no more arguments than the tracepoint has:
+    # rx_sk is the fourth from 6.11
+    if f.tracepoints.get("kfree_skb", 0) >= 4:
+        return [("tp_btf", "skb:kfree_skb", ["drop_btf"], _drop_check(raw=False)),
+                ("raw_tp", "skb:kfree_skb", ["drop_raw"], _drop_check(raw=True))]
+    # before 6.11 tcp:tcp_probe names the socket of an ESTABLISHED drop
+    note = f.tracepoints.get("tcp_probe", 0) >= 2
+    return [("tp_btf", "skb:kfree_skb", ["drop3_btf"] + (["drop_note_btf"] if note else []),
+             _drop_check(raw=False)),
+            ("raw_tp", "skb:kfree_skb", ["drop3_raw"] + (["drop_note_raw"] if note else []),
+             _drop_check(raw=True))]
+
+
 CANDIDATES = {"oom_check": _oom_candidates, "tw_overflow": _tw_candidates,
-              "mem_exceed": _mem_candidates, "pressure": _pressure_candidates}
+              "mem_exceed": _mem_candidates, "pressure": _pressure_candidates,
+              "mem_drop": _drop_candidates}
 
 
 def build_core(f: KernelFacts, banned: Dict[str, List[Tuple[str, str]]]) -> Plan:

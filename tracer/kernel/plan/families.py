@@ -58,6 +58,9 @@ SAMPLED_ONLY = {
     "mem_exceed": ("none", "refusals at tcp_mem[2] are not counted by the kernel"),
     "pressure": ("/proc/net/protocols press, TcpExt TCPMemoryPressures",
                  "enter/leave seen at the sampling period (100 ms)"),
+    "mem_drop": ("TcpExt TCPRcvQDrop, TCPOFODrop, TCPBacklogDrop",
+                 "memory drops are counted, not seen one by one; before 5.19 the kernel's drop "
+                 "reasons do not name them"),
 }
 
 
@@ -246,6 +249,63 @@ def mem_blind_spot(f: KernelFacts) -> str:
     return "; ".join(spots)
 
 
+# ------------------------------------------------------------------- mem_drop
+
+#: the drop reasons the family cannot do without (SOCKET_BACKLOG is optional)
+DROP_REASONS_NEEDED = ("PROTO_MEM", "TCP_OFO_QUEUE_PRUNE")
+
+
+def drop_fields(f: KernelFacts, method: str, programs: List[str]) -> Fields:
+    if method == "sampled":
+        return {"verdict": (SAMPLED, "TcpExt TCPRcvQDrop, TCPOFODrop, TCPBacklogDrop deltas")}
+    fields: Fields = {"verdict": (EXACT, "the drop reason (number from the kernel's BTF: " +
+                                  ", ".join(f"{k}={v}" for k, v in sorted(f.drop_reasons.items())) + ")")}
+    if any(p in ("drop_btf", "drop_raw") for p in programs):
+        fields["verdict"] = (EXACT, fields["verdict"][1] + "; PROTO_MEM split in-order (tcp_data_queue, "
+                                    "TCPRcvQDrop) or out-of-order (tcp_data_queue_ofo, TCPOFODrop) by "
+                                    "the segment's seq against rcv_nxt")
+        fields["socket"] = (EXACT, "rx_sk: 4-tuple, queues, buffers at the drop")
+        fields["memory_allocated"] = (EXACT, "sk->sk_prot->memory_allocated at the drop")
+        fields["mem_class"] = (DERIVED, "rcvbuf when rmem_alloc + len > sk_rcvbuf (a full receive "
+                                        "buffer); else classified as mem_exceed's refusals")
+    elif any(p.startswith("drop_note_") for p in programs):
+        fields["verdict"] = (EXACT, fields["verdict"][1] + "; PROTO_MEM split in-order or out-of-order "
+                                    "where the socket is known")
+        fields["socket"] = (EXACT, "no rx_sk before 6.11: the socket tcp:tcp_probe noted for that skb on "
+                                   "that CPU (drops of ESTABLISHED sockets), a pruned skb's owner (skb->sk); "
+                                   "else the 4-tuple from the segment's headers, namespace unknown; "
+                                   "the owner is the last one noted in a hash map (with sk_storage: "
+                                   "context-only), and --pid matches no drop")
+        fields["memory_allocated"] = (EXACT, "sk->sk_prot->memory_allocated where the socket is known")
+        fields["mem_class"] = (DERIVED, "as from 6.11, where the socket is known")
+    else:
+        fields["socket"] = (DERIVED, "4-tuple from the segment's IP and TCP headers, netns unknown "
+                                     "(no rx_sk before 6.11, and no tcp_probe tracepoint); pruned skbs: their "
+                                     "owning socket (skb->sk)")
+        fields["memory_allocated"] = (UNAVAILABLE, "no socket before 6.11 (except pruned skbs)")
+    return fields
+
+
+def drop_blind_spot(f: KernelFacts, dr: FamilyPlan) -> str:
+    spots = ["OfoPruned counts prune calls, not the skbs each call drops: pruned skbs are "
+             "shown, never compared",
+             "TCPRcvQDrop also counts TCP_REPAIR queue refusals (no drop reason)"]
+    if "SOCKET_BACKLOG" not in f.drop_reasons:
+        spots.append("no SKB_DROP_REASON_SOCKET_BACKLOG: TCPBacklogDrop counted only")
+    if any(p.startswith("drop3_") for p in dr.programs):
+        who = ("a drop outside tcp_rcv_established (a socket not ESTABLISHED, a full backlog, a "
+               "softirq that replaced tcp_probe's note during backlog processing)"
+               if any(p.startswith("drop_note_") for p in dr.programs) else "every drop but pruning")
+        spots.append(f"before 6.11 (no rx_sk), {who} has no socket: the flow from the headers, "
+                     "the namespace unknown (tcp_v4_rcv clears skb->dev, tcp_data_queue drops the "
+                     "route), so --netns and --pid count it as filtered, and in-order and "
+                     "out-of-order PROTO_MEM drops are not told apart (rcvq_or_ofo)")
+        if any(p.startswith("drop_note_") for p in dr.programs):
+            spots.append("tcp:tcp_probe runs a program on every segment an ESTABLISHED socket "
+                         "receives (a per-CPU note: a few instructions)")
+    return "; ".join(spots)
+
+
 # ------------------------------------------------------------------- pressure
 
 def pressure_fields(method: str) -> Fields:
@@ -264,7 +324,7 @@ def pressure_blind_spot(pr: FamilyPlan) -> str:
     return KPROBE_BLIND_SPOT if pr.method == "kprobe" else ""
 
 
-# -------------------------------------------------------------------- all four
+# -------------------------------------------------------------------- all five
 
 def describe(f: KernelFacts, fams: Dict[str, FamilyPlan], bcc: bool = False) -> None:
     """Fill each chosen family's fields and blind spot."""
@@ -278,6 +338,11 @@ def describe(f: KernelFacts, fams: Dict[str, FamilyPlan], bcc: bool = False) -> 
         mem.blind_spot = mem_blind_spot(f)
     pr.fields = pressure_fields(pr.method)
     pr.blind_spot = pr.blind_spot or pressure_blind_spot(pr)
+    dr = fams.get("mem_drop")
+    if dr is not None:
+        dr.fields = drop_fields(f, dr.method, dr.programs)
+        if dr.method != "sampled":
+            dr.blind_spot = drop_blind_spot(f, dr)
 
 
 def config(f: KernelFacts, oom: FamilyPlan) -> Dict[str, int]:

@@ -19,7 +19,7 @@ _UTC = datetime.timezone.utc
 _SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2, "ok": 3}
 # family colours are picked from a fixed table, never from the model
 _FAMILY_COLOUR = {"oom_check": "#c62828", "tw_overflow": "#6a3fb5", "mem_exceed": "#d9480f",
-                  "pressure": "#1565c0"}
+                  "pressure": "#1565c0", "mem_drop": "#00838f"}
 _PROC_SERIES = (
     # key, title, unit
     ("mem", "TCP memory (sockstat mem)", "pages"),
@@ -30,7 +30,8 @@ _PROC_SERIES = (
 _FAMILY_TITLE = {"oom_check": "oom_check: orphan / memory kills (tcp_check_oom)",
                  "tw_overflow": "tw_overflow: TIME_WAIT bucket table full",
                  "mem_exceed": "mem_exceed: allocations refused at tcp_mem[2]",
-                 "pressure": "pressure: enter / leave memory pressure"}
+                 "pressure": "pressure: enter / leave memory pressure",
+                 "mem_drop": "mem_drop: received segments dropped for memory (kfree_skb)"}
 
 
 def _e(value: Any) -> str:
