@@ -21,7 +21,8 @@ ODD_COMMS = [b"", b"nginx", b'a"b\\c', b"\x01\x02\x1f\x7f", b"\xff\xfe\x80bad", 
 # generated function, so records are made to share shapes as a storm's do
 VERDICTS = [0, ev.VERDICT_ORPHANS | ev.VERDICT_KILLED | ev.VERDICT_RESET, ev.VERDICT_MEMORY | ev.VERDICT_SHIFT_MIN,
             ev.VERDICT_SEND, ev.VERDICT_RECV, ev.VERDICT_ENTER | ev.VERDICT_CAUSE_LIMIT,
-            ev.VERDICT_LEAVE, ev.VERDICT_ENTER | ev.VERDICT_CAUSE_ALLOC, 0xffff] + \
+            ev.VERDICT_LEAVE, ev.VERDICT_ENTER | ev.VERDICT_CAUSE_ALLOC, 0xffff,
+            ev.VERDICT_DROP_RCVBUF, ev.VERDICT_DROP_PRUNE, ev.VERDICT_DROP_BACKLOG] + \
     [random.Random(i).randrange(2**16) for i in range(4)]
 MASKS = [0, 2**13 - 1, ev.FIELD_MEMORY | ev.FIELD_TCP_MEM | ev.FIELD_SOCKET, ev.FIELD_SHIFT | ev.FIELD_VERDICT,
          ev.FIELD_MEM_CLASS | ev.FIELD_OWNER, ev.FIELD_TW_COUNT | ev.FIELD_MAX_TW | ev.FIELD_ORPHANS] + \
@@ -45,7 +46,7 @@ def _names():
 
 
 def _record(rng: random.Random) -> ev.Event:
-    fam = rng.choice([ev.OOM_CHECK, ev.TW_OVERFLOW, ev.MEM_EXCEED, ev.PRESSURE] * 4 + [0, 5, 200])
+    fam = rng.choice([ev.OOM_CHECK, ev.TW_OVERFLOW, ev.MEM_EXCEED, ev.PRESSURE, ev.MEM_DROP] * 4 + [0, 6, 200])
     af = rng.choice([2, 2, 10, 10, 0, 1])
     if af == 10:
         addr = lambda: rng.choice([b"\0" * 15 + b"\1", b"\0" * 10 + b"\xff\xff" + bytes(rng.randrange(256) for _ in range(4)),  # noqa: E731

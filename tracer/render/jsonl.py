@@ -23,13 +23,13 @@ from typing import Callable, Dict, List, Tuple
 
 from tracer.model import events as ev
 from tracer.model.clock import Clock
-from tracer.model.event_schema import ABORT_ON_MEMORY, AF_NAMES, CALLER_NAMES, record
+from tracer.model.event_schema import ABORT_ON_MEMORY, AF_NAMES, CALLER_NAMES, drop_reason_name, record
 from tracer.model.events import FLAT_NAMES, Event
 
 # json.dumps' string encoder (ensure_ascii, the default): the C one where built
 _quote: Callable[[str], str] = (getattr(_encoder, "c_encode_basestring_ascii", None)
                                 or _encoder.py_encode_basestring_ascii)
-_MEMORY = (ev.OOM_CHECK, ev.MEM_EXCEED, ev.PRESSURE)
+_MEMORY = (ev.OOM_CHECK, ev.MEM_EXCEED, ev.PRESSURE, ev.MEM_DROP)
 _CACHE_MAX = 4096      # values kept per table; a table that fills is emptied (a damaged file)
 I: Dict[str, int] = {name: i for i, name in enumerate(FLAT_NAMES)}
 # what a shape is made of: the template depends on these values only
@@ -271,7 +271,10 @@ class JsonLines:
             x.const("state", e.state_name)
         x.const("verdict", e.verdict_names())
         oom, memory = fam == ev.OOM_CHECK, fam in _MEMORY
-        mem_class = fam == ev.MEM_EXCEED and bool(e.derived & ev.FIELD_MEM_CLASS)
+        drop = fam == ev.MEM_DROP
+        rcvbuf_full = drop and bool(e.verdict & ev.VERDICT_DROP_RCVBUF)
+        mem_class = fam in (ev.MEM_EXCEED, ev.MEM_DROP) and bool(e.derived & ev.FIELD_MEM_CLASS) \
+            and not rcvbuf_full
         if memory:
             fidelity += [("memory_allocated", e.fidelity("memory_allocated")),
                          ("tcp_mem", e.fidelity("tcp_mem"))]
@@ -300,7 +303,7 @@ class JsonLines:
             x.const("memory_allocated", None)
             x.const("tcp_mem", None)
         for name in ("wmem_queued", "rmem_alloc", "sndbuf", "rcvbuf"):
-            if fam == ev.MEM_EXCEED or (oom and name == "wmem_queued"):
+            if fam in (ev.MEM_EXCEED, ev.MEM_DROP) or (oom and name == "wmem_queued"):
                 x.number(name)
             else:
                 x.const(name, None)
@@ -320,8 +323,13 @@ class JsonLines:
             x.const("reason", ABORT_ON_MEMORY if e.reason else None)
         else:
             x.const("reset_sent", None)
-            x.const("reason", None)
-        if mem_class:
+            x.const("reason", drop_reason_name(e.verdict) if drop else None)
+        if rcvbuf_full:
+            x.const("mem_class", "rcvbuf")
+            fidelity.append(("mem_class", "derived"))
+            x.const("memcg_usage", None)
+            x.const("memcg_limit", None)
+        elif mem_class:
             x.const("mem_class", e.mem_class_name)
             fidelity.append(("mem_class", "derived"))
             x.number("memcg_usage")
