@@ -50,15 +50,20 @@ def _rss_mb(pid: int) -> float:
         return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) / 1024.0
 
 
-def offer(rate: int, seconds: float) -> int:
-    """Call getpid() so that BATCH * calls/s == rate; returns events offered."""
+def offer(rate: int, seconds: float, varied: bool = False) -> int:
+    """Call getpid() so that BATCH * calls/s == rate; returns events offered.
+
+    varied: getppid() instead, which makes varied records (every family,
+    256 processes, 8 namespaces, 4096 connections: bpf/bench.bpf.c) in place
+    of one constant record repeated."""
     calls = int(rate * seconds / BATCH)
+    call = os.getppid if varied else os.getpid
     start = time.monotonic()
     for i in range(calls):
         due = start + i * BATCH / rate
         while time.monotonic() < due:
             pass
-        os.getpid()
+        call()
     return calls * BATCH
 
 
