@@ -58,7 +58,9 @@ def _lossy(sweep: dict) -> str:
     for r in sweep["rows"]:
         if not r["zero_loss"]:
             offered = r["received"] + r["lost"]
-            return f"; offered {r['rate']:,}/s: {r['lost'] / max(offered, 1) * 100:.1f}% lost"
+            if not r["lost"]:
+                return f"; offered {r['rate']:,}/s: some of the runs lost events"
+            return f"; offered {r['rate']:,}/s: {r['lost'] / max(offered, 1) * 100:.1f}% lost (median)"
     return ""
 
 
