@@ -98,6 +98,10 @@ CASES = {
     "mixed families": ({"sport", "orphans", "tw"}, (ev.OOM_CHECK, ev.TW_OVERFLOW, ev.MEM_EXCEED), NS // 2),
     "several seconds": ({"shift", "orphans"}, (ev.OOM_CHECK, ev.TW_OVERFLOW), 4 * NS),
     "unknown figures": ({"memory", "tcp_mem", "orphans", "shift"}, (ev.OOM_CHECK,), NS // 2),
+    # families and verdicts both vary: the (family, verdict) pairs are
+    # counted packed (Columns.pairs), the families and seconds from them
+    "families and verdicts": ({"verdict", "sport", "pid"}, tuple(ev.FAMILIES), NS // 2),
+    "families and verdicts, several seconds": ({"verdict", "shift"}, tuple(ev.FAMILIES), 4 * NS),
 }
 
 
@@ -113,6 +117,10 @@ def test_columns_match_the_per_record_reference(case):
         agg.add_events(ev.frame_all([e.pack() for e in batch]), n)
     want = reference(records)
     assert found(agg) == want
+    # in the order first met, as a per-record count has them (ties in top
+    # tables keep it)
+    for name, counter in (("family", agg.by_family), ("verdict", agg.by_verdict), ("second", agg.per_second)):
+        assert list(counter) == list(want[name])
     assert agg.events == len(records)
     assert agg.first_ns == min(e.ts_ns for e in records)
     assert agg.last_ns == max(e.ts_ns for e in records)

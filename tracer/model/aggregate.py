@@ -106,10 +106,25 @@ class Aggregate:
             sec: Tuple[Optional[int], Optional[list]] = (cols.second, None)
         else:
             sec = (None, list(map(operator.floordiv, ts, repeat(_NS, count))))
-        fam = cols.part("family")
-        count_keys(self.by_family, [fam], count)
-        count_keys(self.by_verdict, [fam, cols.part("verdict")], count)
-        count_keys(self.per_second, [fam, sec], count)
+        fam, verdict = cols.part("family"), cols.part("verdict")
+        if fam[1] is None or verdict[1] is None:
+            count_keys(self.by_family, [fam], count)
+            count_keys(self.by_verdict, [fam, verdict], count)
+            count_keys(self.per_second, [fam, sec], count)
+        else:
+            # mixed families (a busy host): the (family, verdict) pairs are
+            # counted once, as packed ints, and the families from them
+            pairs = cols.pairs("family", "verdict")
+            self.by_verdict.update(pairs)
+            by_family: Counter = Counter()
+            for (family, _), k in pairs.items():
+                by_family[family] += k
+            self.by_family.update(by_family)
+            if sec[1] is None:
+                for family, k in by_family.items():
+                    self.per_second[family, sec[0]] += k
+            else:
+                count_keys(self.per_second, [fam, sec], count)
         if detail_every > 1 and count > detail_every:
             # every detail_every-th record: the same buffer read with a longer
             # stride, no copy

@@ -79,6 +79,31 @@ class Columns:
         return (v, None) if v is not None else (None, self.col(name, extra))
 
 
+    def pairs(self, first: str, second: str) -> Counter:
+        """How many records have each (first, second) value pair, for two
+        narrow fields (3 bytes or less together, such as family and verdict):
+        both copied side by side into one 4-byte key per record (two strided
+        copies in C) and the keys counted as ints, then the few distinct keys
+        decoded. The pairs come in the order they are first met, as
+        Counter(zip(col(first), col(second))) has them, at half its cost."""
+        (c1, w1, o1), (c2, w2, o2) = ((_CODE[f], struct.calcsize(_CODE[f]), self._off(f, 0))
+                                      for f in (first, second))
+        at = -(-w1 // w2) * w2              # the second field's place in the key, aligned
+        count = self.count
+        if (c1 not in "BH" or c2 not in "BH" or at + w2 > 4 or o1 % w1 or o2 % w2
+                or self.stride % w2 or len(self.records) < count * self.stride):
+            return Counter(zip(self.col(first), self.col(second)))
+        key = bytearray(4 * count)
+        keys = memoryview(key)
+        keys.cast(c1)[::4 // w1] = self._mv.cast(c1)[o1 // w1::self.stride // w1]
+        keys.cast(c2)[at // w2::4 // w2] = self._mv.cast(c2)[o2 // w2::self.stride // w2]
+        ints = keys.cast("I")
+        if self.mask is not None:
+            ints = compress(ints, self.mask)
+        low, shift = (1 << 8 * w1) - 1, 8 * at
+        return Counter({(k & low, k >> shift): n for k, n in Counter(ints).items()})
+
+
 def count_keys(counter: Counter, parts: List[Tuple[Optional[int], Optional[list]]], n: int) -> None:
     """counter[key] += 1 per record, the key made of `parts` (a single part:
     the value itself, several: a tuple), with the constant parts counted once."""

@@ -1,0 +1,297 @@
+"""docs/performance.md's result tables, made from the raw results kept under docs/bench/.
+
+    python3 -m scripts.bench_doc --check    # exit 1 when a table in the page is not what its JSON gives
+    python3 -m scripts.bench_doc --write    # rewrite those tables from the JSON
+
+A generated table sits in the page between
+
+    <!-- bench_doc: NAME -->
+    ...
+    <!-- /bench_doc -->
+
+and TABLES says which JSON file under docs/bench/ it is made from and how.
+Every JSON file a table reads must say what it was measured on (MACHINE_KEYS
+in its "machine" section). To put another benchmark's figures under the
+check, add a function that makes its rows from its JSON, an entry in TABLES
+and the markers in the page; `--write` fills it in. Exit codes: 0 the page
+matches, 1 it does not (one line per table, then the differing lines), 2 a
+file is missing or unreadable.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import re
+import sys
+from typing import Callable, Dict, List, Optional, Tuple
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAGE = os.path.join(ROOT, "docs", "performance.md")
+BENCH_DIR = os.path.join(ROOT, "docs", "bench")
+# what a result file must say about where and when it was measured
+MACHINE_KEYS = ("date", "kernel", "cpus", "cpu", "python", "tcpoom", "commit")
+BEGIN = re.compile(r"^<!-- bench_doc: ([\w-]+) -->$")
+END = "<!-- /bench_doc -->"
+
+Row = Tuple[str, ...]
+
+
+class DocError(Exception):
+    """A file missing or unreadable (exit 2)."""
+
+
+# ------------------------------------------------------------------ helpers
+
+def _best(sweep: dict) -> Tuple[float, int]:
+    """(highest rate achieved with zero loss, the rate offered then)."""
+    rows = [r for r in sweep["rows"] if r["zero_loss"]]
+    if not rows:
+        return 0.0, 0
+    r = max(rows, key=lambda r: r["achieved"])
+    return r["achieved"], r["rate"]
+
+
+def _lossy(sweep: dict) -> str:
+    """The first rate offered that lost events, as a clause, or ''."""
+    for r in sweep["rows"]:
+        if not r["zero_loss"]:
+            offered = r["received"] + r["lost"]
+            if not r["lost"]:
+                return f"; offered {r['rate']:,}/s: some of the runs lost events"
+            return f"; offered {r['rate']:,}/s: {r['lost'] / max(offered, 1) * 100:.1f}% lost (median)"
+    return ""
+
+
+def _rate(sweep: dict) -> str:
+    achieved, offered = _best(sweep)
+    return f"**{achieved:,.0f} events/s** (offered {offered:,}/s){_lossy(sweep)}"
+
+
+def _cpu_range(sweep: dict) -> str:
+    values = [r["cpu_s_per_m"] for r in sweep["rows"]]
+    return f"{min(values):.2f}-{max(values):.2f} s"
+
+
+def _report(rep: dict, key: str) -> str:
+    r = rep[key]
+    return f"{r['seconds']:.2f} s ({r['events']:,} events), peak RSS {r['peak_rss_mb']:.0f} MB"
+
+
+# ------------------------------------------------------------------ tables
+
+def results(b: dict) -> List[Row]:
+    """scripts/bench over the constant synthetic records."""
+    rec, live, ref = b["record"], b["live"], b["reference"]
+    (rec_best, _), (ref_best, _) = _best(rec), _best(ref)
+    cpu_rec = min(r["cpu_s_per_m"] for r in rec["rows"])
+    cpu_ref = min(r["cpu_s_per_m"] for r in ref["rows"])
+    rss = [r["rss_mb"] for r in rec["rows"]]
+    churn = b["churn"]
+    rep = b["report"]
+    return [
+        ("`record`, highest rate achieved with zero loss", _rate(rec), "≥ 2,000,000"),
+        ("`live`, highest rate achieved with zero loss", _rate(live), "≥ 1,000,000"),
+        ("reference bcc-style pipeline, same run", _rate(ref), ""),
+        ("`record` against the reference",
+         f"**{rec_best / max(ref_best, 1):.1f}x** the rate, {cpu_ref / cpu_rec:.0f}x less CPU per event", "≥ 8x"),
+        ("CPU per million events, `record` (over the rates offered)", _cpu_range(rec), ""),
+        ("CPU per million events, reference", _cpu_range(ref), ""),
+        ("RSS while recording (VmHWM, over the rates offered)",
+         f"**{min(rss):.0f} MB**" if round(min(rss)) == round(max(rss)) else f"**{min(rss):.0f}-{max(rss):.0f} MB**",
+         "< 40 MB"),
+        ("RSS of `record` through a 10-million-event storm (2 M/s offered)",
+         f"**{rep['10m']['recorder_rss_mb']:.0f} MB**", ""),
+        ("loopback connection churn, with `tcpoom trace` attached",
+         f"**{churn['overhead_pct']:.1f}% fewer** connections/s ({churn['without']:,.0f} → {churn['with']:,.0f}, "
+         f"medians of {len(churn['runs_without'])}); the programs {churn['bpf_ns_per_connection']:.0f} ns "
+         f"a connection", "< 1%"),
+        ("`report` over 1,000,000 events", _report(rep, "1m"), ""),
+        ("`report` over 10,000,000 events", "**" + _report(rep, "10m").replace(" s (", " s** (", 1), "< 10 s"),
+        ("bytes per event on disk", f"{rep['10m']['bytes_per_event']:.0f} raw; "
+         f"{rep['compressed_bytes_per_event']:.1f} with `--compress` (synthetic, so a floor)", ""),
+    ]
+
+
+def varied(b: dict) -> List[Row]:
+    """The same commands over constant and over varied records."""
+    rc, rv = b["report"], b["report_varied"]
+    return [
+        ("`record`, highest rate achieved with zero loss", _rate(b["record"]), _rate(b["record_varied"]),
+         "≥ 2,000,000"),
+        ("CPU per million events, `record`", _cpu_range(b["record"]), _cpu_range(b["record_varied"]), ""),
+        ("`live`, highest rate achieved with zero loss", _rate(b["live"]), _rate(b["live_varied"]), "≥ 1,000,000"),
+        ("CPU per million events, `live`", _cpu_range(b["live"]), _cpu_range(b["live_varied"]), ""),
+        ("`report` over 1,000,000 events", _report(rc, "1m"), _report(rv, "1m"), ""),
+        ("`report` over 10,000,000 events", _report(rc, "10m"), _report(rv, "10m"), "< 10 s"),
+        ("RSS of `record` through the 10-million-event recording (VmHWM)",
+         f"{rc['10m']['recorder_rss_mb']:.0f} MB", f"{rv['10m']['recorder_rss_mb']:.0f} MB", ""),
+    ]
+
+
+def serve(s: dict) -> List[Row]:
+    """scripts/bench_serve (issue 15)."""
+    idle, idle100 = s["idle"], s["idle_sampling_every_100ms"]
+    host, ns32 = s["scrape_host_only"], s["scrape"]
+    earlier = [r for r in s["scrape_earlier_runs"] if r["netns_read"] == ns32["netns_read"]]
+    med32 = sorted(r["median_ms"] for r in [ns32] + earlier)
+    p95_32 = sorted(r["p95_ms"] for r in [ns32] + earlier)
+    host_earlier = [r for r in s["scrape_earlier_runs"] if r["netns_read"] == 1]
+    storm, long = s["storm"], s["storm_30min"]
+    return [
+        ("idle CPU over 10 minutes (BPF attached, flight recorder writing its ring, a scrape every 15 s)",
+         f"**{idle['cpu_percent_of_core']:.2f}% of a core** ({idle['cpu_s']:.2f} s in {idle['seconds']:.0f} s)",
+         "< 0.5%"),
+        ("idle RSS over the same 10 minutes", f"**{idle['rss_mb_start']:.1f} → {idle['rss_mb_end']:.1f} MB**",
+         "< 50 MB"),
+        ("the same, /proc sampled every 100 ms as `trace` does",
+         f"{idle100['cpu_percent_of_core']:.2f}% of a core", ""),
+        (f"scrape, serve's namespace only ({host['series']} series)",
+         f"median **{host['median_ms']:.1f} ms**, p95 {host['p95_ms']:.0f} ms"
+         + "".join(f" (an earlier run: median {r['median_ms']:.1f} ms, p95 {r['p95_ms']:.0f} ms)"
+                   for r in host_earlier), ""),
+        (f"scrape reading {ns32['netns_read']} namespaces (the `--max-netns` cap, {ns32['series']} series)",
+         f"median **{ns32['median_ms']:.0f} ms** ({med32[0]:.0f}-{med32[-1]:.0f} ms over {len(med32)} runs), "
+         f"p95 {p95_32[0]:.0f}-{p95_32[-1]:.0f} ms", ""),
+    ] + _scrape_cgroups(s) + [
+        (f"RSS through a {long['seconds'] / 60:.0f}-minute storm of {long['rate']:,} events/s "
+         f"({long['offered'] / 1e6:.1f} M events, {long['lost']} lost, flight recorder on)",
+         f"{long['rss_mb_first']:.1f} → **{long['rss_mb_last']:.1f} MB** (max {long['rss_mb_max']:.1f}); "
+         f"{long['cpu_percent_of_core']:.1f}% of a core",
+         f"no growth over 30 minutes: **{'met' if long['rss_mb_last'] <= long['rss_mb_first'] else 'not met'}**"),
+        (f"the same, {storm['seconds'] / 60:.0f} minutes (sampling every {storm.get('sample_period_s', 0.1):g} s)",
+         f"{storm['rss_mb_first']:.1f} → {storm['rss_mb_last']:.1f} MB; {storm['cpu_percent_of_core']:.1f}% of a core",
+         ""),
+    ]
+
+
+def _scrape_cgroups(s: dict) -> List[Row]:
+    """The 1000-cgroup scrape (`bench_serve --only cgroups`), where the file has it."""
+    if "scrape_cgroups" not in s:
+        return []
+    c = s["scrape_cgroups"]
+    again = "".join(f" (another run: {r['median_ms']:.1f} / {r['p95_ms']:.1f} / {r['max_ms']:.1f} ms)"
+                    for r in s.get("scrape_cgroups_earlier_runs", []))
+    rows = [(f"scrape with **{c['cgroups']} cgroups** (v1 memory + unified hierarchies), {c['cgroups_with_sockets']} "
+             f"holding sockets with refusals ({c['events_in_other']} events in \"other\"; {c['series']} series)",
+             f"median **{c['median_ms']:.1f} ms**, p95 {c['p95_ms']:.1f} ms, max {c['max_ms']:.1f} ms" + again,
+             f"< 20 ms: **{'met' if c['median_ms'] < 20 else 'not met'}**")]
+    if "scrape_cgroups_none" in s:
+        n = s["scrape_cgroups_none"]
+        rows.append((f"the same with no cgroup made ({n['series']} series)",
+                     f"median {n['median_ms']:.1f} ms, p95 {n['p95_ms']:.1f} ms", ""))
+    return rows
+
+
+# name -> (JSON file under docs/bench/, its rows, the table's header)
+TABLES: Dict[str, Tuple[str, Callable[[dict], List[Row]], Row]] = {
+    "results": ("bench.json", results, ("figure", "measured", "target")),
+    "varied": ("bench.json", varied, ("figure", "constant records", "varied records", "target (varied)")),
+    "serve": ("serve.json", serve, ("figure", "measured", "target")),
+}
+
+
+# ------------------------------------------------------------------ the page
+
+def load(name: str, bench_dir: str = BENCH_DIR) -> dict:
+    path = os.path.join(bench_dir, name)
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise DocError(f"{path}: {getattr(e, 'strerror', None) or e}") from None
+    machine = data.get("machine") if isinstance(data, dict) else None
+    if not isinstance(machine, dict):
+        # serve.json keeps its machine facts at the top level
+        machine = data if isinstance(data, dict) else {}
+    missing = [k for k in MACHINE_KEYS if k not in machine]
+    if missing:
+        raise DocError(f"{path}: no {', '.join(missing)} in its machine section: "
+                       f"a result must say where and when it was measured")
+    return data
+
+
+def table(name: str, bench_dir: str = BENCH_DIR) -> List[str]:
+    """The markdown lines of table `name`, from its JSON."""
+    fname, rows_of, header = TABLES[name]
+    data = load(fname, bench_dir)
+    try:
+        rows = rows_of(data)
+    except (KeyError, IndexError, TypeError, ZeroDivisionError) as e:
+        raise DocError(f"{os.path.join(bench_dir, fname)}: no figure for table {name}: "
+                       f"{type(e).__name__} {e}") from None
+    m = data.get("machine", data)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines.append("")
+    lines.append(f"From `docs/bench/{fname}`: {m['date'][:10]}, commit {m['commit']}, kernel {m['kernel']}, "
+                 f"{m['cpus']} CPUs ({m['cpu']}), Python {m['python']}"
+                 + (f", libbpf {m['libbpf']}" if m.get("libbpf") else "")
+                 + (f"; {m['note']}" if m.get("note") else "") + ".")
+    return lines
+
+
+def blocks(lines: List[str]) -> List[Tuple[str, int, int]]:
+    """(name, first line, end marker line) of every generated table in the page."""
+    out, open_at = [], None
+    for i, line in enumerate(lines):
+        m = BEGIN.match(line.strip())
+        if m:
+            open_at = (m.group(1), i)
+        elif line.strip() == END and open_at:
+            out.append((open_at[0], open_at[1] + 1, i))
+            open_at = None
+    return out
+
+
+def check(page: str = PAGE, bench_dir: str = BENCH_DIR, write: bool = False) -> List[str]:
+    """What differs (empty: the page matches); with write, the page is rewritten instead."""
+    try:
+        with open(page) as f:
+            lines = f.read().split("\n")
+    except OSError as e:
+        raise DocError(f"{page}: {e.strerror}") from None
+    found = blocks(lines)
+    problems = [f"{page}: no generated table {name!r} (markers <!-- bench_doc: {name} --> ... {END})"
+                for name in TABLES if name not in {n for n, _, _ in found}]
+    for name, first, end in reversed(found):
+        if name not in TABLES:
+            problems.append(f"{page}: line {first}: unknown generated table {name!r}")
+            continue
+        want = table(name, bench_dir)
+        have = lines[first:end]
+        if have != want:
+            if write:
+                lines[first:end] = want
+                continue
+            problems.append(f"{page}: table {name!r} (line {first + 1}) differs from docs/bench/{TABLES[name][0]}:")
+            problems += ["    " + d for d in difflib.unified_diff(have, want, "page", "json", n=0, lineterm="")
+                         if not d.startswith(("---", "+++", "@@"))]
+    if write:
+        with open(page, "w") as f:
+            f.write("\n".join(lines))
+        return [p for p in problems if "no generated table" in p or "unknown" in p]
+    return problems
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = ap.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--check", action="store_true", help="fail when the page differs from the JSON")
+    mode.add_argument("--write", action="store_true", help="rewrite the page's tables from the JSON")
+    ap.add_argument("--page", default=PAGE)
+    ap.add_argument("--bench-dir", default=BENCH_DIR)
+    args = ap.parse_args(argv)
+    try:
+        problems = check(args.page, args.bench_dir, write=args.write)
+    except DocError as e:
+        print(f"bench_doc: {e}", file=sys.stderr)
+        return 2
+    for p in problems:
+        print(p, file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
