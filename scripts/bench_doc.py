@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import fnmatch
 import json
 import os
 import re
 import sys
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGE = os.path.join(ROOT, "docs", "performance.md")
@@ -184,11 +185,162 @@ def _scrape_cgroups(s: dict) -> List[Row]:
     return rows
 
 
-# name -> (JSON file under docs/bench/, its rows, the table's header)
-TABLES: Dict[str, Tuple[str, Callable[[dict], List[Row]], Row]] = {
+# ------------------------------------------------------------------ tables over several files
+
+Files = Dict[str, dict]  # file name under docs/bench/ -> its JSON
+
+
+def _pick(files: Files, pattern: str) -> List[dict]:
+    """The files whose name matches pattern, in name order (KeyError when none)."""
+    out = [files[n] for n in sorted(files) if fnmatch.fnmatch(n, pattern)]
+    if not out:
+        raise KeyError(pattern)
+    return out
+
+
+def _spread(values: List[float], fmt: str = "{:.0f}") -> str:
+    """'942' or '2132-2509', over the values as printed."""
+    lo, hi = fmt.format(min(values)), fmt.format(max(values))
+    return lo if lo == hi else f"{lo}-{hi}"
+
+
+# bench_storm's command names as the page writes them
+STORM_COMMANDS = {"record": "`record`", "trace": "`trace --json`", "live": "`live --no-screen`",
+                  "trace-text": "`trace`"}
+
+
+def _seen(match: Optional[bool]) -> str:
+    return {True: "yes", False: "**no**", None: "(no counter)"}[match]
+
+
+def _at_20k(cpu_us: float, tenths: bool = False) -> str:
+    """CPU per event times 20,000 events/s, in % of a core (whole percents from 10% unless tenths)."""
+    pct = cpu_us * 20000 / 1e6 * 100
+    return f"{pct:.1f}%" if tenths or pct < 10 else f"{pct:.0f}%"
+
+
+def storms(files: Files) -> List[Row]:
+    """scripts/bench_storm before and after the wakeup policy (issue 17)."""
+    before, after = files["storm-before.json"], files["storm-after.json"]
+    old = {(r["storm"], r["command"]): r for r in before["rows"]}
+    rows = []
+    for r in after["rows"]:
+        b = old.get((r["storm"], r["command"]))
+        was = f"{b['cpu_us_per_event']:.1f} µs, {b['core_pct']:.0f}%" if b else "-"
+        rows.append((r["storm"], STORM_COMMANDS.get(r["command"], f"`{r['command']}`"), f"{r['events_per_s']:,}",
+                     was, f"**{r['cpu_us_per_event']:.1f} µs, {r['core_pct']:.1f}%**",
+                     _at_20k(r["cpu_us_per_event"]), str(r["lost"]), _seen(r["counts_match"])))
+    return rows
+
+
+def _runs_of(result: dict, command: str) -> Dict[str, List[dict]]:
+    """storm -> the command's row in each run (A, B, ...), for a file of several bench_storm runs."""
+    out: Dict[str, List[dict]] = {}
+    for run in result["runs"]:
+        for r in run["rows"]:
+            if r["command"] == command:
+                out.setdefault(r["storm"], []).append(r)
+    return out
+
+
+def storms_jsonl(files: Files) -> List[Row]:
+    """`trace --json` before and after the per-shape formatter (issue 17 item 1), runs A and B."""
+    before = _runs_of(files["storm-jsonl-before.json"], "trace")
+    after = _runs_of(files["storm-jsonl-after.json"], "trace")
+    rows = []
+    for storm, new in after.items():
+        old = before.get(storm, [])
+        lost = sorted({r["lost"] for r in new})
+        seen = sorted({_seen(r["counts_match"]) for r in new})
+        rows.append((storm,
+                     "; ".join(f"{r['cpu_us_per_event']:.1f}" for r in old) + " µs" if old else "-",
+                     "**" + "; ".join(f"{r['cpu_us_per_event']:.1f}" for r in new) + " µs**",
+                     "; ".join(_at_20k(r["cpu_us_per_event"], tenths=True) for r in new),
+                     "; ".join(str(x) for x in lost), "; ".join(seen)))
+    return rows
+
+
+def startup_cold(s: dict) -> List[Row]:
+    """scripts/bench_startup --cold: warm and cold starts interleaved (issue 17 item 2.3)."""
+    res = s["results"]
+    rows = []
+    for command in ("trace", "record"):
+        w, c = res[f"{command}_warm"], res[f"{command}_cold"]
+        rows.append((f"`{command}`", f"{w['median_ms']:.0f} ms ({w['min_ms']:.0f})",
+                     f"**{c['median_ms']:.0f} ms** ({c['min_ms']:.0f})",
+                     f"{w['cpu_median_ms']:.0f} → {c['cpu_median_ms']:.0f} ms",
+                     f"{w['rss_mb']:.0f} → {c['rss_mb']:.0f} MB"))
+    return rows
+
+
+# the churn files: (row, its files before, its files after)
+CHURN_ROWS = (
+    ("normal closes, owner tracking on", "churn-normal-before-*.json", "churn-normal-after-*.json"),
+    ("normal closes, owner tracking off", "churn-normal-no-owner-before.json", "churn-normal-no-owner-after.json"),
+    ("reset closes, owner tracking on", "churn-reset-before.json", "churn-reset-after.json"),
+)
+
+
+def _per_connection(results: List[dict]) -> str:
+    """'3314, 3238 (1178, 1239; 23 runs)': the programs' ns a connection, bpf_stats' own, program runs."""
+    c = [r["churn"] for r in results]
+    runs = _spread([x["program_runs_per_connection"] for x in c])
+    return (", ".join(f"{x['bpf_ns_per_connection']:.0f}" for x in c) + " ("
+            + ", ".join(f"{x['stats_floor_ns_per_connection']:.0f}" for x in c) + f"; {runs} runs)")
+
+
+def churn(files: Files) -> List[Row]:
+    """scripts/bench_churn with bpf_stats, before and after (issue 17 item 2.4)."""
+    rows = []
+    for what, before, after in CHURN_ROWS:
+        new = _per_connection(_pick(files, after))
+        rows.append((what, _per_connection(_pick(files, before)), "**" + new.replace(" (", "** (", 1)))
+    return rows
+
+
+def _churn_header(files: Files) -> Row:
+    commits = sorted({d["machine"]["commit"] for name in files for d in [files[name]] if "-before" in name})
+    return ("ns per connection (of which bpf_stats' own)", f"before ({', '.join(commits)})", "after")
+
+
+def targets(files: Files) -> List[Row]:
+    """The issue 17 rows of the targets: cold start-up and the programs' time per connection."""
+    res = files["startup.json"]["results"]
+    tc, rc, tw, rw = (res[k] for k in ("trace_cold", "record_cold", "trace_warm", "record_warm"))
+    off = [d["churn"] for d in _pick(files, "churn-normal-no-owner-after.json")]
+    on = [d["churn"] for d in _pick(files, "churn-normal-after-*.json")]
+    return [
+        ("start-up, first start after a boot (no per-boot caches; issue 17)",
+         f"`trace` **{tc['median_ms']:.0f} ms**, `record` {rc['median_ms']:.0f} ms (warm in the same run: "
+         f"{tw['median_ms']:.0f} and {rw['median_ms']:.0f} ms), medians of {files['startup.json']['runs']} "
+         f"on a loaded VM: see \"Cold start\" below", "< 300 ms"),
+        ("BPF kernel time per connection, normal closes (bpf_stats; its own cost in brackets)",
+         f"owner tracking off **{_spread([c['bpf_ns_per_connection'] for c in off])} ns** "
+         f"({_spread([c['stats_floor_ns_per_connection'] for c in off])}), "
+         f"on **{_spread([c['bpf_ns_per_connection'] for c in on])} ns** "
+         f"({_spread([c['stats_floor_ns_per_connection'] for c in on])}) on a loaded VM; see below", "≤ 300 ns"),
+    ]
+
+
+# name -> (JSON file under docs/bench/, its rows, the table's header). A table
+# made from several files names them in a tuple (a name may be a glob
+# pattern); its function then gets {file name: JSON}, and its header may be a
+# function of the same.
+TABLES: Dict[str, Tuple[Union[str, Tuple[str, ...]], Callable[[Any], List[Row]], Union[Row, Callable[[Any], Row]]]] = {
     "results": ("bench.json", results, ("figure", "measured", "target")),
+    "targets-17": (("startup.json", "churn-normal-after-*.json", "churn-normal-no-owner-after.json"), targets, ("figure", "measured", "target")),
     "varied": ("bench.json", varied, ("figure", "constant records", "varied records", "target (varied)")),
     "serve": ("serve.json", serve, ("figure", "measured", "target")),
+    "storms": (("storm-before.json", "storm-after.json"), storms,
+               ("storm", "command", "events/s", "before: CPU per event, % of a core",
+                "after: CPU per event, % of a core", "at 20,000/s", "lost", "seen = kernel")),
+    "storms-jsonl": (("storm-jsonl-before.json", "storm-jsonl-after.json"), storms_jsonl,
+                     ("storm", "`trace --json` before (A; B): CPU per event", "after (A; B): CPU per event",
+                      "after, at 20,000/s", "lost", "seen = kernel")),
+    "startup-cold": ("startup.json", startup_cold,
+                     ("command", "warm: median (min)", "cold: median (min)", "CPU to attached, warm → cold",
+                      "RSS idle, warm → cold")),
+    "churn": (("churn-*.json",), churn, _churn_header),
 }
 
 
@@ -212,23 +364,74 @@ def load(name: str, bench_dir: str = BENCH_DIR) -> dict:
     return data
 
 
+def _names(spec: Union[str, Tuple[str, ...]], bench_dir: str) -> List[str]:
+    """The files a table reads: its names, glob patterns expanded in name order."""
+    if isinstance(spec, str):
+        return [spec]
+    out = []
+    for entry in spec:
+        if not any(ch in entry for ch in "*?["):
+            out.append(entry)
+            continue
+        try:
+            found = sorted(n for n in os.listdir(bench_dir) if fnmatch.fnmatch(n, entry))
+        except OSError as e:
+            raise DocError(f"{bench_dir}: {e.strerror}") from None
+        if not found:
+            raise DocError(f"{os.path.join(bench_dir, entry)}: no such file")
+        out += found
+    return out
+
+
+def label(spec: Union[str, Tuple[str, ...]]) -> str:
+    """How the page names a table's files."""
+    entries = [spec] if isinstance(spec, str) else list(spec)
+    return _and([f"`docs/bench/{e}`" for e in entries])
+
+
+def _and(items: List[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _distinct(values: List[Any]) -> List[str]:
+    out: List[str] = []
+    for v in values:
+        if str(v) not in out:
+            out.append(str(v))
+    return out
+
+
+def provenance(spec: Union[str, Tuple[str, ...]], machines: List[dict]) -> str:
+    """The line under a table: which files, measured when, where and on what."""
+    def one(key: str) -> str:
+        return ", ".join(_distinct([m[key] for m in machines]))
+    commits = _distinct([m["commit"] for m in sorted(machines, key=lambda m: m["date"])])  # oldest first
+    libbpf = _distinct([m["libbpf"] for m in machines if m.get("libbpf")])
+    notes = _distinct([m["note"] for m in machines if m.get("note")])
+    return (f"From {label(spec)}: {', '.join(_distinct([m['date'][:10] for m in machines]))}, "
+            f"commit{'s' if len(commits) > 1 else ''} {_and(commits)}, kernel {one('kernel')}, "
+            f"{one('cpus')} CPUs ({one('cpu')}), Python {one('python')}"
+            + (f", libbpf {', '.join(libbpf)}" if libbpf else "")
+            + "".join(f"; {n}" for n in notes) + ".")
+
+
 def table(name: str, bench_dir: str = BENCH_DIR) -> List[str]:
     """The markdown lines of table `name`, from its JSON."""
-    fname, rows_of, header = TABLES[name]
-    data = load(fname, bench_dir)
+    spec, rows_of, header = TABLES[name]
+    names = _names(spec, bench_dir)
+    files = {n: load(n, bench_dir) for n in names}
+    arg = files[spec] if isinstance(spec, str) else files
     try:
-        rows = rows_of(data)
+        rows = rows_of(arg)
+        if callable(header):
+            header = header(arg)
     except (KeyError, IndexError, TypeError, ZeroDivisionError) as e:
-        raise DocError(f"{os.path.join(bench_dir, fname)}: no figure for table {name}: "
+        raise DocError(f"{os.path.join(bench_dir, _and(names))}: no figure for table {name}: "
                        f"{type(e).__name__} {e}") from None
-    m = data.get("machine", data)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     lines.append("")
-    lines.append(f"From `docs/bench/{fname}`: {m['date'][:10]}, commit {m['commit']}, kernel {m['kernel']}, "
-                 f"{m['cpus']} CPUs ({m['cpu']}), Python {m['python']}"
-                 + (f", libbpf {m['libbpf']}" if m.get("libbpf") else "")
-                 + (f"; {m['note']}" if m.get("note") else "") + ".")
+    lines.append(provenance(spec, [d.get("machine", d) for d in files.values()]))
     return lines
 
 
@@ -265,7 +468,7 @@ def check(page: str = PAGE, bench_dir: str = BENCH_DIR, write: bool = False) -> 
             if write:
                 lines[first:end] = want
                 continue
-            problems.append(f"{page}: table {name!r} (line {first + 1}) differs from docs/bench/{TABLES[name][0]}:")
+            problems.append(f"{page}: table {name!r} (line {first + 1}) differs from {label(TABLES[name][0])}:")
             problems += ["    " + d for d in difflib.unified_diff(have, want, "page", "json", n=0, lineterm="")
                          if not d.startswith(("---", "+++", "@@"))]
     if write:
