@@ -74,3 +74,36 @@ def test_every_result_file_says_where_it_was_measured():
     for name in sorted(os.listdir(bench_doc.BENCH_DIR)):
         if name.endswith(".json"):
             bench_doc.load(name)
+
+
+def test_a_figure_changed_in_one_of_several_files_fails(copy):
+    page, bench = copy
+    data = json.loads((bench / "churn-normal-after-2.json").read_text())
+    data["churn"]["bpf_ns_per_connection"] += 100
+    (bench / "churn-normal-after-2.json").write_text(json.dumps(data))
+    problems = bench_doc.check(str(page), str(bench))
+    # the per-connection table and the targets' row read it; the storm tables do not
+    assert any("table 'churn'" in p for p in problems)
+    assert any("table 'targets-17'" in p for p in problems)
+    assert not any("table 'storms" in p for p in problems)
+    assert bench_doc.main(["--write", "--page", str(page), "--bench-dir", str(bench)]) == 0
+    assert "**2132, 2609**" in page.read_text()
+
+
+def test_a_missing_file_of_a_glob_is_refused(copy, capsys):
+    page, bench = copy
+    for f in bench.glob("churn-*.json"):
+        f.unlink()
+    assert bench_doc.main(["--check", "--page", str(page), "--bench-dir", str(bench)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no such file" in err
+
+
+def test_a_storm_row_comes_from_both_files(copy):
+    page, bench = copy
+    data = json.loads((bench / "storm-before.json").read_text())
+    data["rows"][0]["cpu_us_per_event"] = 99.0
+    (bench / "storm-before.json").write_text(json.dumps(data))
+    problems = bench_doc.check(str(page), str(bench))
+    assert any("table 'storms'" in p for p in problems)
+    assert any("99.0 µs" in p for p in problems)
