@@ -9,7 +9,9 @@ A generated table sits in the page between
     ...
     <!-- /bench_doc -->
 
-and TABLES says which JSON file under docs/bench/ it is made from and how.
+and TABLES says which JSON file under docs/bench/ it is made from and how
+(a table over several files names them, glob patterns allowed, and its
+provenance line lists every distinct date, commit and note of them).
 Every JSON file a table reads must say what it was measured on (MACHINE_KEYS
 in its "machine" section). To put another benchmark's figures under the
 check, add a function that makes its rows from its JSON, an entry in TABLES
