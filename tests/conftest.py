@@ -13,7 +13,7 @@ DATA = os.path.join(ROOT, "tests", "data")
 import matrix_results  # noqa: E402  (tests/ is on sys.path under pytest)
 
 
-NEEDS = ("kernel", "vm", "browser")     # what a test needs besides Python; none: `unit`
+NEEDS = ("kernel", "vm", "browser", "integration")   # what a test needs besides Python; none: `unit`
 
 
 @pytest.hookimpl(tryfirst=True)     # before -m selects by marker

@@ -3,6 +3,8 @@ source tree, the BPF objects and the bcc engine's C text from bpf/, and the
 `tcpoom` command works from there.
 A package left out of pyproject.toml once broke `tcpoom report` installed."""
 import os
+
+import pytest
 import shutil
 import subprocess
 import sys
@@ -11,6 +13,7 @@ from conftest import ROOT
 from tracer.kernel import objects
 
 
+@pytest.mark.integration
 def test_the_installed_package_has_every_module_and_its_report_runs(tmp_path):
     # from a copy without build/: setuptools adds what an earlier build left there
     src, target = tmp_path / "src", tmp_path / "site"

@@ -172,6 +172,7 @@ def test_serve_is_a_command_with_help():
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--listen nowhere" in r.stderr
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not __import__("shutil").which("prometheus"), reason="prometheus not installed")
 def test_a_real_prometheus_scrapes_through_tls_and_basic_auth(tmp_path, tls_endpoint):
     """The exporters' web config, as Prometheus itself uses it: https with the

@@ -80,6 +80,17 @@ def _stamp(wall: float) -> str:
     return datetime.datetime.fromtimestamp(wall, datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
+_NAME = re.compile(r"-(\d{8}T\d{6}Z)(?:-(\d+))?\.tcpoom$")
+
+
+def _incident_order(name: str) -> tuple:
+    """Oldest first: by the time in the name, then by the -N a second incident
+    in the same second gets (by name alone "...Z-1.tcpoom" sorts before
+    "...Z.tcpoom", and retention would delete the newer one)."""
+    m = _NAME.search(name)
+    return (m.group(1), int(m.group(2) or 0), name) if m else ("", 0, name)
+
+
 class FlightRecorder:
     def __init__(self, opts: FlightOptions, header_obj: dict, log=None):
         self.opts = opts
@@ -238,11 +249,17 @@ class FlightRecorder:
         self.flush()
         now, wall = time.monotonic(), time.time()
         host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "host"
-        path = os.path.join(self.incident_dir, f"incident-{host}-{_stamp(wall)}.tcpoom")
-        n = 1
-        while os.path.exists(path):
+        stamp = _stamp(wall)
+        # a later incident in the same second is -2, -3...: numbered past every one
+        # of that second still on disk, even where retention removed an earlier
+        # one, so the newest is always last in _incident_order
+        same = [_incident_order(os.path.basename(p))[1] or 1 for p in self.incident_files()
+                if _incident_order(os.path.basename(p))[0] == stamp]
+        n = max(same) + 1 if same else 1
+        path = os.path.join(self.incident_dir, f"incident-{host}-{stamp}" + (f"-{n}" if n > 1 else "") + ".tcpoom")
+        while os.path.exists(path):       # another file of that name (not an incident of ours)
             n += 1
-            path = os.path.join(self.incident_dir, f"incident-{host}-{_stamp(wall)}-{n}.tcpoom")
+            path = os.path.join(self.incident_dir, f"incident-{host}-{stamp}-{n}.tcpoom")
         self._retain(extra=1)
         hdr = dict(self.header, incident={
             "trigger": reason, "limit": limit, "at_realtime_ns": int(wall * 1e9), "at_monotonic_ns": int(now * 1e9),
@@ -314,8 +331,9 @@ class FlightRecorder:
             names = os.listdir(self.incident_dir)
         except OSError:
             return []
-        return sorted(os.path.join(self.incident_dir, n) for n in names
-                      if n.startswith("incident-") and n.endswith(".tcpoom"))
+        return [os.path.join(self.incident_dir, n) for n in
+                sorted((n for n in names if n.startswith("incident-") and n.endswith(".tcpoom")),
+                       key=_incident_order)]
 
     def _retain(self, extra: int = 0) -> None:
         """Keep at most keep_incidents incidents (leaving room for `extra` new
