@@ -41,6 +41,7 @@ SCENARIO_FAMILY = {
     "orphans_timer_backoff": ("oom_check", "TCPAbortOnMemory"),
     "tcp_mem_send": ("mem_exceed", None),
     "tcp_mem_recv": ("mem_exceed", None),
+    "memcg_beside_tcp_mem": ("mem_exceed", None),
     "rcvbuf_drops": ("mem_drop", "TCPRcvQDrop+TCPOFODrop+TCPBacklogDrop"),
     "tcp_mem_drops": ("mem_drop", "TCPRcvQDrop+TCPOFODrop+TCPBacklogDrop"),
 }
@@ -111,6 +112,7 @@ def run_once(scenario: str, count: Optional[int] = None, command: Optional[List[
         "printed": len(fam_events), "lost": row.get("lost"),
         "kmsg_lines": result.kmsg_lines, "events": fam_events, "totals": totals,
         "returncode": got["returncode"], "stderr": got["stderr"],
+        "details": result.details,
         # pressure enters and leaves seen beside the scenario's own family
         "pressure_verdicts": [e["verdict"] for e in got["events"] if e["family"] == "pressure"],
     }

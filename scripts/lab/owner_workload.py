@@ -3,6 +3,7 @@ its own cgroup (the parent moves them in before they open a socket).
 
     python3 -m scripts.lab.owner_workload reader  RCVBUF   -> prints its port
     python3 -m scripts.lab.owner_workload sender  PORT SECONDS CONNS [SNDBUF]
+    python3 -m scripts.lab.owner_workload held    RCVBUF CONNS   (memcg_tcp_mem.py)
 
 Both wait for one line on stdin ("go") before they start, and the reader then
 waits for a second line before it exits: the parent decides when its sockets go.
@@ -41,6 +42,24 @@ def reader(rcvbuf: int, conns: int) -> None:
     srv.close()
 
 
+def held(rcvbuf: int, conns: int) -> None:
+    """Accept `conns` connections and hold them unread until told to close: the
+    peers send only after "accepted", so accept charges nothing to the memcg."""
+    sys.stdin.readline()
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), rcvbuf)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(conns)
+    srv.settimeout(8.0)
+    print(srv.getsockname()[1], flush=True)
+    kept = [srv.accept()[0] for _ in range(conns)]
+    print("accepted", flush=True)
+    sys.stdin.readline()
+    for c in kept:
+        c.close()      # data unread: a reset, not a FIN
+    srv.close()
+
+
 def sender(port: int, seconds: float, conns: int, sndbuf: int = 0) -> None:
     sys.stdin.readline()
     socks = []
@@ -72,7 +91,9 @@ def sender(port: int, seconds: float, conns: int, sndbuf: int = 0) -> None:
 
 if __name__ == "__main__":
     role = sys.argv[1]
-    if role == "reader":
+    if role == "held":
+        held(int(sys.argv[2]), int(sys.argv[3]))
+    elif role == "reader":
         reader(int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 1)
     else:
         sender(int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 1,

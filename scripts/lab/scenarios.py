@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict
 
 from .context import Context, Expected
+from .memcg_tcp_mem import MEMCG_LIMIT, memcg_beside_tcp_mem
 from .rcv_drops import rcvbuf_drops
 from .orphans import orphans_close, orphans_timer, orphans_timer_backoff
 from .tcp_mem import TCP_MEM_CAP_S, TINY_TCP_MEM, orphans_tcp_mem, tcp_mem_recv, tcp_mem_send
@@ -90,4 +91,9 @@ SCENARIOS: Dict[str, Scenario] = {s.name: s for s in (
              f"orphans aborted for memory, not number: clients close with data queued, "
              f"{_TINY}",
              True, 50, orphans_tcp_mem),
+    Scenario("memcg_beside_tcp_mem",
+             f"memory-cgroup refusals beside hard-limit ones: a reader in a v1 memcg with "
+             f"memory.kmem.tcp.limit_in_bytes={MEMCG_LIMIT >> 20} MiB holds unread "
+             f"connections while tcp_mem_send runs ({_TINY})",
+             True, 50, memcg_beside_tcp_mem),
 )}
