@@ -8,8 +8,9 @@ listening port) must be `memcg`, every other one not. The total is the tracer's
 in-kernel per-CPU count of refusals, every one printed, none lost.
 
 memory.kmem.tcp.failcnt would count the memcg refusals (the scenario avoids the
-forced __GFP_NOFAIL charges it would also count), but from 6.13 the kernel keeps
-a failcnt only for the v1 `memory` counter (mem_cgroup_css_alloc sets
+forced __GFP_NOFAIL charges it would also count), but kernels with
+page_counter.track_failcnt (6.18 read; the release that added it not checked)
+keep a failcnt only for the v1 `memory` counter (mem_cgroup_css_alloc sets
 memory.track_failcnt; tcpmem is initialised without it), so on 6.18 it stays 0:
 compared only where it moves.
 """
