@@ -50,27 +50,41 @@ def _problems(r) -> list:
             if e["mem_class"] not in ("hard_limit", "fair_share")][:3]
     if not any(e["mem_class"] == "hard_limit" for e in others):
         bad.append("no hard-limit refusal")
-    if not any(e["tcp_mem"][2] == TINY_MAX for e in mine):
-        bad.append("no memcg refusal while tcp_mem was tiny")
     if d["memcg_failcnt"] and d["memcg_failcnt"] != len(mine):
         bad.append(f"memory.kmem.tcp.failcnt +{d['memcg_failcnt']}, memcg refusals {len(mine)}")
     return bad
 
 
+def _side_by_side(r) -> bool:
+    """A memcg refusal while the tiny tcp_mem was on: the two refusals beside
+    each other. The workload's timing decides that, not tcpoom (CI saw 1 run
+    in 20 without it), so such a run is repeated instead of counted."""
+    port = r["details"]["memcg_port"]
+    return any(e["tcp_mem"][2] == TINY_MAX for e in r["events"] if e["sport"] == port)
+
+
 @pytest.mark.skipif(not cg.read_mounts().v1_memory, reason="needs the v1 memory controller")
 def test_memcg_and_hard_limit_refusals_classified_right_20_of_20():
     tcp_mem = _tcp_mem()
-    figures, bad = [], []
-    for i in range(RUNS):
+    figures, bad, apart = [], [], 0
+    i = 0
+    while i < RUNS and apart <= RUNS // 4:
         r = run_once("memcg_beside_tcp_mem")
         port = r["details"].get("memcg_port")
         mine = sum(e["sport"] == port for e in r["events"])
         figures.append(f"{mine}+{r['printed'] - mine}={r['seen']}")
-        problems = _problems(r)
+        problems = _problems(r)        # every run, side by side or not, is classified right
         if problems:
             bad.append((i, problems, r["stderr"][-300:]))
+        if _side_by_side(r):
+            i += 1
+        else:
+            apart += 1
+            figures[-1] += "(apart)"
         assert _tcp_mem() == tcp_mem                 # restored after every run
         assert labcg.leftover() is None or not os.path.exists(
             os.path.join(cg.read_mounts().v1_memory, r["details"]["memcg"].lstrip("/")))
-    print(f"memcg_beside_tcp_mem {RUNS - len(bad)}/{RUNS} right; memcg+other=seen: {' '.join(figures)}")
-    assert not bad, f"{RUNS - len(bad)}/{RUNS} right; memcg+other=seen {' '.join(figures)}; {bad[:3]}"
+    runs = i + apart
+    print(f"memcg_beside_tcp_mem {runs - len(bad)}/{runs} right; memcg+other=seen: {' '.join(figures)}")
+    assert i == RUNS, f"only {i} of {i + apart} runs had a memcg refusal while tcp_mem was tiny"
+    assert not bad, f"{runs - len(bad)}/{runs} right; memcg+other=seen {' '.join(figures)}; {bad[:3]}"
