@@ -41,7 +41,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 

@@ -6,7 +6,6 @@ but python3 and libbpf, README's first command verbatim, and a lab scenario
 traced with counts equal to the kernel's counter."""
 import os
 import re
-import shutil
 import subprocess
 
 import pytest

@@ -40,7 +40,6 @@ def test_user_space_confirms_where_the_kernel_cannot_run_the_confirmation():
     (How many user space takes depends on the host's other TCP sockets, whose
     state changes let the kernel confirm them first: both are counted once.)"""
     import threading
-    import time
 
     from scripts.lab import Lab
     from tracer.capture.capture import Capture, Stop

@@ -17,7 +17,6 @@ import time
 import pytest
 
 from conftest import ROOT
-from tracer.model import events as ev
 from tracer.kernel import loader, ringbuf
 from tracer.capture.capture import Capture, Stop
 
