@@ -170,6 +170,11 @@ def test_serve_is_a_command_with_help():
     r = subprocess.run([sys.executable, "-m", "tracer", "serve", "--listen", "nowhere", "--no-bpf"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--listen nowhere" in r.stderr
+    # a filter serve would not apply is refused, not accepted and ignored
+    for opt in ("--cgroup", "--container"):
+        r = subprocess.run([sys.executable, "-m", "tracer", "serve", opt, "x", "--no-bpf"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "PromQL" in r.stderr, r.stderr
 
 
 @pytest.mark.integration

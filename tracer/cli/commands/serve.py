@@ -78,6 +78,12 @@ def serve(listen: str, web_config: Optional[str], max_netns: int, max_cgroups: i
     except ImportError:
         raise TcpoomError("serve needs the prometheus_client module (Debian: python3-prometheus-client; "
                           "pip: tcpoom[serve])") from None
+    if cgroup_path is not None or container is not None:
+        # serve keeps every cgroup apart as a label (tcpoom_cgroup_events_total);
+        # a filter here would drop events from the flight recorder while the
+        # in-kernel counts stay the namespace's: select in PromQL instead
+        raise click.UsageError("--cgroup/--container: serve exports every cgroup as a label "
+                               "(tcpoom_cgroup_events_total{cgroup,container}); select one in PromQL")
     from tracer.serve import daemon, http, webconfig
     from tracer.serve.flight import FlightOptions
     try:
