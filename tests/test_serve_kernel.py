@@ -28,6 +28,16 @@ CASES = {
         ('tcpoom_tcpext_total{{netns="{ns}",counter="TCPAbortOnMemory"}}', "TCPAbortOnMemory"),
         ("tcpoom_orphan_kill_resets_total", "TCPAbortOnMemory"),
     ],
+    # killed by the retransmission timer (softirq), not by close()
+    "orphans_timer": [
+        ("tcpoom_orphan_kills_total", "TCPAbortOnMemory"),
+        ('tcpoom_netns_events_total{{netns="{ns}",family="oom_check"}}', "TCPAbortOnMemory"),
+    ],
+    # received segments dropped for memory (skb:kfree_skb), in-order queue
+    "rcvbuf_drops": [
+        ('tcpoom_memory_drops_total{{site="rcvq"}}', "TCPRcvQDrop"),
+        ('tcpoom_tcpext_total{{netns="{ns}",counter="TCPRcvQDrop"}}', "TCPRcvQDrop"),
+    ],
 }
 SCRAPE_S = 1.0
 
