@@ -161,7 +161,7 @@ def bench_cgroups(n_cgroups: int, with_sockets: int):
     """n_cgroups real cgroups in every hierarchy mounted, the first
     with_sockets of them holding a loopback connection against a small socket
     memory limit; all removed on exit. Yields {"made_s": ..., "roots": ...}."""
-    from scripts.lab import sockets
+    from scripts.lab import cgroups as labcg, sockets
     from tracer.host import cgroups as cg
     mounts = cg.read_mounts()
     roots = [r for r in (mounts.v2, mounts.v1_memory) if r]
@@ -205,14 +205,7 @@ def bench_cgroups(n_cgroups: int, with_sockets: int):
         for root in roots:
             top = os.path.join(root, base)
             for d, _, _ in sorted(os.walk(top), key=lambda x: -x[0].count("/")):
-                for _ in range(100):
-                    try:
-                        os.rmdir(d)
-                        break
-                    except FileNotFoundError:
-                        break
-                    except OSError:
-                        time.sleep(0.02)      # a socket's charge still going
+                labcg.rmdir_patiently(d)
         left = [os.path.join(r, base) for r in roots if os.path.exists(os.path.join(r, base))]
         if left:
             print(f"bench_serve: could not remove {left}", file=sys.stderr)

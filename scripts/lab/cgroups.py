@@ -155,14 +155,21 @@ class LabCgroups:
                             f.write(str(pid))
                     except OSError:
                         pass
-                for _ in range(50):
-                    try:
-                        os.rmdir(d)
-                        break
-                    except FileNotFoundError:
-                        break
-                    except OSError:
-                        time.sleep(0.02)      # a dying task or a socket's css still going
+                rmdir_patiently(d)
+
+
+def rmdir_patiently(d: str, tries: int = 100) -> None:
+    """Remove an empty cgroup directory, waiting (20 ms a try) while the kernel
+    still holds it busy: a dying task, or a socket whose memory charge still
+    references the css. Gone already is fine; still busy at the end is left."""
+    for _ in range(tries):
+        try:
+            os.rmdir(d)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.02)
 
 
 def leftover() -> Optional[str]:

@@ -24,7 +24,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 from tracer.host import cgroups as cg
 from tracer.host import procfs
@@ -48,14 +47,7 @@ def _failcnt(memory_dir: str) -> int:
 
 def _remove(c: labcg.LabCgroup) -> None:
     for d in c.dirs:
-        for _ in range(100):
-            try:
-                os.rmdir(d)
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                time.sleep(0.02)     # a socket's css reference still going
+        labcg.rmdir_patiently(d)
     # the shared lab root too, when nothing else of any lab uses it
     m = cg.read_mounts()
     for root in (m.v2, m.v1_memory):
