@@ -146,7 +146,11 @@ struct {
 	__type(value, struct tw_queued);
 } tw_fifo SEC(".maps");
 
-/* Entries in tw_fifo: every check costs one read while it is 0. */
+/* Candidates that may still be in tw_pending: every check costs one read
+ * while it is 0. It must never read 0 while one is pending, or a confirmation
+ * (a new life at the address) or a cancel on another CPU is skipped: it is
+ * raised before a candidate is stored and lowered only after a popped one was
+ * decided, so it may count high for a moment, never low. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -192,12 +196,36 @@ static __always_inline void tw_confirm(__u64 sk, __u64 ts)
 		return;
 	}
 	__builtin_memcpy(e, v, sizeof(*e));
-	if (bpf_map_delete_elem(&tw_pending, &sk)) {
+	/* v may have been confirmed on another CPU meanwhile and its slot
+	 * reused by a newer candidate at this address: not this one to take */
+	if ((ts && e->ts_ns != ts) || bpf_map_delete_elem(&tw_pending, &sk)) {
 		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
 		return;
 	}
 	count(CNT_TW_OVERFLOW);
 	bpf_ringbuf_submit(e, wakeup_flags());
+}
+
+/* Take the oldest candidate if it is past TW_SETTLE_NS (peek first, so the
+ * queue stays in age order) and confirm it; then lower the count. Returns
+ * false when there is none to take. */
+static __always_inline bool tw_settle_one(__s64 *n, __u64 now)
+{
+	struct tw_queued q;
+
+	if (bpf_map_peek_elem(&tw_fifo, &q) || (__s64)(now - q.ts) < (__s64)TW_SETTLE_NS)
+		return false;
+	if (bpf_map_pop_elem(&tw_fifo, &q))
+		return false;
+	if ((__s64)(now - q.ts) < (__s64)TW_SETTLE_NS) {
+		/* another CPU took the one we peeked: this one is too young, back
+		 * it goes (at the tail: it is confirmed a little late, never early) */
+		if (!bpf_map_push_elem(&tw_fifo, &q, 0))
+			return false;
+	}
+	tw_confirm(q.sk, q.ts);
+	__sync_fetch_and_add(n, -1);
+	return true;
 }
 
 /* Confirm the candidates older than TW_SETTLE_NS, oldest first, a few a call. */
@@ -210,29 +238,18 @@ static __always_inline void tw_settle(void)
 		return;
 	now = bpf_ktime_get_ns();
 #pragma unroll
-	for (int i = 0; i < 4; i++) {
-		struct tw_queued q;
-
-		if (bpf_map_pop_elem(&tw_fifo, &q))
+	for (int i = 0; i < 4; i++)
+		if (!tw_settle_one(n, now))
 			break;
-		__sync_fetch_and_add(n, -1);
-		if ((__s64)(now - q.ts) < (__s64)TW_SETTLE_NS) {
-			/* the oldest is too young: back it goes, and so are the rest */
-			if (!bpf_map_push_elem(&tw_fifo, &q, 0))
-				__sync_fetch_and_add(n, 1);
-			else
-				tw_confirm(q.sk, q.ts);	/* cannot happen: we just took one */
-			break;
-		}
-		tw_confirm(q.sk, q.ts);
-	}
 }
 
+/* Resets and errored destroys are rare next to state changes: the delete is
+ * tried without the count's gate. */
 static __always_inline void tw_cancel(const struct sock *sk)
 {
 	__u64 key = (__u64)sk;
 
-	if (tw_open() && !bpf_map_delete_elem(&tw_pending, &key))
+	if (!bpf_map_delete_elem(&tw_pending, &key))
 		count(CNT_TW_CANCELLED);
 }
 
@@ -353,19 +370,24 @@ static __always_inline int tw_candidate(struct tcpoom_event *e)
 {
 	struct tw_queued q = { .sk = e->skaddr, .ts = e->ts_ns };
 	__u32 zero = 0;
-	__s64 *n;
+	__s64 *n = bpf_map_lookup_elem(&tw_queued_n, &zero);
 
 	count(CNT_TW_CANDIDATES);
-	if (bpf_map_update_elem(&tw_pending, &q.sk, e, BPF_ANY))
+	if (!n)
 		goto at_once;
+	__sync_fetch_and_add(n, 1);	/* before it is visible: never low */
+	if (bpf_map_update_elem(&tw_pending, &q.sk, e, BPF_ANY)) {
+		__sync_fetch_and_add(n, -1);
+		goto at_once;
+	}
 	if (bpf_map_push_elem(&tw_fifo, &q, 0)) {
-		if (bpf_map_delete_elem(&tw_pending, &q.sk))
+		int gone = bpf_map_delete_elem(&tw_pending, &q.sk);
+
+		__sync_fetch_and_add(n, -1);
+		if (gone)
 			return 0;	/* cancelled meanwhile */
 		goto at_once;
 	}
-	n = bpf_map_lookup_elem(&tw_queued_n, &zero);
-	if (n)
-		__sync_fetch_and_add(n, 1);
 	return 0;
 at_once:
 	count(CNT_TW_UNCHECKED);
@@ -517,7 +539,7 @@ int BPF_PROG(tw_reset_raw, const struct sock *sk, const struct sk_buff *skb)
  * still set sk_err = ECONNRESET; a genuine overflow never sets it. */
 static __always_inline int on_tw_destroy(const struct sock *sk)
 {
-	if (sk && tw_open() && BPF_CORE_READ(sk, sk_err))
+	if (sk && BPF_CORE_READ(sk, sk_err))
 		tw_cancel(sk);
 	return 0;
 }
@@ -541,24 +563,13 @@ int BPF_PROG(tw_destroy_raw, const struct sock *sk)
 SEC("raw_tp/inet_sock_set_state")
 int BPF_PROG(tw_settle_run)
 {
-	__s64 *n;
 	__u64 now = bpf_ktime_get_ns();
+	__s64 *n;
 
 	for (int i = 0; i < 32; i++) {
-		struct tw_queued q;
-
 		n = tw_open();
-		if (!n || bpf_map_pop_elem(&tw_fifo, &q))
+		if (!n || !tw_settle_one(n, now))
 			return 0;
-		__sync_fetch_and_add(n, -1);
-		if ((__s64)(now - q.ts) < (__s64)TW_SETTLE_NS) {
-			if (!bpf_map_push_elem(&tw_fifo, &q, 0))
-				__sync_fetch_and_add(n, 1);
-			else
-				tw_confirm(q.sk, q.ts);
-			return 0;
-		}
-		tw_confirm(q.sk, q.ts);
 	}
 	return 1;
 }

@@ -243,10 +243,10 @@ class Capture:
             return b""
         if final:
             time.sleep(ev.TW_SETTLE_MS / 1000)
-        if self.session.settle_tw_in_kernel():
-            if final:
-                self.tw_undecided = max(0, self._tw_open())
+        if self.session.settle_tw_in_kernel() and not (final and self._tw_open() > 0):
             return b""
+        # before 5.10; or, at the stop, any the kernel's run left (it stops
+        # at the first young one in its queue): taken from tw_pending by age
         records, young = self.session.settle_tw(ev.TW_SETTLE_MS / 1000)
         self.tw_settled += len(records)
         if final:
