@@ -81,7 +81,8 @@ def make_records(rng: random.Random, n: int, vary: set, families=(ev.OOM_CHECK,)
             pid=pick("pid", 42, [42, 43, 44]), comm=pick("comm", b"nginx", [b"nginx", b"a-very-long-name", b"x"]),
             af=pick("af", 2, [2, 10]), sport=pick("sport", 80, list(range(1000, 1100))),
             daddr=pick("daddr", b"\x7f\0\0\x01" + b"\0" * 12, [bytes([j]) * 16 for j in range(5)]),
-            memory_allocated=pick("memory", 1000, [-1, 0, 50, 1000, 5000]),
+            memory_allocated=(rng.choice([3990, 3996, 4000, 4003]) if "memory ties" in vary
+                              else pick("memory", 1000, [-1, 0, 50, 1000, 5000])),
             tcp_mem=(1, 2, pick("tcp_mem", 400, [-1, 0, 400, 800])),
             shift=pick("shift", 1, [-1, 0, 1, 2, 3]), orphans=pick("orphans", 700, [-1, 0, 5, 700, 1023]),
             max_orphans=pick("max_orphans", 1024, [0, 1024]), caller=pick("caller", 2, [0, 1, 2]),
@@ -98,6 +99,8 @@ CASES = {
     "mixed families": ({"sport", "orphans", "tw"}, (ev.OOM_CHECK, ev.TW_OVERFLOW, ev.MEM_EXCEED), NS // 2),
     "several seconds": ({"shift", "orphans"}, (ev.OOM_CHECK, ev.TW_OVERFLOW), 4 * NS),
     "unknown figures": ({"memory", "tcp_mem", "orphans", "shift"}, (ev.OOM_CHECK,), NS // 2),
+    # several page counts at the same percent of one limit: the first record that far over
+    "memory ties": ({"memory ties", "pid", "comm"}, (ev.OOM_CHECK,), NS // 2),
     # families and verdicts both vary: the (family, verdict) pairs are
     # counted packed (Columns.pairs), the families and seconds from them
     "families and verdicts": ({"verdict", "sport", "pid"}, tuple(ev.FAMILIES), NS // 2),
@@ -137,3 +140,55 @@ def test_sampled_details_keep_exact_counts():
     assert agg.per_second == want["second"]
     assert agg.detail_sampled == 10
     assert sum(agg.local_ports.values()) == 400
+
+
+def test_every_top_table_counts_what_a_per_record_count_finds(monkeypatch):
+    """The top tables are counted on packed rows and decoded when read
+    (columns.count_rows): each must hold what counting the decoded records
+    one at a time gives, also when the distinct rows pass ROWS_MAX (decoded
+    on the way) and when two aggregates are merged."""
+    from tracer.model import aggregate
+    monkeypatch.setattr(aggregate, "ROWS_MAX", 50)
+    rng = random.Random(14)
+    records = []
+    for i in range(3000):
+        fam = rng.choice(tuple(ev.FAMILIES))
+        records.append(ev.Event.make(
+            ts_ns=5 * NS + i, family=fam, method=rng.choice([1, 3]), verdict=rng.choice([1, 2, 6]),
+            netns=rng.choice([1, 4026531840]), pid=rng.randrange(1, 40), comm=rng.choice([b"nginx", b"a-very-long-name"]),
+            af=rng.choice([2, 10]), sport=rng.randrange(1000, 1030), daddr=bytes([rng.randrange(4)]) * 16,
+            caller=rng.randrange(3), shift=rng.choice([-1, 0, 2]),
+            owner_pid=rng.randrange(0, 30), owner_comm=rng.choice([b"", b"java", b"kubelet-worker-x"]),
+            owner_cgroup=rng.choice([0, 7, 1 << 40]), memcg=rng.choice([0, 9, (1 << 63) + 5]),
+            mem_class=rng.randrange(4), memcg_limit=rng.choice([-1, 0, 1 << 33]), derived=rng.choice([0, 3])))
+
+    def words(b):
+        b = b.ljust(16, b"\0")
+        return int.from_bytes(b[:8], "little"), int.from_bytes(b[8:], "little")
+
+    want = {t: Counter() for t in aggregate.TABLES}
+    for e in records:
+        want["methods"][e.family, e.method] += 1
+        want["netns"][e.netns] += 1
+        want["processes"][(e.pid, *words(e.comm))] += 1
+        want["owners"][(e.owner_pid, *words(e.owner_comm))] += 1
+        want["who_cgroups"][e.family, e.owner_cgroup, e.memcg] += 1
+        want["local_ports"][e.af, e.sport] += 1
+        want["remote_peers"][(e.af, *words(e.daddr))] += 1
+        if e.family == ev.OOM_CHECK:
+            want["oom_callers"][e.caller] += 1
+            want["shift"][e.shift] += 1
+        if e.family == ev.MEM_EXCEED:
+            want["mem_classes"][e.mem_class, e.memcg, e.memcg_limit, e.derived] += 1
+        if e.family == ev.MEM_DROP:
+            want["drop_causes"][e.verdict, e.mem_class, e.derived] += 1
+    halves = []
+    for part in (records[:1700], records[1700:]):
+        agg = Aggregate({})
+        for at in range(0, len(part), 600):
+            batch = part[at:at + 600]
+            agg.add_events(ev.frame_all([e.pack() for e in batch]), len(batch))
+        halves.append(agg)
+    halves[0].merge_events(halves[1])
+    for table, counts in want.items():
+        assert getattr(halves[0], table) == counts, table

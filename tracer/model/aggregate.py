@@ -11,16 +11,72 @@ from __future__ import annotations
 import operator
 import struct
 from collections import Counter
-from itertools import repeat
+import itertools
+from itertools import compress, repeat
 from typing import Dict, List, Optional, Tuple
 
 from . import events as ev
-from .columns import FAMILY_MASKS, Columns, count_keys
+from .columns import FAMILY_MASKS, Columns, KeyRows, count_keys, count_rows
 from .containers import Names
 
 _OFF = ev.layout_offsets()
 _SIZE = ev.EVENT_SIZE
 _NS = 1_000_000_000
+
+
+# The top tables. Their keys are a few fields of the record, counted on
+# packed rows (columns.count_rows) and decoded into the keys (the value, or the
+# tuple of values) when a table is read: once per distinct row, not per record.
+# The seven tables every record feeds share one row, so a record costs one
+# count instead of seven; the row is split into their keys when decoded.
+_DETAIL = KeyRows([
+    ("comm", 0), ("comm", 8), ("owner_comm", 0), ("owner_comm", 8), ("owner_cgroup", 0), ("memcg", 0),
+    ("daddr", 0), ("daddr", 8), ("netns", 0), ("pid", 0), ("owner_pid", 0), ("af", 0), ("sport", 0),
+    ("family", 0), ("method", 0)])
+
+
+def _split_detail(v: tuple):
+    comm0, comm1, ocomm0, ocomm1, owner_cg, memcg, d0, d1, netns, pid, owner_pid, af, sport, family, method = v
+    return (("methods", (family, method)), ("netns", netns),
+            ("processes", (pid, comm0, comm1)),               # the context task, comm as two words
+            ("owners", (owner_pid, ocomm0, ocomm1)),          # the sockets' owners
+            ("who_cgroups", (family, owner_cg, memcg)),       # owner's v2 cgroup, memcg
+            ("local_ports", (af, sport)), ("remote_peers", (af, d0, d1)))
+
+
+def _single(table: str):
+    return lambda v: ((table, v),)
+
+
+# row kind -> (its fields, its keys in the tables)
+ROWS = {
+    "detail": (_DETAIL, _split_detail),
+    "oom_callers": (KeyRows([("caller", 0)]), _single("oom_callers")),
+    "shift": (KeyRows([("shift", 0)]), _single("shift")),
+    "mem_classes": (KeyRows([("mem_class", 0), ("memcg", 0), ("memcg_limit", 0), ("derived", 0)]),
+                    _single("mem_classes")),
+    "drop_causes": (KeyRows([("verdict", 0), ("mem_class", 0), ("derived", 0)]),   # mem_drop: site, cause
+                    _single("drop_causes")),
+}
+_DETAIL_TABLES = ("methods", "netns", "processes", "owners", "who_cgroups", "local_ports", "remote_peers")
+TABLES = {**{t: "detail" for t in _DETAIL_TABLES}, **{k: k for k in ROWS if k != "detail"}}
+# distinct rows kept undecoded at most: past this they are decoded (bounded
+# memory on a host whose every record differs)
+ROWS_MAX = 50_000
+
+
+class _Table:
+    """An Aggregate's top table read as a Counter of keys: the rows counted
+    since the last read are decoded into it first."""
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, agg, owner=None):
+        if agg is None:
+            return self
+        agg._decode(TABLES[self.name])
+        return agg._tables[self.name]
 
 
 class Peak:
@@ -38,6 +94,10 @@ class Peak:
 
 class Aggregate:
     TOP = 10
+    # the top tables (TABLES), read as Counters of keys
+    methods, netns, processes, owners = _Table(), _Table(), _Table(), _Table()
+    who_cgroups, local_ports, remote_peers = _Table(), _Table(), _Table()
+    oom_callers, shift, mem_classes, drop_causes = _Table(), _Table(), _Table(), _Table()
 
     def __init__(self, header: dict):
         self.header = header
@@ -45,21 +105,13 @@ class Aggregate:
         self.last_ns: Optional[int] = None
         self.by_family: Counter = Counter()
         self.by_verdict: Counter = Counter()          # (family, verdict bits)
-        self.oom_callers: Counter = Counter()
-        self.methods: Counter = Counter()             # (family, method)
         self.per_second: Counter = Counter()          # (family, second)
-        self.shift: Counter = Counter()
         self.oom_shift_by_sec: Dict[int, int] = {}    # second -> highest shift decided
         self.orphans_at_decision: Counter = Counter()  # bucketed
-        self.processes: Counter = Counter()           # (pid, comm) of the context
-        self.owners: Counter = Counter()              # (owner pid, comm words): the sockets' owners
-        self.who_cgroups: Counter = Counter()         # (family, owner's v2 cgroup, memcg)
-        self.mem_classes: Counter = Counter()         # (class, memcg, memcg_limit pages, derived bits)
-        self.drop_causes: Counter = Counter()         # mem_drop: (verdict bits, class, derived bits)
+        # the top tables: rows counted by kind (ROWS), and the keys they were decoded to
+        self._rows: Dict[str, Counter] = {k: Counter() for k in ROWS}
+        self._tables: Dict[str, Counter] = {t: Counter() for t in TABLES}
         self.names = Names()                          # cgroup ids -> paths, from cgroups blocks
-        self.local_ports: Counter = Counter()
-        self.remote_peers: Counter = Counter()        # (af, raw address)
-        self.netns: Counter = Counter()
         self.peaks = {k: Peak() for k in ("orphans", "orphans_shifted", "memory_pages", "memory_over",
                                           "tw", "tw_sampled")}
         self.snapshot_series: Dict[int, dict] = {}    # second -> figures
@@ -136,15 +188,7 @@ class Aggregate:
 
     def _add_details(self, cols: "Columns") -> None:
         n = cols.n
-        count_keys(self.methods, [cols.part("family"), cols.part("method")], n)
-        count_keys(self.netns, [cols.part("netns")], n)
-        # comm as its two 8-byte words: decoded once per distinct process at the end
-        count_keys(self.processes, [cols.part("pid"), cols.part("comm"), cols.part("comm", 8)], n)
-        count_keys(self.owners, [cols.part("owner_pid"), cols.part("owner_comm"), cols.part("owner_comm", 8)], n)
-        count_keys(self.who_cgroups, [cols.part("family"), cols.part("owner_cgroup"), cols.part("memcg")], n)
-        af = cols.part("af")
-        count_keys(self.local_ports, [af, cols.part("sport")], n)
-        count_keys(self.remote_peers, [af, cols.part("daddr"), cols.part("daddr", 8)], n)
+        self._count("detail", cols)
         self._add_memory(cols)
         fam_bytes = cols.records[cols.skip + _OFF["family"]::cols.stride]
         for family, add in ((ev.OOM_CHECK, self._add_oom), (ev.TW_OVERFLOW, self._add_tw),
@@ -152,6 +196,24 @@ class Aggregate:
             k = fam_bytes.count(family)
             if k:
                 add(cols if k == n else cols.only(fam_bytes.translate(FAMILY_MASKS[family])))
+
+    def _count(self, kind: str, cols: "Columns") -> None:
+        rows = self._rows[kind]
+        count_rows(rows, cols, ROWS[kind][0])
+        if len(rows) > ROWS_MAX:
+            self._decode(kind)
+
+    def _decode(self, kind: str) -> None:
+        """The rows of `kind` counted so far, decoded into their tables' keys."""
+        rows = self._rows[kind]
+        if not rows:
+            return
+        key, split = ROWS[kind]
+        tables = self._tables
+        for row, n in rows.items():
+            for table, k in split(key.decode(row)):
+                tables[table][k] += n
+        rows.clear()
 
     def _add_memory(self, c: "Columns") -> None:
         mem, high = c.part("memory_allocated"), c.part("tcp_mem", 16)
@@ -166,6 +228,12 @@ class Aggregate:
         # the furthest over the hard limit in force at the moment (percent)
         if mem[1] is None and high[1] is None:
             v, i = _percent(mem[0], high[0]), 0
+        elif high[1] is None and high[0] > 0:
+            # one limit: the most pages are the furthest over; the peak is the
+            # first record that far over, the fewest pages that are v percent
+            v = _percent(top, high[0])
+            least = -(-v * high[0] // 100)
+            i = next(compress(itertools.count(), map(operator.ge, mem[1], repeat(least))))
         else:
             pages = mem[1] if mem[1] is not None else [mem[0]] * c.n
             limits = high[1] if high[1] is not None else [high[0]] * c.n
@@ -182,8 +250,8 @@ class Aggregate:
     def _add_oom(self, c: "Columns") -> None:
         n = c.n
         shift, orphans = c.part("shift"), c.part("orphans")
-        count_keys(self.oom_callers, [c.part("caller")], n)
-        count_keys(self.shift, [shift], n)
+        self._count("oom_callers", c)
+        self._count("shift", c)
         # the highest shift decided in each second
         if c.second is not None:
             seconds = [(c.second, shift[0] if shift[1] is None else max(shift[1]))]
@@ -226,12 +294,11 @@ class Aggregate:
                                             orphans=c.at("orphans", i), max_orphans=c.at("max_orphans", i))
 
     def _add_mem_exceed(self, c: "Columns") -> None:
-        count_keys(self.mem_classes, [c.part("mem_class"), c.part("memcg"), c.part("memcg_limit"),
-                                      c.part("derived")], c.n)
+        self._count("mem_classes", c)
 
     def _add_mem_drop(self, c: "Columns") -> None:
         # (verdict, mem_class, derived): the site and the cause, for the diagnosis
-        count_keys(self.drop_causes, [c.part("verdict"), c.part("mem_class"), c.part("derived")], c.n)
+        self._count("drop_causes", c)
 
     def _add_tw(self, c: "Columns") -> None:
         tw = c.part("tw_count")
@@ -326,10 +393,14 @@ class Aggregate:
     def merge_events(self, other: "Aggregate") -> None:
         """Add what `other` folded in from events (blocks read elsewhere, in a
         later part of the file: on ties the earlier peak stays)."""
-        for name in ("by_family", "by_verdict", "oom_callers", "methods", "per_second", "shift",
-                     "orphans_at_decision", "processes", "local_ports", "remote_peers", "netns",
-                     "owners", "who_cgroups", "mem_classes", "drop_causes"):
+        for name in ("by_family", "by_verdict", "per_second", "orphans_at_decision"):
             getattr(self, name).update(getattr(other, name))
+        for kind, rows in other._rows.items():
+            self._rows[kind].update(rows)
+            if len(self._rows[kind]) > ROWS_MAX:
+                self._decode(kind)
+        for name, table in other._tables.items():
+            self._tables[name].update(table)
         self.names._known.update(other.names._known)
         self.names.changes += 1
         for sec, s in other.oom_shift_by_sec.items():
