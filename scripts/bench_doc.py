@@ -117,6 +117,22 @@ def results(b: dict) -> List[Row]:
     ]
 
 
+def _with_reports(files: Files) -> dict:
+    """bench.json with its report figures taken from report.json, a later
+    run of `scripts/bench --only report,report-varied`."""
+    b = dict(files["bench.json"])
+    b.update({k: v for k, v in files["report.json"].items() if k in ("report", "report_varied")})
+    return b
+
+
+def results_and_reports(files: Files) -> List[Row]:
+    return results(_with_reports(files))
+
+
+def varied_and_reports(files: Files) -> List[Row]:
+    return varied(_with_reports(files))
+
+
 def varied(b: dict) -> List[Row]:
     """The same commands over constant and over varied records."""
     rc, rv = b["report"], b["report_varied"]
@@ -344,9 +360,10 @@ def targets(files: Files) -> List[Row]:
 # pattern); its function then gets {file name: JSON}, and its header may be a
 # function of the same.
 TABLES: Dict[str, Tuple[Union[str, Tuple[str, ...]], Callable[[Any], List[Row]], Union[Row, Callable[[Any], Row]]]] = {
-    "results": ("bench.json", results, ("figure", "measured", "target")),
+    "results": (("bench.json", "report.json"), results_and_reports, ("figure", "measured", "target")),
     "targets-17": (("startup.json", "churn-normal-after-*.json", "churn-normal-no-owner-after.json"), targets, ("figure", "measured", "target")),
-    "varied": ("bench.json", varied, ("figure", "constant records", "varied records", "target (varied)")),
+    "varied": (("bench.json", "report.json"), varied_and_reports,
+               ("figure", "constant records", "varied records", "target (varied)")),
     "serve": ("serve.json", serve, ("figure", "measured", "target")),
     "storms": (("storm-before.json", "storm-after.json"), storms,
                ("storm", "command", "events/s", "before: CPU per event, % of a core",

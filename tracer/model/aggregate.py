@@ -48,9 +48,20 @@ def _single(table: str):
     return lambda v: ((table, v),)
 
 
+# each of those seven tables' own fields: where only a table or two vary in
+# a batch (the ports of a storm from one process), those are counted alone
+_DETAIL_FIELDS = {
+    "methods": [("family", 0), ("method", 0)], "netns": [("netns", 0)],
+    "processes": [("pid", 0), ("comm", 0), ("comm", 8)],
+    "owners": [("owner_pid", 0), ("owner_comm", 0), ("owner_comm", 8)],
+    "who_cgroups": [("family", 0), ("owner_cgroup", 0), ("memcg", 0)],
+    "local_ports": [("af", 0), ("sport", 0)], "remote_peers": [("af", 0), ("daddr", 0), ("daddr", 8)],
+}
+_DETAIL_TABLES = tuple(_DETAIL_FIELDS)
 # row kind -> (its fields, its keys in the tables)
 ROWS = {
     "detail": (_DETAIL, _split_detail),
+    **{t: (KeyRows(fields), _single(t)) for t, fields in _DETAIL_FIELDS.items()},
     "oom_callers": (KeyRows([("caller", 0)]), _single("oom_callers")),
     "shift": (KeyRows([("shift", 0)]), _single("shift")),
     "mem_classes": (KeyRows([("mem_class", 0), ("memcg", 0), ("memcg_limit", 0), ("derived", 0)]),
@@ -58,8 +69,9 @@ ROWS = {
     "drop_causes": (KeyRows([("verdict", 0), ("mem_class", 0), ("derived", 0)]),   # mem_drop: site, cause
                     _single("drop_causes")),
 }
-_DETAIL_TABLES = ("methods", "netns", "processes", "owners", "who_cgroups", "local_ports", "remote_peers")
-TABLES = {**{t: "detail" for t in _DETAIL_TABLES}, **{k: k for k in ROWS if k != "detail"}}
+# table -> the row kinds counted into it
+TABLES = {**{t: ("detail", t) for t in _DETAIL_TABLES},
+          **{k: (k,) for k in ("oom_callers", "shift", "mem_classes", "drop_causes")}}
 # distinct rows kept undecoded at most: past this they are decoded (bounded
 # memory on a host whose every record differs)
 ROWS_MAX = 50_000
@@ -75,7 +87,8 @@ class _Table:
     def __get__(self, agg, owner=None):
         if agg is None:
             return self
-        agg._decode(TABLES[self.name])
+        for kind in TABLES[self.name]:
+            agg._decode(kind)
         return agg._tables[self.name]
 
 
@@ -188,7 +201,19 @@ class Aggregate:
 
     def _add_details(self, cols: "Columns") -> None:
         n = cols.n
-        self._count("detail", cols)
+        # one shared row where several tables vary; where one or two do, those
+        # alone and the constant ones once (a batch with one process, say)
+        varying = [t for t, fields in _DETAIL_FIELDS.items()
+                   if any(cols.const(*f) is None for f in fields)]
+        if len(varying) > 2:
+            self._count("detail", cols)
+        else:
+            for t, fields in _DETAIL_FIELDS.items():
+                if t in varying:
+                    self._count(t, cols)
+                else:
+                    values = [cols.const(*f) for f in fields]
+                    self._tables[t][values[0] if len(values) == 1 else tuple(values)] += n
         self._add_memory(cols)
         fam_bytes = cols.records[cols.skip + _OFF["family"]::cols.stride]
         for family, add in ((ev.OOM_CHECK, self._add_oom), (ev.TW_OVERFLOW, self._add_tw),

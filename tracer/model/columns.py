@@ -32,6 +32,7 @@ class Columns:
         self._views: Dict[str, memoryview] = {}
         self._masked: Dict[Tuple[str, int], list] = {}
         self._seen: Optional[list] = None     # with a mask: the places of the records seen
+        self._consts: Dict[Tuple[str, int], Optional[int]] = {}
 
     def only(self, mask: bytes) -> "Columns":
         sub = Columns(self.records, self.count, self.stride, self.skip, mask)
@@ -66,6 +67,13 @@ class Columns:
 
     def const(self, name: str, extra: int = 0) -> Optional[int]:
         """The column's one value, or None when it varies."""
+        try:
+            return self._consts[name, extra]
+        except KeyError:
+            v = self._consts[name, extra] = self._const(name, extra)
+            return v
+
+    def _const(self, name: str, extra: int) -> Optional[int]:
         if self.mask is not None:
             values = self.col(name, extra)
             return values[0] if values.count(values[0]) == len(values) else None
