@@ -1,0 +1,93 @@
+"""The "N runs out of N exact" check of the lab scenarios inside a stock Debian
+kernel under qemu (scripts/vm), per probe tier, written as JSON for the docs.
+
+    python3 -m scripts.vm_exact --kernel 6.1 --runs 10 \
+        best:tw_linger0,orphans_timer kprobe:tw_overflow,orphans_close:100 \
+        --json docs/exactness/guest-6.1.json
+
+A run is exact as on this machine (scripts/counts_check): the tracer exited 0,
+lost nothing, printed every event it counted, and counted what the kernel's
+TcpExt counter of the lab's namespace counted (or, for a family without such a
+counter, saw some). Exit status 1 when a run was not exact, 125 when the guest
+could not run. Hours under TCG for many scenarios: pick them.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+
+from scripts.vm import VMError, run_in_vm
+from scripts.vm.guest_checks import parse
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def exact(run: dict, counter) -> bool:
+    if run["returncode"] != 0 or run["lost"] != 0 or run["printed"] != run["seen"]:
+        return False
+    if counter is None:
+        return (run["seen"] or 0) > 0
+    return run["seen"] == run["kernel_delta"] == run["lab_delta"]
+
+
+def summarise(result: dict) -> dict:
+    """tier -> scenario -> {exact: k, runs: n, seen/kernel: [...]}"""
+    from scripts.counts_check import SCENARIO_FAMILY
+
+    out = {}
+    for tier, t in result["tiers"].items():
+        for name, runs in t.get("runs", {}).items():
+            counter = SCENARIO_FAMILY[name][1]
+            out.setdefault(tier, {})[name] = {
+                "exact": sum(exact(r, counter) for r in runs), "runs": len(runs),
+                "method": (t.get("plan", {}).get("families", {})
+                           .get(SCENARIO_FAMILY[name][0], {}).get("method")),
+                "seen/kernel": [f"{r['seen']}/{r['kernel_delta'] if counter else '-'}" for r in runs],
+            }
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kernel", default="6.1")
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--timeout", type=float, default=7200.0, help="seconds for the whole guest")
+    ap.add_argument("--json", help="write the summary and every run's counts here")
+    ap.add_argument("tiers", nargs="+", metavar="TIER:SCENARIOS[:COUNT]")
+    args = ap.parse_args(argv)
+    try:
+        vm = run_in_vm([sys.executable, "-m", "scripts.vm.guest_checks", "--runs", str(args.runs),
+                        *args.tiers], args.kernel, cwd=ROOT, timeout=args.timeout)
+        result = parse(vm.output)
+    except (VMError, ValueError) as e:
+        print(f"vm_exact: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 125
+    summary = summarise(result)
+    for tier, scenarios in summary.items():
+        for name, s in scenarios.items():
+            print(f"{vm.release:<22} {tier:<11} {name:<22} {s['method'] or '?':<8} "
+                  f"{s['exact']}/{s['runs']} exact   seen/kernel: {' '.join(s['seen/kernel'])}")
+    for where, err in result["errors"].items():
+        print(f"{where}: {err.strip().splitlines()[-1]}", file=sys.stderr)
+    if args.json:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                capture_output=True, text=True).stdout.strip()
+        doc = {"machine": {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                           "guest_kernel": vm.release, "host_kernel": os.uname().release,
+                           "commit": commit, "cpus_in_guest": 2, "qemu": "TCG"},
+               "command": " ".join(["python3 -m scripts.vm_exact", *(argv or sys.argv[1:])]),
+               "summary": summary, "runs": {tier: t.get("runs", {}) for tier, t in result["tiers"].items()},
+               "errors": result["errors"], "adaptations": result["adaptations"]}
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=1)
+    bad = any(s["exact"] != s["runs"] for sc in summary.values() for s in sc.values())
+    return 1 if bad or result["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
