@@ -16,9 +16,20 @@ RUNS = 20
 SCENARIOS = ("tw_linger0", "tw_late_data", "tw_ipv6", "tw_two_netns", "tw_two_cpus")
 
 
+def _row(r) -> dict:
+    return next((x for x in (r["totals"] or {}).get("families", []) if x["family"] == "tw_overflow"), {})
+
+
 def _exact(r) -> bool:
-    return (r["returncode"] == 0 and r["lost"] == 0 and r["printed"] == r["seen"]
-            and r["seen"] == r["kernel_delta"] == r["lab_delta"])
+    """Equal to the namespace's counter, or short only by what the kernel says
+    it skipped (issue 13): a tp_btf program does not run nested in itself on
+    one CPU (6.1+, counted in recursion_misses), so a softirq's TCP_CLOSE that
+    interrupts the program in process context is not seen; the totals row then
+    says `explained_by_misses`. A shortfall without that is a failure."""
+    if not (r["returncode"] == 0 and r["lost"] == 0 and r["printed"] == r["seen"]
+            and r["kernel_delta"] == r["lab_delta"]):
+        return False
+    return r["seen"] == r["kernel_delta"] or bool(_row(r).get("explained_by_misses"))
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -28,11 +39,11 @@ def test_tw_overflow_count_equals_the_namespace_counter_20_of_20(scenario):
         r = run_once(scenario)
         figures.append(f"{r['seen']}/{r['kernel_delta']}")
         if not _exact(r):
-            row = next((x for x in (r["totals"] or {}).get("families", [])
-                        if x["family"] == "tw_overflow"), {})
-            # the inference's own counts tell a wrong cancel from a missed candidate
+            row = _row(r)
+            # the inference's own counts tell a wrong cancel from a missed
+            # candidate; `missed`, the kernel's skipped runs of the programs
             bad.append((i, r["seen"], r["printed"], r["kernel_delta"], r["lab_delta"], r["lost"],
-                        row.get("inference"), r["returncode"], r["stderr"][-300:]))
+                        row.get("missed"), row.get("inference"), r["returncode"], r["stderr"][-300:]))
     assert not bad, f"{scenario}: {RUNS - len(bad)}/{RUNS} exact; seen/kernel {' '.join(figures)}; {bad[:3]}"
 
 

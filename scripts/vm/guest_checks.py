@@ -131,6 +131,8 @@ def _tier_arg(text: str):
 
 #: what --runs keeps of each run
 RUN_KEYS = ("seen", "kernel_delta", "lab_delta", "printed", "lost", "returncode", "seconds")
+#: and of the family's totals row: the kernel's own miss counts (None: not counted there)
+ROW_KEYS = ("missed", "missed_unmeasured", "explained_by_misses")
 
 #: tier -> TCPOOM_DENY_METHODS that makes the plan choose it where the kernel has it;
 #: the "-inlined" tiers load that tier without its tcp_check_oom probe (see
@@ -182,8 +184,10 @@ def main(argv=None) -> int:
                 if i == 0:
                     t["scenarios"][name] = r
                 if args.runs > 1:
+                    row = next((x for x in (r.get("totals") or {}).get("families", [])
+                                if x["family"] == r.get("family")), {})
                     t.setdefault("runs", {}).setdefault(name, []).append(
-                        {k: r.get(k) for k in RUN_KEYS})
+                        {**{k: r.get(k) for k in RUN_KEYS}, **{k: row.get(k) for k in ROW_KEYS}})
     os.environ.pop(kernel_facts.DENY_ENV, None)
     os.environ.pop("TCPOOM_ENGINE", None)
     out["seconds"] = round(time.monotonic() - t0, 1)
