@@ -27,36 +27,34 @@ _NS = 1_000_000_000
 # The top tables. Their keys are a few fields of the record, counted on
 # packed rows (columns.count_rows) and decoded into the keys (the value, or the
 # tuple of values) when a table is read: once per distinct row, not per record.
-# The seven tables every record feeds share one row, so a record costs one
-# count instead of seven; the row is split into their keys when decoded.
-_DETAIL = KeyRows([
-    ("comm", 0), ("comm", 8), ("owner_comm", 0), ("owner_comm", 8), ("owner_cgroup", 0), ("memcg", 0),
-    ("daddr", 0), ("daddr", 8), ("netns", 0), ("pid", 0), ("owner_pid", 0), ("af", 0), ("sport", 0),
-    ("family", 0), ("method", 0)])
+_DETAIL_FIELDS = {
+    "methods": [("family", 0), ("method", 0)],
+    "netns": [("netns", 0)],
+    "processes": [("pid", 0), ("comm", 0), ("comm", 8)],            # the context task, comm as two words
+    "owners": [("owner_pid", 0), ("owner_comm", 0), ("owner_comm", 8)],  # the sockets' owners
+    "who_cgroups": [("family", 0), ("owner_cgroup", 0), ("memcg", 0)],   # owner's v2 cgroup, memcg
+    "local_ports": [("af", 0), ("sport", 0)],
+    "remote_peers": [("af", 0), ("daddr", 0), ("daddr", 8)],
+}
+# Every record feeds those seven: they share one row (each field once, the
+# widest first so none needs padding), so a record costs one count instead of
+# seven; the row is split into their keys when decoded. Where only one or two
+# of them vary in a batch (the ports of a storm from one process), those are
+# counted alone and the others once (Aggregate._add_details).
+_DETAIL_ORDER = sorted({f for fields in _DETAIL_FIELDS.values() for f in fields},
+                       key=lambda f: (-KeyRows([f]).fields[0][3], f))    # [3]: its width in bytes
+_DETAIL = KeyRows(_DETAIL_ORDER)
+_DETAIL_PICK = [(t, [_DETAIL_ORDER.index(f) for f in fields]) for t, fields in _DETAIL_FIELDS.items()]
 
 
 def _split_detail(v: tuple):
-    comm0, comm1, ocomm0, ocomm1, owner_cg, memcg, d0, d1, netns, pid, owner_pid, af, sport, family, method = v
-    return (("methods", (family, method)), ("netns", netns),
-            ("processes", (pid, comm0, comm1)),               # the context task, comm as two words
-            ("owners", (owner_pid, ocomm0, ocomm1)),          # the sockets' owners
-            ("who_cgroups", (family, owner_cg, memcg)),       # owner's v2 cgroup, memcg
-            ("local_ports", (af, sport)), ("remote_peers", (af, d0, d1)))
+    return [(t, v[at[0]] if len(at) == 1 else tuple(v[i] for i in at)) for t, at in _DETAIL_PICK]
 
 
 def _single(table: str):
     return lambda v: ((table, v),)
 
 
-# each of those seven tables' own fields: where only a table or two vary in
-# a batch (the ports of a storm from one process), those are counted alone
-_DETAIL_FIELDS = {
-    "methods": [("family", 0), ("method", 0)], "netns": [("netns", 0)],
-    "processes": [("pid", 0), ("comm", 0), ("comm", 8)],
-    "owners": [("owner_pid", 0), ("owner_comm", 0), ("owner_comm", 8)],
-    "who_cgroups": [("family", 0), ("owner_cgroup", 0), ("memcg", 0)],
-    "local_ports": [("af", 0), ("sport", 0)], "remote_peers": [("af", 0), ("daddr", 0), ("daddr", 8)],
-}
 _DETAIL_TABLES = tuple(_DETAIL_FIELDS)
 # row kind -> (its fields, its keys in the tables)
 ROWS = {

@@ -30,7 +30,6 @@ class Columns:
         self.second: Optional[int] = None     # the one second every record falls in, if so
         self._mv = memoryview(records)
         self._views: Dict[str, memoryview] = {}
-        self._masked: Dict[Tuple[str, int], list] = {}
         self._seen: Optional[list] = None     # with a mask: the places of the records seen
         self._consts: Dict[Tuple[str, int], Optional[int]] = {}
 
@@ -51,8 +50,7 @@ class Columns:
         values = view[self._off(name, extra) // width::self.stride // width].tolist()
         if self.mask is None:
             return values
-        masked = self._masked[name, extra] = list(compress(values, self.mask))
-        return masked
+        return list(compress(values, self.mask))
 
     def at(self, name: str, i: int, extra: int = 0) -> int:
         """Field `name` of the i-th record seen."""
