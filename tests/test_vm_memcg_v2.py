@@ -121,7 +121,16 @@ def test_send_refusals_at_memory_max_are_memcg_and_name_the_cgroup(guests, kerne
     # after at least one memory.events max (one per reclaim round)
     d = s["memory_events_delta"]
     assert len(events) == d["oom"] <= d["max"] and d["oom_kill"] == 0, d
-    assert [e for e in s["recorded_events"] if e["mem_class"] == "memcg"] == events
+    # the recording holds the same events; memcg_usage is read live by each
+    # tracer's own program (page_counter usage moves in per-CPU batches of 64
+    # pages meanwhile: 2938 against 2888 pages once under load), so it is only
+    # required to be a figure in both (forced charges may take it past the limit)
+    recorded = [e for e in s["recorded_events"] if e["mem_class"] == "memcg"]
+
+    def same(e):
+        return {k: v for k, v in e.items() if k != "memcg_usage"}
+    assert [same(e) for e in recorded] == [same(e) for e in events]
+    assert all(e["memcg_usage"] > 0 for e in recorded + events)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
