@@ -47,8 +47,18 @@ def summarise(result: dict) -> dict:
                 "method": (t.get("plan", {}).get("families", {})
                            .get(SCENARIO_FAMILY[name][0], {}).get("method")),
                 "seen/kernel": [f"{r['seen']}/{r['kernel_delta'] if counter else '-'}" for r in runs],
+                "classes": [r.get("classes") for r in runs],
             }
     return out
+
+
+def _memcg_v2_summary(result: dict) -> dict:
+    """scripts/vm/memcg_v2.py --runs: the send scenario's refusals at memory.max."""
+    runs = result.get("runs", [])
+    return {"memcg_v2": {"memcg_v2_send": {
+        "exact": sum(r["exact"] for r in runs), "runs": len(runs), "short_but_explained": 0,
+        "missed": [r.get("missed") for r in runs], "method": (result.get("plan_mem_exceed") or {}).get("method"),
+        "seen/kernel": [f"{r['seen']}/-" for r in runs], "classes": [r["classes"] for r in runs]}}}
 
 
 def main(argv=None) -> int:
@@ -57,16 +67,22 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--timeout", type=float, default=7200.0, help="seconds for the whole guest")
     ap.add_argument("--json", help="write the summary and every run's counts here")
-    ap.add_argument("tiers", nargs="+", metavar="TIER:SCENARIOS[:COUNT]")
+    ap.add_argument("--memcg-v2", action="store_true",
+                    help="instead of lab scenarios, the memory.max refusals of scripts/vm/memcg_v2.py "
+                         "(a pure cgroup v2 guest), each run classified memcg against the cgroup")
+    ap.add_argument("tiers", nargs="*", metavar="TIER:SCENARIOS[:COUNT]")
     args = ap.parse_args(argv)
+    if not args.tiers and not args.memcg_v2:
+        ap.error("name TIER:SCENARIOS, or --memcg-v2")
+    command = (["-m", "scripts.vm.memcg_v2", "--runs", str(args.runs)] if args.memcg_v2 else
+               ["-m", "scripts.vm.guest_checks", "--runs", str(args.runs), *args.tiers])
     try:
-        vm = run_in_vm([sys.executable, "-m", "scripts.vm.guest_checks", "--runs", str(args.runs),
-                        *args.tiers], args.kernel, cwd=ROOT, timeout=args.timeout)
+        vm = run_in_vm([sys.executable, *command], args.kernel, cwd=ROOT, timeout=args.timeout)
         result = parse(vm.output)
     except (VMError, ValueError) as e:
         print(f"vm_exact: {str(e).splitlines()[0]}", file=sys.stderr)
         return 125
-    summary = summarise(result)
+    summary = _memcg_v2_summary(result) if args.memcg_v2 else summarise(result)
     for tier, scenarios in summary.items():
         for name, s in scenarios.items():
             print(f"{vm.release:<22} {tier:<11} {name:<22} {s['method'] or '?':<8} "
@@ -77,12 +93,14 @@ def main(argv=None) -> int:
     if args.json:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                                 capture_output=True, text=True).stdout.strip()
+        runs = ({"memcg_v2": {"memcg_v2_send": result.get("runs", [])}} if args.memcg_v2 else
+                {tier: t.get("runs", {}) for tier, t in result["tiers"].items()})
         doc = {"machine": {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                            "guest_kernel": vm.release, "host_kernel": os.uname().release,
                            "commit": commit, "cpus_in_guest": 2, "qemu": "TCG"},
                "command": " ".join(["python3 -m scripts.vm_exact", *(argv or sys.argv[1:])]),
-               "summary": summary, "runs": {tier: t.get("runs", {}) for tier, t in result["tiers"].items()},
-               "errors": result["errors"], "adaptations": result["adaptations"]}
+               "summary": summary, "runs": runs,
+               "errors": result["errors"], "adaptations": result.get("adaptations", [])}
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1)

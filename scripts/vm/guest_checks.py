@@ -29,7 +29,7 @@ BCC_START_TIMEOUT_S = 400.0
 TRACER_STARTS: list = []
 EVENT_KEYS = ("method", "caller", "shift", "shift_is_lower_bound", "orphans", "max_orphans",
               "memory_allocated", "tcp_mem", "verdict", "reset_sent", "reason", "state",
-              "tw_count", "max_tw_buckets", "fidelity")
+              "tw_count", "max_tw_buckets", "fidelity", "mem_class")
 
 
 def _adapt(adaptations: list) -> None:
@@ -119,6 +119,16 @@ def _simulated_inlining(name: str, count) -> dict:
     }
 
 
+def _classes(events: list) -> dict:
+    """How a run's events were classified: refusals by mem_class, drops by
+    reason, the others by verdict (the guest's 20-of-20 check of the classes)."""
+    counts: dict = {}
+    for e in events:
+        key = e.get("mem_class") or e.get("reason") or e.get("verdict")
+        counts[str(key)] = counts.get(str(key), 0) + 1
+    return counts
+
+
 def _tier_arg(text: str):
     """"kprobe:tw_overflow,orphans_close[:COUNT]" -> ("kprobe", [...], COUNT or None)."""
     parts = text.split(":")
@@ -187,7 +197,8 @@ def main(argv=None) -> int:
                     row = next((x for x in (r.get("totals") or {}).get("families", [])
                                 if x["family"] == r.get("family")), {})
                     t.setdefault("runs", {}).setdefault(name, []).append(
-                        {**{k: r.get(k) for k in RUN_KEYS}, **{k: row.get(k) for k in ROW_KEYS}})
+                        {**{k: r.get(k) for k in RUN_KEYS}, **{k: row.get(k) for k in ROW_KEYS},
+                         "classes": _classes(r.get("events", []))})
     os.environ.pop(kernel_facts.DENY_ENV, None)
     os.environ.pop("TCPOOM_ENGINE", None)
     out["seconds"] = round(time.monotonic() - t0, 1)
