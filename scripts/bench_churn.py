@@ -27,8 +27,10 @@ import signal
 import socket
 import statistics
 import struct
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Optional
 
@@ -121,15 +123,27 @@ def churn(netns_name: str, seconds: float, clients: int, close: str = "normal") 
     return float(rate)
 
 
+#: the attached command: `tcpoom trace`, or `tcpoom serve` with its flight
+#: recorder on (a state directory of its own) and metrics on a loopback port
+COMMANDS = {"trace": (["trace"], "tcpoom: tracing"),
+            "serve": (["serve", "--listen", "127.0.0.1:19979"], "serving ")}
+_command = ["trace"]
+_state_dirs: list = []      # serve's, removed at exit
+
+
 def start_tracer() -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, "-m", "tracer", "trace"], cwd=ROOT,
+    args, ready = COMMANDS[_command[0]]
+    if _command[0] == "serve":
+        _state_dirs.append(tempfile.mkdtemp(prefix="tcpoom-churn-serve-"))
+        args = args + ["--state-dir", _state_dirs[-1]]
+    p = subprocess.Popen([sys.executable, "-m", "tracer", *args], cwd=ROOT,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     while True:
         line = p.stderr.readline()
-        if line.startswith("tcpoom: tracing"):
+        if ready in line:
             return p
         if not line:
-            raise RuntimeError("tcpoom trace did not start")
+            raise RuntimeError(f"tcpoom {_command[0]} did not start")
 
 
 def prog_ids() -> set:
@@ -311,16 +325,23 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=1)
     ap.add_argument("--close", choices=("normal", "reset"), default="normal",
                     help="the client closes with a FIN (TIME_WAIT; default) or a reset")
+    ap.add_argument("--command", choices=sorted(COMMANDS), default="trace",
+                    help="what is attached: tcpoom trace (default) or tcpoom serve")
     ap.add_argument("--json", metavar="FILE", help="also write the results, with the machine, as JSON")
     ap.add_argument("--load", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.load:
         load(args.load, args.clients, args.close == "normal")
         return 0
+    _command[0] = args.command
     if args.json:
         from scripts.bench_storm import machine
         before = machine()
-    r = measure(args.runs, args.seconds, args.clients, args.close)
+    try:
+        r = measure(args.runs, args.seconds, args.clients, args.close)
+    finally:
+        for d in _state_dirs:
+            shutil.rmtree(d, ignore_errors=True)
     print(f"connections/s without tcpoom {r['without']:,.0f}, with {r['with']:,.0f}: "
           f"{r['overhead_pct']:+.2f}% fewer (medians of {args.runs})")
     print(f"  tcpoom's BPF programs ({args.close} closes): {r['bpf_ns_per_connection']:.0f} ns of kernel "
@@ -337,7 +358,7 @@ def main() -> int:
     if args.json:
         import json
         out = {"machine": before, "command": "python3 -m scripts.bench_churn " + " ".join(sys.argv[1:]),
-               "churn": r}
+               "attached": args.command, "churn": r}
         out["machine"]["load_after"] = round(os.getloadavg()[0], 2)
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

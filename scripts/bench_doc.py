@@ -301,6 +301,25 @@ def storms_jsonl(files: Files) -> List[Row]:
     return rows
 
 
+def storms_quiet(q: dict) -> List[Row]:
+    """Every storm and command again on a quiet machine (issue 17 item 1's targets),
+    the runs side by side; a refusal storm that made no refusal is left out."""
+    by: Dict[tuple, List[dict]] = {}
+    for r in q["rows"]:
+        if not r.get("no_events"):
+            by.setdefault((r["storm"], r["command"]), []).append(r)
+    rows = []
+    for (storm, command), runs in by.items():
+        rows.append((storm, STORM_COMMANDS.get(command, f"`{command}`"),
+                     "; ".join(f"{r['events_per_s']:,}" for r in runs),
+                     "**" + "; ".join(f"{r['cpu_us_per_event']:.1f}" for r in runs) + " µs**",
+                     "; ".join(f"{r['core_pct']:.1f}%" for r in runs),
+                     "; ".join(_at_20k(r["cpu_us_per_event"], tenths=True) for r in runs),
+                     "; ".join(sorted({str(r["lost"]) for r in runs})),
+                     "; ".join(sorted({_seen(r["counts_match"]) for r in runs}))))
+    return rows
+
+
 def startup_cold(s: dict) -> List[Row]:
     """scripts/bench_startup --cold: warm and cold starts interleaved (issue 17 item 2.3)."""
     res = s["results"]
@@ -336,6 +355,22 @@ def churn(files: Files) -> List[Row]:
     for what, before, after in CHURN_ROWS:
         new = _per_connection(_pick(files, after))
         rows.append((what, _per_connection(_pick(files, before)), "**" + new.replace(" (", "** (", 1)))
+    return rows
+
+
+def churn_attached(files: Files) -> List[Row]:
+    """scripts/bench_churn --command trace|serve on a quiet machine: the same
+    programs under either command (issue 17 item 2.4's "serve on top")."""
+    rows = []
+    for name in sorted(files):
+        d = files[name]
+        c = d["churn"]
+        rows.append((f"`{d.get('attached', 'trace')}`", f"**{c['bpf_ns_per_connection']:.0f} ns** "
+                     f"({c['stats_floor_ns_per_connection']:.0f})",
+                     f"{c['bpf_ns_per_connection_without_owner']:.0f} ns",
+                     f"{c['program_runs_per_connection']:.0f}",
+                     f"{c['without']:,.0f} → {c['with']:,.0f} ({c['overhead_pct']:.1f}% fewer; "
+                     f"medians of {len(c['runs_with'])})"))
     return rows
 
 
@@ -381,10 +416,16 @@ TABLES: Dict[str, Tuple[Union[str, Tuple[str, ...]], Callable[[Any], List[Row]],
     "storms-jsonl": (("storm-jsonl-before.json", "storm-jsonl-after.json"), storms_jsonl,
                      ("storm", "`trace --json` before (A; B): CPU per event", "after (A; B): CPU per event",
                       "after, at 20,000/s", "lost", "seen = kernel")),
+    "storms-quiet": ("storm-quiet.json", storms_quiet,
+                     ("storm", "command", "events/s (A; B)", "CPU per event", "% of a core", "at 20,000/s",
+                      "lost", "seen = kernel")),
     "startup-cold": ("startup.json", startup_cold,
                      ("command", "warm: median (min)", "cold: median (min)", "CPU to attached, warm → cold",
                       "RSS idle, warm → cold")),
     "churn": (("churn-*.json",), churn, _churn_header),
+    "churn-attached": (("churn-attached-*.json",), churn_attached,
+                       ("attached", "ns per connection (of which bpf_stats' own)", "without owner_* programs",
+                        "program runs a connection", "connections/s without → with")),
 }
 
 
