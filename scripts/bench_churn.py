@@ -358,7 +358,8 @@ def main() -> int:
     if args.json:
         import json
         out = {"machine": before, "command": "python3 -m scripts.bench_churn " + " ".join(sys.argv[1:]),
-               "attached": args.command, "churn": r}
+               "attached": args.command,
+               "owner_tracking": os.environ.get("TCPOOM_NO_OWNER") != "1", "churn": r}
         out["machine"]["load_after"] = round(os.getloadavg()[0], 2)
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

@@ -322,6 +322,17 @@ def test_owner_plan_on_a_tracepoint_only_kernel():
     assert p.to_json()["owner"]["store"] == "sk_storage"
 
 
+def test_no_owner_env_turns_owner_tracking_off(monkeypatch):
+    # TCPOOM_NO_OWNER=1: no owner program, no storage; events name their context task
+    monkeypatch.setenv("TCPOOM_NO_OWNER", "1")
+    f = _facts_at("6.18.44")
+    f.tracepoints.update(sock_send_length=3, sock_recv_length=3, tcp_destroy_sock=1, tcp_rcv_space_adjust=1)
+    p = plan_mod.build(f)
+    assert p.owner["store"] == "none" and p.owner["programs"] == [] and p.config["owner_storage"] == 0
+    assert p.owner["fidelity"] == "context-only" and "TCPOOM_NO_OWNER=1" in p.owner["how"]
+    assert not [x for x in p.programs() if x.startswith("owner_")]
+
+
 def test_owner_plan_uses_the_hash_map_where_a_program_has_no_btf_pointer():
     f = _facts_at("5.10.0")            # tp_btf, but no sk_storage from tracing programs
     f.tracepoints.update(tcp_destroy_sock=1, tcp_rcv_space_adjust=1)

@@ -3,6 +3,7 @@ per engine: the CO-RE programs note it at process-context hooks, the bcc
 engine does not track it."""
 from __future__ import annotations
 
+import os
 from typing import Dict
 
 from ..facts import KernelFacts
@@ -10,6 +11,11 @@ from .checks import need_tracepoint
 from .model import FamilyPlan
 
 _BTF_METHODS = ("fentry", "tp_btf")
+#: TCPOOM_NO_OWNER=1: no owner tracking. It is most of the programs' time per
+#: connection (a socket's storage is created at its first send, receive or
+#: close: about 1-1.5 us a connection, docs/performance.md); a host making
+#: connections at a very high rate may rather keep the context task only.
+NO_OWNER_ENV = "TCPOOM_NO_OWNER"
 
 
 def owner_plan(f: KernelFacts, fams: Dict[str, FamilyPlan]) -> Dict:
@@ -30,6 +36,10 @@ def owner_plan(f: KernelFacts, fams: Dict[str, FamilyPlan]) -> Dict:
     users = [fp for fp in fams.values() if fp.programs]
     if not users:
         return {}
+    if os.environ.get(NO_OWNER_ENV) == "1":
+        return {"store": "none", "programs": [], "fidelity": "context-only",
+                "how": f"owner tracking turned off ({NO_OWNER_ENV}=1): every event names the task "
+                       "it ran in"}
     state_btf = need_tracepoint(f, "inet_sock_set_state", 3, raw=False) is None
     state_raw = need_tracepoint(f, "inet_sock_set_state", 3, raw=True) is None
     if not (state_btf or state_raw):
