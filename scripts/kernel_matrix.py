@@ -99,6 +99,20 @@ each call drops (`ofo_pruned` events): those are shown, never compared; and
 TCPRcvQDrop also counts TCP_REPAIR queue refusals, which drop no segment. The
 reasons' numbers differ between releases and are resolved from the kernel's BTF.
 
+| kernel | every family: program runs the kernel skips, and whether it counts them |
+|---|---|
+| all versions (kprobe, kretprobe) | kprobe programs do not nest on a CPU (`bpf_prog_active`; a kprobe hit inside another kprobe's handler is the kprobe's nmissed): a probed call a softirq makes while one of tcpoom's kprobe handlers runs on that CPU is skipped. Counted (bpf_link `missed`, read into the totals' `missed`) from 6.7 only; before 6.7 a residue no counter explains: the TIME_WAIT count on the kprobe tier was short by 1 of 95 in 3-5 runs of 20 in the 6.1 guest (docs/exactness/) |
+| 5.12 and later (fentry, fexit) | a program does not nest in itself (per-program `active`): a second run on the same CPU while the first runs (a softirq inside the process-context run) is skipped and counted in `recursion_misses` |
+| 4.19 - 6.0 (tp_btf, raw_tp) | no recursion check: a program nests in itself, nothing is skipped |
+| 6.1 and later (tp_btf, raw_tp) | per-program `active`, as fentry: the skip is counted in `recursion_misses`; the TIME_WAIT inference's `inet_sock_set_state` program is the one exposed (a process-context close interrupted by a softirq's close on the same CPU) |
+
+tcpoom reads these counts where the kernel has them and shows them per family
+(`missed` in totals, live, recordings and reports); a shortfall they cover is
+marked `explained_by_misses`. In the 20-run checks (docs/exactness/) the guests
+counted tp_btf skips once (2, in a tcp_mem_send run on 6.1, where refusals have
+no kernel counter to compare) and kprobe skips in the short kprobe runs on
+6.12; no fentry skip was counted.
+
 The socket's owner (issue 14), per tier: **last-known** wherever
 `sock:inet_sock_set_state` exists (4.16+): the process of the listen,
 close or shutdown, and of every send and receive where
