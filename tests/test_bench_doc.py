@@ -82,12 +82,21 @@ def test_a_figure_changed_in_one_of_several_files_fails(copy):
     data["churn"]["bpf_ns_per_connection"] += 100
     (bench / "churn-normal-after-2.json").write_text(json.dumps(data))
     problems = bench_doc.check(str(page), str(bench))
-    # the per-connection table and the targets' row read it; the storm tables do not
+    # the per-connection table reads it; the targets' row (the quiet runs) and the storm tables do not
     assert any("table 'churn'" in p for p in problems)
-    assert any("table 'targets-17'" in p for p in problems)
+    assert not any("table 'targets-17'" in p for p in problems)
     assert not any("table 'storms" in p for p in problems)
     assert bench_doc.main(["--write", "--page", str(page), "--bench-dir", str(bench)]) == 0
     assert "**2132, 2609**" in page.read_text()
+    # a quiet run: the targets' row and the table of the attached commands
+    data = json.loads((bench / "churn-attached-trace-no-owner.json").read_text())
+    data["churn"]["bpf_ns_per_connection"] += 100
+    (bench / "churn-attached-trace-no-owner.json").write_text(json.dumps(data))
+    problems = bench_doc.check(str(page), str(bench))
+    assert any("table 'targets-17'" in p for p in problems)
+    assert any("table 'churn-attached'" in p for p in problems)
+    assert bench_doc.main(["--write", "--page", str(page), "--bench-dir", str(bench)]) == 0
+    assert "**1145 ns** (676: 469 ns net)" in page.read_text()
 
 
 def test_a_missing_file_of_a_glob_is_refused(copy, capsys):
