@@ -28,15 +28,23 @@ def workers() -> int:
     return len(os.sched_getaffinity(0))
 
 
+#: set in the parent when a run came back damaged: the workers' later runs
+#: then return at once (inherited through fork, read in _fold_run)
+_STOP = None
+
+
 def fold(agg: Aggregate, reader: tf.TraceReader,
          advance: Optional[Callable[[int], None]] = None) -> None:
     """Fold every readable block of `reader` into `agg`; `reader.damage`
     says where reading stopped, if it did. `advance(offset)` reports progress."""
+    global _STOP
     n = workers()
     pool = None
     if n > 1 and reader.size >= PARALLEL_MIN_BYTES:
         try:
-            pool = multiprocessing.get_context("fork").Pool(n)
+            ctx = multiprocessing.get_context("fork")
+            _STOP = ctx.Event()
+            pool = ctx.Pool(n)
         except OSError:
             pool = None         # no /dev/shm for its semaphores, say: one core then
     if pool is None:
@@ -48,19 +56,25 @@ def fold(agg: Aggregate, reader: tf.TraceReader,
     offsets = reader.block_offsets()
     torn = reader.damage
     runs = _runs(offsets, n * RUNS_PER_WORKER)
+    damaged = None
     with pool:
+        # every result is taken, also after a damaged run: Pool.terminate()
+        # while a worker is blocked sending a result bigger than the pipe
+        # holds deadlocks (the worker keeps the result queue's lock, which
+        # terminate() then waits for). The later runs stop early instead.
         for (start, run), (part, others, damage) in zip(
                 runs, pool.imap(_fold_run, [(reader.path, run, start + 2) for start, run in runs])):
+            if damaged:
+                continue
             agg.merge_events(part)
             for btype, obj in others:
                 agg.add_json_block(btype, obj)
             if advance and run:
                 advance(run[-1][0])
             if damage:
-                reader.damage = damage
-                pool.terminate()
-                return
-    reader.damage = torn
+                damaged = damage
+                _STOP.set()
+    reader.damage = damaged or torn
 
 
 def _runs(offsets: List[Tuple[int, int]], count: int) -> List[Tuple[int, List[Tuple[int, int]]]]:
@@ -83,6 +97,8 @@ def _fold_run(job) -> Tuple[Aggregate, list, Optional[str]]:
     path, run, first_index = job
     agg = Aggregate({})
     others: list = []
+    if _STOP is not None and _STOP.is_set():
+        return agg, others, None        # an earlier run was damaged: this one is not read
     with open(path, "rb") as f:
         for k, (offset, _) in enumerate(run):
             f.seek(offset)
