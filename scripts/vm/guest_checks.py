@@ -119,7 +119,7 @@ def _simulated_inlining(name: str, count) -> dict:
     }
 
 
-def _classes(events: list) -> dict:
+def classes_of(events: list) -> dict:
     """How a run's events were classified: refusals by mem_class, drops by
     reason, the others by verdict (the guest's 20-of-20 check of the classes)."""
     counts: dict = {}
@@ -198,7 +198,7 @@ def main(argv=None) -> int:
                                 if x["family"] == r.get("family")), {})
                     t.setdefault("runs", {}).setdefault(name, []).append(
                         {**{k: r.get(k) for k in RUN_KEYS}, **{k: row.get(k) for k in ROW_KEYS},
-                         "classes": _classes(r.get("events", []))})
+                         "classes": classes_of(r.get("events", []))})
     os.environ.pop(kernel_facts.DENY_ENV, None)
     os.environ.pop("TCPOOM_ENGINE", None)
     out["seconds"] = round(time.monotonic() - t0, 1)

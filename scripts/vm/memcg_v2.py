@@ -41,7 +41,7 @@ import traceback
 
 from scripts.counts_check import Tracer
 from scripts.lab import cgroups as labcg
-from scripts.vm.guest_checks import RESULT_PREFIX
+from scripts.vm.guest_checks import RESULT_PREFIX, classes_of
 from tracer.host import cgroups as cg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -270,14 +270,11 @@ def run_row(s: dict) -> dict:
     row = next((x for x in (s.get("totals") or {}).get("families", [])
                 if x["family"] == "mem_exceed"), {})
     events = s["events"]
-    classes: dict = {}
-    for e in events:
-        classes[str(e["mem_class"])] = classes.get(str(e["mem_class"]), 0) + 1
     right = all(e["mem_class"] == "memcg" and e["memcg_limit"] == s["limit_bytes"] // PAGE
                 and e["memcg"] == s["cgroup"] for e in events)
     seen, lost = row.get("seen"), row.get("lost")
     return {"seen": seen, "printed": len(events), "lost": lost, "returncode": s["returncode"],
-            "classes": classes, "missed": row.get("missed"),
+            "classes": classes_of(events), "missed": row.get("missed"),
             "exact": (s["returncode"] == 0 and lost == 0 and seen == len(events) and bool(seen) and right),
             "seconds": s.get("seconds")}
 
