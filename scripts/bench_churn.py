@@ -27,7 +27,6 @@ import signal
 import socket
 import statistics
 import struct
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -123,19 +122,16 @@ def churn(netns_name: str, seconds: float, clients: int, close: str = "normal") 
     return float(rate)
 
 
-#: the attached command: `tcpoom trace`, or `tcpoom serve` with its flight
-#: recorder on (a state directory of its own) and metrics on a loopback port
+#: the attached command: `tcpoom trace`, or `tcpoom serve` (its flight recorder
+#: on, in a state directory of its own) with metrics on a loopback port
 COMMANDS = {"trace": (["trace"], "tcpoom: tracing"),
             "serve": (["serve", "--listen", "127.0.0.1:19979"], "serving ")}
-_command = ["trace"]
-_state_dirs: list = []      # serve's, removed at exit
 
 
-def start_tracer() -> subprocess.Popen:
-    args, ready = COMMANDS[_command[0]]
-    if _command[0] == "serve":
-        _state_dirs.append(tempfile.mkdtemp(prefix="tcpoom-churn-serve-"))
-        args = args + ["--state-dir", _state_dirs[-1]]
+def start_tracer(command: str = "trace", state_dir: Optional[str] = None) -> subprocess.Popen:
+    args, ready = COMMANDS[command]
+    if command == "serve":
+        args = args + ["--state-dir", state_dir]
     p = subprocess.Popen([sys.executable, "-m", "tracer", *args], cwd=ROOT,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     while True:
@@ -143,7 +139,7 @@ def start_tracer() -> subprocess.Popen:
         if ready in line:
             return p
         if not line:
-            raise RuntimeError(f"tcpoom {_command[0]} did not start")
+            raise RuntimeError(f"tcpoom {command} did not start")
 
 
 def prog_ids() -> set:
@@ -252,19 +248,22 @@ class StatsFloor:
                 os.close(fd)
 
 
-def measure(runs: int, seconds: float, clients: int, close: str = "normal") -> dict:
+def measure(runs: int, seconds: float, clients: int, close: str = "normal",
+            command: str = "trace") -> dict:
     sys.path.insert(0, ROOT)
     from tracer.host import netns
     without, with_, ns_per_conn, per_prog, floors = [], [], [], [], []
     with open(_STATS) as f:
         stats_before = f.read().strip()
     try:
-        with netns.temporary("tcpoom-bench-") as name:
+        # serve's flight recorder writes here (trace ignores it)
+        with netns.temporary("tcpoom-bench-") as name, \
+                tempfile.TemporaryDirectory(prefix="tcpoom-churn-serve-") as state_dir:
             churn(name, 1.0, clients, close)           # warm up
             for i in range(runs):
                 for traced in ((False, True) if i % 2 == 0 else (True, False)):
                     if traced:
-                        tracer = start_tracer()
+                        tracer = start_tracer(command, state_dir)
                         time.sleep(0.3)
                         with_.append(churn(name, seconds, clients, close))
                         tracer.send_signal(signal.SIGINT)
@@ -276,7 +275,7 @@ def measure(runs: int, seconds: float, clients: int, close: str = "normal") -> d
             # would weigh on the throughput above (and are counted in this)
             for _ in range(3):
                 before = prog_ids()
-                tracer = start_tracer()
+                tracer = start_tracer(command, state_dir)
                 ours = prog_ids() - before
                 time.sleep(0.3)
                 with StatsFloor() as floor:
@@ -333,15 +332,10 @@ def main() -> int:
     if args.load:
         load(args.load, args.clients, args.close == "normal")
         return 0
-    _command[0] = args.command
     if args.json:
         from scripts.bench_storm import machine
         before = machine()
-    try:
-        r = measure(args.runs, args.seconds, args.clients, args.close)
-    finally:
-        for d in _state_dirs:
-            shutil.rmtree(d, ignore_errors=True)
+    r = measure(args.runs, args.seconds, args.clients, args.close, args.command)
     print(f"connections/s without tcpoom {r['without']:,.0f}, with {r['with']:,.0f}: "
           f"{r['overhead_pct']:+.2f}% fewer (medians of {args.runs})")
     print(f"  tcpoom's BPF programs ({args.close} closes): {r['bpf_ns_per_connection']:.0f} ns of kernel "

@@ -384,7 +384,7 @@ def targets(files: Files) -> List[Row]:
     """The issue 17 rows of the targets: cold start-up and the programs' time per connection."""
     res = files["startup.json"]["results"]
     tc, rc, tw, rw = (res[k] for k in ("trace_cold", "record_cold", "trace_warm", "record_warm"))
-    attached = [files[n] for n in sorted(files) if n.startswith("churn-attached-")]
+    attached = _pick(files, "churn-attached-*.json")
     off = [d["churn"] for d in attached if not d.get("owner_tracking", True)]
     on = [d["churn"] for d in attached if d.get("owner_tracking", True)]
     return [
