@@ -274,24 +274,84 @@ static __always_inline bool tw_head_fits(void)
 		bpf_core_field_offset(struct sock_common, skc_v6_rcv_saddr) + 16 <= TW_HEAD_BYTES);
 }
 
-static __always_inline bool tw_same_head(const struct tw_head *a, const struct tw_head *b)
+/* What a TIME_WAIT twin must have of the closing socket: namespace, family,
+ * bound device, ports and full addresses, and the hash that picks its bucket. */
+struct tw_key {
+	__u64 net;
+	__u64 addrpair;
+	__u32 v6_daddr[4];
+	__u32 v6_saddr[4];
+	__u32 portpair;
+	__u32 hash;
+	__s32 bound_dev_if;
+	__u16 family;
+};
+
+static __always_inline bool tw_v6(void)
+{
+	return bpf_core_field_exists(struct sock_common, skc_v6_daddr);
+}
+
+#define HEAD_V6(h, field, i) \
+	(*(__u32 *)((char *)(h)->w + bpf_core_field_offset(struct sock_common, field) + 4 * (i)))
+
+/* The key from a copied head (probe reads: raw_tp, kprobe). */
+static __always_inline void tw_key_of_head(struct tw_key *k, const struct tw_head *h)
+{
+	k->net = HEAD(h, __u64, skc_net.net);
+	k->addrpair = HEAD(h, __u64, skc_addrpair);
+	k->portpair = HEAD(h, __u32, skc_portpair);
+	k->hash = HEAD(h, __u32, skc_hash);
+	k->bound_dev_if = HEAD(h, __s32, skc_bound_dev_if);
+	k->family = HEAD(h, __u16, skc_family);
+	if (k->family == AF_INET6 && tw_v6()) {
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			k->v6_daddr[i] = HEAD_V6(h, skc_v6_daddr, i);
+			k->v6_saddr[i] = HEAD_V6(h, skc_v6_rcv_saddr, i);
+		}
+	}
+}
+
+/* The key from a BTF socket pointer (tp_btf, fentry): plain loads, no helper
+ * call (one probe read fewer on every close of the host). */
+static __always_inline void tw_key_of_btf(struct tw_key *k, const struct sock *sk)
+{
+	const struct sock_common *c = &sk->__sk_common;
+
+	k->net = (__u64)c->skc_net.net;
+	k->addrpair = c->skc_addrpair;
+	k->portpair = c->skc_portpair;
+	k->hash = c->skc_hash;
+	k->bound_dev_if = c->skc_bound_dev_if;
+	k->family = c->skc_family;
+	if (k->family == AF_INET6 && tw_v6()) {
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			k->v6_daddr[i] = c->skc_v6_daddr.in6_u.u6_addr32[i];
+			k->v6_saddr[i] = c->skc_v6_rcv_saddr.in6_u.u6_addr32[i];
+		}
+	}
+}
+
+static __always_inline bool tw_same(const struct tw_head *a, const struct tw_key *k)
 {
 	if (HEAD(a, __u8, skc_state) != TCP_TIME_WAIT ||
-	    HEAD(a, __u64, skc_net.net) != HEAD(b, __u64, skc_net.net) ||
-	    HEAD(a, __u16, skc_family) != HEAD(b, __u16, skc_family) ||
-	    HEAD(a, __u32, skc_portpair) != HEAD(b, __u32, skc_portpair) ||
-	    HEAD(a, __s32, skc_bound_dev_if) != HEAD(b, __s32, skc_bound_dev_if))
+	    HEAD(a, __u64, skc_net.net) != k->net ||
+	    HEAD(a, __u16, skc_family) != k->family ||
+	    HEAD(a, __u32, skc_portpair) != k->portpair ||
+	    HEAD(a, __s32, skc_bound_dev_if) != k->bound_dev_if)
 		return false;
-	if (HEAD(b, __u16, skc_family) != AF_INET6)
-		return HEAD(a, __u64, skc_addrpair) == HEAD(b, __u64, skc_addrpair);
-	if (!bpf_core_field_exists(struct sock_common, skc_v6_daddr))
+	if (k->family != AF_INET6)
+		return HEAD(a, __u64, skc_addrpair) == k->addrpair;
+	if (!tw_v6())
 		return true;	/* no CONFIG_IPV6: no v6 sockets either */
-	return HEAD(a, __u64, skc_v6_daddr) == HEAD(b, __u64, skc_v6_daddr) &&
-	       *(__u64 *)((char *)a->w + bpf_core_field_offset(struct sock_common, skc_v6_daddr) + 8) ==
-	       *(__u64 *)((char *)b->w + bpf_core_field_offset(struct sock_common, skc_v6_daddr) + 8) &&
-	       HEAD(a, __u64, skc_v6_rcv_saddr) == HEAD(b, __u64, skc_v6_rcv_saddr) &&
-	       *(__u64 *)((char *)a->w + bpf_core_field_offset(struct sock_common, skc_v6_rcv_saddr) + 8) ==
-	       *(__u64 *)((char *)b->w + bpf_core_field_offset(struct sock_common, skc_v6_rcv_saddr) + 8);
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		if (HEAD_V6(a, skc_v6_daddr, i) != k->v6_daddr[i] ||
+		    HEAD_V6(a, skc_v6_rcv_saddr, i) != k->v6_saddr[i])
+			return false;
+	return true;
 }
 
 /* Is this socket's TIME_WAIT twin in its ehash bucket? After a successful
@@ -309,14 +369,22 @@ static __always_inline bool tw_twin(const struct sock *sk, struct inet_timewait_
 	struct inet_hashinfo *hinfo = NULL;
 	struct inet_ehash_bucket *ehash;
 	struct hlist_nulls_node *node = NULL;
-	struct tw_head mine, theirs;
+	struct tw_head theirs;
+	struct tw_key mine = {};
 	__u32 off = bpf_core_field_offset(struct sock_common, skc_nulls_node);
 	__u32 mask;
 
-	if (!tw_head_fits() || bpf_probe_read_kernel(&mine, sizeof(mine), sk))
+	if (!tw_head_fits())
 		return false;
+	if (btf) {
+		tw_key_of_btf(&mine, sk);
+	} else {
+		if (bpf_probe_read_kernel(&theirs, sizeof(theirs), sk))
+			return false;
+		tw_key_of_head(&mine, &theirs);
+	}
 	/* skc_portpair is { __be16 skc_dport; __u16 skc_num; }: rebuild skc_num */
-	HEAD(&mine, __u32, skc_portpair) = (__u32)HEAD(&mine, __u16, skc_dport) | ((__u32)sport << 16);
+	mine.portpair = (mine.portpair & 0xffff) | ((__u32)sport << 16);
 	if (btf && bpf_core_field_exists(dr->hashinfo)) {
 		/* 6.1+ (per-netns ehash possible), set for every namespace at its
 		 * creation: plain loads */
@@ -335,14 +403,14 @@ static __always_inline bool tw_twin(const struct sock *sk, struct inet_timewait_
 		mask = BPF_CORE_READ(hinfo, ehash_mask);
 		ehash = BPF_CORE_READ(hinfo, ehash);
 	}
-	bpf_probe_read_kernel(&node, sizeof(node), &ehash[HEAD(&mine, __u32, skc_hash) & mask].chain.first);
+	bpf_probe_read_kernel(&node, sizeof(node), &ehash[mine.hash & mask].chain.first);
 #pragma unroll
 	for (int i = 0; i < 8; i++) {
 		if (!node || ((unsigned long)node & 1))	/* nulls marker: end */
 			return false;
 		if (bpf_probe_read_kernel(&theirs, sizeof(theirs), (void *)node - off))
 			return false;
-		if (tw_same_head(&theirs, &mine))
+		if (tw_same(&theirs, &mine))
 			return true;
 		node = (struct hlist_nulls_node *)HEAD(&theirs, __u64, skc_nulls_node.next);
 	}
@@ -537,23 +605,21 @@ int BPF_PROG(tw_reset_raw, const struct sock *sk, const struct sk_buff *skb)
 
 /* tcp_destroy_sock: a linger-0 close whose reset could not be allocated
  * still set sk_err = ECONNRESET; a genuine overflow never sets it. */
-static __always_inline int on_tw_destroy(const struct sock *sk)
-{
-	if (sk && BPF_CORE_READ(sk, sk_err))
-		tw_cancel(sk);
-	return 0;
-}
-
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(tw_destroy_btf, const struct sock *sk)
 {
-	return on_tw_destroy(sk);
+	/* a plain load: this runs for every full TCP socket of the host */
+	if (sk && sk->sk_err)
+		tw_cancel(sk);
+	return 0;
 }
 
 SEC("raw_tp/tcp_destroy_sock")
 int BPF_PROG(tw_destroy_raw, const struct sock *sk)
 {
-	return on_tw_destroy(sk);
+	if (sk && BPF_CORE_READ(sk, sk_err))
+		tw_cancel(sk);
+	return 0;
 }
 
 /* Run by user space (BPF_PROG_TEST_RUN of raw_tp: 5.10+), never attached (the
