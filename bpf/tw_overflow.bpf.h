@@ -334,6 +334,21 @@ static __always_inline void tw_key_of_btf(struct tw_key *k, const struct sock *s
 	}
 }
 
+/* The bytes of a sock_common head that hold what an IPv4 twin is compared
+ * on (skc_net is the last of them on every kernel so far; else the whole head). */
+static __always_inline __u32 tw_v4_bytes(void)
+{
+	__u32 n = bpf_core_field_offset(struct sock_common, skc_net) + 8;
+
+	if (bpf_core_field_offset(struct sock_common, skc_state) >= n ||
+	    bpf_core_field_offset(struct sock_common, skc_bound_dev_if) + 4 > n ||
+	    bpf_core_field_offset(struct sock_common, skc_family) + 2 > n ||
+	    bpf_core_field_offset(struct sock_common, skc_portpair) + 4 > n ||
+	    bpf_core_field_offset(struct sock_common, skc_addrpair) + 8 > n || n > TW_HEAD_BYTES)
+		return TW_HEAD_BYTES;
+	return n;
+}
+
 static __always_inline bool tw_same(const struct tw_head *a, const struct tw_key *k)
 {
 	if (HEAD(a, __u8, skc_state) != TCP_TIME_WAIT ||
@@ -369,7 +384,7 @@ static __always_inline bool tw_twin(const struct sock *sk, struct inet_timewait_
 	struct inet_hashinfo *hinfo = NULL;
 	struct inet_ehash_bucket *ehash;
 	struct hlist_nulls_node *node = NULL;
-	struct tw_head theirs;
+	struct tw_head theirs = {};	/* a short copy leaves the rest: never read uninitialized */
 	struct tw_key mine = {};
 	__u32 off = bpf_core_field_offset(struct sock_common, skc_nulls_node);
 	__u32 mask;
@@ -408,11 +423,72 @@ static __always_inline bool tw_twin(const struct sock *sk, struct inet_timewait_
 	for (int i = 0; i < 8; i++) {
 		if (!node || ((unsigned long)node & 1))	/* nulls marker: end */
 			return false;
+		/* the twin is at the head: its IPv4 fields are in the first
+		 * tw_v4_bytes(), a shorter copy (a probe read costs by the word) */
+		if (mine.family != AF_INET6 &&
+		    !bpf_probe_read_kernel(&theirs, tw_v4_bytes(), (void *)node - off) &&
+		    tw_same(&theirs, &mine))
+			return true;
 		if (bpf_probe_read_kernel(&theirs, sizeof(theirs), (void *)node - off))
 			return false;
 		if (tw_same(&theirs, &mine))
 			return true;
 		node = (struct hlist_nulls_node *)HEAD(&theirs, __u64, skc_nulls_node.next);
+	}
+	return false;
+}
+
+/* 6.2+: a kernel address turned into a read-only BTF pointer (the verifier
+ * makes it a register move; loads through it are fault-safe plain loads). */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
+
+static __always_inline bool tw_same_cast(const struct sock_common *c, const struct tw_key *k)
+{
+	if (c->skc_state != TCP_TIME_WAIT || (__u64)c->skc_net.net != k->net ||
+	    c->skc_family != k->family || c->skc_portpair != k->portpair ||
+	    c->skc_bound_dev_if != k->bound_dev_if)
+		return false;
+	if (k->family != AF_INET6)
+		return c->skc_addrpair == k->addrpair;
+	if (!tw_v6())
+		return true;
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		if (c->skc_v6_daddr.in6_u.u6_addr32[i] != k->v6_daddr[i] ||
+		    c->skc_v6_rcv_saddr.in6_u.u6_addr32[i] != k->v6_saddr[i])
+			return false;
+	return true;
+}
+
+/* tw_twin without a helper call: the bucket and the chain read through
+ * bpf_rdonly_cast pointers. A nulls marker (an odd value below the kernel's
+ * addresses) reads as zeros there: no TIME_WAIT state, a NULL next. */
+static __always_inline bool tw_twin_cast(const struct sock *sk, struct inet_timewait_death_row *dr,
+					 __u16 sport)
+{
+	const struct inet_ehash_bucket *b;
+	const struct hlist_nulls_node *node;
+	struct inet_hashinfo *hinfo;
+	struct tw_key mine = {};
+	__u32 off = bpf_core_field_offset(struct sock_common, skc_nulls_node);
+
+	tw_key_of_btf(&mine, sk);
+	mine.portpair = (mine.portpair & 0xffff) | ((__u32)sport << 16);
+	hinfo = dr->hashinfo;
+	if (!hinfo)
+		return false;
+	b = bpf_rdonly_cast(hinfo->ehash + (mine.hash & hinfo->ehash_mask),
+			    bpf_core_type_id_kernel(struct inet_ehash_bucket));
+	node = b->chain.first;
+	for (int i = 0; i < 8; i++) {	/* a bounded loop: 5.3+ */
+		const struct sock_common *c;
+
+		if (!node)
+			return false;
+		c = bpf_rdonly_cast((void *)node - off, bpf_core_type_id_kernel(struct sock_common));
+		if (tw_same_cast(c, &mine))
+			return true;
+		node = c->skc_nulls_node.next;
 	}
 	return false;
 }
@@ -513,7 +589,8 @@ static __always_inline bool tw_clean_close(const struct sock *sk, __u16 *sport, 
  * FIN_WAIT1/FIN_WAIT2/CLOSING (one a connection) goes on to the socket's
  * fields and the ehash bucket.
  */
-static __always_inline int on_set_state(const struct sock *sk, int oldstate, int newstate, __u8 method)
+static __always_inline int on_set_state(const struct sock *sk, int oldstate, int newstate, __u8 method,
+					bool cast)
 {
 	bool btf = METHOD_BTF(method);
 	struct inet_timewait_death_row *dr;
@@ -540,7 +617,7 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 	/* no test of the death row's count: a slab failure overflows below the
 	 * limit, and another CPU's TIME_WAIT may expire before this tracepoint */
 	dr = btf ? death_row_btf(sk) : death_row_of(sk);
-	if (tw_twin(sk, dr, sport, btf))
+	if (cast ? tw_twin_cast(sk, dr, sport) : tw_twin(sk, dr, sport, btf))
 		return 0;
 	if (!pass_filters(sk))
 		return 0;
@@ -556,13 +633,23 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(set_state_btf, const struct sock *sk, int oldstate, int newstate)
 {
-	return on_set_state(sk, oldstate, newstate, METHOD_TP_BTF);
+	return on_set_state(sk, oldstate, newstate, METHOD_TP_BTF, false);
+}
+
+/* The same where the kernel has bpf_rdonly_cast (6.2+; the plan picks it from
+ * the kernel's BTF): the twin is looked for with plain loads, not two probe
+ * reads, on every close of the host. A program of its own: before 6.2 a call
+ * to a kfunc the kernel lacks is refused even where it is never reached. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(state_cast_btf, const struct sock *sk, int oldstate, int newstate)
+{
+	return on_set_state(sk, oldstate, newstate, METHOD_TP_BTF, true);
 }
 
 SEC("raw_tp/inet_sock_set_state")
 int BPF_PROG(set_state_raw, const struct sock *sk, int oldstate, int newstate)
 {
-	return on_set_state(sk, oldstate, newstate, METHOD_RAW_TP);
+	return on_set_state(sk, oldstate, newstate, METHOD_RAW_TP, false);
 }
 
 /* tcp_send_reset: skb NULL for an active reset (tcp_send_active_reset), the

@@ -359,6 +359,21 @@ def test_one_program_a_state_change_where_the_tw_inference_uses_the_tracepoint()
     assert s._owner_at_set_state == 0
 
 
+def test_tw_inference_reads_the_ehash_with_plain_loads_where_bpf_rdonly_cast_exists():
+    # 6.2+: state_cast_btf in place of set_state_btf, and it notes the owner too
+    from tracer.kernel.loader import Filters, Session
+    f = _facts_at("6.18.44")
+    f.tracepoints.update(sock_send_length=3, sock_recv_length=3, tcp_destroy_sock=1)
+    f.btf_functions["bpf_rdonly_cast"] = True
+    p = plan_mod.build(f)
+    assert p.families["tw_overflow"].programs[0] == "state_cast_btf"
+    s = Session(p, Filters())
+    assert "owner_state_btf" not in s.programs and s._owner_at_set_state == 1
+    # raw_tp has no kfuncs: the probe-read program whatever the kernel
+    f.denied_methods = ["tp_btf"]
+    assert plan_mod.build(f).families["tw_overflow"].programs[0] == "set_state_raw"
+
+
 # ------------------------------------------------------------------ mem_drop
 
 def _drop_facts(nargs, reasons=("PROTO_MEM", "TCP_OFO_QUEUE_PRUNE", "SOCKET_BACKLOG")):

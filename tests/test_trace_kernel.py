@@ -100,8 +100,8 @@ def test_tcp_mem_refusals_carry_allocated_above_the_hard_limit(scenario, side, m
 
 
 def _our_program_ids():
-    return program_ids({"send_reset_btf", "set_state_btf", "exceed_btf", "tw_reset_btf", "tw_destroy_btf",
-                        "tw_settle_run", "drop_btf", "drop3_btf", "drop_note_btf"})
+    return program_ids({"send_reset_btf", "set_state_btf", "state_cast_btf", "exceed_btf", "tw_reset_btf",
+                        "tw_destroy_btf", "tw_settle_run", "drop_btf", "drop3_btf", "drop_note_btf"})
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])

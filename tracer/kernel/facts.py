@@ -17,7 +17,10 @@ from .rundir import RUN_DIR
 # Kernel functions the function-probe methods attach to.
 FUNCTIONS = ("tcp_check_oom", "__tcp_close", "tcp_close", "tcp_out_of_resources",
              "inet_twsk_alloc", "tcp_enter_memory_pressure", "tcp_leave_memory_pressure",
-             "tcp_send_active_reset")
+             "tcp_send_active_reset",
+             # a kfunc (6.2+): the TIME_WAIT inference reads the ehash with
+             # plain loads where it exists (bpf/tw_overflow.bpf.h state_cast_btf)
+             "bpf_rdonly_cast")
 # Data symbols read by address where kallsyms lists them (CONFIG_KALLSYMS_ALL).
 DATA_SYMBOLS = ("tcp_orphan_cache", "sysctl_tcp_max_orphans")
 DENY_ENV = "TCPOOM_DENY_METHODS"
@@ -266,7 +269,8 @@ _BOOT_STABLE = ("btf_functions", "tracepoints", "rst_reason_abort_on_memory", "o
                 "kallsyms_functions", "kallsyms_data", "kallsyms_read", "hz", "hz_source")
 # 3: orphan_count (issue 13) and ringbuf (issue 13, TIME_WAIT) both kept
 # 4, 5: kfree_skb's and tcp_probe's arity, drop_reasons (issue 13, mem_drop)
-_CACHE_FORMAT = 5
+# 6: btf_functions has bpf_rdonly_cast (issue 17, the TIME_WAIT inference's cost)
+_CACHE_FORMAT = 6
 
 
 def _cache_key(f: KernelFacts) -> Optional[dict]:

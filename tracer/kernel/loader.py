@@ -17,6 +17,7 @@ from . import btf, btfcache, demotion, libbpf, maps, misses, objects
 from tracer.errors import LoadError, PermissionNeeded
 from .facts import KernelFacts
 from .plan import Plan
+from .plan.core import SET_STATE_PROGRAMS
 from .ringbuf import RingBuffer
 
 OBJECT = objects.path("tcpoom.bpf.o")
@@ -78,7 +79,8 @@ class Session:
             for kind in ("btf", "raw"):
                 # one program a state change, not two: the TIME_WAIT inference's
                 # notes the owner too (bpf/owner.bpf.h owner_at_set_state)
-                if f"set_state_{kind}" in self.programs and f"owner_state_{kind}" in self.programs:
+                if (any(p in self.programs for p in SET_STATE_PROGRAMS[kind])
+                        and f"owner_state_{kind}" in self.programs):
                     self.programs.remove(f"owner_state_{kind}")
                     self._owner_at_set_state = 1
         # benchmarks: the synthetic source, driven by getpid() of that process,
@@ -283,7 +285,7 @@ class Session:
         `window_s` are confirmed here (taken out of tw_pending, so a late cancel
         in the kernel can no longer count them) and returned as raw records; the
         number of younger ones, left undecided, comes second."""
-        if "set_state_btf" not in self.programs and "set_state_raw" not in self.programs:
+        if not any(p in self.programs for ps in SET_STATE_PROGRAMS.values() for p in ps):
             return [], 0
         return maps.settle_tw_pending(self.map_fd("tw_pending"), window_s)
 
