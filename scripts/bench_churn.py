@@ -2,7 +2,8 @@
 without `tcpoom trace` attached.
 
     python3 -m scripts.bench_churn [--runs 5] [--seconds 3] [--clients 1]
-                                   [--close normal|reset] [--json FILE]
+                                   [--close normal|reset] [--command trace|serve]
+                                   [--stats-runs 5] [--json FILE]
 
 The workload runs in a private network namespace (deleted afterwards): one
 process accepts and closes, --clients processes connect and close as fast as
@@ -249,10 +250,10 @@ class StatsFloor:
 
 
 def measure(runs: int, seconds: float, clients: int, close: str = "normal",
-            command: str = "trace") -> dict:
+            command: str = "trace", stats_runs: int = 5) -> dict:
     sys.path.insert(0, ROOT)
     from tracer.host import netns
-    without, with_, ns_per_conn, per_prog, floors = [], [], [], [], []
+    without, with_, ns_per_conn, per_prog, floors, net = [], [], [], [], [], []
     with open(_STATS) as f:
         stats_before = f.read().strip()
     try:
@@ -273,7 +274,7 @@ def measure(runs: int, seconds: float, clients: int, close: str = "normal",
             # the programs' own time, measured by the kernel in runs of their
             # own: the statistics cost two clock reads a program run, which
             # would weigh on the throughput above (and are counted in this)
-            for _ in range(3):
+            for _ in range(stats_runs):
                 before = prog_ids()
                 tracer = start_tracer(command, state_dir)
                 ours = prog_ids() - before
@@ -289,6 +290,9 @@ def measure(runs: int, seconds: float, clients: int, close: str = "normal",
                 ft, fc = stats.pop("stats_floor", (0, 0))
                 floors.append(ft / fc if fc else 0.0)
                 ns_per_conn.append(sum(t for t, _ in stats.values()) / conns)
+                # net of the statistics' own cost, run by run: the floor is
+                # measured in the same run, so a busier moment moves both
+                net.append(ns_per_conn[-1] - floors[-1] * sum(c for _, c in stats.values()) / conns)
                 per_prog.append({k: (t / conns, c / conns) for k, (t, c) in stats.items()})
                 tracer.send_signal(signal.SIGINT)
                 tracer.communicate(timeout=30)
@@ -310,6 +314,8 @@ def measure(runs: int, seconds: float, clients: int, close: str = "normal",
             "runs_without": without, "runs_with": with_,
             "bpf_ns_per_connection": ns, "bpf_share_pct": ns * a / 1e9 * 100,
             "bpf_ns_per_connection_runs": ns_per_conn,
+            "bpf_net_ns_per_connection": statistics.median(net),
+            "bpf_net_ns_per_connection_runs": net,
             "bpf_ns_per_connection_without_owner": ns - owner,
             "stats_floor_ns_per_run": floor_ns,
             "program_runs_per_connection": runs_total,
@@ -326,6 +332,8 @@ def main() -> int:
                     help="the client closes with a FIN (TIME_WAIT; default) or a reset")
     ap.add_argument("--command", choices=sorted(COMMANDS), default="trace",
                     help="what is attached: tcpoom trace (default) or tcpoom serve")
+    ap.add_argument("--stats-runs", type=int, default=5,
+                    help="runs with kernel.bpf_stats_enabled, for the programs' time (default 5)")
     ap.add_argument("--json", metavar="FILE", help="also write the results, with the machine, as JSON")
     ap.add_argument("--load", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -335,7 +343,7 @@ def main() -> int:
     if args.json:
         from scripts.bench_storm import machine
         before = machine()
-    r = measure(args.runs, args.seconds, args.clients, args.close, args.command)
+    r = measure(args.runs, args.seconds, args.clients, args.close, args.command, args.stats_runs)
     print(f"connections/s without tcpoom {r['without']:,.0f}, with {r['with']:,.0f}: "
           f"{r['overhead_pct']:+.2f}% fewer (medians of {args.runs})")
     print(f"  tcpoom's BPF programs ({args.close} closes): {r['bpf_ns_per_connection']:.0f} ns of kernel "
@@ -343,7 +351,9 @@ def main() -> int:
           f"time at this rate; without the owner_* programs {r['bpf_ns_per_connection_without_owner']:.0f} ns")
     print(f"  bpf_stats' own cost: {r['stats_floor_ns_per_run']:.0f} ns a run (an empty program), "
           f"{r['program_runs_per_connection']:.1f} runs a connection: "
-          f"{r['stats_floor_ns_per_connection']:.0f} ns of the figure above")
+          f"{r['stats_floor_ns_per_connection']:.0f} ns of the figure above; net of it "
+          f"{r['bpf_net_ns_per_connection']:.0f} ns (median of {len(r['bpf_net_ns_per_connection_runs'])} runs: "
+          + " ".join(f"{x:.0f}" for x in sorted(r['bpf_net_ns_per_connection_runs'])) + ")")
     print("  per program (ns per connection, runs per connection, ns per run): " +
           ", ".join(f"{k} {v['ns_per_connection']:.0f} ({v['runs_per_connection']:.2f}x "
                     f"{v['ns_per_run']:.0f})" for k, v in r["bpf_ns_per_program"].items()))

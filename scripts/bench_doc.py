@@ -27,6 +27,7 @@ import fnmatch
 import json
 import os
 import re
+import statistics
 import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
@@ -358,6 +359,20 @@ def churn(files: Files) -> List[Row]:
     return rows
 
 
+def _net(c: dict) -> float:
+    """The programs' ns a connection net of bpf_stats' own cost: the median of
+    the runs' own differences where the file has them (bench_churn since issue
+    17's last item), else the medians' difference."""
+    if "bpf_net_ns_per_connection" in c:
+        return c["bpf_net_ns_per_connection"]
+    return c["bpf_ns_per_connection"] - c["stats_floor_ns_per_connection"]
+
+
+def _net_runs(c: dict) -> str:
+    runs = c.get("bpf_net_ns_per_connection_runs")
+    return f"{min(runs):.0f}-{max(runs):.0f} in {len(runs)} runs" if runs else "one figure"
+
+
 def churn_attached(files: Files) -> List[Row]:
     """scripts/bench_churn --command trace|serve on a quiet machine: the same
     programs under either command (issue 17 item 2.4's "serve on top")."""
@@ -366,12 +381,31 @@ def churn_attached(files: Files) -> List[Row]:
         d = files[name]
         c = d["churn"]
         owner = "" if d.get("owner_tracking", True) else ", owner tracking off (`TCPOOM_NO_OWNER=1`)"
-        rows.append((f"`{d.get('attached', 'trace')}`{owner}", f"**{c['bpf_ns_per_connection']:.0f} ns** "
-                     f"({c['stats_floor_ns_per_connection']:.0f})",
+        rows.append((f"`{d.get('attached', 'trace')}`{owner}", f"**{_net(c):.0f} ns** ({_net_runs(c)})",
+                     f"{c['bpf_ns_per_connection']:.0f} ns ({c['stats_floor_ns_per_connection']:.0f})",
                      f"{c['bpf_ns_per_connection_without_owner']:.0f} ns",
                      f"{c['program_runs_per_connection']:.0f}",
                      f"{c['without']:,.0f} → {c['with']:,.0f} ({c['overhead_pct']:.1f}% fewer; "
                      f"medians of {len(c['runs_with'])})"))
+    return rows
+
+
+def twin(files: Files) -> List[Row]:
+    """Before and after the TIME_WAIT twin's plain loads (state_cast_btf),
+    owner tracking off, alternated on one machine (issue 17 item 2.4)."""
+    rows = []
+    for when in ("before", "after"):
+        picked = _pick(files, f"twin-{when}-*.json")
+        c = [d["churn"] for d in picked]
+        state = {k: v for d in c for k, v in d["bpf_ns_per_program"].items() if "state" in k}
+        name = sorted(state)[0]
+        net = [x for d in c for x in d["bpf_net_ns_per_connection_runs"]]
+        rows.append((f"{when} ({', '.join(sorted({d['machine']['commit'] for d in picked}))}): `{name}`",
+                     f"**{statistics.median(net):.0f} ns** ({min(net):.0f}-{max(net):.0f} in {len(net)} runs)",
+                     ", ".join(f"{d['bpf_ns_per_connection']:.0f} ({d['stats_floor_ns_per_connection']:.0f})"
+                               for d in c),
+                     ", ".join(f"{d['bpf_ns_per_program'][name]['ns_per_run']:.0f}" for d in c),
+                     ", ".join(f"{d['bpf_ns_per_program']['tw_destroy_btf']['ns_per_run']:.0f}" for d in c)))
     return rows
 
 
@@ -394,13 +428,12 @@ def targets(files: Files) -> List[Row]:
          f"see \"Cold start\" below", "< 300 ms"),
         ("start-up, warm (per-boot caches in place), the same run",
          f"`trace` **{tw['median_ms']:.0f} ms**, `record` {rw['median_ms']:.0f} ms", "< 150 ms"),
-        ("BPF kernel time per connection, normal closes (bpf_stats; its own cost in brackets)",
-         f"owner tracking off (`TCPOOM_NO_OWNER=1`) **{_spread([c['bpf_ns_per_connection'] for c in off])} ns** "
-         f"({_spread([c['stats_floor_ns_per_connection'] for c in off])}: "
-         f"{_spread([c['bpf_ns_per_connection'] - c['stats_floor_ns_per_connection'] for c in off])} ns net), "
-         f"on (`trace`, `serve`) **{_spread([c['bpf_ns_per_connection'] for c in on])} ns** "
-         f"({_spread([c['stats_floor_ns_per_connection'] for c in on])}) on a quiet machine; see below",
-         "≤ 300 ns"),
+        ("BPF kernel time per connection, normal closes (bpf_stats, net of its own cost; "
+         "as counted, with that cost, in brackets)",
+         f"**{_spread([_net(c) for c in off])} ns** with owner tracking off (`TCPOOM_NO_OWNER=1`) "
+         f"({_spread([c['bpf_ns_per_connection'] for c in off])}); with it on (`trace`, `serve`) "
+         f"{_spread([_net(c) for c in on])} ns ({_spread([c['bpf_ns_per_connection'] for c in on])}), "
+         f"on a quiet machine; see below", "≤ 300 ns"),
     ]
 
 
@@ -427,8 +460,12 @@ TABLES: Dict[str, Tuple[Union[str, Tuple[str, ...]], Callable[[Any], List[Row]],
                      ("command", "warm: median (min)", "cold: median (min)", "CPU to attached, warm → cold",
                       "RSS idle, warm → cold")),
     "churn": (("churn-*.json",), churn, _churn_header),
+    "twin": (("twin-*.json",), twin,
+             ("program (owner tracking off)", "ns per connection, net of bpf_stats' own cost",
+              "as counted (of which bpf_stats' own), per file", "its ns a run", "`tw_destroy_btf` ns a run")),
     "churn-attached": (("churn-attached-*.json",), churn_attached,
-                       ("attached", "ns per connection (of which bpf_stats' own)", "without owner_* programs",
+                       ("attached", "ns per connection, net of bpf_stats' own cost",
+                        "as counted (of which bpf_stats' own)", "without owner_* programs",
                         "program runs a connection", "connections/s without → with")),
 }
 

@@ -46,6 +46,10 @@ def summarise(result: dict) -> dict:
                 "missed": [r.get("missed") for r in runs],
                 "method": (t.get("plan", {}).get("families", {})
                            .get(SCENARIO_FAMILY[name][0], {}).get("method")),
+                # which of a method's programs (tp_btf: state_cast_btf where
+                # the kernel has bpf_rdonly_cast, else set_state_btf)
+                "programs": (t.get("plan", {}).get("families", {})
+                             .get(SCENARIO_FAMILY[name][0], {}).get("programs")),
                 "seen/kernel": [f"{r['seen']}/{r['kernel_delta'] if counter else '-'}" for r in runs],
                 "classes": [r.get("classes") for r in runs],
             }
