@@ -470,8 +470,16 @@ static __always_inline bool tw_twin_cast(const struct sock *sk, struct inet_time
 	const struct hlist_nulls_node *node;
 	struct inet_hashinfo *hinfo;
 	struct tw_key mine = {};
-	__u32 off = bpf_core_field_offset(struct sock_common, skc_nulls_node);
+	__u64 off = bpf_core_field_offset(struct sock_common, skc_nulls_node);
 
+	/* Verifiers before 6.18 refuse pointer math with an offset whose bounds
+	 * they do not know (6.12: "math between untrusted_ptr_ pointer and
+	 * register with unbounded min value"), and a relocated offset is just a
+	 * register to them: the mask bounds it (skc_nulls_node is at 104 on
+	 * 6.18), and an offset it would cut takes the probe reads. */
+	if (off > 0xff)
+		return tw_twin(sk, dr, sport, true);
+	asm volatile("%0 &= 0xff" : "+r"(off));
 	tw_key_of_btf(&mine, sk);
 	mine.portpair = (mine.portpair & 0xffff) | ((__u32)sport << 16);
 	hinfo = dr->hashinfo;
@@ -483,9 +491,14 @@ static __always_inline bool tw_twin_cast(const struct sock *sk, struct inet_time
 	for (int i = 0; i < 8; i++) {	/* a bounded loop: 5.3+ */
 		const struct sock_common *c;
 
+		const void *head = node;
+
 		if (!node)
 			return false;
-		c = bpf_rdonly_cast((void *)node - off, bpf_core_type_id_kernel(struct sock_common));
+		/* a subtraction, not the addition of a negation clang would
+		 * emit: verifiers before 6.13 lose the bounds of a negation */
+		asm volatile("%0 -= %1" : "+r"(head) : "r"(off));
+		c = bpf_rdonly_cast(head, bpf_core_type_id_kernel(struct sock_common));
 		if (tw_same_cast(c, &mine))
 			return true;
 		node = c->skc_nulls_node.next;

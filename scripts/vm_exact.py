@@ -50,6 +50,9 @@ def summarise(result: dict) -> dict:
                 # the kernel has bpf_rdonly_cast, else set_state_btf)
                 "programs": (t.get("plan", {}).get("families", {})
                              .get(SCENARIO_FAMILY[name][0], {}).get("programs")),
+                # what the runs used: a program the verifier refused demotes its
+                # family to the next method, and the plan above would not say so
+                "used": sorted({r["method"] for r in runs if r.get("method")}),
                 "seen/kernel": [f"{r['seen']}/{r['kernel_delta'] if counter else '-'}" for r in runs],
                 "classes": [r.get("classes") for r in runs],
             }
@@ -89,7 +92,8 @@ def main(argv=None) -> int:
     summary = _memcg_v2_summary(result) if args.memcg_v2 else summarise(result)
     for tier, scenarios in summary.items():
         for name, s in scenarios.items():
-            print(f"{vm.release:<22} {tier:<11} {name:<22} {s['method'] or '?':<8} "
+            used = ", ".join(s["used"]) or s["method"] or "?"
+            print(f"{vm.release:<22} {tier:<11} {name:<22} {used:<8} "
                   f"{s['exact']}/{s['runs']} exact, {s['short_but_explained']} short by what the kernel "
                   f"says it missed   seen/kernel: {' '.join(s['seen/kernel'])}   missed: {s['missed']}")
     for where, err in result["errors"].items():

@@ -141,8 +141,9 @@ def _tier_arg(text: str):
 
 #: what --runs keeps of each run
 RUN_KEYS = ("seen", "kernel_delta", "lab_delta", "printed", "lost", "returncode", "seconds")
-#: and of the family's totals row: the kernel's own miss counts (None: not counted there)
-ROW_KEYS = ("missed", "missed_unmeasured", "explained_by_misses")
+#: and of the family's totals row: the kernel's own miss counts (None: not counted there),
+#: and the method the run used (a refused program demotes its family: not always the plan's)
+ROW_KEYS = ("missed", "missed_unmeasured", "explained_by_misses", "method")
 
 #: tier -> TCPOOM_DENY_METHODS that makes the plan choose it where the kernel has it;
 #: the "-inlined" tiers load that tier without its tcp_check_oom probe (see
