@@ -569,8 +569,22 @@ static __always_inline struct inet_timewait_death_row *death_row_btf(const struc
  * into a tcp_sock the verifier lets us load from (5.9+: bpf_skc_to_tcp_sock;
  * it also says whether sk is TCP), else probe reads. Returns false for a
  * socket that is not TCP or whose close is not clean. */
-static __always_inline bool tw_clean_close(const struct sock *sk, __u16 *sport, bool btf)
+static __always_inline bool tw_clean_close(const struct sock *sk, __u16 *sport, bool btf, bool cast)
 {
+	if (cast) {
+		/* 6.2+: bpf_rdonly_cast instead of the helper call (sk is a full
+		 * socket at every inet_sock_set_state; its type is checked here) */
+		const struct tcp_sock *tp;
+
+		if (sk->sk_protocol != IPPROTO_TCP || sk->sk_type != SOCK_STREAM)
+			return false;
+		tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
+		count(CNT_TW_CLOSES);
+		if (sk->sk_err || tp->snd_una != tp->write_seq)
+			return false;
+		*sport = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
+		return true;
+	}
 	if (btf && bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_skc_to_tcp_sock)) {
 		struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
 
@@ -625,7 +639,7 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 	reset_before = tw_reset_before(sk);
 	if (oldstate != TCP_FIN_WAIT1 && oldstate != TCP_FIN_WAIT2 && oldstate != TCP_CLOSING)
 		return 0;
-	if (!tw_clean_close(sk, &sport, btf) || reset_before)
+	if (!tw_clean_close(sk, &sport, btf, cast) || reset_before)
 		return 0;
 	/* no test of the death row's count: a slab failure overflows below the
 	 * limit, and another CPU's TIME_WAIT may expire before this tracepoint */
