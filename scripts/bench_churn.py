@@ -299,7 +299,8 @@ def measure(runs: int, seconds: float, clients: int, close: str = "normal",
     finally:
         with open(_STATS, "w") as f:
             f.write(stats_before)
-    a, b = statistics.median(without), statistics.median(with_)
+    # --runs 0: the stats runs alone (an A/B of two builds of the programs)
+    a, b = (statistics.median(without), statistics.median(with_)) if runs else (0.0, 0.0)
     ns = statistics.median(ns_per_conn)
     names = sorted({k for d in per_prog for k in d})
     progs = {k: {"ns_per_connection": statistics.median(d.get(k, (0, 0))[0] for d in per_prog),
@@ -310,7 +311,7 @@ def measure(runs: int, seconds: float, clients: int, close: str = "normal",
     owner = sum(v["ns_per_connection"] for k, v in progs.items() if k.startswith(_OURS_PREFIX))
     floor_ns = statistics.median(floors)
     runs_total = sum(v["runs_per_connection"] for v in progs.values())
-    return {"close": close, "without": a, "with": b, "overhead_pct": (a - b) / a * 100,
+    return {"close": close, "without": a, "with": b, "overhead_pct": (a - b) / a * 100 if a else 0.0,
             "runs_without": without, "runs_with": with_,
             "bpf_ns_per_connection": ns, "bpf_share_pct": ns * a / 1e9 * 100,
             "bpf_ns_per_connection_runs": ns_per_conn,
@@ -325,7 +326,8 @@ def measure(runs: int, seconds: float, clients: int, close: str = "normal",
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=5,
+                    help="throughput runs without and with tcpoom (0: only the --stats-runs)")
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--clients", type=int, default=1)
     ap.add_argument("--close", choices=("normal", "reset"), default="normal",
@@ -344,8 +346,9 @@ def main() -> int:
         from scripts.bench_storm import machine
         before = machine()
     r = measure(args.runs, args.seconds, args.clients, args.close, args.command, args.stats_runs)
-    print(f"connections/s without tcpoom {r['without']:,.0f}, with {r['with']:,.0f}: "
-          f"{r['overhead_pct']:+.2f}% fewer (medians of {args.runs})")
+    if args.runs:
+        print(f"connections/s without tcpoom {r['without']:,.0f}, with {r['with']:,.0f}: "
+              f"{r['overhead_pct']:+.2f}% fewer (medians of {args.runs})")
     print(f"  tcpoom's BPF programs ({args.close} closes): {r['bpf_ns_per_connection']:.0f} ns of kernel "
           f"time per connection (kernel.bpf_stats_enabled), {r['bpf_share_pct']:.2f}% of a connection's "
           f"time at this rate; without the owner_* programs {r['bpf_ns_per_connection_without_owner']:.0f} ns")
@@ -357,8 +360,9 @@ def main() -> int:
     print("  per program (ns per connection, runs per connection, ns per run): " +
           ", ".join(f"{k} {v['ns_per_connection']:.0f} ({v['runs_per_connection']:.2f}x "
                     f"{v['ns_per_run']:.0f})" for k, v in r["bpf_ns_per_program"].items()))
-    print("  without:", " ".join(f"{x:,.0f}" for x in r["runs_without"]))
-    print("  with:   ", " ".join(f"{x:,.0f}" for x in r["runs_with"]))
+    if args.runs:
+        print("  without:", " ".join(f"{x:,.0f}" for x in r["runs_without"]))
+        print("  with:   ", " ".join(f"{x:,.0f}" for x in r["runs_with"]))
     if args.json:
         import json
         out = {"machine": before, "command": "python3 -m scripts.bench_churn " + " ".join(sys.argv[1:]),
