@@ -442,6 +442,14 @@ static __always_inline bool tw_twin(const struct sock *sk, struct inet_timewait_
  * makes it a register move; loads through it are fault-safe plain loads). */
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 
+/* The kernel's own BTF ids of the types cast to, set by the loader from the
+ * kernel facts (read from /sys/kernel/btf/vmlinux, kept per boot). Not
+ * bpf_core_type_id_kernel(): libbpf resolves that against the minimised BTF
+ * of tracer/kernel/btfcache.py when it is used, whose ids are its own. */
+const volatile __u32 btf_id_sock_common = 0;
+const volatile __u32 btf_id_ehash_bucket = 0;
+const volatile __u32 btf_id_tcp_sock = 0;
+
 static __always_inline bool tw_same_cast(const struct sock_common *c, const struct tw_key *k)
 {
 	if (c->skc_state != TCP_TIME_WAIT || (__u64)c->skc_net.net != k->net ||
@@ -486,7 +494,7 @@ static __always_inline bool tw_twin_cast(const struct sock *sk, struct inet_time
 	if (!hinfo)
 		return false;
 	b = bpf_rdonly_cast(hinfo->ehash + (mine.hash & hinfo->ehash_mask),
-			    bpf_core_type_id_kernel(struct inet_ehash_bucket));
+			    btf_id_ehash_bucket);
 	node = b->chain.first;
 	for (int i = 0; i < 8; i++) {	/* a bounded loop: 5.3+ */
 		const struct sock_common *c;
@@ -498,7 +506,7 @@ static __always_inline bool tw_twin_cast(const struct sock *sk, struct inet_time
 		/* a subtraction, not the addition of a negation clang would
 		 * emit: verifiers before 6.13 lose the bounds of a negation */
 		asm volatile("%0 -= %1" : "+r"(head) : "r"(off));
-		c = bpf_rdonly_cast(head, bpf_core_type_id_kernel(struct sock_common));
+		c = bpf_rdonly_cast(head, btf_id_sock_common);
 		if (tw_same_cast(c, &mine))
 			return true;
 		node = c->skc_nulls_node.next;
@@ -578,7 +586,7 @@ static __always_inline bool tw_clean_close(const struct sock *sk, __u16 *sport, 
 
 		if (sk->sk_protocol != IPPROTO_TCP || sk->sk_type != SOCK_STREAM)
 			return false;
-		tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
+		tp = bpf_rdonly_cast(sk, btf_id_tcp_sock);
 		count(CNT_TW_CLOSES);
 		if (sk->sk_err || tp->snd_una != tp->write_seq)
 			return false;

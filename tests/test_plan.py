@@ -365,8 +365,13 @@ def test_tw_inference_reads_the_ehash_with_plain_loads_where_bpf_rdonly_cast_exi
     f = _facts_at("6.18.44")
     f.tracepoints.update(sock_send_length=3, sock_recv_length=3, tcp_destroy_sock=1)
     f.btf_functions["bpf_rdonly_cast"] = True
+    # the ids it casts to come from the kernel's BTF: without them, the probe reads
+    assert plan_mod.build(f).families["tw_overflow"].programs[0] == "set_state_btf"
+    f.btf_type_ids = {"sock_common": 3, "inet_ehash_bucket": 4, "tcp_sock": 5}
     p = plan_mod.build(f)
     assert p.families["tw_overflow"].programs[0] == "state_cast_btf"
+    assert (p.config["btf_id_sock_common"], p.config["btf_id_ehash_bucket"], p.config["btf_id_tcp_sock"]) == \
+        (3, 4, 5)
     s = Session(p, Filters())
     assert "owner_state_btf" not in s.programs and s._owner_at_set_state == 1
     # raw_tp has no kfuncs: the probe-read program whatever the kernel

@@ -23,6 +23,9 @@ FUNCTIONS = ("tcp_check_oom", "__tcp_close", "tcp_close", "tcp_out_of_resources"
              "bpf_rdonly_cast")
 # Data symbols read by address where kallsyms lists them (CONFIG_KALLSYMS_ALL).
 DATA_SYMBOLS = ("tcp_orphan_cache", "sysctl_tcp_max_orphans")
+# Structs the TIME_WAIT inference casts to (bpf/tw_overflow.bpf.h state_cast_btf):
+# their ids come from the kernel's BTF, set in the object's .rodata by the loader.
+CAST_TYPES = ("sock_common", "inet_ehash_bucket", "tcp_sock")
 DENY_ENV = "TCPOOM_DENY_METHODS"
 METHODS = ("fentry", "kprobe", "tp_btf", "raw_tp")
 TRACEPOINTS = ("tcp_send_reset", "inet_sock_set_state", "sock_exceed_buf_limit",
@@ -47,6 +50,9 @@ class KernelFacts:
     btf: bool = False
     #: function name -> present in the kernel's BTF (fentry can name it)
     btf_functions: Dict[str, bool] = dataclasses.field(default_factory=dict)
+    #: struct name -> its id in the kernel's BTF (0: absent), for the programs that
+    #: cast to it with bpf_rdonly_cast (CAST_TYPES)
+    btf_type_ids: Dict[str, int] = dataclasses.field(default_factory=dict)
     #: tracepoint -> number of arguments (from btf_trace_<name>), absent if unknown
     tracepoints: Dict[str, int] = dataclasses.field(default_factory=dict)
     #: numeric SK_RST_REASON_TCP_ABORT_ON_MEMORY, None where the enum lacks it
@@ -226,6 +232,8 @@ def _gather_boot_stable(f: KernelFacts, test_load: bool = True) -> None:
         with btf_mod.Btf.vmlinux() as btf:
             for fn in FUNCTIONS:
                 f.btf_functions[fn] = btf.find(fn, btf_mod.BTF_KIND_FUNC)
+            for name in CAST_TYPES:
+                f.btf_type_ids[name] = btf.find(name, btf_mod.BTF_KIND_STRUCT)
             for tp in TRACEPOINTS:
                 n = btf.func_param_count(f"btf_trace_{tp}")
                 if n is not None:
@@ -263,14 +271,15 @@ def _gather_boot_stable(f: KernelFacts, test_load: bool = True) -> None:
 # boot id, so a tracer started on a host in trouble skips the BTF and kallsyms
 # reads after the first run. TCPOOM_NO_FACTS_CACHE=1 turns it off.
 CACHE_DIR = RUN_DIR
-_BOOT_STABLE = ("btf_functions", "tracepoints", "rst_reason_abort_on_memory", "orphan_count", "ringbuf",
+_BOOT_STABLE = ("btf_functions", "btf_type_ids", "tracepoints", "rst_reason_abort_on_memory", "orphan_count", "ringbuf",
                 "drop_reasons",
                 "fentry_errno",
                 "kallsyms_functions", "kallsyms_data", "kallsyms_read", "hz", "hz_source")
 # 3: orphan_count (issue 13) and ringbuf (issue 13, TIME_WAIT) both kept
 # 4, 5: kfree_skb's and tcp_probe's arity, drop_reasons (issue 13, mem_drop)
 # 6: btf_functions has bpf_rdonly_cast (issue 17, the TIME_WAIT inference's cost)
-_CACHE_FORMAT = 6
+# 7: btf_type_ids (the same)
+_CACHE_FORMAT = 7
 
 
 def _cache_key(f: KernelFacts) -> Optional[dict]:

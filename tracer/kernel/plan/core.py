@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, List, Optional, Tuple
 
-from ..facts import KernelFacts
+from ..facts import CAST_TYPES, KernelFacts
 from . import families as fam
 from .checks import NO_RINGBUF, has_ringbuf, need_fentry, need_kprobe, need_tracepoint
 from .model import Candidate, FamilyPlan, Plan, choose
@@ -69,7 +69,8 @@ def set_state_program(f: KernelFacts, kind: str) -> str:
     the bpf_rdonly_cast kfunc (6.2+), the one that looks for the TIME_WAIT twin
     with plain loads (about 100 ns less a close than two probe reads,
     docs/performance.md); else set_state_btf / set_state_raw."""
-    if kind == "btf" and f.btf_functions.get("bpf_rdonly_cast"):
+    if kind == "btf" and f.btf_functions.get("bpf_rdonly_cast") and \
+            all(f.btf_type_ids.get(t) for t in CAST_TYPES):
         return "state_cast_btf"
     return f"set_state_{kind}"
 
@@ -156,6 +157,10 @@ def build_core(f: KernelFacts, banned: Dict[str, List[Tuple[str, str]]]) -> Plan
     owner = owner_plan(f, fams)
     config["owner_storage"] = 1 if owner.get("store") == "sk_storage" else 0
     config["memcg_v1"] = 1 if f.memcg_v1 else 0
+    # the kernel's BTF ids state_cast_btf casts to (bpf/tw_overflow.bpf.h)
+    config.update(btf_id_sock_common=f.btf_type_ids.get("sock_common", 0),
+                  btf_id_ehash_bucket=f.btf_type_ids.get("inet_ehash_bucket", 0),
+                  btf_id_tcp_sock=f.btf_type_ids.get("tcp_sock", 0))
     plan = Plan(f.release, "co-re" if any_bpf else "none", fams, config, notes, owner)
     plan._banned = banned
     return plan
