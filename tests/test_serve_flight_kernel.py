@@ -147,6 +147,21 @@ def test_tcp_mem_triggers_freeze_an_incident_that_matches_the_kernel(tmp_path, t
             code, err = serve.stop()
     assert code == 0, err
     assert result.ok, result.failures()
+    # the incident holds every refusal the in-kernel counter saw in the lab's namespace
+    refused = _refusals(after) - _refusals(before)
+    assert refused > 0
+    classes = {c: (sample(after, "tcpoom_memory_refusal_events_total", **{"class": c}) or 0)
+               - (sample(before, "tcpoom_memory_refusal_events_total", **{"class": c}) or 0)
+               for c in ("memcg", "fair_share", "hard_limit", "unknown")}
+    assert sum(classes.values()) == refused, classes
+    # tcp_mem refused them: past tcp_mem[2], or under pressure on a socket's fair
+    # share. Which one is the kernel's reading of the global memory_allocated:
+    # from 6.0 each CPU keeps up to 1 MiB of it unflushed (per_cpu_fw_alloc),
+    # and a host whose CPUs hold a negative remainder keeps the global figure
+    # under a tiny tcp_mem[2] for a whole run (37 pages against 40, once).
+    assert classes["memcg"] == classes["unknown"] == 0, classes
+    if trigger == "refusal" and not classes["hard_limit"]:
+        limit = "tcp_mem[1] (a socket above its fair share under pressure)"
     path = line.split("written: ")[1].split(" (")[0]
     base = path[:-len(".tcpoom")]
     md = open(f"{base}.md").read()
@@ -156,15 +171,7 @@ def test_tcp_mem_triggers_freeze_an_incident_that_matches_the_kernel(tmp_path, t
     assert r.returncode == 0, r.stderr
     assert m["source"]["incident"]["trigger"] == trigger
     assert m["source"]["incident"]["limit"] == limit
-    # the incident holds every refusal the in-kernel counter saw in the lab's namespace
-    refused = _refusals(after) - _refusals(before)
-    assert refused > 0
     assert m["events"]["by_family"].get("mem_exceed", 0) == refused
-    classes = {c: (sample(after, "tcpoom_memory_refusal_events_total", **{"class": c}) or 0)
-               - (sample(before, "tcpoom_memory_refusal_events_total", **{"class": c}) or 0)
-               for c in ("memcg", "fair_share", "hard_limit", "unknown")}
-    assert sum(classes.values()) == refused, classes
-    assert classes["hard_limit"] > 0, classes      # tcp_mem[2] is what refused
     # and the kernel's own pressure counter moved in it as in the lab's namespace
     delta = result.deltas["TCPMemoryPressures"]
     assert m["kernel_counters"]["tcpext_delta"].get("TCPMemoryPressures") == delta
