@@ -13,7 +13,7 @@ from .model import FamilyPlan
 _BTF_METHODS = ("fentry", "tp_btf")
 #: TCPOOM_NO_OWNER=1: no owner tracking. It is most of the programs' time per
 #: connection (a socket's storage is created at its first send, receive or
-#: close: about 1.3-1.6 us a connection, docs/performance.md); a host making
+#: close: about 1.2 us of 1.4 a connection, docs/performance.md); a host making
 #: connections at a very high rate may rather keep the context task only.
 NO_OWNER_ENV = "TCPOOM_NO_OWNER"
 
