@@ -480,11 +480,12 @@ static __always_inline bool tw_twin_cast(const struct sock *sk, struct inet_time
 	struct tw_key mine = {};
 	__u64 off = bpf_core_field_offset(struct sock_common, skc_nulls_node);
 
-	/* Verifiers before 6.18 refuse pointer math with an offset whose bounds
-	 * they do not know (6.12: "math between untrusted_ptr_ pointer and
-	 * register with unbounded min value"), and a relocated offset is just a
-	 * register to them: the mask bounds it (skc_nulls_node is at 104 on
-	 * 6.18), and an offset it would cut takes the probe reads. */
+	/* The entry's address is node - off, off a relocated register. 6.12's
+	 * verifier refused that math ("math between untrusted_ptr_ pointer and
+	 * register with unbounded min value") where 6.18's took it: the
+	 * subtraction is written in asm below, and the mask keeps off bounded
+	 * for any verifier that loses its value (skc_nulls_node is at 104 on
+	 * 6.18); an offset the mask would cut takes the probe reads. */
 	if (off > 0xff)
 		return tw_twin(sk, dr, sport, true);
 	asm volatile("%0 &= 0xff" : "+r"(off));
@@ -498,7 +499,6 @@ static __always_inline bool tw_twin_cast(const struct sock *sk, struct inet_time
 	node = b->chain.first;
 	for (int i = 0; i < 8; i++) {	/* a bounded loop: 5.3+ */
 		const struct sock_common *c;
-
 		const void *head = node;
 
 		if (!node)
