@@ -143,7 +143,9 @@ def test_timer_path_orphan_kills_name_the_closing_process_and_its_pod(cgs):
     # before closing; orphans other processes make meanwhile (host sockets of a
     # qemu guest, a package download) can push the count over the limit at close,
     # so the kills then happen on the close path and none on the timer: the owner
-    # is then right but untested here. Such a run is repeated, at most twice.
+    # is then right but untested here. A timer kill runs in softirq, in whatever task the
+    # CPU was running: when the lab's own polling was on the CPU at every kill, nothing
+    # shows the owner differs from the running task. Such runs are repeated, at most twice.
     for attempt in range(3):
         got, c = _in_cgroup_lab(cgs, "pod", "orphans_timer")
         assert got["returncode"] == 0, got["stderr"]
@@ -151,7 +153,7 @@ def test_timer_path_orphan_kills_name_the_closing_process_and_its_pod(cgs):
         for e in kills:      # whatever the path, the owner is the closing process
             assert e["owner_pid"] == os.getpid(), e
         timer = [e for e in kills if e["caller"] == "timer"]
-        if timer:
+        if any(e["pid"] != os.getpid() for e in timer):
             break
     assert timer, f"no timer-path kill in 3 runs; callers: {sorted({e['caller'] for e in kills})}, totals: {got['totals']}"
     for e in timer:

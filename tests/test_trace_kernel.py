@@ -45,16 +45,26 @@ def test_orphans_close_path_exact_and_more_than_the_kernel_log(matrix, probes_pl
     assert r["seen"] == r["kernel_delta"] == r["lab_delta"]
     assert r["printed"] == r["seen"] and r["lost"] == 0
     assert r["printed"] > sum(r["kmsg_lines"].values())
+    # The orphan cache's timer is deferrable and can run late on an idle CPU: the lab then
+    # closes clients one at a time until a close is aborted, and those closed before that
+    # die later on their own timers (scripts/lab/orphans.py). Every other kill is a close.
+    slipped = r["details"]["closed_before_cache_hot"]
+    close = [e for e in r["events"] if e["caller"] == "close"]
+    assert len(close) >= r["lab_delta"] - slipped
     for e in r["events"]:
-        assert e["caller"] == "close" and e["shift"] == 0
+        assert e["caller"] in ("close", "timer")
+        assert (e["shift"] == 0) if e["caller"] == "close" else (e["shift"] >= 0)
         assert "too_many_orphans" in e["verdict"]
         assert e["memory_allocated"] is not None and e["tcp_mem"] is not None
     matrix.check(probes_plan, "oom_check",
                  "orphans_close: count = TcpExt TCPAbortOnMemory, every event printed, none lost, "
-                 "more than the kernel log's lines; every event on the close path with shift 0, "
+                 "more than the kernel log's lines; every event on the close path with shift 0 "
+                 "but those closed before the orphan cache held the seed (their timers kill them), "
                  "verdict too_many_orphans; memory_allocated and tcp_mem present",
                  fields=["verdict", "caller", "shift"], used=row(r)["method"],
-                 figures=f"{r['seen']}/{r['kernel_delta']}, kernel log {sum(r['kmsg_lines'].values())} lines")
+                 figures=f"{r['seen']}/{r['kernel_delta']}, {len(close)} on the close path, "
+                         f"{slipped} closed before the cache was hot, "
+                         f"kernel log {sum(r['kmsg_lines'].values())} lines")
 
 
 def test_orphans_timer_path_shows_the_shift_penalty(matrix, probes_plan):

@@ -44,6 +44,30 @@ def _lingering_orphan(ctx: Context, server):
     return accepted
 
 
+def _keep_cpus_busy(seconds: float) -> None:
+    """Spin on every CPU this process may use for `seconds`, then return.
+
+    The orphan cache's timer is deferrable: it runs at the next tick of the CPU that armed
+    it, and an idle CPU under NO_HZ has no tick, so the refresh can come late by any amount
+    (the host CI once saw the first closes pass). A busy CPU ticks, so two periods of spin
+    on each CPU let the timer run on time wherever it was armed.
+    """
+    children = []
+    for cpu in sorted(os.sched_getaffinity(0)):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.sched_setaffinity(0, {cpu})
+                deadline = time.monotonic() + seconds
+                while time.monotonic() < deadline:
+                    pass
+            finally:
+                os._exit(0)
+        children.append(pid)
+    for pid in children:
+        os.waitpid(pid, 0)
+
+
 def _close_when_cache_hot(ctx: Context, clients) -> int:
     """Close every client; return how many were closed before the close path aborted one.
 
@@ -77,7 +101,7 @@ def orphans_close(ctx: Context, count: int) -> Expected:
         # would be killed a little later by their timers instead. One lingering orphan,
         # made while tcp_max_orphans still has its normal value, fills the cache first.
         seed_peer = _lingering_orphan(ctx, server)
-        time.sleep(ORPHAN_CACHE_WAIT_S)
+        _keep_cpus_busy(ORPHAN_CACHE_WAIT_S)
         start = ctx.counters()["TCPAbortOnMemory"]
         # tcp_max_orphans is host-wide; 0 makes any orphan one too many.
         ctx.set_global_sysctl("net.ipv4.tcp_max_orphans", 0)
