@@ -75,8 +75,8 @@ def render() -> str:
               ".TP", ".B TCPOOM_NO_FACTS_CACHE=1, TCPOOM_NO_BTF_CACHE=1, TCPOOM_NO_PRELOAD=1",
               "turn off the per\\-boot caches and the early BPF load",
               ".TP", ".B TCPOOM_NO_OWNER=1",
-              "no owner tracking: every event names the task it ran in (saves about 1.5 us of kernel "
-              "time a connection)",
+              "no owner tracking, as \\-\\-no\\-owner: every event names the task it ran in (saves "
+              "about 1.2 us of kernel time a connection)",
               ".SH REQUIREMENTS",
               "Linux 5.8 or newer with BTF (/sys/kernel/btf/vmlinux) for the co\\-re engine, or the "
               "kernel's headers and python3\\-bpfcc for the bcc engine; libbpf1; root, or CAP_BPF and "

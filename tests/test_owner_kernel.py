@@ -122,12 +122,12 @@ def test_the_report_names_the_memcg_and_its_limit_not_tcp_mem(cgs, tmp_path):
     assert not any(x.get("id") == "mem_exceed.hard" for x in rep["diagnosis"])
 
 
-def _in_cgroup_lab(cgs, shape, scenario):
+def _in_cgroup_lab(cgs, shape, scenario, *args):
     c = cgs.make(shape, name="lab")
     cgs.join(c)
     try:
         with Lab(allow_global_sysctls=True) as lab:
-            tracer = Tracer(["--netns", lab.netns_name])
+            tracer = Tracer(["--netns", lab.netns_name, *args])
             try:
                 lab.run(scenario)
                 time.sleep(0.3)
@@ -170,4 +170,16 @@ def test_time_wait_overflows_name_the_closing_process_and_its_container(cgs):
     assert tw
     for e in tw:
         assert e["owner_pid"] == os.getpid(), e
+        assert e["cgroup"] == c.rel and e["container"] == "docker:" + c.container_id[:12]
+
+
+def test_no_owner_names_the_context_task_and_keeps_the_socket_cgroup(cgs):
+    # --no-owner: no owner program and no socket storage; the events still carry the
+    # socket's own cgroup (sk_cgrp_data), which costs nothing per connection.
+    got, c = _in_cgroup_lab(cgs, "docker", "tw_overflow", "--no-owner")
+    assert got["returncode"] == 0, got["stderr"]
+    tw = [e for e in got["events"] if e["family"] == "tw_overflow"]
+    assert tw
+    for e in tw:
+        assert e["owner_fidelity"] == "context-only" and e["owner_pid"] == e["pid"], e
         assert e["cgroup"] == c.rel and e["container"] == "docker:" + c.container_id[:12]
