@@ -3,7 +3,7 @@ without `tcpoom trace` attached.
 
     python3 -m scripts.bench_churn [--runs 5] [--seconds 3] [--clients 1]
                                    [--close normal|reset] [--command trace|serve]
-                                   [--stats-runs 5] [--json FILE]
+                                   [--workload churn|requests] [--stats-runs 5] [--json FILE]
 
 The workload runs in a private network namespace (deleted afterwards): one
 process accepts and closes, --clients processes connect and close as fast as
@@ -18,6 +18,13 @@ alternate without/with (ABBA order, so drift cancels); medians are compared.
 The tracer watches every namespace, all families, as an operator would run it.
 Each process is pinned to a core (server on the first, clients on the next):
 unpinned, the scheduler's placement made runs vary from 15k to 46k/s.
+
+`--workload requests` measures the other side of an always-on tracer's cost:
+no connection is made or closed during the run, each client sends 100 bytes
+on its one established connection and waits for the echo, as fast as it can.
+No state changes: what runs is what runs at every send and receive (the owner
+tracking's sock_send_length/sock_recv_length programs, 6.3+). The figures are
+then per round trip (two sends and two receives), not per connection.
 """
 from __future__ import annotations
 
@@ -36,6 +43,7 @@ from typing import Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PORT = 7070
+REQUEST_BYTES = 100
 _LINGER_0 = struct.pack("ii", 1, 0)
 
 
@@ -65,6 +73,43 @@ def _server(ready, normal: bool) -> None:
         c.close()
 
 
+def _echo_server(ready, clients: int) -> None:
+    _pin(0)
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("127.0.0.1", PORT))
+    ls.listen(64)
+    ready.set()
+    conns = [ls.accept()[0] for _ in range(clients)]
+    import selectors
+    sel = selectors.DefaultSelector()
+    for c in conns:
+        sel.register(c, selectors.EVENT_READ)
+    while True:
+        for key, _ in sel.select():
+            data = key.fileobj.recv(4096)
+            if not data:
+                return
+            key.fileobj.sendall(data)
+
+
+def _requester(seconds: float, out, cpu: int) -> None:
+    _pin(cpu)
+    s = socket.create_connection(("127.0.0.1", PORT))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    message = b"x" * REQUEST_BYTES
+    done = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        s.sendall(message)
+        got = 0
+        while got < REQUEST_BYTES:
+            got += len(s.recv(4096))
+        done += 1
+    s.close()
+    out.put((done, 0))
+
+
 def _client(seconds: float, out, cpu: int, normal: bool) -> None:
     _pin(cpu)
     done = errors = 0
@@ -85,9 +130,9 @@ def _client(seconds: float, out, cpu: int, normal: bool) -> None:
     out.put((done, errors))
 
 
-def load(seconds: float, clients: int, normal: bool) -> None:
+def load(seconds: float, clients: int, close: str) -> None:
     """Inside the namespace (these sysctls are the namespace's own): print
-    connections/s and errors."""
+    connections/s (round trips/s for "requests") and errors."""
     with open("/proc/sys/net/ipv4/ip_local_port_range", "w") as f:
         f.write("1024 65535")
     with open("/proc/sys/net/ipv4/tcp_tw_reuse", "w") as f:
@@ -97,11 +142,17 @@ def load(seconds: float, clients: int, normal: bool) -> None:
     with open("/proc/sys/net/ipv4/tcp_max_tw_buckets", "w") as f:
         f.write(str(1 << 20))
     ready, out = multiprocessing.Event(), multiprocessing.Queue()
-    server = multiprocessing.Process(target=_server, args=(ready, normal), daemon=True)
+    if close == "requests":
+        server = multiprocessing.Process(target=_echo_server, args=(ready, clients), daemon=True)
+        procs = [multiprocessing.Process(target=_requester, args=(seconds, out, 1 + i))
+                 for i in range(clients)]
+    else:
+        normal = close == "normal"
+        server = multiprocessing.Process(target=_server, args=(ready, normal), daemon=True)
+        procs = [multiprocessing.Process(target=_client, args=(seconds, out, 1 + i, normal))
+                 for i in range(clients)]
     server.start()
     ready.wait(5)
-    procs = [multiprocessing.Process(target=_client, args=(seconds, out, 1 + i, normal))
-             for i in range(clients)]
     for p in procs:
         p.start()
     results = [out.get() for _ in procs]
@@ -188,7 +239,8 @@ _STATS = "/proc/sys/kernel/bpf_stats_enabled"
 
 class StatsFloor:
     """What bpf_stats itself adds to every run it measures: an empty raw_tp
-    program (r0 = 0; exit) attached to inet_sock_set_state beside tcpoom's. Its
+    program (r0 = 0; exit) attached beside tcpoom's to inet_sock_set_state (or,
+    for the requests workload, which changes no state, sock_send_length). Its
     run_time_ns per run is the measurement's own cost inside the measured span
     (the clock reads and the dispatch), present in each of tcpoom's runs too.
     Loaded with the bpf() system call directly: no object, no compiler."""
@@ -197,8 +249,9 @@ class StatsFloor:
     _PROG_LOAD, _OBJ_GET_INFO, _RAW_TP_OPEN = 5, 15, 17
     _RAW_TRACEPOINT = 17        # BPF_PROG_TYPE_RAW_TRACEPOINT
 
-    def __init__(self) -> None:
+    def __init__(self, tracepoint: str = "inet_sock_set_state") -> None:
         import ctypes
+        self.tracepoint = tracepoint
         self._ct = ctypes
         self._libc = ctypes.CDLL(None, use_errno=True)
         self._libc.syscall.restype = ctypes.c_long
@@ -232,7 +285,7 @@ class StatsFloor:
         a = Load(prog_type=self._RAW_TRACEPOINT, insn_cnt=2, insns=ct.addressof(insns),
                  license=ct.addressof(lic), prog_name=b"stats_floor")
         self.prog_fd = self._bpf(self._PROG_LOAD, a)
-        tp = ct.create_string_buffer(b"inet_sock_set_state")
+        tp = ct.create_string_buffer(self.tracepoint.encode())
         self.link_fd = self._bpf(self._RAW_TP_OPEN, Open(name=ct.addressof(tp), prog_fd=self.prog_fd))
         info = (ct.c_uint32 * 2)()                     # bpf_prog_info: type, id
 
@@ -279,7 +332,8 @@ def measure(runs: int, seconds: float, clients: int, close: str = "normal",
                 tracer = start_tracer(command, state_dir)
                 ours = prog_ids() - before
                 time.sleep(0.3)
-                with StatsFloor() as floor:
+                with StatsFloor("sock_send_length" if close == "requests"
+                                else "inet_sock_set_state") as floor:
                     with open(_STATS, "w") as f:
                         f.write("1")
                     rate = churn(name, seconds, clients, close)
@@ -330,8 +384,12 @@ def main() -> int:
                     help="throughput runs without and with tcpoom (0: only the --stats-runs)")
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--clients", type=int, default=1)
-    ap.add_argument("--close", choices=("normal", "reset"), default="normal",
-                    help="the client closes with a FIN (TIME_WAIT; default) or a reset")
+    ap.add_argument("--close", choices=("normal", "reset", "requests"), default="normal",
+                    help="the client closes with a FIN (TIME_WAIT; default) or a reset "
+                         "(`requests`: set by --workload)")
+    ap.add_argument("--workload", choices=("churn", "requests"), default="churn",
+                    help="churn: connect and close (default); requests: round trips on "
+                         "established connections")
     ap.add_argument("--command", choices=sorted(COMMANDS), default="trace",
                     help="what is attached: tcpoom trace (default) or tcpoom serve")
     ap.add_argument("--stats-runs", type=int, default=5,
@@ -339,25 +397,29 @@ def main() -> int:
     ap.add_argument("--json", metavar="FILE", help="also write the results, with the machine, as JSON")
     ap.add_argument("--load", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.workload == "requests":
+        args.close = "requests"
     if args.load:
-        load(args.load, args.clients, args.close == "normal")
+        load(args.load, args.clients, args.close)
         return 0
     if args.json:
         from scripts.bench_storm import machine
         before = machine()
     r = measure(args.runs, args.seconds, args.clients, args.close, args.command, args.stats_runs)
+    unit = "round trip" if args.close == "requests" else "connection"
+    what = "round trips" if args.close == "requests" else f"{args.close} closes"
     if args.runs:
-        print(f"connections/s without tcpoom {r['without']:,.0f}, with {r['with']:,.0f}: "
+        print(f"{unit}s/s without tcpoom {r['without']:,.0f}, with {r['with']:,.0f}: "
               f"{r['overhead_pct']:+.2f}% fewer (medians of {args.runs})")
-    print(f"  tcpoom's BPF programs ({args.close} closes): {r['bpf_ns_per_connection']:.0f} ns of kernel "
-          f"time per connection (kernel.bpf_stats_enabled), {r['bpf_share_pct']:.2f}% of a connection's "
+    print(f"  tcpoom's BPF programs ({what}): {r['bpf_ns_per_connection']:.0f} ns of kernel "
+          f"time per {unit} (kernel.bpf_stats_enabled), {r['bpf_share_pct']:.2f}% of a {unit}'s "
           f"time at this rate; without the owner_* programs {r['bpf_ns_per_connection_without_owner']:.0f} ns")
     print(f"  bpf_stats' own cost: {r['stats_floor_ns_per_run']:.0f} ns a run (an empty program), "
-          f"{r['program_runs_per_connection']:.1f} runs a connection: "
+          f"{r['program_runs_per_connection']:.1f} runs a {unit}: "
           f"{r['stats_floor_ns_per_connection']:.0f} ns of the figure above; net of it "
           f"{r['bpf_net_ns_per_connection']:.0f} ns (median of {len(r['bpf_net_ns_per_connection_runs'])} runs: "
           + " ".join(f"{x:.0f}" for x in sorted(r['bpf_net_ns_per_connection_runs'])) + ")")
-    print("  per program (ns per connection, runs per connection, ns per run): " +
+    print(f"  per program (ns per {unit}, runs per {unit}, ns per run): " +
           ", ".join(f"{k} {v['ns_per_connection']:.0f} ({v['runs_per_connection']:.2f}x "
                     f"{v['ns_per_run']:.0f})" for k, v in r["bpf_ns_per_program"].items()))
     if args.runs:
@@ -366,7 +428,7 @@ def main() -> int:
     if args.json:
         import json
         out = {"machine": before, "command": "python3 -m scripts.bench_churn " + " ".join(sys.argv[1:]),
-               "attached": args.command,
+               "attached": args.command, "unit": "round trip" if args.close == "requests" else "connection",
                "owner_tracking": os.environ.get("TCPOOM_NO_OWNER") != "1", "churn": r}
         out["machine"]["load_after"] = round(os.getloadavg()[0], 2)
         with open(args.json, "w") as f:

@@ -390,6 +390,23 @@ def churn_attached(files: Files) -> List[Row]:
     return rows
 
 
+def requests(files: Files) -> List[Row]:
+    """scripts/bench_churn --workload requests: what runs at every send and receive
+    of an established connection (owner tracking), per round trip."""
+    rows = []
+    for name in sorted(files):
+        d = files[name]
+        c = d["churn"]
+        progs = ", ".join(f"`{k}` {v['ns_per_run']:.0f} ns × {v['runs_per_connection']:.0f}"
+                          for k, v in sorted(c["bpf_ns_per_program"].items()) if v["runs_per_connection"] >= 0.5)
+        rows.append((f"`{d.get('attached', 'trace')}`", f"**{_net(c):.0f} ns** ({_net_runs(c)})",
+                     f"{c['bpf_ns_per_connection']:.0f} ns ({c['stats_floor_ns_per_connection']:.0f})",
+                     progs or "none",
+                     f"{c['without']:,.0f} → {c['with']:,.0f} ({c['overhead_pct']:.1f}% fewer; "
+                     f"medians of {len(c['runs_with'])})"))
+    return rows
+
+
 def twin(files: Files) -> List[Row]:
     """Before and after the TIME_WAIT twin's plain loads (state_cast_btf),
     owner tracking off, alternated on one machine (issue 17 item 2.4)."""
@@ -463,6 +480,10 @@ TABLES: Dict[str, Tuple[Union[str, Tuple[str, ...]], Callable[[Any], List[Row]],
     "twin": (("twin-*.json",), twin,
              ("program (owner tracking off)", "ns per connection, net of bpf_stats' own cost",
               "as counted (of which bpf_stats' own), per file", "its ns a run", "`tw_destroy_btf` ns a run")),
+    "requests": (("requests-*.json",), requests,
+                 ("attached", "ns per round trip, net of bpf_stats' own cost",
+                  "as counted (of which bpf_stats' own)", "programs: as counted a run × runs a round trip",
+                  "round trips/s without → with")),
     "churn-attached": (("churn-attached-*.json",), churn_attached,
                        ("attached", "ns per connection, net of bpf_stats' own cost",
                         "as counted (of which bpf_stats' own)", "without owner_* programs",
