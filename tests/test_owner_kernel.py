@@ -183,3 +183,36 @@ def test_no_owner_names_the_context_task_and_keeps_the_socket_cgroup(cgs):
     for e in tw:
         assert e["owner_fidelity"] == "context-only" and e["owner_pid"] == e["pid"], e
         assert e["cgroup"] == c.rel and e["container"] == "docker:" + c.container_id[:12]
+
+
+def test_a_socket_handed_to_another_process_names_the_new_owner(cgs):
+    # A pre-fork server: the parent accepts and reads, a forked worker reads next and
+    # stalls. The receive refusals that follow run in the sender's softirq and must
+    # name the worker: the owner is the last process to use the socket, however
+    # many times the one before used it (the send/receive hooks' "same owner"
+    # shortcut compares the process, bpf/owner.bpf.h note_owner_io).
+    reader_cg = cgs.make("service", name="reader")
+    reader_cg.limit_socket_memory(2 * MiB)
+    sender_cg = cgs.make("docker")
+    reader = _spawn(reader_cg, "handoff", 8 * MiB, 2)
+    port = int(reader.stdout.readline())
+    tracer = Tracer(["--port", str(port), "--family", "mem_exceed"])
+    try:
+        sender = _spawn(sender_cg, "sender", port, 1.5, 2)
+        assert reader.stdout.readline().strip() == "accepted"
+        handed = reader.stdout.readline().split()
+        assert handed[0] == "handed", handed
+        worker = int(handed[1])
+        sender.wait(timeout=30)
+        time.sleep(0.3)
+    finally:
+        got = tracer.stop()
+        reader.stdin.write("done\n")
+        reader.stdin.flush()
+        reader.wait(timeout=10)
+    assert got["returncode"] == 0, got["stderr"]
+    recv = sorted((e for e in got["events"] if e["verdict"] == ["recv"]), key=lambda e: e["ts_ns"])
+    assert recv, f"no receive-side refusal: {got['totals']}"
+    assert {e["owner_pid"] for e in recv} <= {reader.pid, worker}, recv[0]
+    assert recv[-1]["owner_pid"] == worker, recv[-1]
+    assert sum(e["owner_pid"] == worker for e in recv) >= len(recv) // 2

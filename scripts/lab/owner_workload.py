@@ -2,6 +2,8 @@
 its own cgroup (the parent moves them in before they open a socket).
 
     python3 -m scripts.lab.owner_workload reader  RCVBUF   -> prints its port
+    python3 -m scripts.lab.owner_workload handoff RCVBUF CONNS -> as reader, then a child
+                                                               reads once: the new owner
     python3 -m scripts.lab.owner_workload sender  PORT SECONDS CONNS [SNDBUF]
     python3 -m scripts.lab.owner_workload held    RCVBUF CONNS   (memcg_tcp_mem.py)
 
@@ -37,6 +39,47 @@ def reader(rcvbuf: int, conns: int) -> None:
         held.append(c)
     print("accepted", flush=True)
     sys.stdin.readline()
+    for c in held:
+        c.close()
+    srv.close()
+
+
+def handoff(rcvbuf: int, conns: int) -> None:
+    """As reader, then a forked child reads once from each connection and stalls in
+    its turn: from then on the child is the owner (a pre-fork server's worker). It
+    prints "handed PID" after its reads."""
+    import os
+    import signal
+    sys.stdin.readline()
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), rcvbuf)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(conns)
+    print(srv.getsockname()[1], flush=True)
+    held = []
+    for _ in range(conns):
+        c, _ = srv.accept()
+        c.settimeout(2.0)
+        for _ in range(3):          # the parent's reads: noted, then the same owner
+            try:
+                c.recv(1)
+            except OSError:
+                pass
+        held.append(c)
+    print("accepted", flush=True)
+    child = os.fork()
+    if child == 0:
+        for c in held:
+            try:
+                c.recv(1)
+            except OSError:
+                pass
+        print("handed", os.getpid(), flush=True)
+        signal.pause()
+        os._exit(0)
+    sys.stdin.readline()
+    os.kill(child, signal.SIGTERM)
+    os.waitpid(child, 0)
     for c in held:
         c.close()
     srv.close()
@@ -93,6 +136,8 @@ if __name__ == "__main__":
     role = sys.argv[1]
     if role == "held":
         held(int(sys.argv[2]), int(sys.argv[3]))
+    elif role == "handoff":
+        handoff(int(sys.argv[2]), int(sys.argv[3]))
     elif role == "reader":
         reader(int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 1)
     else:
