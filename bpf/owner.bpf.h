@@ -135,76 +135,25 @@ static __always_inline void note_owner_in(struct owner *o)
 	bpf_get_current_comm(o->comm, sizeof(o->comm));
 }
 
-/* Note the current task as the socket's owner; call only in process context.
- * False when there was no room to note it. */
-static __always_inline bool note_owner(const struct sock *sk, bool btf)
+/* Note the current task as the socket's owner; call only in process context. */
+static __always_inline void note_owner(const struct sock *sk, bool btf)
 {
 	struct owner *o, fresh = {};
 	__u64 key = (__u64)sk;
 
 	if (btf && owner_storage) {
 		o = bpf_sk_storage_get(&owner_sk, (void *)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-		if (!o)
-			return false;
-		note_owner_in(o);
-		return true;
+		if (o)
+			note_owner_in(o);
+		return;
 	}
 	o = bpf_map_lookup_elem(&owner_by_sk, &key);
 	if (o) {
 		note_owner_in(o);
-		return true;
+		return;
 	}
 	note_owner_in(&fresh);
-	return bpf_map_update_elem(&owner_by_sk, &key, &fresh, BPF_ANY) == 0;
-}
-
-/*
- * Sends and receives: an established connection makes many, nearly always by
- * the process that noted it last. The last (socket, incarnation, process) noted
- * this way is kept in an array slot picked by the socket's txhash, so a repeat
- * leaves after an array read (inlined by the verifier) and three compares,
- * instead of the storage lookup, a helper call: about 50 of the 80 ns a run on
- * the VM of docs/performance.md ("Established connections").
- *
- * The incarnation is sk_txhash: a random non-zero value set at connect and at
- * accept (tcp_v4_connect/tcp_v6_connect, tcp_create_openreq_child; 5.10, 6.1,
- * 6.18), so a new socket at a freed one's address does not match its slot.
- * A changed txhash (a rehash after a timeout), another socket in the slot, or
- * another process is a miss, which notes as before and takes the slot. Slots
- * are written without a lock: a write torn by another CPU can only make a miss.
- */
-#define NOTED_SLOTS 65536
-
-struct noted {
-	__u64 sk;
-	__u32 txhash;
-	__u32 tgid;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, NOTED_SLOTS);
-	__type(key, __u32);
-	__type(value, struct noted);
-} owner_noted SEC(".maps");
-
-static __always_inline void note_owner_io(const struct sock *sk, bool btf)
-{
-	__u32 txhash = btf ? sk->sk_txhash : BPF_CORE_READ(sk, sk_txhash);
-	/* the slot: txhash is random already (the verifier allows no arithmetic
-	 * on the socket's address) */
-	__u32 slot = txhash & (NOTED_SLOTS - 1);
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct noted *n = bpf_map_lookup_elem(&owner_noted, &slot);
-	__u64 addr = (__u64)sk;
-
-	if (n && txhash && n->sk == addr && n->txhash == txhash && n->tgid == tgid)
-		return;
-	if (note_owner(sk, btf) && n && txhash) {
-		n->sk = addr;
-		n->txhash = txhash;
-		n->tgid = tgid;
-	}
+	bpf_map_update_elem(&owner_by_sk, &key, &fresh, BPF_ANY);
 }
 
 static __always_inline void forget_owner(const struct sock *sk, bool btf)

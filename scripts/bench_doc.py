@@ -399,7 +399,8 @@ def requests(files: Files) -> List[Row]:
         c = d["churn"]
         progs = ", ".join(f"`{k}` {v['ns_per_run']:.0f} ns × {v['runs_per_connection']:.0f}"
                           for k, v in sorted(c["bpf_ns_per_program"].items()) if v["runs_per_connection"] >= 0.5)
-        rows.append((f"`{d.get('attached', 'trace')}`", f"**{_net(c):.0f} ns** ({_net_runs(c)})",
+        rows.append((f"`{d.get('attached', 'trace')}`",
+                     f"**{_net(c):.0f} ns** ({_net_runs(c)})",
                      f"{c['bpf_ns_per_connection']:.0f} ns ({c['stats_floor_ns_per_connection']:.0f})",
                      progs or "none",
                      f"{c['without']:,.0f} → {c['with']:,.0f} ({c['overhead_pct']:.1f}% fewer; "

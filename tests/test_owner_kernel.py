@@ -189,8 +189,8 @@ def test_a_socket_handed_to_another_process_names_the_new_owner(cgs):
     # A pre-fork server: the parent accepts and reads, a forked worker reads next and
     # stalls. The receive refusals that follow run in the sender's softirq and must
     # name the worker: the owner is the last process to use the socket, however
-    # many times the one before used it (the send/receive hooks' "same owner"
-    # shortcut compares the process, bpf/owner.bpf.h note_owner_io).
+    # many times the one before used it (any "same owner" shortcut in the
+    # send/receive hooks must compare the process; docs/performance.md).
     reader_cg = cgs.make("service", name="reader")
     reader_cg.limit_socket_memory(2 * MiB)
     sender_cg = cgs.make("docker")
