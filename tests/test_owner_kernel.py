@@ -215,4 +215,4 @@ def test_a_socket_handed_to_another_process_names_the_new_owner(cgs):
     assert recv, f"no receive-side refusal: {got['totals']}"
     assert {e["owner_pid"] for e in recv} <= {reader.pid, worker}, recv[0]
     assert recv[-1]["owner_pid"] == worker, recv[-1]
-    assert sum(e["owner_pid"] == worker for e in recv) >= len(recv) // 2
+    # (the events before the worker's read name the parent: how many depends on timing)
