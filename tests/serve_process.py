@@ -1,8 +1,10 @@
 """Start `tcpoom serve` as a child process for the tests and scrape it."""
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from typing import Optional
 
 from conftest import ROOT
 
@@ -25,6 +27,20 @@ class Serve:
                 break
         self.proc.kill()
         raise RuntimeError("serve did not start: " + "".join(self.lines) + self.proc.communicate()[1])
+
+    def read_line(self, timeout: float) -> Optional[str]:
+        """The next line serve writes to stderr ("" at its end), or None if none came
+        within `timeout` seconds: a blocking readline would hang the suite when serve
+        stays quiet (an incident that never triggers). A line that comes later is
+        read by the thread left waiting, and lost; serve's exit ends that thread."""
+        box = []
+        t = threading.Thread(target=lambda: box.append(self.proc.stderr.readline()), daemon=True)
+        t.start()
+        t.join(max(timeout, 0.0))
+        if not box:
+            return None
+        self.lines.append(box[0])
+        return box[0]
 
     def scrape(self, headers=None) -> str:
         req = urllib.request.Request(self.url, headers=headers or {})

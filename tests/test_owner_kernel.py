@@ -44,18 +44,29 @@ def _slow_reader_under_a_memcg_limit(cgs, limit=2 * MiB, conns=2, seconds=1.5, b
     port = int(reader.stdout.readline())
     args = {None: ["--port", str(port)], "pid": ["--pid", str(reader.pid)],
             "cgroup": ["--cgroup", reader_cg.rel], "container": ["--container", "tcpoom-lab-reader.service"]}[by]
-    tracer = Tracer(args + ["--family", "mem_exceed"])
+    tracer = None
     try:
+        tracer = Tracer(args + ["--family", "mem_exceed"])
         sender = _spawn(sender_cg, "sender", port, seconds, conns)
         assert reader.stdout.readline().strip() == "accepted"
         sender.wait(timeout=30)
         time.sleep(0.3)
     finally:
-        got = tracer.stop()
+        got = tracer.stop() if tracer else None
+        _end(reader)
+    return got, reader, sender, reader_cg, sender_cg, limit_file
+
+
+def _end(reader):
+    """Tell the reader to close and go; kill it if it does not (a test that failed
+    early must not leave it holding sockets in a cgroup)."""
+    try:
         reader.stdin.write("done\n")
         reader.stdin.flush()
         reader.wait(timeout=10)
-    return got, reader, sender, reader_cg, sender_cg, limit_file
+    except (OSError, subprocess.TimeoutExpired):
+        reader.kill()
+        reader.wait()
 
 
 def test_receive_refusals_in_softirq_name_the_reader_and_its_memcg(cgs):
@@ -103,9 +114,7 @@ def test_the_report_names_the_memcg_and_its_limit_not_tcp_mem(cgs, tmp_path):
         sender.wait(timeout=30)
         rec.wait(timeout=30)
     finally:
-        reader.stdin.write("done\n")
-        reader.stdin.flush()
-        reader.wait(timeout=10)
+        _end(reader)
     assert rec.returncode == 0, rec.stderr.read()
     md = subprocess.run([sys.executable, "-m", "tracer", "report", str(out), "--format", "json"], cwd=ROOT,
                         capture_output=True, text=True)
@@ -196,8 +205,9 @@ def test_a_socket_handed_to_another_process_names_the_new_owner(cgs):
     sender_cg = cgs.make("docker")
     reader = _spawn(reader_cg, "handoff", 8 * MiB, 2)
     port = int(reader.stdout.readline())
-    tracer = Tracer(["--port", str(port), "--family", "mem_exceed"])
+    tracer = None
     try:
+        tracer = Tracer(["--port", str(port), "--family", "mem_exceed"])
         sender = _spawn(sender_cg, "sender", port, 1.5, 2)
         assert reader.stdout.readline().strip() == "accepted"
         handed = reader.stdout.readline().split()
@@ -206,10 +216,8 @@ def test_a_socket_handed_to_another_process_names_the_new_owner(cgs):
         sender.wait(timeout=30)
         time.sleep(0.3)
     finally:
-        got = tracer.stop()
-        reader.stdin.write("done\n")
-        reader.stdin.flush()
-        reader.wait(timeout=10)
+        got = tracer.stop() if tracer else None
+        _end(reader)
     assert got["returncode"] == 0, got["stderr"]
     recv = sorted((e for e in got["events"] if e["verdict"] == ["recv"]), key=lambda e: e["ts_ns"])
     assert recv, f"no receive-side refusal: {got['totals']}"

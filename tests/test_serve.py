@@ -67,6 +67,21 @@ def test_triggers_fire_on_the_first_event_after_a_quiet_spell():
     assert "headroom" not in t.check(None, dict(low, pressure=True), now=103)   # still low: once
 
 
+def test_a_hard_limit_refusal_between_snapshots_is_headroom_gone():
+    # tcp_mem[2] passed and back within a second: the snapshots never see it, the
+    # refusal's class (memory_allocated > tcp_mem[2] when the kernel refused) does
+    t = Triggers(["headroom"], 0.1)
+    snap = {"sockstat": {"TCP": {"mem": 5}}, "limits": {"tcp_mem": [10, 20, 100]}}
+    classes = {"hard_limit": 0, "fair_share": 0}
+    assert t.check(None, snap, now=0, classes=classes) == []
+    assert t.check(None, snap, now=1, classes=dict(classes, fair_share=4)) == []
+    assert t.check(None, snap, now=2, classes=dict(classes, fair_share=4, hard_limit=2)) == ["headroom"]
+    assert t.limit("headroom") == "tcp_mem[2]"
+    assert t.check(None, snap, now=3, classes=dict(classes, fair_share=4, hard_limit=5)) == []   # the same spell
+    assert t.check(None, snap, now=4, classes=dict(classes, fair_share=4, hard_limit=5)) == []   # over: rearmed
+    assert t.check(None, snap, now=5, classes=dict(classes, fair_share=4, hard_limit=6)) == ["headroom"]
+
+
 def test_collector_names_follow_prometheus_conventions():
     counters = [0] * ev.CNT_MAX
     counters[ev.CNT_OOM_CHECK], counters[ev.CNT_OOM_CLOSE], counters[ev.CNT_OOM_TIMER] = 7, 4, 2

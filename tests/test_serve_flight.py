@@ -128,7 +128,8 @@ def test_sigusr1_freezes_an_incident_with_its_reports(tmp_path):
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not any(
                 l.startswith("tcpoom: incident written") for l in serve.lines):
-            serve.lines.append(serve.proc.stderr.readline())
+            if serve.read_line(deadline - time.monotonic()) is None:
+                break
     finally:
         code, err = serve.stop()
     assert code == 0, err

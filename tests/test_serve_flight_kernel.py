@@ -20,16 +20,19 @@ from scripts.lab import Lab
 pytestmark = pytest.mark.kernel
 
 
-def _wait_line(serve, prefix, within=30.0):
+def _wait_line(serve, prefix, within=30.0, required=True):
     deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        line = serve.proc.stderr.readline()
-        serve.lines.append(line)
+    while True:
+        line = serve.read_line(deadline - time.monotonic())
+        if line is None:
+            break                           # nothing within the time left
         if line.startswith(prefix):
             return line
         if not line and serve.proc.poll() is not None:
             break
-    raise AssertionError(f"no {prefix!r} line: " + "".join(serve.lines))
+    if not required:
+        return None
+    raise AssertionError(f"no {prefix!r} line within {within} s: " + "".join(serve.lines))
 
 
 def _report(path, fmt="json"):
@@ -133,19 +136,30 @@ def test_tcp_mem_triggers_freeze_an_incident_that_matches_the_kernel(tmp_path, t
     """tcp_mem_send (tcp_mem tiny for about a second, clients pushing to servers
     that do not read) under a running serve: pressure entered, refusals, and TCP
     memory within 10% of tcp_mem[2] each freeze an incident on their own."""
-    with Lab(allow_global_sysctls=True) as lab:
-        serve = Serve(free_port(), "--netns", lab.netns_name, "--state-dir", str(tmp_path / "state"),
-                      "--segment-seconds", "2", "--before", "30", "--after", "3", "--trigger", trigger)
-        try:
-            time.sleep(2.5)                     # a snapshot before the first event
-            before = serve.scrape()
-            result = lab.run("tcp_mem_send")
-            _wait_line(serve, f"tcpoom: incident ({trigger})")
-            line = _wait_line(serve, "tcpoom: incident written")
-            after = serve.scrape()
-        finally:
-            code, err = serve.stop()
-    assert code == 0, err
+    # tcp_mem is tiny (40 pages) for about a second. From 6.0 the global
+    # memory_allocated leaves up to 1 MiB a CPU in per-CPU reserves, so a run can
+    # refuse on fair share alone and never bring the global figure (sockstat's mem,
+    # what headroom compares) near tcp_mem[2]: then there is no headroom to see.
+    # Such a run is made again, at most twice.
+    for attempt in range(3):
+        line = None
+        with Lab(allow_global_sysctls=True) as lab:
+            serve = Serve(free_port(), "--netns", lab.netns_name,
+                          "--state-dir", str(tmp_path / f"state{attempt}"), "--segment-seconds", "2",
+                          "--before", "30", "--after", "3", "--trigger", trigger)
+            try:
+                time.sleep(2.5)                     # a snapshot before the first event
+                before = serve.scrape()
+                result = lab.run("tcp_mem_send")
+                if _wait_line(serve, f"tcpoom: incident ({trigger})", within=15, required=False):
+                    line = _wait_line(serve, "tcpoom: incident written")
+                    after = serve.scrape()
+            finally:
+                code, err = serve.stop()
+        assert code == 0, err
+        if line:
+            break
+    assert line, f"no {trigger} incident in 3 runs; the last: {err}"
     assert result.ok, result.failures()
     # the incident holds every refusal the in-kernel counter saw in the lab's namespace
     refused = _refusals(after) - _refusals(before)

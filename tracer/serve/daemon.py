@@ -206,7 +206,7 @@ class Daemon:
             snap = snapshots.take(self.opts.filters.netns or None)
             counters = self.state.counters() if self.state.counters else None
             self.flight.add_snapshot(snap, counters)
-            for reason in self.triggers.check(counters, snap):
+            for reason in self.triggers.check(counters, snap, classes=self.state.cgroup_counts.classes):
                 self.trigger(reason)
         self.flight.tick()
         self.state.flight = self.flight.stats()

@@ -59,7 +59,12 @@ class Triggers:
         self._last[key] = value
         return before is not None and value > before
 
-    def check(self, counters: Optional[List[int]], snap: dict, now: Optional[float] = None) -> List[str]:
+    def check(self, counters: Optional[List[int]], snap: dict, now: Optional[float] = None,
+              classes: Optional[Dict[str, int]] = None) -> List[str]:
+        """The triggers that fire now. `classes`: the running refusal counts by class
+        (from the events): a new hard_limit refusal is memory_allocated past tcp_mem[2]
+        at that moment, which a snapshot a second apart can miss entirely (a spike, or
+        tcp_mem set low for less than a second)."""
         now = time.monotonic() if now is None else now
         fired = []
         ext = snap.get("tcpext") or {}
@@ -81,6 +86,9 @@ class Triggers:
         if press is not None:
             self._pressure = bool(press)
         low = headroom_low(snap, self.headroom) if "headroom" in self.enabled else None
+        hard = (classes or {}).get("hard_limit")
+        if self._rose("events.hard_limit", hard) and "headroom" in self.enabled:
+            low = "tcp_mem[2]"
         if low and low != self._low:
             fired.append("headroom")
             self.why["headroom"] = low
