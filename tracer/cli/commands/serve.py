@@ -62,7 +62,8 @@ def _size(text: str) -> int:
 @click.option("--trigger", "triggers", multiple=True, type=click.Choice(TRIGGERS),
               help="Only these triggers (repeatable; default all).")
 @click.option("--headroom", type=click.FloatRange(min=0, max=1), default=0.1, show_default=True,
-              help="The headroom trigger fires with less than this fraction of a limit left.")
+              help="The headroom trigger fires with less than this fraction of a limit left in "
+                   "the once-a-second /proc figures, or at a refusal past tcp_mem[2] between two.")
 @click.option("--no-reports", is_flag=True, help="Write incident files without their reports.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), hidden=True)
 @click.option("--segment-seconds", type=click.FloatRange(min=1), default=30, hidden=True)
