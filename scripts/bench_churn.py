@@ -56,13 +56,19 @@ def _pin(cpu: int) -> None:
     os.sched_setaffinity(0, {cpus[cpu % len(cpus)]})
 
 
-def _server(ready, normal: bool) -> None:
+def _listener(ready, backlog: int) -> socket.socket:
+    """The server's listening socket, on the first core; `ready` set once it listens."""
     _pin(0)
     ls = socket.socket()
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind(("127.0.0.1", PORT))
-    ls.listen(4096)
+    ls.listen(backlog)
     ready.set()
+    return ls
+
+
+def _server(ready, normal: bool) -> None:
+    ls = _listener(ready, 4096)
     while True:
         c, _ = ls.accept()
         if normal:
@@ -74,12 +80,7 @@ def _server(ready, normal: bool) -> None:
 
 
 def _echo_server(ready, clients: int) -> None:
-    _pin(0)
-    ls = socket.socket()
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind(("127.0.0.1", PORT))
-    ls.listen(64)
-    ready.set()
+    ls = _listener(ready, 64)
     conns = [ls.accept()[0] for _ in range(clients)]
     import selectors
     sel = selectors.DefaultSelector()

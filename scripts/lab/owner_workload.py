@@ -20,7 +20,10 @@ import sys
 import time
 
 
-def reader(rcvbuf: int, conns: int) -> None:
+def _accept_and_read(rcvbuf: int, conns: int, reads: int):
+    """Listen (printing the port), accept `conns` connections and read `reads` single
+    bytes from each (a process that reads, then stalls: a slow consumer); print
+    "accepted". Returns the listener and the connections."""
     sys.stdin.readline()
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), rcvbuf)
@@ -30,14 +33,19 @@ def reader(rcvbuf: int, conns: int) -> None:
     held = []
     for _ in range(conns):
         c, _ = srv.accept()
-        # one small read: a process that reads, then stalls (a slow consumer)
         c.settimeout(2.0)
-        try:
-            c.recv(1)
-        except OSError:
-            pass
+        for _ in range(reads):
+            try:
+                c.recv(1)
+            except OSError:
+                pass
         held.append(c)
     print("accepted", flush=True)
+    return srv, held
+
+
+def reader(rcvbuf: int, conns: int) -> None:
+    srv, held = _accept_and_read(rcvbuf, conns, 1)
     sys.stdin.readline()
     for c in held:
         c.close()
@@ -50,23 +58,8 @@ def handoff(rcvbuf: int, conns: int) -> None:
     prints "handed PID" after its reads."""
     import os
     import signal
-    sys.stdin.readline()
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), rcvbuf)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(conns)
-    print(srv.getsockname()[1], flush=True)
-    held = []
-    for _ in range(conns):
-        c, _ = srv.accept()
-        c.settimeout(2.0)
-        for _ in range(3):          # the parent's reads: noted, then the same owner
-            try:
-                c.recv(1)
-            except OSError:
-                pass
-        held.append(c)
-    print("accepted", flush=True)
+    # the parent's reads: noted, then the same owner
+    srv, held = _accept_and_read(rcvbuf, conns, 3)
     child = os.fork()
     if child == 0:
         for c in held:
