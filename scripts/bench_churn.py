@@ -167,7 +167,8 @@ def load(seconds: float, clients: int, close: str) -> None:
 
 def churn(netns_name: str, seconds: float, clients: int, close: str = "normal") -> float:
     r = subprocess.run(["ip", "netns", "exec", netns_name, sys.executable, "-m", "scripts.bench_churn",
-                        "--load", str(seconds), "--clients", str(clients), "--close", close],
+                        "--load", str(seconds), "--clients", str(clients),
+                        *(["--workload", "requests"] if close == "requests" else ["--close", close])],
                        cwd=ROOT, capture_output=True, text=True, check=True)
     rate, errors = r.stdout.split()
     if int(errors):
@@ -385,9 +386,8 @@ def main() -> int:
                     help="throughput runs without and with tcpoom (0: only the --stats-runs)")
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--clients", type=int, default=1)
-    ap.add_argument("--close", choices=("normal", "reset", "requests"), default="normal",
-                    help="the client closes with a FIN (TIME_WAIT; default) or a reset "
-                         "(`requests`: set by --workload)")
+    ap.add_argument("--close", choices=("normal", "reset"), default="normal",
+                    help="churn: the client closes with a FIN (TIME_WAIT; default) or a reset")
     ap.add_argument("--workload", choices=("churn", "requests"), default="churn",
                     help="churn: connect and close (default); requests: round trips on "
                          "established connections")
@@ -399,7 +399,7 @@ def main() -> int:
     ap.add_argument("--load", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.workload == "requests":
-        args.close = "requests"
+        args.close = "requests"     # measure() and load() take the workload in one argument
     if args.load:
         load(args.load, args.clients, args.close)
         return 0
